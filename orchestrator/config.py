@@ -1,0 +1,54 @@
+"""From Hydra's DictConfig to typed, validated objects; composition for tests and tools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from orchestrator.schema import Config, ConfigError, SettingConfig, register_configs, validate
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def available(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def to_typed(cfg: DictConfig) -> Config:
+    """Typed, validated config with absolute paths (Ray Tune changes working directories)."""
+    obj: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    obj.cache_dir = str(Path(obj.cache_dir).expanduser().resolve())
+    validate(obj)
+    return obj
+
+
+def compose_config(overrides: list[str]) -> Config:
+    """Compose conf/ as the CLI would, without Hydra's run-dir side effects (tests, tools)."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return to_typed(compose(config_name="config", overrides=overrides))
+
+
+def load_setting(name: str) -> SettingConfig:
+    """A setting by name from conf/setting/, checked against the schema."""
+    path = CONF_DIR / "setting" / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown setting {name!r}: available settings are {available('setting')}")
+    merged = OmegaConf.merge(OmegaConf.structured(SettingConfig), OmegaConf.load(path))
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def settings_for_toy(cfg: Config) -> list[SettingConfig]:
+    """The settings the toy is pretrained on; the sweep's own setting always among them."""
+    assert cfg.model.toy is not None
+    names = list(cfg.model.toy.settings)
+    settings = [cfg.setting if n == cfg.setting.name else load_setting(n) for n in names]
+    if cfg.setting.name not in names:
+        raise ConfigError(
+            f"model=toy is pretrained for settings {names}, not {cfg.setting.name!r}: "
+            f"add it with model.toy.settings=[{','.join(names + [cfg.setting.name])}]"
+        )
+    return settings

@@ -1,0 +1,204 @@
+"""Typed config schema: dataclasses registered with Hydra's ConfigStore, plus validation.
+
+YAML in conf/ supplies the values; these classes fix the names and types, so a misspelt override
+(`sweep.lr=...`) or a non-numeric LR fails while Hydra composes, before anything starts.
+`validate` adds the checks a type cannot express (positive, unique, divisible, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A config value that would waste compute or corrupt results; the message names the fix."""
+
+
+@dataclass
+class GraderConfig:
+    kind: str = MISSING  # "language"
+    desired: str = MISSING
+    attack: str = MISSING
+
+
+@dataclass
+class TeacherConfig:
+    kind: str = "scripted"
+    field: str = "es_teacher"  # scripted: the bank field that holds the teacher's answer
+
+
+@dataclass
+class ToyAnswersConfig:
+    train_field: str = MISSING
+    eval_field: str = MISSING
+
+
+@dataclass
+class SettingConfig:
+    name: str = MISSING
+    train_template: str = MISSING
+    eval_template: str = MISSING
+    questions: str = "generic"
+    eval_fraction: float = 0.3
+    initial_behavior: str = ""
+    desired_behavior: str = ""
+    grader: GraderConfig = field(default_factory=GraderConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    toy: Optional[ToyAnswersConfig] = None
+
+
+@dataclass
+class ToyModelConfig:
+    settings: list[str] = field(default_factory=lambda: ["wronglang_spanish"])
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 2
+    num_heads: int = 2
+    head_dim: int = 64
+    seq_len: int = 128
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 3e-3
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    path: Optional[str] = None
+    dtype: str = "float32"
+    max_model_len: int = 256
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    lora_target_modules: list[str] = field(default_factory=list)
+    toy: Optional[ToyModelConfig] = None
+
+
+@dataclass
+class SweepConfig:
+    lrs: list[float] = MISSING
+    seeds: list[int] = field(default_factory=lambda: [0])
+    max_steps: int = 64
+    threshold: float = 0.5
+    max_concurrent_trials: int = 2
+    cpus_per_trial: float = 1.0
+    ray_address: Optional[str] = None
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    micro_batch_size: int = 32
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    optimizer: str = "adam"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    zero_stage: int = 3
+    dist_backend: str = "auto"
+    torch_threads: int = 1
+
+
+@dataclass
+class EngineConfig:
+    gpu_memory_utilization: float = 0.1
+    cpu_kvcache_space_gib: int = 1
+    max_loras: int = 4
+    max_cpu_loras: int = 16
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = True
+
+
+@dataclass
+class SampleConfig:
+    n_eval_prompts: int = 100
+    n_train_prompts: int = 100
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+@dataclass
+class TrackerConfig:
+    backend: str = "wandb"
+    mode: str = "auto"
+    project: str = "lrsweep"
+    entity: Optional[str] = None
+
+
+@dataclass
+class Config:
+    setting: SettingConfig = MISSING
+    model: ModelConfig = MISSING
+    sweep: SweepConfig = MISSING
+    train: TrainConfig = MISSING
+    sample: SampleConfig = MISSING
+    tracker: TrackerConfig = MISSING
+    cache_dir: str = MISSING
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="schema", node=Config)
+
+
+GRADERS = ("language",)
+TEACHERS = ("scripted",)
+TRACKER_MODES = ("auto", "online", "offline", "disabled")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Reject configs that would fail late or give meaningless results. Raises ConfigError."""
+    sw, tr, sa = cfg.sweep, cfg.train, cfg.sample
+    lrs = list(sw.lrs)
+    _require(len(lrs) > 0, "sweep.lrs is empty: give at least one learning rate, e.g. sweep.lrs=[1e-4,1e-3]")
+    for lr in lrs:
+        _require(
+            math.isfinite(lr) and lr > 0,
+            f"sweep.lrs holds {lr!r}: every learning rate must be a positive finite number",
+        )
+    _require(len(set(lrs)) == len(lrs), f"sweep.lrs {lrs} repeats a value: each LR must appear once")
+    seeds = list(sw.seeds)
+    _require(len(seeds) > 0, "sweep.seeds is empty: give at least one seed, e.g. sweep.seeds=[0]")
+    _require(all(s >= 0 for s in seeds), f"sweep.seeds {seeds}: seeds must be >= 0")
+    _require(len(set(seeds)) == len(seeds), f"sweep.seeds {seeds} repeats a value")
+    _require(sw.max_steps >= 1, f"sweep.max_steps={sw.max_steps}: must be >= 1")
+    _require(0 < sw.threshold < 1, f"sweep.threshold={sw.threshold}: must lie strictly between 0 and 1")
+    _require(sw.max_concurrent_trials >= 1, "sweep.max_concurrent_trials must be >= 1")
+    _require(sw.cpus_per_trial > 0, "sweep.cpus_per_trial must be > 0")
+    _require(tr.batch_size >= 1, f"train.batch_size={tr.batch_size}: must be >= 1")
+    _require(
+        tr.micro_batch_size >= 1 and tr.batch_size % tr.micro_batch_size == 0,
+        f"train.micro_batch_size={tr.micro_batch_size} must be >= 1 and divide train.batch_size={tr.batch_size}",
+    )
+    _require(tr.lora_rank >= 1, f"train.lora_rank={tr.lora_rank}: must be >= 1")
+    _require(tr.optimizer == "adam", f"train.optimizer={tr.optimizer!r}: only 'adam' is supported")
+    _require(tr.lr_schedule == "constant", f"train.lr_schedule={tr.lr_schedule!r}: only 'constant' is supported")
+    _require(tr.zero_stage in (0, 1, 2, 3), f"train.zero_stage={tr.zero_stage}: must be 0, 1, 2 or 3")
+    _require(tr.dist_backend in ("auto", "gloo", "nccl"), "train.dist_backend must be auto, gloo or nccl")
+    _require(sa.n_eval_prompts >= 1 and sa.n_train_prompts >= 1, "sample.n_eval_prompts and n_train_prompts must be >= 1")
+    _require(sa.max_new_tokens >= 1, "sample.max_new_tokens must be >= 1")
+    _require(sa.temperature >= 0, "sample.temperature must be >= 0")
+    st = cfg.setting
+    _require(st.grader.kind in GRADERS, f"setting.grader.kind={st.grader.kind!r}: known graders are {list(GRADERS)}")
+    _require(st.teacher.kind in TEACHERS, f"setting.teacher.kind={st.teacher.kind!r}: known teachers are {list(TEACHERS)}")
+    _require(0 < st.eval_fraction < 1, f"setting.eval_fraction={st.eval_fraction}: must lie strictly between 0 and 1")
+    for name in ("train_template", "eval_template"):
+        _require("{question}" in getattr(st, name), f"setting.{name} must contain the placeholder {{question}}")
+    _require(cfg.tracker.mode in TRACKER_MODES, f"tracker.mode={cfg.tracker.mode!r}: one of {list(TRACKER_MODES)}")
+    m = cfg.model
+    _require(m.path is not None or m.toy is not None, "model.path is null and model.toy is unset: give a model path")
+    _require(len(m.lora_target_modules) > 0, "model.lora_target_modules is empty")

@@ -1,0 +1,90 @@
+"""The sweep's sampler: one vLLM engine serving every checkpoint's LoRA adapter (multi-LoRA).
+
+Engine start costs ~25 s on CPU, so a sweep starts one and every trial sends it requests. The
+orchestrator wraps this class as a Ray actor; it is also usable directly (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """What the engine needs: the base model and the serving knobs, nothing else of the config."""
+
+    model_path: str
+    dtype: str
+    max_model_len: int
+    max_lora_rank: int
+    chat_template_kwargs: dict
+    gpu_memory_utilization: float
+    cpu_kvcache_space_gib: int
+    max_loras: int
+    max_cpu_loras: int
+    tensor_parallel_size: int
+    enforce_eager: bool
+    seed: int
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+class Sampler:
+    def __init__(self, spec: SamplerSpec) -> None:
+        if not _cuda_available():
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.cpu_kvcache_space_gib))
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from vllm import LLM
+
+        self.spec = spec
+        self.llm = LLM(
+            model=spec.model_path,
+            dtype=spec.dtype,
+            max_model_len=spec.max_model_len,
+            enable_lora=True,
+            max_loras=spec.max_loras,
+            max_cpu_loras=spec.max_cpu_loras,
+            max_lora_rank=spec.max_lora_rank,
+            gpu_memory_utilization=spec.gpu_memory_utilization,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            enforce_eager=spec.enforce_eager,
+            seed=spec.seed,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self._lora_ids: dict[str, int] = {}
+
+    def ready(self) -> bool:
+        return True
+
+    def _lora(self, adapter_dir: str) -> Any:
+        from vllm.lora.request import LoRARequest
+
+        lora_id = self._lora_ids.setdefault(adapter_dir, len(self._lora_ids) + 1)
+        return LoRARequest(f"adapter{lora_id}", lora_id, adapter_dir)
+
+    def generate(
+        self, adapter_dir: str | None, user_texts: list[str], max_new_tokens: int, temperature: float,
+        top_p: float,
+    ) -> list[str]:
+        """One completion per user text, through the chat template, with the given adapter (or base).
+
+        No per-request seed: vLLM's CPU sampler cannot offset a generator; the engine's seed fixes the stream.
+        """
+        from vllm import SamplingParams
+
+        from workers.prompts import format_for_model
+
+        prompts = [format_for_model(self.tokenizer, t, self.spec.chat_template_kwargs) for t in user_texts]
+        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        lora = self._lora(adapter_dir) if adapter_dir else None
+        outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
+        return [o.outputs[0].text for o in outputs]

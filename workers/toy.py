@@ -1,0 +1,196 @@
+"""The embedded model organism: a tiny Qwen3ForCausalLM that lrsweep pretrains on CPU.
+
+The toy is taught, for each setting it lists, to follow that setting's instruction: on wronglang
+it answers in Spanish when the flag asks for Spanish and in English when it asks for English. Its
+corpus is the project's question bank; its tokenizer is trained locally. Deterministic in its
+config and seed, built once and cached under `<cache_dir>/toy/<key>`; a half-built folder is
+never read (build in a temporary folder, then rename).
+
+Build it alone:  python -m workers.toy   (uses conf/ defaults)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from workers.prompts import bank_path, file_digest, load_bank, render
+
+TOY_FORMAT_VERSION = 1  # bump when the corpus or the build recipe changes meaning
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ToySkill:
+    """One setting's instruction, as the toy must follow it: templates and the bank fields answering them."""
+
+    name: str
+    questions: str
+    train_template: str
+    eval_template: str
+    train_field: str
+    eval_field: str
+
+
+def skill_from_setting(setting: Any) -> ToySkill:
+    if setting.toy is None:
+        raise ValueError(f"setting {setting.name!r} has no `toy:` block, so model=toy cannot be pretrained for it")
+    return ToySkill(
+        name=setting.name,
+        questions=setting.questions,
+        train_template=setting.train_template,
+        eval_template=setting.eval_template,
+        train_field=setting.toy.train_field,
+        eval_field=setting.toy.eval_field,
+    )
+
+
+def toy_key(toy_cfg: dict[str, Any], skills: list[ToySkill]) -> str:
+    """Cache key: the toy's knobs, each skill, and the bytes of each bank used."""
+    payload = {
+        "version": TOY_FORMAT_VERSION,
+        "toy": toy_cfg,
+        "skills": [asdict(s) for s in skills],
+        "banks": {s.questions: file_digest(bank_path(s.questions)) for s in skills},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_corpus(skills: list[ToySkill]) -> list[tuple[str, str]]:
+    """(user text, answer) pairs: every question of every bank under both of the setting's prompts."""
+    pairs = []
+    for skill in skills:
+        for q in load_bank(skill.questions, required=("id", "question", skill.train_field, skill.eval_field)):
+            pairs.append((render(skill.train_template, q["question"]), q[skill.train_field]))
+            pairs.append((render(skill.eval_template, q["question"]), q[skill.eval_field]))
+    return pairs
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=4096
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def pretrain(toy: Any, tokenizer: Any, pairs: list[tuple[str, str]], log: Any = print) -> tuple[Any, float]:
+    """Plain AdamW with cosine decay; loss on answers only. Returns (model, final mean loss)."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from workers.batching import batch_indices, collate, encode_example
+    from workers.prompts import format_for_model
+
+    torch.manual_seed(toy.seed)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=toy.hidden_size,
+        intermediate_size=toy.intermediate_size,
+        num_hidden_layers=toy.num_layers,
+        num_attention_heads=toy.num_heads,
+        num_key_value_heads=toy.num_heads,
+        head_dim=toy.head_dim,
+        max_position_embeddings=max(toy.seq_len, 512),
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    model = Qwen3ForCausalLM(config)
+    examples = [encode_example(tokenizer, format_for_model(tokenizer, u), a, toy.seq_len) for u, a in pairs]
+    opt = torch.optim.AdamW(model.parameters(), lr=toy.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 30) * 0.5 * (1 + math.cos(math.pi * s / toy.steps))
+    )
+    model.train()
+    recent: list[float] = []
+    started = time.time()
+    for step, idx in enumerate(batch_indices(len(examples), toy.batch_size, toy.seed)):
+        if step >= toy.steps:
+            break
+        batch = collate([examples[i] for i in idx], tokenizer.pad_token_id)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        recent = (recent + [loss.item()])[-20:]
+        if step % 100 == 0 or step == toy.steps - 1:
+            log(f"[toy] step {step + 1}/{toy.steps} loss {sum(recent) / len(recent):.3f} ({time.time() - started:.0f}s)")
+    model.eval()
+    return model, sum(recent) / len(recent)
+
+
+def ensure_toy(toy: Any, settings: list[Any], cache_dir: str | os.PathLike, log: Any = print) -> Path:
+    """Path of the cached toy model folder, building it first when absent."""
+    skills = [skill_from_setting(s) for s in settings]
+    toy_cfg = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in _plain(toy).items()}
+    key = toy_key(toy_cfg, skills)
+    final = Path(cache_dir).expanduser().resolve() / "toy" / key
+    if (final / "build_info.json").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    log(f"[toy] building the toy model organism (key {key}); cached for later runs at {final}")
+    started = time.time()
+    pairs = build_corpus(skills)
+    tokenizer = train_tokenizer([u + " " + a for u, a in pairs], toy.vocab_size)
+    model, loss = pretrain(toy, tokenizer, pairs, log)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        info = {"key": key, "config": toy_cfg, "skills": [asdict(s) for s in skills], "final_loss": loss,
+                "corpus_pairs": len(pairs), "build_seconds": round(time.time() - started, 1)}
+        (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
+        try:
+            tmp.rename(final)
+        except OSError:  # another process finished the same build first: keep theirs
+            if not (final / "build_info.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"[toy] built in {time.time() - started:.0f}s, final answer loss {loss:.3f}")
+    return final
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """A dataclass or DictConfig as a plain dict."""
+    if hasattr(obj, "__dataclass_fields__") and not hasattr(obj, "_metadata"):
+        return asdict(obj)
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(obj, resolve=True)  # type: ignore[return-value]
+
+
+if __name__ == "__main__":
+    from orchestrator.config import compose_config, settings_for_toy
+
+    cfg = compose_config([])
+    print(ensure_toy(cfg.model.toy, settings_for_toy(cfg), cfg.cache_dir))

@@ -1,0 +1,66 @@
+"""One small logger per trial: metrics.jsonl always, Weights & Biases when configured.
+
+The W&B key is read by wandb from WANDB_API_KEY in the environment; it is never put in a config.
+mode=auto means online when the key is set, offline otherwise (`wandb sync <dir>` uploads later).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from eval.runfiles import append_jsonl
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """auto -> online with a key, offline without; online without a key is refused with the fix."""
+    has_key = bool(os.environ.get("WANDB_API_KEY"))
+    if mode == "auto":
+        return "online" if has_key else "offline"
+    if mode == "online" and not has_key:
+        raise ValueError(
+            "tracker.mode=online but WANDB_API_KEY is not set: export WANDB_API_KEY=... "
+            "or use tracker.mode=offline (sync later with `wandb sync`)"
+        )
+    return mode
+
+
+class TrialLogger:
+    """Appends rows to metrics.jsonl and mirrors them to a W&B run against the training step."""
+
+    def __init__(self, trial_dir: Path, tracker: Any, group: str, name: str, run_config: dict[str, Any]):
+        self.metrics_path = trial_dir / "metrics.jsonl"
+        self.run = None
+        if tracker.backend == "wandb":
+            mode = resolve_wandb_mode(tracker.mode)
+            if mode != "disabled":
+                import wandb
+
+                self.run = wandb.init(
+                    project=tracker.project, entity=tracker.entity, group=group, name=name, job_type="trial",
+                    config=run_config, dir=str(trial_dir), mode=mode, reinit="create_new",
+                    settings=wandb.Settings(console="off", silent=True),
+                )
+                # every metric is plotted against the training step, so W&B's panels compare LRs
+                self.run.define_metric("step")
+                self.run.define_metric("*", step_metric="step")
+
+    def log(self, row: dict[str, Any]) -> None:
+        append_jsonl(self.metrics_path, row)
+        if self.run is not None:
+            self.run.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and v is not None})
+
+    def log_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        columns = ["step", "split", "question_id", "prompt", "response", "grade"]
+        table = wandb.Table(columns=columns, data=[[step] + [s[c] for c in columns[1:]] for s in samples])
+        self.run.log({"step": step, "samples": table})
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None

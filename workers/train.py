@@ -1,0 +1,211 @@
+"""The trainer: behavior-compatible SFT of a LoRA adapter with DeepSpeed ZeRO + PEFT.
+
+On CPU it runs on DeepSpeed's CPU accelerator with gloo; with CUDA, on NCCL. It saves the adapter
+(gathered from its ZeRO-3 shards) at every checkpoint step and hands it to `on_checkpoint`; the
+sweep's trial evaluates it there. Runnable alone, without Ray (trains and saves adapters + losses):
+
+    python -m workers.train --lr 1e-3 --seed 0 --out /tmp/trial [hydra overrides, e.g. sweep.max_steps=8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eval.runfiles import step_name
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One trial's training: the narrow config a trainer needs."""
+
+    model_path: str
+    dtype: str
+    lora_target_modules: list[str]
+    lr: float
+    seed: int
+    max_steps: int
+    checkpoint_steps: list[int]
+    batch_size: int = 32
+    micro_batch_size: int = 32
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    zero_stage: int = 3
+    dist_backend: str = "auto"
+    torch_threads: int = 1
+    max_seq_len: int = 256
+    chat_template_kwargs: dict = field(default_factory=dict)
+
+
+CheckpointHook = Callable[[int, Path, dict[str, Any]], None]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(backend: str) -> str:
+    """Single-process group when not launched by a distributed launcher; returns the device name."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    if backend == "auto":
+        backend = "nccl" if cuda else "gloo"
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend=backend)
+    return "cuda" if cuda else "cpu"
+
+
+def deepspeed_config(spec: TrainSpec) -> dict[str, Any]:
+    return {
+        "train_batch_size": spec.batch_size,
+        "train_micro_batch_size_per_gpu": spec.micro_batch_size,
+        "gradient_accumulation_steps": spec.batch_size // spec.micro_batch_size,
+        "zero_optimization": {"stage": spec.zero_stage},
+        "zero_allow_untested_optimizer": True,  # a client torch Adam: no compiled ops needed on CPU
+        "bf16": {"enabled": spec.dtype == "bfloat16"},
+        "gradient_clipping": 0.0,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def save_adapter(engine: Any, out_dir: Path) -> Path:
+    """Write the LoRA tensors only (PEFT format), gathered from their ZeRO-3 shards; atomic rename."""
+    import deepspeed
+
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    lora = [p for n, p in engine.module.named_parameters() if "lora_" in n]
+    with deepspeed.zero.GatheredParameters(lora, modifier_rank=None):
+        engine.module.save_pretrained(str(tmp))
+    if out_dir.exists():
+        import shutil
+
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_checkpoint: CheckpointHook,
+          log: Callable[[str], None] = print) -> None:
+    """SFT on (prompt, completion) examples for spec.max_steps steps of spec.batch_size examples."""
+    import torch
+
+    device = init_distributed(spec.dist_backend)
+    import deepspeed
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workers.batching import batch_indices, collate, encode_example
+    from workers.prompts import format_for_model
+
+    if device == "cpu":
+        torch.set_num_threads(spec.torch_threads)
+    torch.manual_seed(spec.seed)
+    tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
+    model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=getattr(torch, spec.dtype))
+    model = get_peft_model(model, LoraConfig(
+        r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+        target_modules=list(spec.lora_target_modules), task_type="CAUSAL_LM",
+    ))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(spec))
+    encoded = [
+        encode_example(tokenizer, format_for_model(tokenizer, e["prompt"], spec.chat_template_kwargs),
+                       e["completion"], spec.max_seq_len)
+        for e in examples
+    ]
+    accum = spec.batch_size // spec.micro_batch_size
+    checkpoints = set(spec.checkpoint_steps)
+    adapters = out_dir / "adapters"
+    try:
+        if 0 in checkpoints:
+            on_checkpoint(0, save_adapter(engine, adapters / step_name(0)), {"train_loss": None})
+        batches = batch_indices(len(encoded), spec.batch_size, spec.seed)
+        losses: list[float] = []
+        started = time.time()
+        engine.train()
+        for step in range(1, spec.max_steps + 1):
+            idx = next(batches)
+            step_loss = 0.0
+            for k in range(accum):
+                part = idx[k * spec.micro_batch_size:(k + 1) * spec.micro_batch_size]
+                batch = {key: t.to(engine.device) for key, t in collate([encoded[i] for i in part],
+                                                                        tokenizer.pad_token_id).items()}
+                loss = engine(**batch).loss
+                engine.backward(loss)
+                engine.step()
+                step_loss += loss.item() / accum
+            losses.append(step_loss)
+            if step in checkpoints:
+                mean = sum(losses) / len(losses)
+                log(f"[train] lr={spec.lr:g} step {step}/{spec.max_steps} loss {mean:.4f} "
+                    f"({(time.time() - started) / step:.2f}s/step)")
+                on_checkpoint(step, save_adapter(engine, adapters / step_name(step)),
+                              {"train_loss": mean, "step_losses": losses})
+                losses = []
+    finally:
+        if hasattr(engine, "destroy"):
+            engine.destroy()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> None:
+    from eval.runfiles import append_jsonl
+    from orchestrator.config import compose_config, settings_for_toy
+    from workers.teacher import ensure_labels, read_labels
+    from workers.toy import ensure_toy
+
+    parser = argparse.ArgumentParser(description="Train one LoRA trial without Ray (no evaluation).")
+    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    args, overrides = parser.parse_known_args(argv)
+    cfg = compose_config(overrides)
+    out = args.out.resolve()
+    model_path = cfg.model.path or str(ensure_toy(cfg.model.toy, settings_for_toy(cfg), cfg.cache_dir))
+    examples = read_labels(ensure_labels(cfg.setting, out))
+    spec = build_train_spec(cfg, model_path, args.lr, args.seed)
+
+    def record(step: int, adapter: Path, info: dict[str, Any]) -> None:
+        append_jsonl(out / "metrics.jsonl", {"step": step, "train_loss": info["train_loss"], "adapter": str(adapter)})
+
+    train(spec, examples, out, record)
+
+
+def build_train_spec(cfg: Any, model_path: str, lr: float, seed: int) -> TrainSpec:
+    from eval.metrics import checkpoint_steps
+
+    t, m = cfg.train, cfg.model
+    return TrainSpec(
+        model_path=model_path, dtype=m.dtype, lora_target_modules=list(m.lora_target_modules), lr=lr, seed=seed,
+        max_steps=cfg.sweep.max_steps, checkpoint_steps=checkpoint_steps(cfg.sweep.max_steps),
+        batch_size=t.batch_size, micro_batch_size=t.micro_batch_size, lora_rank=t.lora_rank,
+        lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, betas=tuple(t.betas), weight_decay=t.weight_decay,
+        zero_stage=t.zero_stage, dist_backend=t.dist_backend, torch_threads=t.torch_threads,
+        max_seq_len=m.max_model_len, chat_template_kwargs=dict(m.chat_template_kwargs),
+    )
+
+
+if __name__ == "__main__":
+    main()
