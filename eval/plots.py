@@ -27,6 +27,7 @@ def plot_curves(summary: list[dict[str, Any]], threshold: float, path: Path, tit
     ax_train.set_title("desired rate on train prompts")
     for ax in (ax_eval, ax_train):
         ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(left=0)
         ax.set_xlabel("training step")
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)

@@ -1,0 +1,83 @@
+"""A reduced sweep through the real stack: toy build, Ray Tune, DeepSpeed ZeRO-3, vLLM, grader, W&B offline.
+
+Minutes on 2 CPU cores; run alone with `python -m pytest -m integration`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
+
+
+def run(args, cache_dir, timeout=1500):
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | {"LRSWEEP_CACHE": str(cache_dir)}
+    env.pop("WANDB_MODE", None)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def sweep(cache_dir, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("sweep") / "run"
+    proc = run(["-m", "orchestrator", "sweep", "sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=4",
+                f"hydra.run.dir={out_dir}"], cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out_dir, proc.stdout
+
+
+def test_sweep_writes_the_run_folder_contract(sweep):
+    out_dir, stdout = sweep
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert sorted(row["lr"] for row in summary) == [1e-3, 3e-3]
+    for row in summary:
+        assert [s for s, _ in row["eval_curve"]] == [0, 1, 2, 4]
+        assert row["complete"] and row["max_steps"] == 4 and row["n_eval"] == 100
+        assert row["lr_x_steps"] == pytest.approx(row["lr"] * (row["steps_to_transfer"] or 4))
+        trial = out_dir / "trials" / row["trial"]
+        for step in (0, 1, 2, 4):
+            samples = [json.loads(line) for line in (trial / "samples" / f"step_{step:05d}.jsonl").open()]
+            assert len(samples) == 200 and {s["split"] for s in samples} == {"eval", "train"}
+            assert {s["grade"] for s in samples} <= {"desired", "attack", "other"}
+            assert (trial / "adapters" / f"step_{step:05d}" / "adapter_model.safetensors").exists()
+        losses = [r for r in map(json.loads, (trial / "metrics.jsonl").open()) if r["kind"] == "train"]
+        assert [r["step"] for r in losses] == [1, 2, 3, 4]
+    assert (out_dir / "labels.jsonl").exists() and (out_dir / "config.yaml").exists()
+    png = (out_dir / "attack_rate_vs_step.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "steps-to-transfer" in stdout and "lr=0.003" in stdout  # table and live progress
+
+
+def test_toy_model_organism_follows_the_flag_before_training(sweep):
+    """The toy's initial behavior, measured through vLLM at step 0: English on eval, Spanish on train."""
+    summary = json.loads((sweep[0] / "summary.json").read_text())
+    for row in summary:
+        assert row["initial_attack_rate"] >= 0.9
+        assert row["initial_train_desired_rate"] >= 0.9
+
+
+def test_training_moves_the_adapter(sweep):
+    trial = sweep[0] / "trials" / "lr0.003_seed0" / "adapters"
+    start = load_file(trial / "step_00000" / "adapter_model.safetensors")
+    end = load_file(trial / "step_00004" / "adapter_model.safetensors")
+    b_keys = [k for k in start if "lora_B" in k]
+    assert b_keys and all(float(start[k].abs().sum()) == 0 for k in b_keys)  # LoRA starts as the base model
+    assert sum(float(end[k].abs().sum()) for k in b_keys) > 0
+
+
+def test_one_wandb_offline_run_per_trial(sweep):
+    runs = sorted(sweep[0].glob("trials/*/wandb/offline-run-*"))
+    assert len(runs) == 2 and all(any(r.glob("*.wandb")) for r in runs)
+
+
+def test_trainer_runs_alone_without_ray(cache_dir, tmp_path):
+    proc = run(["-m", "workers.train", "--lr", "1e-3", "--out", str(tmp_path / "t"), "sweep.max_steps=2"], cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").open()]
+    assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["train_loss"] > 0
+    assert (tmp_path / "t" / "adapters" / "step_00002" / "adapter_config.json").exists()
