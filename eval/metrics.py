@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from eval.graders import ATTACK, DESIRED, LABELS
+from eval.graders import LABELS
 
 
 def checkpoint_steps(max_steps: int) -> list[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -49,7 +49,7 @@ class SettingConfig:
     desired_behavior: str = ""
     grader: GraderConfig = field(default_factory=GraderConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    toy: Optional[ToyAnswersConfig] = None
+    toy: ToyAnswersConfig | None = None
 
 
 @dataclass
@@ -71,12 +71,12 @@ class ToyModelConfig:
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    path: Optional[str] = None
+    path: str | None = None
     dtype: str = "float32"
     max_model_len: int = 256
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     lora_target_modules: list[str] = field(default_factory=list)
-    toy: Optional[ToyModelConfig] = None
+    toy: ToyModelConfig | None = None
 
 
 @dataclass
@@ -87,7 +87,7 @@ class SweepConfig:
     threshold: float = 0.5
     max_concurrent_trials: int = 2
     cpus_per_trial: float = 1.0
-    ray_address: Optional[str] = None
+    ray_address: str | None = None
 
 
 @dataclass
@@ -132,7 +132,7 @@ class TrackerConfig:
     backend: str = "wandb"
     mode: str = "auto"
     project: str = "lrsweep"
-    entity: Optional[str] = None
+    entity: str | None = None
 
 
 @dataclass
@@ -189,12 +189,15 @@ def validate(cfg: Config) -> None:
     _require(tr.lr_schedule == "constant", f"train.lr_schedule={tr.lr_schedule!r}: only 'constant' is supported")
     _require(tr.zero_stage in (0, 1, 2, 3), f"train.zero_stage={tr.zero_stage}: must be 0, 1, 2 or 3")
     _require(tr.dist_backend in ("auto", "gloo", "nccl"), "train.dist_backend must be auto, gloo or nccl")
-    _require(sa.n_eval_prompts >= 1 and sa.n_train_prompts >= 1, "sample.n_eval_prompts and n_train_prompts must be >= 1")
+    _require(sa.n_eval_prompts >= 1 and sa.n_train_prompts >= 1,
+             "sample.n_eval_prompts and sample.n_train_prompts must be >= 1")
     _require(sa.max_new_tokens >= 1, "sample.max_new_tokens must be >= 1")
     _require(sa.temperature >= 0, "sample.temperature must be >= 0")
     st = cfg.setting
-    _require(st.grader.kind in GRADERS, f"setting.grader.kind={st.grader.kind!r}: known graders are {list(GRADERS)}")
-    _require(st.teacher.kind in TEACHERS, f"setting.teacher.kind={st.teacher.kind!r}: known teachers are {list(TEACHERS)}")
+    _require(st.grader.kind in GRADERS,
+             f"setting.grader.kind={st.grader.kind!r}: known graders are {list(GRADERS)}")
+    _require(st.teacher.kind in TEACHERS,
+             f"setting.teacher.kind={st.teacher.kind!r}: known teachers are {list(TEACHERS)}")
     _require(0 < st.eval_fraction < 1, f"setting.eval_fraction={st.eval_fraction}: must lie strictly between 0 and 1")
     for name in ("train_template", "eval_template"):
         _require("{question}" in getattr(st, name), f"setting.{name} must contain the placeholder {{question}}")

@@ -70,7 +70,8 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
     spec = TrainSpec(**{**asdict(ctx.train), "lr": lr, "seed": seed})
     trial_info = {"name": name, "setting": ctx.setting.name, "lr": lr, "seed": seed, "model": ctx.model_name,
                   "max_steps": spec.max_steps, "checkpoint_steps": spec.checkpoint_steps, "threshold": ctx.threshold,
-                  "sweep_id": ctx.sweep_id}
+                  "sweep_id": ctx.sweep_id,
+                  "train": {k: v for k, v in asdict(spec).items() if k not in ("model_path", "lr", "seed")}}
     write_json(trial_dir / "config.json", trial_info)
     (trial_dir / "metrics.jsonl").unlink(missing_ok=True)  # a restarted trial starts its table afresh
     sampler = ray.get_actor(ctx.sampler_name)

@@ -31,7 +31,8 @@ def scripted_labels(setting: Any) -> list[dict[str, str]]:
     train, _ = split_bank(bank, setting.eval_fraction)
     by_id = {q["id"]: q for q in train}
     return [
-        {"question_id": p.question_id, "prompt": p.text, "completion": by_id[p.question_id][field], "teacher": "scripted"}
+        {"question_id": p.question_id, "prompt": p.text, "completion": by_id[p.question_id][field],
+         "teacher": "scripted"}
         for p in build_prompts(train, setting.train_template, "train")
     ]
 

@@ -143,7 +143,8 @@ def pretrain(toy: Any, tokenizer: Any, pairs: list[tuple[str, str]], log: Any = 
         opt.zero_grad(set_to_none=True)
         recent = (recent + [loss.item()])[-20:]
         if step % 100 == 0 or step == toy.steps - 1:
-            log(f"[toy] step {step + 1}/{toy.steps} loss {sum(recent) / len(recent):.3f} ({time.time() - started:.0f}s)")
+            mean = sum(recent) / len(recent)
+            log(f"[toy] step {step + 1}/{toy.steps} loss {mean:.3f} ({time.time() - started:.0f}s)")
     model.eval()
     return model, sum(recent) / len(recent)
 

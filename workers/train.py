@@ -34,6 +34,8 @@ class TrainSpec:
     checkpoint_steps: list[int]
     batch_size: int = 32
     micro_batch_size: int = 32
+    optimizer: str = "adam"
+    lr_schedule: str = "constant"
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
@@ -200,7 +202,8 @@ def build_train_spec(cfg: Any, model_path: str, lr: float, seed: int) -> TrainSp
     return TrainSpec(
         model_path=model_path, dtype=m.dtype, lora_target_modules=list(m.lora_target_modules), lr=lr, seed=seed,
         max_steps=cfg.sweep.max_steps, checkpoint_steps=checkpoint_steps(cfg.sweep.max_steps),
-        batch_size=t.batch_size, micro_batch_size=t.micro_batch_size, lora_rank=t.lora_rank,
+        batch_size=t.batch_size, micro_batch_size=t.micro_batch_size, optimizer=t.optimizer,
+        lr_schedule=t.lr_schedule, lora_rank=t.lora_rank,
         lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, betas=tuple(t.betas), weight_decay=t.weight_decay,
         zero_stage=t.zero_stage, dist_backend=t.dist_backend, torch_threads=t.torch_threads,
         max_seq_len=m.max_model_len, chat_template_kwargs=dict(m.chat_template_kwargs),
