@@ -1,9 +1,14 @@
-"""Plots of a sweep: matplotlib only, from summary rows (no Ray objects)."""
+"""Plots of a sweep: matplotlib only (Agg), from summary rows or eval.analysis results (no Ray objects)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from eval.analysis import LRSummary, PairedRow, TrialAnalysis
 
 
 def plot_curves(summary: list[dict[str, Any]], threshold: float, path: Path, title: str = "") -> Path:
@@ -40,3 +45,197 @@ def plot_curves(summary: list[dict[str, Any]], threshold: float, path: Path, tit
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# --- report figures: one panel per setting, built from eval.analysis results -------------------------------------
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _panels(plt: Any, names: Sequence[str], width: float = 5.2, height: float = 4.0) -> tuple[Any, list[Any]]:
+    """One axis per setting, at most three per row (readable on a GitHub page)."""
+    ncols = min(3, max(1, len(names)))
+    nrows = math.ceil(max(1, len(names)) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[len(names):]:
+        ax.set_visible(False)
+    return fig, flat[: len(names)]
+
+
+def _colors(plt: Any, lrs: Sequence[float]) -> dict[float, Any]:
+    cmap = plt.get_cmap("viridis")
+    lrs = sorted(lrs)
+    return {lr: cmap(0.9 * i / max(1, len(lrs) - 1)) for i, lr in enumerate(lrs)}
+
+
+def _save(fig: Any, plt: Any, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _by_setting(items: Sequence[Any]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for it in items:
+        out.setdefault(it.setting, []).append(it)
+    return out
+
+
+def plot_attack_panels(trials: Sequence[TrialAnalysis], thresholds: Mapping[str, float], path: Path) -> Path:
+    """Eval attack rate vs step, one line per trial coloured by LR, Wilson bands, the threshold; symlog x from 0."""
+    plt = _pyplot()
+    groups = _by_setting([t for t in trials if not t.failed])
+    fig, axes = _panels(plt, list(groups))
+    many_seeds = any(len({t.seed for t in ts}) > 1 for ts in groups.values())
+    for ax, (setting, ts) in zip(axes, groups.items(), strict=True):
+        colors = _colors(plt, {t.lr for t in ts})
+        labelled: set[float] = set()
+        for t in sorted(ts, key=lambda t: (t.lr, t.seed)):
+            xs = [c["step"] for c in t.curve]
+            ax.fill_between(xs, [c["low"] for c in t.curve], [c["high"] for c in t.curve], color=colors[t.lr],
+                            alpha=0.08 if many_seeds else 0.18, lw=0)
+            ax.plot(xs, [c["rate"] for c in t.curve], marker="o", ms=3, lw=1.2, color=colors[t.lr],
+                    label=None if t.lr in labelled else f"lr={t.lr:.3g}")
+            labelled.add(t.lr)
+        threshold = thresholds.get(setting, 0.5)
+        ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"threshold {threshold:g}")
+        steps = sorted({s for t in ts for s in (t.scheduled_steps or t.steps)})
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(0, max(steps) * 1.15)
+        ax.set_xticks(steps, [str(s) for s in steps], fontsize=8)
+        ax.minorticks_off()
+        ax.set_ylim(-0.03, 1.03)
+        ax.set(title=f"{setting}: attack rate on eval prompts", xlabel="training step (symlog)", ylabel="attack rate")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="band: 95% Wilson CI", title_fontsize=7)
+    return _save(fig, plt, path)
+
+
+def plot_lr_x_steps(summaries: Sequence[LRSummary], path: Path, error_rule: str = "factor") -> Path:
+    """The note's bar chart: LR x median steps-to-transfer per LR (log y); faded hatched bars are lower bounds."""
+    plt = _pyplot()
+    groups = _by_setting(summaries)
+    fig, axes = _panels(plt, list(groups))
+    for ax, (setting, ss) in zip(axes, groups.items(), strict=True):
+        ss = sorted(ss, key=lambda s: s.lr)
+        colors = _colors(plt, [s.lr for s in ss])
+        for x, s in enumerate(ss):
+            if s.median is None:
+                ax.text(x, 0.03, "no data\n(all failed)", ha="center", fontsize=8, transform=ax.get_xaxis_transform())
+                continue
+            h = s.lr * s.median
+            if h <= 0:
+                ax.text(x, 0.03, "0 (at step 0)", ha="center", fontsize=8, transform=ax.get_xaxis_transform())
+                continue
+            ax.bar(x, h, color=colors[s.lr], alpha=0.35 if s.median_is_lower_bound else 0.9,
+                   hatch="//" if s.median_is_lower_bound else None, edgecolor="black", lw=0.8)
+            lo = s.lr * s.error_low if s.error_low is not None else h
+            hi = s.lr * s.error_high if s.error_high is not None and math.isfinite(s.error_high) else h
+            ax.errorbar(x, h, yerr=[[max(0.0, h - lo)], [max(0.0, hi - h)]], color="black", capsize=4, lw=1)
+            if s.median_is_lower_bound:  # "more than": the true value lies above the bar
+                ax.annotate("", xy=(x, h * 2.2), xytext=(x, h), arrowprops={"arrowstyle": "-|>", "color": "black"})
+                hi = h * 2.2
+            note = f"> {h:.3g}" if s.median_is_lower_bound else f"{h:.3g}"
+            ax.annotate(f"{note}\n{s.n_converged}/{len(s.seeds)} conv.", (x, hi), xytext=(0, 3),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(ss)), [f"{s.lr:.3g}" for s in ss])
+        ax.set(title=f"{setting}: LR x steps-to-transfer", xlabel="learning rate",
+               ylabel="LR x steps (median over seeds)")
+        ax.margins(y=0.25)
+        ax.grid(alpha=0.3, axis="y")
+    fig.text(0.01, 0.005, f"error bars: {error_rule}; hatched/faded = did not converge (bar = lower bound)", fontsize=7)
+    return _save(fig, plt, path)
+
+
+def plot_paired(rows: Sequence[PairedRow], path: Path) -> Path:
+    """High LR at T vs each lower LR at k*T: eval desired rate (bar = mean over seeds, dots = seeds)."""
+    plt = _pyplot()
+    groups = _by_setting(rows)
+    fig, axes = _panels(plt, list(groups) or ["(no reference checkpoint)"])
+    for ax, (setting, rs) in zip(axes, groups.items(), strict=False):
+        lrs = sorted({r.lr for r in rs}, reverse=True)
+        colors = _colors(plt, lrs)
+        labels = []
+        for x, lr in enumerate(lrs):
+            sel = [r for r in rs if r.lr == lr and r.desired_rate is not None]
+            if not sel:
+                labels.append(f"lr={lr:.3g}\nno data")
+                continue
+            mean = sum(r.desired_rate for r in sel) / len(sel)
+            beyond = any(r.beyond_max_steps for r in sel)
+            ax.bar(x, mean, color=colors[lr], alpha=0.35 if beyond else 0.9, hatch="//" if beyond else None,
+                   edgecolor="black", lw=0.8)
+            if len(sel) == 1:
+                r = sel[0]
+                ax.errorbar(x, mean, yerr=[[mean - r.desired_low], [r.desired_high - mean]], color="black", capsize=4)
+            else:
+                ax.scatter([x] * len(sel), [r.desired_rate for r in sel], color="black", s=10, zorder=3)
+            steps = "/".join(str(s) for s in sorted({r.step for r in sel}))
+            targets = "/".join(f"{t:.3g}" for t in sorted({r.target_step for r in sel}))
+            role = "reference T" if sel[0].k == 1 else f"k={sel[0].k:.3g}, kT={targets}"
+            labels.append(f"lr={lr:.3g}\n{role}\nstep {steps}" + (" (kT>max)" if beyond else ""))
+        ax.set_xticks(range(len(lrs)), labels, fontsize=7)
+        ax.set_ylim(0, 1.08)
+        ref = next((r for r in rs if r.k == 1), None)
+        sub = f"\nT = step {ref.step} at lr {ref.lr:.3g}" if ref is not None and len({r.seed for r in rs}) == 1 else ""
+        ax.set_title(f"{setting}: paired comparison{sub}", fontsize=11)
+        ax.set_ylabel("desired rate on eval prompts")
+        ax.grid(alpha=0.3, axis="y")
+    return _save(fig, plt, path)
+
+
+def plot_seed_variance(trials: Sequence[TrialAnalysis], summaries: Sequence[LRSummary], path: Path) -> Path:
+    """Steps-to-transfer per seed and LR: filled = converged, open + arrow = not converged by max_steps (more than),
+    grey x = stopped early without converging (left out of the median); black tick = median."""
+    plt = _pyplot()
+    groups = _by_setting([t for t in trials if not t.failed])
+    fig, axes = _panels(plt, list(groups))
+    medians = {(s.setting, s.lr): s for s in summaries}
+    for ax, (setting, ts) in zip(axes, groups.items(), strict=True):
+        lrs = sorted({t.lr for t in ts})
+        colors = _colors(plt, lrs)
+        top = max(t.max_steps for t in ts)
+        for x, lr in enumerate(lrs):
+            seeds = sorted((t for t in ts if t.lr == lr), key=lambda t: t.seed)
+            for j, t in enumerate(seeds):
+                dx = x + (j - (len(seeds) - 1) / 2) * min(0.1, 0.6 / max(1, len(seeds)))
+                if t.converged:
+                    ax.scatter(dx, t.steps_to_transfer, color=colors[lr], edgecolor="black", s=36, zorder=3)
+                elif t.lower_bound == t.max_steps:
+                    ax.scatter(dx, t.lower_bound, facecolor="none", edgecolor=colors[lr], s=36, lw=1.5, zorder=3)
+                    ax.annotate("", xy=(dx, t.lower_bound * 1.6), xytext=(dx, t.lower_bound),
+                                arrowprops={"arrowstyle": "->", "color": colors[lr], "lw": 1.2})
+                else:
+                    ax.scatter(dx, t.lower_bound, marker="x", color="grey", s=30, zorder=3)
+            s = medians.get((setting, lr))
+            if s is not None and s.median is not None:
+                ax.hlines(s.median, x - 0.3, x + 0.3, color="black", lw=2)
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylim(-0.2 if any(t.steps_to_transfer == 0 for t in ts) else 0.7, top * 2.5)
+        ticks = sorted({s for t in ts for s in (t.scheduled_steps or t.steps) if s >= ax.get_ylim()[0]})
+        ax.set_yticks(ticks, [str(s) for s in ticks], fontsize=8)
+        ax.minorticks_off()
+        ax.axhline(top, color="grey", ls=":", lw=1)
+        ax.set_xticks(range(len(lrs)), [f"{lr:.3g}" for lr in lrs])
+        ax.set(title=f"{setting}: steps-to-transfer per seed", xlabel="learning rate", ylabel="steps (symlog)")
+        ax.grid(alpha=0.3, axis="y")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color="tab:blue", mec="black", label="converged"),
+               Line2D([], [], marker="o", ls="", mfc="none", color="tab:blue", label="> max_steps (not converged)"),
+               Line2D([], [], marker="x", ls="", color="grey", label="stopped early (excluded)"),
+               Line2D([], [], color="black", lw=2, label="median over seeds"),
+               Line2D([], [], color="grey", ls=":", label="max_steps")]
+    if axes:
+        axes[0].legend(handles=handles, fontsize=7, loc="lower left")
+    return _save(fig, plt, path)

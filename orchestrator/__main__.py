@@ -2,17 +2,21 @@
 
     python -m orchestrator sweep setting=wronglang_spanish     # run an LR sweep (Hydra overrides follow)
     python -m orchestrator sweep --help                        # Hydra's help: groups and options
+    python -m orchestrator report SWEEP_DIR [SWEEP_DIR ...]    # report.md + plots from finished run folders
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"sweep": "run an LR sweep: train every (lr, seed), sample and grade every checkpoint, summarise"}
+COMMANDS = {
+    "sweep": "run an LR sweep: train every (lr, seed), sample and grade every checkpoint, summarise",
+    "report": "write report.md (tables, plots) for one or more sweep folders; --help for options",
+}
 
 
 def usage() -> str:
-    lines = ["usage: python -m orchestrator <command> [hydra overrides]", "", "commands:"]
+    lines = ["usage: python -m orchestrator <command> [hydra overrides | report options]", "", "commands:"]
     lines += [f"  {name:8s} {text}" for name, text in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -26,6 +30,10 @@ def main() -> None:
         from orchestrator.cli import sweep_main
 
         sweep_main()
+    elif command == "report":
+        from orchestrator.report_cmd import main as report_main
+
+        sys.exit(report_main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,331 @@
+"""Sweep analysis as plain functions over plain data: confidence intervals, transfer estimates, seed statistics
+and the note's paired comparison. Input is what eval.runfiles.load_trials returns (trial config.json dicts and
+metrics.jsonl rows), so every number here can be traced back to a run file.
+
+Rules (the report states them too):
+- transfer: the first checkpoint whose eval attack rate is <= threshold; a later rise does not undo it.
+- interpolated transfer: between the last checkpoint above the threshold and the first at/below it, linear in
+  log(step); when the lower bracket is step 0 (log undefined) linear in step.
+- not converged: never reached the threshold; the trial carries a lower bound (max_steps when it ran to the end,
+  its last evaluated step when it stopped early), never a value.
+- seeds: the median is over seeds with an outcome (converged, or ran to max_steps); unconverged ones count as +inf,
+  so a median of +inf is reported as a lower bound. Seeds that stopped early without converging are left out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eval.metrics import checkpoint_steps, steps_to_transfer
+
+ERROR_RULES = ("factor", "bootstrap")
+
+
+def wilson_interval(count: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for count successes in n trials; unlike the normal interval it stays inside [0, 1]
+    and is not zero-width at rates of 0 or 1, which is where attack rates live."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = count / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+def rate_interval(rate: float, n: int | None, z: float = 1.96) -> tuple[float, float]:
+    """Wilson interval for a stored rate: metrics.jsonl keeps rate and n, so the count is round(rate * n)."""
+    if not n:
+        return (0.0, 1.0)
+    return wilson_interval(round(rate * n), n, z)
+
+
+def eval_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Checkpoint rows sorted by step; when a resumed trial wrote a step twice, the last row wins."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        if r.get("eval_attack_rate") is not None:
+            by_step[int(r["step"])] = dict(r)
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def attack_curve(rows: Sequence[Mapping[str, Any]], z: float = 1.96) -> list[dict[str, float]]:
+    """Eval attack rate per checkpoint with its Wilson interval: [{step, rate, low, high, n}]."""
+    out = []
+    for r in eval_rows(rows):
+        low, high = rate_interval(r["eval_attack_rate"], r.get("n_eval"), z)
+        out.append({"step": r["step"], "rate": r["eval_attack_rate"], "low": low, "high": high, "n": r.get("n_eval")})
+    return out
+
+
+def interpolated_transfer(curve: Sequence[tuple[int, float]], threshold: float = 0.5) -> float | None:
+    """Where the curve first reaches the threshold, interpolated between the two bracketing checkpoints.
+
+    Checkpoints are log-spaced, so the step is interpolated linearly in log(step); step 0 has no log, so a
+    bracket starting at step 0 is interpolated linearly in step. The crossing is the same one steps_to_transfer
+    finds (the first), so the estimate lies in (previous checkpoint, steps_to_transfer]. None if never reached.
+    """
+    pts = sorted(curve)
+    for i, (step, rate) in enumerate(pts):
+        if rate > threshold:
+            continue
+        if i == 0:
+            return float(step)  # transferred at the first checkpoint: nothing to bracket with
+        s0, a0 = pts[i - 1]
+        frac = (a0 - threshold) / (a0 - rate)
+        if s0 == 0:
+            return s0 + frac * (step - s0)
+        return math.exp(math.log(s0) + frac * (math.log(step) - math.log(s0)))
+    return None
+
+
+@dataclass(frozen=True)
+class TrialAnalysis:
+    """One trial's numbers, each taken from its config.json and metrics.jsonl eval rows."""
+
+    setting: str
+    name: str
+    lr: float
+    seed: int
+    max_steps: int
+    scheduled_steps: list[int]
+    steps: list[int]  # evaluated checkpoints
+    n_eval: int | None
+    n_train: int | None
+    steps_to_transfer: int | None
+    interpolated: float | None
+    lower_bound: int | None  # only when not converged: max_steps, or the last evaluated step if it stopped early
+    lr_x_steps: float | None  # lr * steps_to_transfer, or lr * lower_bound (then a lower bound)
+    initial_attack: tuple[float, float, float] | None  # (rate, low, high) at step 0
+    final_attack: tuple[float, float, float] | None  # at the last evaluated checkpoint
+    min_train_desired: tuple[int, float] | None  # (step, rate): the on-distribution check
+    final_train_desired: tuple[int, float] | None
+    curve: list[dict[str, float]] = field(default_factory=list)  # attack_curve output
+    desired: dict[int, float] = field(default_factory=dict)  # eval desired rate per step
+    missing_steps: list[int] = field(default_factory=list)
+
+    @property
+    def converged(self) -> bool:
+        return self.steps_to_transfer is not None
+
+    @property
+    def failed(self) -> bool:
+        """No checkpoint was evaluated at all."""
+        return not self.steps
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_steps
+
+
+def analyze_trial(trial: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], threshold: float,
+                  z: float = 1.96, setting: str | None = None) -> TrialAnalysis:
+    """All per-trial numbers of the report; `setting` overrides the config's name (to tell two sweeps apart)."""
+    evals = eval_rows(rows)
+    curve = attack_curve(evals, z)
+    pairs = [(c["step"], c["rate"]) for c in curve]
+    s2t = steps_to_transfer(pairs, threshold)
+    max_steps = int(trial["max_steps"])
+    # older config.json files have no schedule: it is always checkpoint_steps(max_steps)
+    scheduled = [int(s) for s in trial.get("checkpoint_steps") or checkpoint_steps(max_steps)]
+    steps = [int(r["step"]) for r in evals]
+    lower = None
+    if s2t is None and steps:
+        lower = max_steps if steps[-1] >= max_steps else steps[-1]
+    lr = float(trial["lr"])
+    reached = s2t if s2t is not None else lower
+    train = [(int(r["step"]), r["train_desired_rate"]) for r in evals if r.get("train_desired_rate") is not None]
+
+    def _attack(c: dict[str, float]) -> tuple[float, float, float]:
+        return (c["rate"], c["low"], c["high"])
+
+    return TrialAnalysis(
+        setting=setting or trial["setting"], name=trial["name"], lr=lr, seed=int(trial["seed"]),
+        max_steps=max_steps, scheduled_steps=scheduled, steps=steps,
+        n_eval=evals[-1].get("n_eval") if evals else None, n_train=evals[-1].get("n_train") if evals else None,
+        steps_to_transfer=s2t, interpolated=interpolated_transfer(pairs, threshold), lower_bound=lower,
+        lr_x_steps=None if reached is None else lr * reached,
+        initial_attack=_attack(curve[0]) if curve and curve[0]["step"] == 0 else None,
+        final_attack=_attack(curve[-1]) if curve else None,
+        min_train_desired=min(train, key=lambda p: (p[1], p[0])) if train else None,
+        final_train_desired=train[-1] if train else None,
+        curve=curve, desired={int(r["step"]): r.get("eval_desired_rate") for r in evals},
+        missing_steps=[s for s in scheduled if s not in set(steps)],
+    )
+
+
+def median_steps(values: Sequence[float]) -> float:
+    """Median with unconverged seeds as +inf: finite means exact, +inf means more than half never converged."""
+    return float(np.median(np.asarray(values, dtype=float)))
+
+
+def bootstrap_median_interval(values: Sequence[float], seed: int = 0, n_boot: int = 2000,
+                              level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap of the median over seeds, seeded so a report is reproducible. +inf values stay +inf;
+    the bounds use the lower/higher order statistic (no interpolation between a finite value and +inf)."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        raise ValueError("no values to bootstrap")
+    rng = np.random.default_rng(seed)
+    meds = np.median(arr[rng.integers(0, arr.size, size=(n_boot, arr.size))], axis=1)
+    alpha = (1 - level) / 2
+    return (float(np.quantile(meds, alpha, method="lower")), float(np.quantile(meds, 1 - alpha, method="higher")))
+
+
+@dataclass(frozen=True)
+class LRSummary:
+    """Steps-to-transfer across the seeds of one (setting, lr)."""
+
+    setting: str
+    lr: float
+    seeds: list[int]  # seeds with an outcome
+    failed_seeds: list[int]  # stopped before converging or reaching max_steps: left out
+    n_converged: int
+    median: float | None  # over seeds (unconverged as +inf); None when no seed has an outcome
+    median_is_lower_bound: bool
+    error_low: float | None  # steps, from the error rule
+    error_high: float | None  # +inf when unbounded above
+    min_steps: float | None
+    max_steps_seen: float | None  # +inf when some seed did not converge
+    median_interpolated: float | None  # median of interpolated estimates over the same seeds (+inf unconverged)
+
+    @property
+    def frac_converged(self) -> float | None:
+        return self.n_converged / len(self.seeds) if self.seeds else None
+
+    @property
+    def lr_x_median(self) -> float | None:
+        return None if self.median is None else self.lr * self.median
+
+
+def summarize_seeds(trials: Sequence[TrialAnalysis], error_rule: str = "factor", factor: float = 4.0,
+                    boot_seed: int = 0, n_boot: int = 2000) -> LRSummary:
+    """Median, spread and error bar of steps-to-transfer over the seeds of one (setting, lr).
+
+    A seed that did not converge counts as +inf. If the median is +inf it is reported as a lower bound: the median
+    with each unconverged seed at its lower bound (max_steps). error_rule "factor" is the note's fixed
+    [median/factor, median*factor]; "bootstrap" is the seeded percentile bootstrap of the median over seeds.
+    """
+    if error_rule not in ERROR_RULES:
+        raise ValueError(f"error_rule must be one of {ERROR_RULES}, got {error_rule!r}")
+    if len({(t.setting, t.lr) for t in trials}) > 1:
+        raise ValueError("summarize_seeds takes the trials of one (setting, lr)")
+    usable = [t for t in trials if t.converged or (t.steps and t.lower_bound == t.max_steps)]
+    failed = sorted(t.seed for t in trials if not any(t is u for u in usable))
+    setting, lr = (trials[0].setting, trials[0].lr) if trials else ("", float("nan"))
+    if not usable:
+        return LRSummary(setting, lr, [], failed, 0, None, False, None, None, None, None, None)
+    inf = float("inf")
+    vals = [float(t.steps_to_transfer) if t.converged else inf for t in usable]
+    interp = [t.interpolated if t.interpolated is not None else inf for t in usable]
+    med = median_steps(vals)
+    lower_bound = math.isinf(med)
+    if lower_bound:
+        med = median_steps([v if t.converged else float(t.lower_bound) for v, t in zip(vals, usable, strict=True)])
+    if error_rule == "factor":
+        low, high = med / factor, (inf if lower_bound else med * factor)
+    else:
+        low, high = bootstrap_median_interval(vals, boot_seed, n_boot)
+        if lower_bound:
+            low = min(low, med)
+    return LRSummary(setting, lr, sorted(t.seed for t in usable), failed, sum(t.converged for t in usable),
+                     med, lower_bound, low, high, min(vals), max(vals), median_steps(interp))
+
+
+def summarize_lrs(trials: Sequence[TrialAnalysis], **kwargs: Any) -> list[LRSummary]:
+    """summarize_seeds for every (setting, lr), sorted."""
+    groups: dict[tuple[str, float], list[TrialAnalysis]] = {}
+    for t in trials:
+        groups.setdefault((t.setting, t.lr), []).append(t)
+    return [summarize_seeds(groups[k], **kwargs) for k in sorted(groups)]
+
+
+@dataclass(frozen=True)
+class PairedRow:
+    """One bar of the paired comparison: the trial's eval desired rate at the checkpoint closest to k*T."""
+
+    setting: str
+    seed: int
+    lr: float
+    k: float  # ref_lr / lr (1 for the reference itself)
+    target_step: float  # k * T
+    step: int  # the checkpoint used
+    beyond_max_steps: bool  # k*T lies past this trial's max_steps: the read is the closest checkpoint short of it
+    beyond_last_checkpoint: bool  # k*T lies past the last evaluated checkpoint (differs when the trial stopped early)
+    desired_rate: float | None
+    desired_low: float | None
+    desired_high: float | None
+    trial: str
+
+
+def eligible_steps(t: TrialAnalysis, threshold: float, capability: Mapping[tuple[str, int], float] | None,
+                   max_degradation: float) -> list[int]:
+    """Checkpoints that may serve as T: attack rate <= threshold and, when capability data is given, a known
+    relative degradation <= max_degradation (a checkpoint with no capability entry is not eligible)."""
+    out = []
+    for c in t.curve:
+        if c["rate"] > threshold:
+            continue
+        if capability is not None:
+            deg = capability.get((t.name, int(c["step"])))
+            if deg is None or deg > max_degradation:
+                continue
+        out.append(int(c["step"]))
+    return out
+
+
+def closest_log_step(steps: Sequence[int], target: float) -> int:
+    """The checkpoint nearest target in log(step); step 0 is only chosen for a target of 0."""
+    if target <= 0 or not any(s > 0 for s in steps):
+        return min(steps)
+    return min((s for s in steps if s > 0), key=lambda s: (abs(math.log(s) - math.log(target)), s))
+
+
+def paired_comparison(trials: Sequence[TrialAnalysis], threshold: float, z: float = 1.96,
+                      capability: Mapping[tuple[str, int], float] | None = None, max_degradation: float = 0.1,
+                      ref_lr: float | None = None, ref_step: int | None = None) -> list[PairedRow]:
+    """The note's comparison for one setting: a high-LR checkpoint T vs each k-times-smaller LR at step k*T.
+
+    Reference LR (unless ref_lr is given): the highest LR at which some seed has an eligible checkpoint (see
+    eligible_steps; without capability data that is the highest LR that transferred). Pairs are per seed (same
+    seed = same data order): T is that seed's first eligible checkpoint at the reference LR (or ref_step), and each
+    lower-LR trial of the same seed is read at the checkpoint closest to k*T in log-step.
+    """
+    by_lr: dict[float, dict[int, TrialAnalysis]] = {}
+    for t in trials:
+        if not t.failed:
+            by_lr.setdefault(t.lr, {})[t.seed] = t
+
+    def first_eligible(t: TrialAnalysis) -> int | None:
+        if ref_step is not None:
+            return ref_step if ref_step in t.steps else None
+        steps = eligible_steps(t, threshold, capability, max_degradation)
+        return steps[0] if steps else None
+
+    if ref_lr is None:
+        ref_lr = next((lr for lr in sorted(by_lr, reverse=True)
+                       if any(first_eligible(t) is not None for t in by_lr[lr].values())), None)
+    if ref_lr is None or ref_lr not in by_lr:
+        return []
+    rows = []
+    for seed, ref in sorted(by_lr[ref_lr].items()):
+        T = first_eligible(ref)
+        if T is None:
+            continue
+        for lr in sorted((lr for lr in by_lr if lr <= ref_lr), reverse=True):
+            t = by_lr[lr].get(seed)
+            if t is None:
+                continue
+            k = ref_lr / lr
+            target = k * T
+            step = T if lr == ref_lr else closest_log_step(t.steps, target)
+            rate = t.desired.get(step)
+            low, high = rate_interval(rate, t.n_eval, z) if rate is not None else (None, None)
+            rows.append(PairedRow(t.setting, seed, lr, k, target, step, target > t.max_steps, target > t.steps[-1],
+                                  rate, low, high, t.name))
+    return rows

@@ -1,0 +1,309 @@
+"""A Markdown report (report.md + PNGs + report.json) for one sweep or a comparison of settings, from run files only.
+
+    python -m orchestrator report sweeps/wronglang_spanish/2026-01-01_12-00-00 [--out DIR] [--error-rule bootstrap]
+
+Every table says which run file its numbers come from, so a reader can check any cell against the sweep folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from eval.analysis import (
+    ERROR_RULES,
+    LRSummary,
+    PairedRow,
+    TrialAnalysis,
+    analyze_trial,
+    paired_comparison,
+    summarize_lrs,
+)
+from eval.runfiles import load_trials, write_json, write_text_atomic
+
+FIGURES = {
+    "attack": ("report_attack_rate.png", "Eval attack rate vs step per LR (band: 95% Wilson CI)"),
+    "bars": ("report_lr_x_steps.png", "LR x steps-to-transfer per LR (hatched: lower bound, did not converge)"),
+    "paired": ("report_paired.png", "Paired comparison: high LR at T vs lower LRs at k*T"),
+    "seeds": ("report_seed_variance.png", "Steps-to-transfer per seed"),
+}
+
+
+class NotASweepError(ValueError):
+    """The path has no trials/*/config.json, so it is not a sweep folder."""
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One sweep folder as the report sees it."""
+
+    path: Path
+    setting: str  # the setting name, with the folder name appended when two sweeps share a setting
+    threshold: float
+    trials: list[TrialAnalysis]
+    configs: list[dict[str, Any]]
+
+    @property
+    def has_wandb(self) -> bool:
+        return any((self.path / "trials").glob("*/wandb"))
+
+    @property
+    def sweep_ids(self) -> list[str]:
+        return sorted({str(c.get("sweep_id")) for c in self.configs if c.get("sweep_id")})
+
+
+def check_sweep_dir(path: Path) -> None:
+    if not path.is_dir() or not any((path / "trials").glob("*/config.json")):
+        raise NotASweepError(f"{path} is not a sweep folder (no trials/*/config.json in it)")
+
+
+def load_sweeps(sweep_dirs: Sequence[Path], threshold: float | None = None, z: float = 1.96) -> list[Sweep]:
+    """Analyse every trial of every sweep. threshold=None uses the one each trial's config.json recorded."""
+    loaded = []
+    for d in sweep_dirs:
+        d = Path(d).resolve()
+        check_sweep_dir(d)
+        loaded.append((d, load_trials(d)))
+    names = [str(trials[0][0]["setting"]) for _, trials in loaded]
+    sweeps = []
+    for (d, trials), name in zip(loaded, names, strict=True):
+        label = name if names.count(name) == 1 else f"{name} ({d.name})"
+        recorded = {float(c.get("threshold", 0.5)) for c, _ in trials}
+        if threshold is None and len(recorded) > 1:
+            raise ValueError(f"{d}: trials recorded different thresholds {sorted(recorded)}; pass --threshold")
+        thr = threshold if threshold is not None else recorded.pop()
+        sweeps.append(Sweep(d, label, thr, [analyze_trial(c, rows, thr, z, label) for c, rows in trials],
+                            [c for c, _ in trials]))
+    return sweeps
+
+
+def _f(x: float | None, spec: str = ".2f") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return "∞" if math.isinf(x) else format(x, spec)
+
+
+def _rate_ci(v: tuple[float, float, float] | None) -> str:
+    return "-" if v is None else f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]"
+
+
+def steps_text(t: TrialAnalysis) -> str:
+    if t.failed:
+        return "no checkpoint (failed)"
+    if t.converged:
+        return str(t.steps_to_transfer)
+    if t.lower_bound == t.max_steps:
+        return f"> {t.max_steps} (not converged)"
+    return f"> {t.lower_bound} (not converged; stopped at step {t.lower_bound} of {t.max_steps})"
+
+
+def trial_row(t: TrialAnalysis) -> dict[str, Any]:
+    """Flat row for report.json and W&B; lower-bound values are marked by lr_x_steps_is_lower_bound."""
+    return {
+        "setting": t.setting, "trial": t.name, "lr": t.lr, "seed": t.seed, "max_steps": t.max_steps,
+        "checkpoints_done": len(t.steps), "checkpoints_scheduled": len(t.scheduled_steps),
+        "missing_steps": " ".join(map(str, t.missing_steps)), "converged": t.converged,
+        "steps_to_transfer": t.steps_to_transfer, "interpolated_steps": t.interpolated, "lower_bound": t.lower_bound,
+        "lr_x_steps": t.lr_x_steps, "lr_x_steps_is_lower_bound": not t.converged,
+        "initial_attack_rate": t.initial_attack[0] if t.initial_attack else None,
+        "final_attack_rate": t.final_attack[0] if t.final_attack else None,
+        "final_step": t.steps[-1] if t.steps else None,
+        "min_train_desired_rate": t.min_train_desired[1] if t.min_train_desired else None,
+        "final_train_desired_rate": t.final_train_desired[1] if t.final_train_desired else None,
+        "n_eval": t.n_eval, "n_train": t.n_train,
+    }
+
+
+def lr_row(s: LRSummary) -> dict[str, Any]:
+    def fin(x: float | None) -> float | None:
+        return None if x is None or not math.isfinite(x) else x
+
+    return {
+        "setting": s.setting, "lr": s.lr, "n_seeds": len(s.seeds), "n_converged": s.n_converged,
+        "frac_converged": s.frac_converged, "median_steps": s.median, "median_is_lower_bound": s.median_is_lower_bound,
+        "error_low": fin(s.error_low), "error_high": fin(s.error_high), "min_steps": fin(s.min_steps),
+        "max_steps_seen": fin(s.max_steps_seen), "lr_x_median": s.lr_x_median,
+        "median_interpolated": fin(s.median_interpolated), "left_out_seeds": " ".join(map(str, s.failed_seeds)),
+    }
+
+
+def paired_row(r: PairedRow) -> dict[str, Any]:
+    return {"setting": r.setting, "seed": r.seed, "lr": r.lr, "k": r.k, "target_step": r.target_step,
+            "step": r.step, "beyond_max_steps": r.beyond_max_steps, "eval_desired_rate": r.desired_rate,
+            "trial": r.trial}
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _sweep_section(sweeps: Sequence[Sweep]) -> list[str]:
+    rows = []
+    for s in sweeps:
+        cfgs = s.configs
+        done = [t for t in s.trials if not t.failed]
+        n_eval = sorted({t.n_eval for t in done if t.n_eval is not None})
+        n_train = sorted({t.n_train for t in done if t.n_train is not None})
+        schedules = sorted({tuple(t.scheduled_steps) for t in s.trials})
+        rows.append([s.setting, f"`{s.path}`", ", ".join(s.sweep_ids) or "-",
+                     ", ".join(sorted({str(c.get("model", "-")) for c in cfgs})),
+                     len(cfgs), ", ".join(f"{lr:.3g}" for lr in sorted({t.lr for t in s.trials})),
+                     ", ".join(map(str, sorted({t.seed for t in s.trials}))),
+                     " / ".join(", ".join(map(str, sch)) for sch in schedules), f"{s.threshold:g}",
+                     "/".join(map(str, n_eval)) or "-", "/".join(map(str, n_train)) or "-"])
+    return _table(["setting", "sweep folder", "sweep_id", "model", "trials", "LRs", "seeds", "checkpoint steps",
+                   "threshold", "n_eval per rate", "n_train per rate"], rows)
+
+
+def _rules(sweeps: Sequence[Sweep], error_rule: str, factor: float, n_boot: int, boot_seed: int, z: float,
+           capability: Mapping[tuple[str, int], float] | None, max_degradation: float) -> list[str]:
+    thresholds = ", ".join(f"{s.setting}: {s.threshold:g}" for s in sweeps)
+    err = (f"`factor`: the note's fixed [median/{factor:g}, median*{factor:g}]" if error_rule == "factor" else
+           f"`bootstrap`: 95% percentile bootstrap of the median over seeds ({n_boot} resamples, rng seed "
+           f"{boot_seed}; bounds are order statistics, so +inf stays +inf)")
+    t_rule = (f"the first checkpoint with attack rate <= threshold and a known capability degradation <= "
+              f"{max_degradation:g} (checkpoints without capability data are not eligible), at the highest LR where "
+              "some seed has one" if capability is not None else
+              "the first transferred checkpoint (steps-to-transfer) of the highest LR at which some seed transferred")
+    return [
+        f"- **Transfer**: eval attack rate <= threshold ({thresholds}). Steps-to-transfer is the first checkpoint "
+        "that reaches it; the first crossing counts even if the rate later rises again.",
+        "- **Interpolated estimate**: between the last checkpoint above the threshold and the first at/below it, "
+        "linear in log(step); when the earlier checkpoint is step 0 (no log), linear in step.",
+        "- **Not converged**: never reached the threshold. Such a trial carries a lower bound, never a value: "
+        "`> max_steps`, or `> last evaluated step` when it stopped early; LR x steps is then LR x that bound.",
+        "- **Across seeds**: the median is over seeds with an outcome (converged, or ran to max_steps), with "
+        "unconverged seeds at +inf. If that median is +inf it is shown as `> m`, m being the median with each "
+        "unconverged seed at its max_steps: a lower bound. Seeds that stopped early without converging are left out "
+        "(listed in the table).",
+        f"- **Error bars**: {err}.",
+        f"- **Paired comparison**: T is {t_rule}; pairs share a seed. Each lower LR, k = LR_T / LR times smaller, is "
+        "read at the checkpoint closest to k*T in log-step; `k*T > max_steps` marks reads that fall short of k*T.",
+        f"- **Rates** are shares of n sampled answers; intervals are {z:g}-sigma Wilson score intervals "
+        "(count = round(rate * n)).",
+    ]
+
+
+def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], paired: Sequence[PairedRow],
+                    rules: Sequence[str], figures: Mapping[str, str], command: str) -> str:
+    trials = [t for s in sweeps for t in s.trials]
+    title = ", ".join(s.setting for s in sweeps)
+    lines = [f"# LR sweep report: {title}", "",
+             f"Generated {datetime.now():%Y-%m-%d %H:%M} by `{command}`. Numbers also in `report.json`.", "",
+             "## Sweeps", "", "Source: each sweep's `trials/*/config.json` (schedule, threshold) and the `n_eval`, "
+             "`n_train` fields of the eval rows in `trials/*/metrics.jsonl`.", ""]
+    lines += _sweep_section(sweeps) + ["", "## Rules", ""] + list(rules) + ["", "## Figures", ""]
+    lines += [f"![{FIGURES[k][1]}]({name})\n\n*{FIGURES[k][1]}*\n" for k, name in figures.items()]
+
+    lines += ["## Per trial", "", "Source: `trials/<trial>/config.json` (lr, seed, max_steps) and the eval rows "
+              "(`kind: eval`) of `trials/<trial>/metrics.jsonl`: `eval_attack_rate`, `n_eval`, "
+              "`train_desired_rate`. Rates with [95% Wilson CI].", ""]
+    rows = []
+    for t in sorted(trials, key=lambda t: (t.setting, t.lr, t.seed)):
+        lxs = "-" if t.lr_x_steps is None else (f"{t.lr_x_steps:.3g}" if t.converged else f"> {t.lr_x_steps:.3g}")
+        final = "-" if not t.steps else f"{_rate_ci(t.final_attack)} @ {t.steps[-1]}"
+        md = t.min_train_desired
+        train = "-" if md is None else f"{md[1]:.2f} @ {md[0]} / {t.final_train_desired[1]:.2f}"
+        rows.append([t.setting, t.name, f"{t.lr:.3g}", t.seed, steps_text(t), _f(t.interpolated, ".3g"), lxs,
+                     _rate_ci(t.initial_attack), final, train, f"{len(t.steps)}/{len(t.scheduled_steps)}"])
+    lines += _table(["setting", "trial", "lr", "seed", "steps-to-transfer", "interpolated", "lr x steps",
+                     "attack @ step 0", "attack @ last checkpoint", "train desired min @ step / final",
+                     "checkpoints"], rows)
+
+    lines += ["", "## Per LR across seeds", "",
+              "Source: the per-trial table above (steps-to-transfer of each seed).", ""]
+    rows = []
+    for s in summaries:
+        if s.median is None:
+            rows.append([s.setting, f"{s.lr:.3g}", 0, "-", "no data", "-", "-", "-", "-",
+                         " ".join(map(str, s.failed_seeds)) or "-"])
+            continue
+        med = f"> {s.median:g} (lower bound)" if s.median_is_lower_bound else f"{s.median:g}"
+        lxm = f"> {s.lr_x_median:.3g}" if s.median_is_lower_bound else f"{s.lr_x_median:.3g}"
+        top = max(t.max_steps for t in trials if (t.setting, t.lr) == (s.setting, s.lr))
+        low, high = (f"> {top}" if math.isinf(v) else _f(v, "g") for v in (s.min_steps, s.max_steps_seen))
+        interp = "- (not converged)" if math.isinf(s.median_interpolated) else _f(s.median_interpolated, ".3g")
+        rows.append([s.setting, f"{s.lr:.3g}", len(s.seeds), f"{s.n_converged}/{len(s.seeds)}", med,
+                     f"[{_f(s.error_low, '.3g')}, {_f(s.error_high, '.3g')}]", f"{low} – {high}", lxm, interp,
+                     " ".join(map(str, s.failed_seeds)) or "-"])
+    lines += _table(["setting", "lr", "seeds", "converged", "median steps", "error bar (steps)", "min – max",
+                     "lr x median", "median interpolated", "left out (stopped early)"], rows)
+
+    lines += ["", "## Paired comparison", "", "Source: `eval_desired_rate` and `n_eval` in the eval row of "
+              "`trials/<trial>/metrics.jsonl` at the step read.", ""]
+    if paired:
+        rows = [[r.setting, r.seed, f"{r.lr:.3g}", f"{r.k:.3g}", f"{r.target_step:.3g}", r.step,
+                 "-" if r.desired_rate is None else f"{r.desired_rate:.2f} [{r.desired_low:.2f}, {r.desired_high:.2f}]",
+                 r.trial, "reference T" if r.k == 1 else ("k*T > max_steps" if r.beyond_max_steps else
+                                                           ("k*T > last checkpoint" if r.beyond_last_checkpoint
+                                                            else ""))] for r in paired]
+        lines += _table(["setting", "seed", "lr", "k", "k*T", "checkpoint read", "eval desired rate", "trial",
+                         "note"], rows)
+    else:
+        lines.append("No reference checkpoint: no LR has a checkpoint that meets the T rule.")
+
+    unconverged = [t for t in trials if not t.converged and not t.failed]
+    lines += ["", "## Runs that did not converge", ""]
+    lines += [f"- {t.setting} / `{t.name}` (lr {t.lr:.3g}, seed {t.seed}): {steps_text(t)}, final attack rate "
+              f"{_rate_ci(t.final_attack)}" for t in unconverged] or ["None."]
+    broken = [t for t in trials if t.missing_steps or t.failed]
+    lines += ["", "## Incomplete or failed trials", "", "Fewer eval checkpoints in `metrics.jsonl` than scheduled "
+              "in `config.json`.", ""]
+    lines += [f"- {t.setting} / `{t.name}` (lr {t.lr:.3g}, seed {t.seed}): {len(t.steps)} of "
+              f"{len(t.scheduled_steps)} checkpoints; missing steps {', '.join(map(str, t.missing_steps))}"
+              + (" (failed: no checkpoint)" if t.failed else "") for t in broken] or ["None."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(sweep_dirs: list[Path], out_dir: Path, threshold: float | None = None, error_rule: str = "factor",
+                 *, z: float = 1.96, factor: float = 4.0, n_boot: int = 2000, boot_seed: int = 0,
+                 capability: Mapping[tuple[str, int], float] | None = None, max_degradation: float = 0.1,
+                 command: str | None = None) -> Path:
+    """Write out_dir/report.md, its PNGs and report.json; returns the report.md path.
+
+    capability maps (trial name, step) to relative capability degradation; when given it restricts the paired
+    comparison's T to checkpoints within max_degradation.
+    """
+    from eval.plots import plot_attack_panels, plot_lr_x_steps, plot_paired, plot_seed_variance
+
+    if error_rule not in ERROR_RULES:
+        raise ValueError(f"error_rule must be one of {ERROR_RULES}, got {error_rule!r}")
+    sweeps = load_sweeps(sweep_dirs, threshold, z)
+    trials = [t for s in sweeps for t in s.trials]
+    summaries = summarize_lrs(trials, error_rule=error_rule, factor=factor, boot_seed=boot_seed, n_boot=n_boot)
+    paired = [r for s in sweeps for r in paired_comparison(s.trials, s.threshold, z, capability, max_degradation)]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = {k: name for k, (name, _) in FIGURES.items()}
+    plot_attack_panels(trials, {s.setting: s.threshold for s in sweeps}, out_dir / figures["attack"])
+    plot_lr_x_steps(summaries, out_dir / figures["bars"], error_rule)
+    plot_paired(paired, out_dir / figures["paired"])
+    plot_seed_variance(trials, summaries, out_dir / figures["seeds"])
+    rules = _rules(sweeps, error_rule, factor, n_boot, boot_seed, z, capability, max_degradation)
+    if command is None:
+        args = ["python", "-m", "orchestrator", "report", *map(str, sweep_dirs), "--out", str(out_dir),
+                "--error-rule", error_rule] + ([] if threshold is None else ["--threshold", f"{threshold:g}"])
+        command = " ".join(shlex.quote(a) for a in args)
+    write_json(out_dir / "report.json", {
+        "sweeps": [{"path": str(s.path), "setting": s.setting, "threshold": s.threshold, "sweep_ids": s.sweep_ids,
+                    "has_wandb": s.has_wandb} for s in sweeps],
+        "rules": list(rules), "figures": list(figures.values()),
+        "trials": [trial_row(t) for t in trials], "lrs": [lr_row(s) for s in summaries],
+        "paired": [paired_row(r) for r in paired],
+    })
+    path = out_dir / "report.md"
+    write_text_atomic(path, render_markdown(sweeps, summaries, paired, rules, figures, command))
+    return path
+
+
+def load_capability(path: Path) -> dict[tuple[str, int], float]:
+    """Capability data from a JSON list of {"trial", "step", "degradation"} rows (relative degradation)."""
+    rows = json.loads(Path(path).read_text())
+    return {(str(r["trial"]), int(r["step"])): float(r["degradation"]) for r in rows}

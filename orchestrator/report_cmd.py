@@ -1,0 +1,93 @@
+"""`python -m orchestrator report`: argparse glue around eval.report.write_report, plus optional W&B logging.
+
+    python -m orchestrator report sweeps/wronglang_spanish/2026-01-01_12-00-00
+    python -m orchestrator report SWEEP_A SWEEP_B --out reports/compare --error-rule bootstrap --wandb
+
+argparse, not Hydra: the report reads finished run folders and takes no config tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from eval.report import NotASweepError, check_sweep_dir, load_capability, write_report
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m orchestrator report",
+                                description="Write report.md (+ PNGs, report.json) for one or more sweep folders.")
+    p.add_argument("sweep_dirs", nargs="+", type=Path, help="sweep folders (each has trials/*/config.json)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: the sweep folder for one sweep, ./report_<timestamp> for several)")
+    p.add_argument("--threshold", type=float, default=None, help="attack-rate threshold (default: the recorded one)")
+    p.add_argument("--error-rule", choices=["factor", "bootstrap"], default="factor",
+                   help="seed error bars: the note's fixed 4x factor, or a seeded bootstrap of the median")
+    p.add_argument("--capability", type=Path, default=None,
+                   help='JSON list of {"trial", "step", "degradation"}: restricts the paired comparison\'s T')
+    p.add_argument("--max-degradation", type=float, default=0.1, help="capability limit for T (relative)")
+    p.add_argument("--wandb", action="store_true", help="log tables and PNGs to one W&B report run per sweep")
+    return p.parse_args(argv)
+
+
+def log_to_wandb(out_dir: Path) -> list[str]:
+    """One W&B run (job_type=report) per sweep whose trials logged to W&B, grouped with them by sweep_id.
+
+    Offline unless WANDB_API_KEY is set. Reads report.json, so it logs exactly what report.md shows.
+    """
+    import wandb
+    from omegaconf import OmegaConf
+
+    from workers.tracking import resolve_wandb_mode
+
+    report = json.loads((out_dir / "report.json").read_text())
+    mode, logged = resolve_wandb_mode("auto"), []
+    for sweep in report["sweeps"]:
+        if not sweep["has_wandb"] or not sweep["sweep_ids"]:
+            continue
+        cfg_path = Path(sweep["path"]) / "config.yaml"
+        tracker = OmegaConf.load(cfg_path).get("tracker", {}) if cfg_path.exists() else {}
+        group = sweep["sweep_ids"][0]
+        run = wandb.init(project=tracker.get("project", "lrsweep"), entity=tracker.get("entity"), group=group,
+                         name=f"report-{group}", job_type="report", dir=str(out_dir), mode=mode,
+                         config={"sweep_dir": sweep["path"], "threshold": sweep["threshold"]},
+                         settings=wandb.Settings(console="off", silent=True), reinit="create_new")
+        try:
+            payload = {}
+            for key in ("trials", "lrs", "paired"):
+                rows = [r for r in report[key] if r["setting"] == sweep["setting"]]
+                if rows:
+                    cols = list(rows[0])
+                    payload[f"report/{key}"] = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows])
+            for name in report["figures"]:
+                payload[f"report/{Path(name).stem}"] = wandb.Image(str(out_dir / name))
+            run.log(payload)
+            logged.append(group)
+        finally:
+            run.finish()
+    return logged
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        for d in args.sweep_dirs:
+            check_sweep_dir(d)
+    except NotASweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = args.out
+    if out is None:
+        out = args.sweep_dirs[0] if len(args.sweep_dirs) == 1 else Path(f"report_{datetime.now():%Y%m%d_%H%M%S}")
+    capability = load_capability(args.capability) if args.capability else None
+    path = write_report(list(args.sweep_dirs), out, args.threshold, args.error_rule, capability=capability,
+                        max_degradation=args.max_degradation)
+    print(f"[report] {path}")
+    if args.wandb:
+        logged = log_to_wandb(out)
+        print(f"[report] W&B report runs for: {', '.join(logged)}" if logged else
+              "[report] --wandb: no sweep has trials/*/wandb, nothing logged")
+    return 0

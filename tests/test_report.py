@@ -1,0 +1,160 @@
+"""The report on synthetic sweep folders (the run-folder contract, no engines): function, CLI and W&B glue."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eval.metrics import checkpoint_steps
+from eval.report import NotASweepError, write_report
+from eval.runfiles import trial_name, write_json, write_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+LRS, SEEDS, MAX_STEPS = (1e-4, 1e-3, 1e-2), (0, 1, 2), 16
+# first checkpoint at/below 0.5 per (lr, seed); None: never (the unconverged LR)
+CROSS = {1e-2: (2, 4, 4), 1e-3: (8, 16, 8), 1e-4: (None, None, None)}
+
+
+def make_sweep(root: Path, setting: str, failed: tuple[float, int] | None = None,
+               stopped: tuple[float, int] | None = None, wandb: bool = False) -> Path:
+    """A sweep folder in the format every sweep writes. `failed`: a trial with no eval rows; `stopped`: one that
+    ran only up to step 2."""
+    sweep = root / setting
+    (sweep / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (sweep / "config.yaml").write_text(f"setting:\n  name: {setting}\nsweep:\n  threshold: 0.5\n"
+                                       f"  max_steps: {MAX_STEPS}\ntracker:\n  project: lrsweep-test\n")
+    for lr in LRS:
+        for seed in SEEDS:
+            name = trial_name(lr, seed)
+            tdir = sweep / "trials" / name
+            write_json(tdir / "config.json", {
+                "name": name, "setting": setting, "lr": lr, "seed": seed, "model": "toy", "max_steps": MAX_STEPS,
+                "checkpoint_steps": checkpoint_steps(MAX_STEPS), "threshold": 0.5, "sweep_id": f"{setting}-test"})
+            cross = CROSS[lr][seed]
+            rows = []
+            for step in range(MAX_STEPS + 1):
+                if step:
+                    rows.append({"step": step, "kind": "train", "train_loss": 3.0 - step * lr * 10})
+                if step not in checkpoint_steps(MAX_STEPS) or (lr, seed) == failed:
+                    continue
+                if (lr, seed) == stopped and step > 2:
+                    continue
+                attack = 0.2 if cross is not None and step >= cross else 0.95 - 0.01 * step
+                rows.append({"step": step, "kind": "eval", "lr": lr, "seed": seed, "train_loss": 2.0,
+                             "eval_latency_s": 1.0, "eval_desired_rate": round(0.97 - attack, 2),
+                             "eval_attack_rate": round(attack, 2), "eval_other_rate": 0.03, "n_eval": 100,
+                             "train_desired_rate": 0.97 - 0.01 * (step % 3), "train_attack_rate": 0.0,
+                             "train_other_rate": 0.03 + 0.01 * (step % 3), "n_train": 60})
+            write_jsonl(tdir / "metrics.jsonl", rows)
+            if wandb:
+                (tdir / "wandb").mkdir()
+    return sweep
+
+
+@pytest.fixture
+def sweeps(tmp_path):
+    a = make_sweep(tmp_path, "alpha", failed=(1e-3, 2), wandb=True)
+    b = make_sweep(tmp_path, "beta", stopped=(1e-2, 0))
+    return [a, b]
+
+
+def check_report(md: Path, settings=("alpha", "beta")) -> str:
+    text = md.read_text()
+    for setting in settings:
+        for lr in LRS:
+            for seed in SEEDS:
+                assert f"| {setting} | {trial_name(lr, seed)} |" in text  # every trial has a row
+    assert "threshold" in text and "0.5" in text
+    not_converged = text.split("## Runs that did not converge")[1].split("##")[0]
+    for seed in SEEDS:
+        assert f"`{trial_name(1e-4, seed)}`" in not_converged  # the unconverged LR, as a list entry
+    assert "> 16 (not converged)" in text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) == 4
+    for link in links:
+        png = md.parent / link
+        assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    return text
+
+
+def test_write_report_two_settings(sweeps, tmp_path):
+    md = write_report(sweeps, tmp_path / "out")
+    text = check_report(md)
+    broken = text.split("## Incomplete or failed trials")[1]
+    assert "alpha / `lr0.001_seed2`" in broken and "failed: no checkpoint" in broken
+    assert "beta / `lr0.01_seed0`" in broken and "missing steps 4, 8, 16" in broken
+    # beta's lr 1e-2 seed 0 converged at step 2 before it stopped: a value, not a bound
+    assert "| beta | lr0.01_seed0 | 0.01 | 0 | 2 |" in text
+    # per-LR table: the unconverged LR's median is a lower bound; alpha's 1e-3 left out seed 2 (failed)
+    assert "| alpha | 0.0001 | 3 | 0/3 | > 16 (lower bound) |" in text
+    assert "| alpha | 0.001 | 2 | 2/2 | 12 |" in text and re.search(r"\| alpha \| 0\.001 \|.*\| 2 \|\n", text)
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(data["trials"]) == 18 and {s["setting"] for s in data["sweeps"]} == {"alpha", "beta"}
+    # paired comparison: reference lr 1e-2 at T = its seed's first transfer; 1e-3 read near 10T
+    ref = [r for r in data["paired"] if r["setting"] == "alpha" and r["seed"] == 0]
+    assert [(r["lr"], r["step"]) for r in ref] == [(1e-2, 2), (1e-3, 16), (1e-4, 16)]
+
+
+def test_threshold_and_error_rule_are_applied_and_stated(sweeps, tmp_path):
+    md = write_report(sweeps[:1], tmp_path / "out", threshold=0.1, error_rule="bootstrap")
+    text = md.read_text()
+    assert "alpha: 0.1" in text and "bootstrap" in text
+    assert "No reference checkpoint" in text  # 0.2 never reaches 0.1: nothing transferred
+    with pytest.raises(NotASweepError, match=str(tmp_path)):
+        write_report([tmp_path], tmp_path / "out2")
+
+
+def test_capability_data_moves_the_reference_checkpoint(sweeps, tmp_path):
+    cap = {(trial_name(1e-2, 0), 2): 0.5, (trial_name(1e-2, 0), 4): 0.05}
+    write_report(sweeps[:1], tmp_path / "out", capability=cap)
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [(r["seed"], r["lr"], r["step"]) for r in data["paired"]] == [(0, 1e-2, 4), (0, 1e-3, 16), (0, 1e-4, 16)]
+    assert "capability degradation" in (tmp_path / "out" / "report.md").read_text()
+
+
+def run_cli(*args, cwd=REPO):
+    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
+    return subprocess.run([sys.executable, "-m", "orchestrator", "report", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_report_several_sweeps(sweeps, tmp_path):
+    out = tmp_path / "cli"
+    proc = run_cli(*sweeps, "--out", out, "--error-rule", "bootstrap")
+    assert proc.returncode == 0, proc.stderr
+    check_report(out / "report.md")
+    assert "bootstrap" in (out / "report.md").read_text()
+
+
+def test_cli_default_out_single_and_several(sweeps, tmp_path):
+    assert run_cli(sweeps[1]).returncode == 0
+    check_report(sweeps[1] / "report.md", settings=("beta",))
+    assert run_cli(*sweeps, cwd=tmp_path).returncode == 0
+    assert len(list(tmp_path.glob("report_*/report.md"))) == 1
+
+
+def test_cli_rejects_a_path_that_is_not_a_sweep(sweeps, tmp_path):
+    bogus = tmp_path / "nothing_here"
+    bogus.mkdir()
+    proc = run_cli(sweeps[0], bogus)
+    assert proc.returncode == 2 and str(bogus) in proc.stderr and "not a sweep folder" in proc.stderr
+
+
+def test_wandb_logs_one_report_run_per_sweep_with_wandb(sweeps, tmp_path, monkeypatch):
+    """Real wandb, offline: one report run for the one sweep whose trials logged to W&B."""
+    from orchestrator import report_cmd
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    out = tmp_path / "o"
+    assert report_cmd.main([*map(str, sweeps), "--out", str(out), "--wandb"]) == 0
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))  # only alpha's trials logged to W&B
+    media = runs[0] / "files" / "media"
+    tables = {p.name.split("_")[0] for p in media.glob("table/report/*.table.json")}
+    assert {"trials", "lrs", "paired"} <= tables
+    assert len(list(media.glob("images/report/*.png"))) == 4
