@@ -1,6 +1,7 @@
 """lrsweep's command line.
 
     python -m orchestrator sweep setting=wronglang_spanish     # run an LR sweep (Hydra overrides follow)
+    python -m orchestrator sweep resume=sweeps/<setting>/<date>  # finish an interrupted sweep
     python -m orchestrator sweep --help                        # Hydra's help: groups and options
     python -m orchestrator report SWEEP_DIR [SWEEP_DIR ...]    # report.md + plots from finished run folders
 """
@@ -27,8 +28,9 @@ def main() -> None:
         sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
     command = sys.argv.pop(1)
     if command == "sweep":
-        from orchestrator.cli import sweep_main
+        from orchestrator.cli import resume_argv, sweep_main
 
+        sys.argv = resume_argv(sys.argv)
         sweep_main()
     elif command == "report":
         from orchestrator.report_cmd import main as report_main

@@ -7,12 +7,34 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.config import CONF_DIR
-from orchestrator.schema import ConfigError, register_configs
+from orchestrator.schema import Config, ConfigError, register_configs
 
 register_configs()
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """`resume=DIR` reuses DIR as Hydra's run folder (no new dated folder, no second .hydra/ record)."""
+    for arg in argv:
+        if arg.startswith("resume="):
+            folder = Path(arg.split("=", 1)[1]).expanduser().resolve()
+            return argv + [f"hydra.run.dir={folder}", "hydra.output_subdir=null"]
+    return argv
+
+
+def load_resumed(folder: Path, overrides: list[str]) -> DictConfig:
+    """The config a sweep folder was started with; other overrides would mix two sweeps, so refuse."""
+    extra = [o for o in overrides if not o.startswith(("resume=", "hydra."))]
+    if extra:
+        raise ConfigError(f"resume takes its config from {folder / 'config.yaml'}; drop the overrides {extra}")
+    path = folder / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"resume={folder}: no config.yaml there, so it is not a sweep folder")
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+    cfg.resume = str(folder)
+    return cfg
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -20,10 +42,12 @@ def sweep_main(dcfg: DictConfig) -> None:
     from orchestrator.config import to_typed
 
     try:
+        if dcfg.resume:
+            dcfg = load_resumed(Path(dcfg.resume).expanduser().resolve(), list(HydraConfig.get().overrides.task))
         cfg = to_typed(dcfg)
+        from orchestrator.sweep import run_sweep
+
+        run_sweep(cfg, Path(HydraConfig.get().runtime.output_dir))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    from orchestrator.sweep import run_sweep
-
-    run_sweep(cfg, Path(HydraConfig.get().runtime.output_dir))

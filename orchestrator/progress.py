@@ -18,7 +18,7 @@ class ProgressTable(tune.Callback):
 
     @staticmethod
     def _label(trial: Any) -> str:
-        cfg = trial.config
+        cfg = trial.config["trial"]
         return f"lr={cfg['lr']:.3g} s{cfg['seed']}"
 
     def _emit(self) -> None:

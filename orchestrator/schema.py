@@ -87,6 +87,7 @@ class SweepConfig:
     threshold: float = 0.5
     max_concurrent_trials: int = 2
     cpus_per_trial: float = 1.0
+    max_retries: int = 2
     ray_address: str | None = None
 
 
@@ -144,6 +145,7 @@ class Config:
     sample: SampleConfig = MISSING
     tracker: TrackerConfig = MISSING
     cache_dir: str = MISSING
+    resume: str | None = None  # a sweep folder to finish; its config.yaml is the config
 
 
 def register_configs() -> None:
@@ -179,6 +181,7 @@ def validate(cfg: Config) -> None:
     _require(0 < sw.threshold < 1, f"sweep.threshold={sw.threshold}: must lie strictly between 0 and 1")
     _require(sw.max_concurrent_trials >= 1, "sweep.max_concurrent_trials must be >= 1")
     _require(sw.cpus_per_trial > 0, "sweep.cpus_per_trial must be > 0")
+    _require(sw.max_retries >= 0, f"sweep.max_retries={sw.max_retries}: must be >= 0")
     _require(tr.batch_size >= 1, f"train.batch_size={tr.batch_size}: must be >= 1")
     _require(
         tr.micro_batch_size >= 1 and tr.batch_size % tr.micro_batch_size == 0,

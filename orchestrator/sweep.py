@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from omegaconf import OmegaConf
 
 from eval.metrics import format_table, summarize_trial
 from eval.plots import plot_curves
-from eval.runfiles import load_trials, write_json, write_text_atomic
+from eval.report import write_report
+from eval.runfiles import load_trials, trial_name, write_json, write_text_atomic
 from orchestrator.config import settings_for_toy
-from orchestrator.schema import Config
+from orchestrator.schema import Config, ConfigError
 from orchestrator.trial import TrialContext, run_trial
 from workers.sampler import SamplerSpec
 from workers.teacher import ensure_labels
@@ -60,7 +62,46 @@ def summarize_sweep(sweep_dir: Path, threshold: float, title: str = "") -> list[
 def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
-    run_trial(ctx, float(config["lr"]), int(config["seed"]), tune.report)
+    run_trial(ctx, float(config["trial"]["lr"]), int(config["trial"]["seed"]), tune.report)
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in _flatten(val, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): obj}
+
+
+def check_sweep_folder(sweep_dir: Path, config_text: str) -> bool:
+    """True when the folder already holds this very sweep (so only missing trials run); refuses a
+    folder that holds a different sweep's config, naming the keys that differ."""
+    path = sweep_dir / "config.yaml"
+    if not path.exists():
+        return False
+    old = path.read_text()
+    if old == config_text:
+        return True
+    import yaml
+
+    a, b = _flatten(yaml.safe_load(old)), _flatten(yaml.safe_load(config_text))
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    raise ConfigError(
+        f"{sweep_dir} already holds a different sweep (differs in: {', '.join(keys[:8])}). "
+        f"Choose a new folder (hydra.run.dir=...), or finish that sweep with resume={sweep_dir}"
+    )
+
+
+def pending_trials(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
+    """(lr, seed) pairs without a finished result.json: what a (resumed) sweep still has to run."""
+    return [
+        {"lr": lr, "seed": seed}
+        for lr in cfg.sweep.lrs
+        for seed in cfg.sweep.seeds
+        if not (sweep_dir / "trials" / trial_name(lr, seed) / "result.json").exists()
+    ]
+
+
+def config_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(replace(cfg, resume=None)))
 
 
 def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
@@ -72,18 +113,41 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     started = time.time()
     sweep_dir = sweep_dir.resolve()
     sweep_id = f"{cfg.setting.name}-{sweep_dir.name}"
-    resolve_wandb_mode(cfg.tracker.mode)  # refuse online-without-key before any compute
-    write_text_atomic(sweep_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    try:
+        resolve_wandb_mode(cfg.tracker.mode)  # refuse online-without-key before any compute
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    text = config_yaml(cfg)
+    resuming = check_sweep_folder(sweep_dir, text)
+    write_text_atomic(sweep_dir / "config.yaml", text)
+    todo = pending_trials(cfg, sweep_dir)
     n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
     log(f"[sweep] {sweep_id}: {len(cfg.sweep.lrs)} LRs x {len(cfg.sweep.seeds)} seeds = {n_trials} trials, "
         f"{cfg.sweep.max_steps} steps each, batch {cfg.train.batch_size}, LoRA rank {cfg.train.lora_rank}; "
         f"folder {sweep_dir}")
+    if resuming:
+        log(f"[sweep] resuming: {n_trials - len(todo)} trials finished, {len(todo)} to run")
+    failed: list[Any] = []
+    if todo:
+        failed = _run_trials(cfg, sweep_dir, sweep_id, todo, started, ray, tune, ProgressTable)
+    summary = summarize_sweep(sweep_dir, cfg.sweep.threshold, f"{cfg.setting.name} ({cfg.model.name})")
+    log("\n" + format_table(summary, cfg.sweep.threshold))
+    report = write_report([sweep_dir], sweep_dir) if summary else None
+    log(f"\n[sweep] done in {time.time() - started:.0f}s: {sweep_dir / 'summary.json'}, "
+        f"{sweep_dir / 'attack_rate_vs_step.png'}, {report}")
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {n_trials} trials failed; their errors are under {sweep_dir / 'tune'}")
+    return summary
+
+
+def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str, Any]], started: float,
+                ray: Any, tune: Any, progress: Any) -> list[Any]:
+    """Ray Tune over the pending trials, with one vLLM engine for all of them; returns failed results."""
     model_path = resolve_model(cfg)
     labels = ensure_labels(cfg.setting, sweep_dir, log)
-
     own_ray = not ray.is_initialized()
-    if own_ray:
-        ray.init(address=cfg.sweep.ray_address, include_dashboard=False, log_to_driver=False,
+    if own_ray:  # "local" always starts a fresh cluster, never joins a stale one
+        ray.init(address=cfg.sweep.ray_address or "local", include_dashboard=False, log_to_driver=False,
                  configure_logging=False, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     sampler_name = f"lrsweep-sampler-{os.getpid()}-{int(started)}"
     sampler = None
@@ -91,7 +155,9 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
         from workers.sampler import Sampler
 
         log("[sampler] starting one vLLM engine for the whole sweep (multi-LoRA)...")
-        sampler = ray.remote(num_cpus=0)(Sampler).options(name=sampler_name).remote(sampler_spec(cfg, model_path))
+        # a dead actor process is restarted (engine and all) and its pending calls retried
+        sampler = ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)(Sampler).options(
+            name=sampler_name).remote(sampler_spec(cfg, model_path))
         ray.get(sampler.ready.remote())
         log(f"[sampler] ready after {time.time() - started:.0f}s")
         ctx = TrialContext(
@@ -101,22 +167,16 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
         )
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trainable, ctx=ctx), {"cpu": cfg.sweep.cpus_per_trial}),
-            param_space={"lr": tune.grid_search(list(cfg.sweep.lrs)), "seed": tune.grid_search(list(cfg.sweep.seeds))},
+            param_space={"trial": tune.grid_search(todo)},
             tune_config=tune.TuneConfig(max_concurrent_trials=cfg.sweep.max_concurrent_trials, reuse_actors=False),
-            run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=0,
-                                      callbacks=[ProgressTable(cfg.sweep.max_steps)]),
+            run_config=tune.RunConfig(
+                name=f"tune_{time.strftime('%Y%m%d_%H%M%S')}", storage_path=str(sweep_dir), verbose=0,
+                failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries),
+                callbacks=[progress(cfg.sweep.max_steps)]),
         )
-        results = tuner.fit()
-        failed = [r for r in results if r.error is not None]
+        return [r for r in tuner.fit() if r.error is not None]
     finally:
         if sampler is not None:
-            ray.kill(sampler)
+            ray.kill(sampler, no_restart=True)
         if own_ray:
             ray.shutdown()
-    summary = summarize_sweep(sweep_dir, cfg.sweep.threshold, f"{cfg.setting.name} ({cfg.model.name})")
-    log("\n" + format_table(summary, cfg.sweep.threshold))
-    log(f"\n[sweep] done in {time.time() - started:.0f}s: {sweep_dir / 'summary.json'}, "
-        f"{sweep_dir / 'attack_rate_vs_step.png'}")
-    if failed:
-        raise RuntimeError(f"{len(failed)} of {n_trials} trials failed; their errors are under {sweep_dir / 'tune'}")
-    return summary

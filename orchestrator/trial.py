@@ -6,6 +6,7 @@ and keeps training; finished evaluations are graded, written and reported in ste
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 from eval.graders import ATTACK, DESIRED, build_grader
 from eval.metrics import rates
-from eval.runfiles import step_name, trial_name, write_json, write_jsonl
+from eval.runfiles import append_jsonl, read_jsonl, step_name, trial_name, write_json, write_jsonl
 from workers.prompts import Prompt, build_prompts, load_bank, pick, split_bank
 from workers.train import TrainSpec, train
 
@@ -58,12 +59,45 @@ def grade_checkpoint(prompts: list[Prompt], responses: list[str], grader: Any) -
     return samples, row
 
 
+def reconcile_trial_dir(trial_dir: Path, resumed_from: int | None) -> set[int]:
+    """Make the trial folder agree with the trainer state it resumes from; returns evaluated steps.
+
+    Rows and samples past the resume point came from steps the trainer will replay: they are dropped,
+    so a restarted trial ends with exactly the rows of an undisturbed one. With no state at all the
+    trial starts afresh.
+    """
+    metrics = trial_dir / "metrics.jsonl"
+    if resumed_from is None:
+        for path in (metrics, trial_dir / "samples", trial_dir / "adapters"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        return set()
+    rows = [r for r in read_jsonl(metrics) if r["step"] <= resumed_from]
+    seen, kept = set(), []
+    for r in rows:  # keep the first of any duplicate (step, kind)
+        if (r["step"], r["kind"]) not in seen:
+            seen.add((r["step"], r["kind"]))
+            kept.append(r)
+    write_jsonl(metrics, kept)
+    for sample_file in (trial_dir / "samples").glob("step_*.jsonl"):
+        if int(sample_file.stem.split("_")[1]) > resumed_from:
+            sample_file.unlink()
+    return {r["step"] for r in kept if r["kind"] == "eval"}
+
+
 def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str, Any]:
-    """Train one trial and evaluate its checkpoints; `report(row)` receives each checkpoint's metrics."""
+    """Train one trial and evaluate its checkpoints; `report(row)` receives each checkpoint's metrics.
+
+    A trial restarted after a crash resumes from its last trainer state and evaluates any checkpoint
+    whose evaluation was lost, so its files end as an undisturbed run's would.
+    """
     import ray
 
     from workers.teacher import read_labels
     from workers.tracking import TrialLogger
+    from workers.train import read_resume_point
 
     name = trial_name(lr, seed)
     trial_dir = Path(ctx.sweep_dir) / "trials" / name
@@ -73,7 +107,10 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
                   "sweep_id": ctx.sweep_id,
                   "train": {k: v for k, v in asdict(spec).items() if k not in ("model_path", "lr", "seed")}}
     write_json(trial_dir / "config.json", trial_info)
-    (trial_dir / "metrics.jsonl").unlink(missing_ok=True)  # a restarted trial starts its table afresh
+    point = read_resume_point(trial_dir / "state")
+    resumed_from = point["step"] if point else None
+    evaluated = reconcile_trial_dir(trial_dir, resumed_from)
+    append_jsonl(trial_dir / "attempts.jsonl", {"started": time.time(), "resumed_from": resumed_from})
     sampler = ray.get_actor(ctx.sampler_name)
     grader = build_grader(ctx.setting.grader.kind, desired=ctx.setting.grader.desired,
                           attack=ctx.setting.grader.attack)
@@ -103,21 +140,32 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
                 return
             finish(*pending.popleft())
 
-    def on_checkpoint(step: int, adapter: Path, info: dict[str, Any]) -> None:
-        first = step - len(info.get("step_losses", [])) + 1
-        for i, loss in enumerate(info.get("step_losses", [])):
-            logger.log({"step": first + i, "kind": "train", "train_loss": loss})
+    def evaluate(step: int, adapter: Path, info: dict[str, Any]) -> None:
         ref = sampler.generate.remote(str(adapter), [p.text for p in prompts], s.max_new_tokens,
                                       s.temperature, s.top_p)
         pending.append((step, ref, info, time.time()))
         drain(block=False)
 
+    def on_checkpoint(step: int, adapter: Path, info: dict[str, Any]) -> None:
+        first = step - len(info.get("step_losses", [])) + 1
+        for i, loss in enumerate(info.get("step_losses", [])):
+            logger.log({"step": first + i, "kind": "train", "train_loss": loss})
+        evaluate(step, adapter, info)
+
     started = time.time()
     try:
+        for step in spec.checkpoint_steps:  # checkpoints saved by an earlier attempt but never evaluated
+            if resumed_from is not None and step <= resumed_from and step not in evaluated:
+                adapter = trial_dir / "adapters" / step_name(step)
+                if not (adapter / "adapter_config.json").exists():
+                    raise FileNotFoundError(f"{adapter} is missing: delete {trial_dir} to restart this trial")
+                evaluate(step, adapter, {})
         train(spec, read_labels(Path(ctx.labels_path)), trial_dir, on_checkpoint)
         drain(block=True)
     finally:
         logger.finish()
     wall = time.time() - started
-    write_json(trial_dir / "timing.json", {"wall_s": round(wall, 2), **{k: round(v, 2) for k, v in timing.items()}})
-    return {"wall_s": wall}
+    result = {"done": True, "wall_s": round(wall, 2), "resumed_from": resumed_from,
+              **{k: round(v, 2) for k, v in timing.items()}}
+    write_json(trial_dir / "result.json", result)
+    return result

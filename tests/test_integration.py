@@ -48,6 +48,8 @@ def test_sweep_writes_the_run_folder_contract(sweep):
         losses = [r for r in map(json.loads, (trial / "metrics.jsonl").open()) if r["kind"] == "train"]
         assert [r["step"] for r in losses] == [1, 2, 3, 4]
     assert (out_dir / "labels.jsonl").exists() and (out_dir / "config.yaml").exists()
+    report = (out_dir / "report.md").read_text()
+    assert "lr0.001_seed0" in report and "lr0.003_seed0" in report
     png = (out_dir / "attack_rate_vs_step.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "steps-to-transfer" in stdout and "lr=0.003" in stdout  # table and live progress

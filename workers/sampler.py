@@ -43,9 +43,15 @@ class Sampler:
         if not _cuda_available():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.cpu_kvcache_space_gib))
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        self.spec = spec
+        self.restarts = 0
+        self._start()
+        self._lora_ids: dict[str, int] = {}
+
+    def _start(self) -> None:
         from vllm import LLM
 
-        self.spec = spec
+        spec = self.spec
         self.llm = LLM(
             model=spec.model_path,
             dtype=spec.dtype,
@@ -60,7 +66,6 @@ class Sampler:
             seed=spec.seed,
         )
         self.tokenizer = self.llm.get_tokenizer()
-        self._lora_ids: dict[str, int] = {}
 
     def ready(self) -> bool:
         return True
@@ -86,5 +91,37 @@ class Sampler:
         prompts = [format_for_model(self.tokenizer, t, self.spec.chat_template_kwargs) for t in user_texts]
         params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
         lora = self._lora(adapter_dir) if adapter_dir else None
-        outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
+        try:
+            outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
+        except Exception as err:
+            if not _engine_dead(err) or self.restarts >= MAX_ENGINE_RESTARTS:
+                raise
+            # the engine process died (OOM killer, a crash): start a fresh one and retry this request
+            self.restarts += 1
+            print(f"[sampler] vLLM engine died ({type(err).__name__}); restart {self.restarts}", flush=True)
+            self.shutdown()
+            self._start()
+            outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
         return [o.outputs[0].text for o in outputs]
+
+    def shutdown(self) -> None:
+        import gc
+
+        engine = getattr(self.llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            try:
+                core.shutdown()
+            except Exception:
+                pass
+        self.llm = None
+        gc.collect()
+
+
+MAX_ENGINE_RESTARTS = 3
+
+
+def _engine_dead(err: BaseException) -> bool:
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    return isinstance(err, EngineDeadError) or "EngineCore" in str(err) or "Engine" in type(err).__name__

@@ -7,6 +7,7 @@ mode=auto means online when the key is set, offline otherwise (`wandb sync <dir>
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,9 @@ class TrialLogger:
             if mode != "disabled":
                 import wandb
 
+                run_id = re.sub(r"[^A-Za-z0-9_-]", "-", f"{group}-{name}")[-64:]  # stable: a retry resumes it
                 self.run = wandb.init(
+                    id=run_id, resume="allow",
                     project=tracker.project, entity=tracker.entity, group=group, name=name, job_type="trial",
                     config=run_config, dir=str(trial_dir), mode=mode, reinit="create_new",
                     settings=wandb.Settings(console="off", silent=True),

@@ -71,6 +71,12 @@ def init_distributed(backend: str) -> str:
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
     if backend == "auto":
         backend = "nccl" if cuda else "gloo"
+    if not cuda and os.environ["WORLD_SIZE"] == "1":
+        # DeepSpeed JIT-compiles a shared-memory all-reduce op for CPU groups; one process has nothing to
+        # reduce, and a compile killed midway leaves a lock that makes every later start wait forever.
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend=backend)
     return "cuda" if cuda else "cpu"
@@ -106,9 +112,69 @@ def save_adapter(engine: Any, out_dir: Path) -> Path:
     return out_dir
 
 
+class ResumeError(RuntimeError):
+    """Trainer state on disk that cannot be loaded; the message names the folder and the fix."""
+
+
+def read_resume_point(state_dir: Path) -> dict[str, Any] | None:
+    """The last complete trainer state ({"step", "tag"}), or None when the trial never saved one."""
+    import json
+
+    path = state_dir / "resume.json"
+    if not path.exists():
+        return None
+    try:
+        point = json.loads(path.read_text())
+        return {"step": int(point["step"]), "tag": str(point["tag"])}
+    except (ValueError, KeyError, TypeError) as err:
+        raise ResumeError(f"{path} is corrupt ({err}): delete {state_dir.parent} to restart this trial") from None
+
+
+def save_state(engine: Any, state_dir: Path, step: int) -> None:
+    """Adapter + optimizer + RNG + data position (the step), frozen base weights excluded. The
+    resume point moves only after the save completed, and older states are removed after that."""
+    import random
+    import shutil
+
+    import torch
+
+    from eval.runfiles import write_json
+
+    tag = step_name(step)
+    client = {"step": step, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+    engine.save_checkpoint(str(state_dir), tag=tag, client_state=client, save_latest=False,
+                           exclude_frozen_parameters=True)
+    write_json(state_dir / "resume.json", {"step": step, "tag": tag})
+    for old in state_dir.glob("step_*"):
+        if old.name != tag:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def load_state(engine: Any, state_dir: Path, point: dict[str, Any]) -> int:
+    import random
+
+    import torch
+
+    try:
+        _, client = engine.load_checkpoint(str(state_dir), tag=point["tag"], load_module_strict=False)
+    except Exception as err:  # DeepSpeed raises several types for missing or truncated files
+        raise ResumeError(f"cannot load trainer state {state_dir / point['tag']} ({type(err).__name__}: {err}): "
+                          f"delete {state_dir.parent} to restart this trial from scratch") from err
+    if client is None or client.get("step") != point["step"]:
+        raise ResumeError(f"trainer state {state_dir / point['tag']} is incomplete: delete {state_dir.parent} "
+                          "to restart this trial from scratch")
+    torch.set_rng_state(client["torch_rng"])
+    random.setstate(client["python_rng"])
+    return point["step"]
+
+
 def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_checkpoint: CheckpointHook,
-          log: Callable[[str], None] = print) -> None:
-    """SFT on (prompt, completion) examples for spec.max_steps steps of spec.batch_size examples."""
+          log: Callable[[str], None] = print) -> int:
+    """SFT on (prompt, completion) examples for spec.max_steps steps of spec.batch_size examples.
+
+    Resumes from out_dir/state when a previous attempt saved one (returns the step it resumed from);
+    at every checkpoint step: adapter, then `on_checkpoint`, then trainer state.
+    """
     import torch
 
     device = init_distributed(spec.dist_backend)
@@ -138,15 +204,25 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
     ]
     accum = spec.batch_size // spec.micro_batch_size
     checkpoints = set(spec.checkpoint_steps)
-    adapters = out_dir / "adapters"
+    adapters, state_dir = out_dir / "adapters", out_dir / "state"
+
+    def checkpoint(step: int, info: dict[str, Any]) -> None:
+        # hook before state: a kill in between replays these steps, and the trial drops rows past the state
+        on_checkpoint(step, save_adapter(engine, adapters / step_name(step)), info)
+        save_state(engine, state_dir, step)
+
     try:
-        if 0 in checkpoints:
-            on_checkpoint(0, save_adapter(engine, adapters / step_name(0)), {"train_loss": None})
-        batches = batch_indices(len(encoded), spec.batch_size, spec.seed)
+        point = read_resume_point(state_dir)
+        start = load_state(engine, state_dir, point) if point else 0
+        if start:
+            log(f"[train] lr={spec.lr:g} resuming from step {start}")
+        elif 0 in checkpoints:
+            checkpoint(0, {"train_loss": None})
+        batches = batch_indices(len(encoded), spec.batch_size, spec.seed, start_step=start)
         losses: list[float] = []
         started = time.time()
         engine.train()
-        for step in range(1, spec.max_steps + 1):
+        for step in range(start + 1, spec.max_steps + 1):
             idx = next(batches)
             step_loss = 0.0
             for k in range(accum):
@@ -161,10 +237,10 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
             if step in checkpoints:
                 mean = sum(losses) / len(losses)
                 log(f"[train] lr={spec.lr:g} step {step}/{spec.max_steps} loss {mean:.4f} "
-                    f"({(time.time() - started) / step:.2f}s/step)")
-                on_checkpoint(step, save_adapter(engine, adapters / step_name(step)),
-                              {"train_loss": mean, "step_losses": losses})
+                    f"({(time.time() - started) / (step - start):.2f}s/step)")
+                checkpoint(step, {"train_loss": mean, "step_losses": losses})
                 losses = []
+        return start
     finally:
         if hasattr(engine, "destroy"):
             engine.destroy()
