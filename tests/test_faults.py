@@ -1,0 +1,105 @@
+"""Faults survived with real process kills on the toy: a trainer, then the whole sweep driver.
+
+Each test runs a small real sweep (Ray Tune, DeepSpeed, vLLM) in a subprocess and kills part of it.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["tracker.mode=disabled", "sample.n_eval_prompts=40", "sample.n_train_prompts=40", "sample.max_new_tokens=24"]
+pytestmark = pytest.mark.integration
+
+
+def _env(cache_dir):
+    return {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | {"LRSWEEP_CACHE": str(cache_dir)}
+
+
+def start(args, cache_dir, log):
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", "sweep", *args], cwd=ROOT, env=_env(cache_dir),
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(condition, proc, timeout):
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, "the sweep ended before the fault could be injected"
+        assert time.time() < deadline, "timed out waiting for the sweep"
+        time.sleep(0.2)
+
+
+def rows_of(trial_dir):
+    return [json.loads(line) for line in (trial_dir / "metrics.jsonl").open()]
+
+
+def assert_exact_rows(trial_dir, max_steps, checkpoints):
+    rows = rows_of(trial_dir)
+    assert sorted(r["step"] for r in rows if r["kind"] == "eval") == checkpoints
+    assert sorted(r["step"] for r in rows if r["kind"] == "train") == list(range(1, max_steps + 1))
+    assert sorted(p.name for p in (trial_dir / "samples").iterdir()) == [f"step_{s:05d}.jsonl" for s in checkpoints]
+
+
+def test_killed_trainer_resumes_from_its_last_checkpoint(cache_dir, tmp_path):
+    out = tmp_path / "run"
+    with open(tmp_path / "log.txt", "w") as log:
+        proc = start(["sweep.lrs=[3e-3]", "sweep.max_steps=16", *FAST, f"hydra.run.dir={out}"], cache_dir, log)
+        state = out / "trials" / "lr0.003_seed0" / "state" / "resume.json"
+
+        def reached_step_2():
+            try:
+                return json.loads(state.read_text())["step"] >= 2
+            except (OSError, ValueError):
+                return False
+
+        wait_for(reached_step_2, proc, timeout=900)
+        trainers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                    if " ".join(p.cmdline()).startswith("ray::ImplicitFunc")]
+        assert trainers, "no trainer process found"
+        for p in trainers:
+            p.kill()
+        rc = proc.wait(timeout=900)
+    assert rc == 0, (tmp_path / "log.txt").read_text()[-3000:]
+    trial = out / "trials" / "lr0.003_seed0"
+    attempts = [json.loads(line) for line in (trial / "attempts.jsonl").open()]
+    assert len(attempts) == 2 and attempts[0]["resumed_from"] is None and attempts[1]["resumed_from"] >= 2
+    assert_exact_rows(trial, 16, [0, 1, 2, 4, 8, 16])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary[0]["complete"]
+
+
+def test_killed_driver_then_resume_finishes_only_what_is_missing(cache_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=4", "sweep.max_concurrent_trials=1", *FAST]
+    with open(tmp_path / "log.txt", "w") as log:
+        proc = start([*args, f"hydra.run.dir={out}"], cache_dir, log)
+        wait_for(lambda: len(list(out.glob("trials/*/result.json"))) == 1, proc, timeout=900)
+        # the driver and everything it started (Ray, trainers, the vLLM engine), as a lost node would;
+        # only this sweep's processes: a Ray cluster the user runs beside the tests is left alone
+        family = psutil.Process(proc.pid).children(recursive=True)
+        os.killpg(proc.pid, signal.SIGKILL)
+        for child in family:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        proc.wait(timeout=60)
+    finished = next(out.glob("trials/*/result.json")).parent
+    before = (finished / "metrics.jsonl").read_text()
+    resumed = subprocess.run([sys.executable, "-m", "orchestrator", "sweep", f"resume={out}"], cwd=ROOT,
+                             env=_env(cache_dir), capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "1 trials finished, 1 to run" in resumed.stdout
+    assert (finished / "metrics.jsonl").read_text() == before  # not re-run
+    assert len((finished / "attempts.jsonl").read_text().splitlines()) == 1
+    for trial in out.glob("trials/*"):
+        assert_exact_rows(trial, 4, [0, 1, 2, 4])
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary) == 2 and all(row["complete"] for row in summary)
