@@ -36,6 +36,14 @@ def wait_for(condition, proc, timeout):
         time.sleep(0.2)
 
 
+def _title(process):
+    """The process title (Ray and vLLM set one), or "" for a process that just exited."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def rows_of(trial_dir):
     return [json.loads(line) for line in (trial_dir / "metrics.jsonl").open()]
 
@@ -60,8 +68,7 @@ def test_killed_trainer_resumes_from_its_last_checkpoint(cache_dir, tmp_path):
                 return False
 
         wait_for(reached_step_2, proc, timeout=900)
-        trainers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                    if " ".join(p.cmdline()).startswith("ray::ImplicitFunc")]
+        trainers = [p for p in psutil.Process(proc.pid).children(recursive=True) if _title(p).startswith("ray::Impl")]
         assert trainers, "no trainer process found"
         for p in trainers:
             p.kill()
