@@ -33,7 +33,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def log_to_wandb(out_dir: Path) -> list[str]:
+def log_to_wandb(out_dir: Path, mode: str = "auto") -> list[str]:
     """One W&B run (job_type=report) per sweep whose trials logged to W&B, grouped with them by sweep_id.
 
     Offline unless WANDB_API_KEY is set. Reads report.json, so it logs exactly what report.md shows.
@@ -44,7 +44,7 @@ def log_to_wandb(out_dir: Path) -> list[str]:
     from workers.tracking import resolve_wandb_mode
 
     report = json.loads((out_dir / "report.json").read_text())
-    mode, logged = resolve_wandb_mode("auto"), []
+    mode, logged = resolve_wandb_mode(mode), []
     for sweep in report["sweeps"]:
         if not sweep["has_wandb"] or not sweep["sweep_ids"]:
             continue

@@ -133,6 +133,10 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     summary = summarize_sweep(sweep_dir, cfg.sweep.threshold, f"{cfg.setting.name} ({cfg.model.name})")
     log("\n" + format_table(summary, cfg.sweep.threshold))
     report = write_report([sweep_dir], sweep_dir) if summary else None
+    if report and cfg.tracker.backend == "wandb" and resolve_wandb_mode(cfg.tracker.mode) != "disabled":
+        from orchestrator.report_cmd import log_to_wandb
+
+        log_to_wandb(sweep_dir, cfg.tracker.mode)  # report tables and plots: a summary run of the group
     log(f"\n[sweep] done in {time.time() - started:.0f}s: {sweep_dir / 'summary.json'}, "
         f"{sweep_dir / 'attack_rate_vs_step.png'}, {report}")
     if failed:

@@ -75,6 +75,8 @@ def test_training_moves_the_adapter(sweep):
 def test_one_wandb_offline_run_per_trial(sweep):
     runs = sorted(sweep[0].glob("trials/*/wandb/offline-run-*"))
     assert len(runs) == 2 and all(any(r.glob("*.wandb")) for r in runs)
+    summary_runs = list(sweep[0].glob("wandb/offline-run-*"))  # the report's summary run of the group
+    assert len(summary_runs) == 1 and any(summary_runs[0].glob("files/media/images/report/*.png"))
 
 
 def test_trainer_runs_alone_without_ray(cache_dir, tmp_path):
