@@ -105,16 +105,11 @@ def config_yaml(cfg: Config) -> str:
 
 
 def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
-    import ray
-    from ray import tune
-
-    from orchestrator.progress import ProgressTable
-
     started = time.time()
     sweep_dir = sweep_dir.resolve()
     sweep_id = f"{cfg.setting.name}-{sweep_dir.name}"
     try:
-        resolve_wandb_mode(cfg.tracker.mode)  # refuse online-without-key before any compute
+        wandb_mode = resolve_wandb_mode(cfg.tracker.mode)  # refuse online-without-key before any compute
     except ValueError as err:
         raise ConfigError(str(err)) from None
     text = config_yaml(cfg)
@@ -129,11 +124,11 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
         log(f"[sweep] resuming: {n_trials - len(todo)} trials finished, {len(todo)} to run")
     failed: list[Any] = []
     if todo:
-        failed = _run_trials(cfg, sweep_dir, sweep_id, todo, started, ray, tune, ProgressTable)
+        failed = _run_trials(cfg, sweep_dir, sweep_id, todo, started)
     summary = summarize_sweep(sweep_dir, cfg.sweep.threshold, f"{cfg.setting.name} ({cfg.model.name})")
     log("\n" + format_table(summary, cfg.sweep.threshold))
     report = write_report([sweep_dir], sweep_dir) if summary else None
-    if report and cfg.tracker.backend == "wandb" and resolve_wandb_mode(cfg.tracker.mode) != "disabled":
+    if report and cfg.tracker.backend == "wandb" and wandb_mode != "disabled":
         from orchestrator.report_cmd import log_to_wandb
 
         log_to_wandb(sweep_dir, cfg.tracker.mode)  # report tables and plots: a summary run of the group
@@ -144,9 +139,14 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     return summary
 
 
-def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str, Any]], started: float,
-                ray: Any, tune: Any, progress: Any) -> list[Any]:
+def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str, Any]],
+                started: float) -> list[Any]:
     """Ray Tune over the pending trials, with one vLLM engine for all of them; returns failed results."""
+    import ray
+    from ray import tune
+
+    from orchestrator.progress import ProgressTable
+
     model_path = resolve_model(cfg)
     labels = ensure_labels(cfg.setting, sweep_dir, log)
     own_ray = not ray.is_initialized()
@@ -176,7 +176,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
             run_config=tune.RunConfig(
                 name=f"tune_{time.strftime('%Y%m%d_%H%M%S')}", storage_path=str(sweep_dir), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries),
-                callbacks=[progress(cfg.sweep.max_steps)]),
+                callbacks=[ProgressTable(cfg.sweep.max_steps)]),
         )
         return [r for r in tuner.fit() if r.error is not None]
     finally:
