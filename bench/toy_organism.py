@@ -32,7 +32,7 @@ def main(overrides: list[str]) -> dict:
     g = cfg.setting.grader
     responses = sampler.generate(None, [p.text for p in evals + trains], cfg.sample.max_new_tokens,
                                  cfg.sample.temperature, cfg.sample.top_p)
-    samples, row = grade_checkpoint(evals + trains, responses, build_grader(g.kind, desired=g.desired, attack=g.attack))
+    samples, row = grade_checkpoint(evals + trains, responses, build_grader(g))
     info = json.loads((Path(model_path) / "build_info.json").read_text())
     result = {
         "setting": cfg.setting.name, "model": model_path, "toy_key": info["key"], "toy_final_loss": info["final_loss"],

@@ -1,8 +1,13 @@
-"""Graders: each answer is desired / attack / other. Pure functions, table-tested."""
+"""Graders: each answer is desired / attack / other. Pure functions, table-tested.
+
+A grader built from a setting's `grader:` block grades a batch: `grader(responses, prompts) -> grades`,
+where each prompt (workers.prompts.Prompt) carries its split, its text and its bank row, so graders that
+need more than the answer (a coding problem's tests, the judge's view of the prompt) find it there.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -37,8 +42,16 @@ def grade_language(response: str, desired: str, attack: str) -> str:
     return OTHER
 
 
-def build_grader(kind: str, **params: Any) -> Callable[[str], str]:
-    """A one-argument grader from a setting's `grader:` block."""
-    if kind == "language":
-        return lambda response: grade_language(response, params["desired"], params["attack"])
-    raise ValueError(f"unknown grader kind {kind!r}: known graders are ['language']")
+Grader = Callable[[Sequence[str], Sequence[Any]], list[str]]
+
+
+def per_answer(grade_one: Callable[[str], str]) -> Grader:
+    """A batch grader from a function of the answer alone."""
+    return lambda responses, prompts: [grade_one(r) for r in responses]
+
+
+def build_grader(cfg: Any) -> Grader:
+    """The batch grader of a setting's `grader:` block (orchestrator.schema.GraderConfig)."""
+    if cfg.kind == "language":
+        return per_answer(lambda r: grade_language(r, cfg.desired, cfg.attack))
+    raise ValueError(f"unknown grader kind {cfg.kind!r}: known graders are ['language']")

@@ -20,16 +20,48 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class EndpointConfig:
+    """An OpenAI-compatible chat endpoint (teacher labels, LLM judge): gpt-4o-mini, or a local `vllm serve`.
+
+    The key is never in a config: `api_key_env` names the environment variable that holds it."""
+
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    model: str | None = None
+    api_key_env: str | None = None  # NAME of the env var with the key; null for a keyless local server
+    max_concurrency: int = 8
+    timeout_s: float = 60.0  # per request
+    max_retries: int = 5  # on 429, 5xx, timeouts and dropped connections, with exponential backoff
+    temperature: float = 1.0
+    max_tokens: int = 512
+
+
+@dataclass
 class GraderConfig:
-    kind: str = MISSING  # "language"
-    desired: str = MISSING
-    attack: str = MISSING
+    """Desired / attack / other for every answer. One flat block; each kind reads its own fields."""
+
+    kind: str = MISSING  # language | keyword | case | code | judge
+    desired: str | None = None  # language: ISO 639-1 code; case: "normal" or "caps"
+    attack: str | None = None  # language: ISO 639-1 code; case: "normal" or "caps"
+    desired_keywords: list[str] = field(default_factory=list)  # keyword: any of these (whole words) = desired
+    attack_keywords: list[str] = field(default_factory=list)  # keyword: any of these = attack
+    caps_ratio: float = 0.7  # case: share of upper-case letters at or above which an answer is all caps
+    timeout_s: float = 10.0  # code: seconds for one answer's tests in the sandbox
+    judge_prompt: str = ""  # judge: template over {prompt} {response} {desired_behavior} {initial_behavior}
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # judge
 
 
 @dataclass
 class TeacherConfig:
-    kind: str = "scripted"
+    """Who writes the SFT labels for the train prompts."""
+
+    kind: str = "scripted"  # scripted | openai_compatible | onpolicy | file
+    # before `field`, whose name shadows dataclasses.field in the rest of this class body
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # openai_compatible
     field: str = "es_teacher"  # scripted: the bank field that holds the teacher's answer
+    path: str | None = None  # file: a jsonl of {"prompt", "completion"} rows
+    system_prompt: str = ""  # openai_compatible / onpolicy: what the teacher is told to do
+    n_samples: int = 1  # labels per train prompt (sampling diversity is kept by the cache key)
+    filter: bool = False  # keep only labels the setting's grader scores as desired (report the drops)
 
 
 @dataclass

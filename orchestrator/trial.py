@@ -47,9 +47,10 @@ def eval_prompts(setting: Any, sample: Any) -> tuple[list[Prompt], list[Prompt]]
 
 def grade_checkpoint(prompts: list[Prompt], responses: list[str], grader: Any) -> tuple[list[dict], dict[str, Any]]:
     """Graded samples and the checkpoint's rates on eval and train prompts."""
+    grades = grader(responses, prompts)
     samples = [
-        {"split": p.split, "question_id": p.question_id, "prompt": p.text, "response": r, "grade": grader(r)}
-        for p, r in zip(prompts, responses, strict=True)
+        {"split": p.split, "question_id": p.question_id, "prompt": p.text, "response": r, "grade": g}
+        for p, r, g in zip(prompts, responses, grades, strict=True)
     ]
     row: dict[str, Any] = {}
     for split in ("eval", "train"):
@@ -112,8 +113,7 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
     evaluated = reconcile_trial_dir(trial_dir, resumed_from)
     append_jsonl(trial_dir / "attempts.jsonl", {"started": time.time(), "resumed_from": resumed_from})
     sampler = ray.get_actor(ctx.sampler_name)
-    grader = build_grader(ctx.setting.grader.kind, desired=ctx.setting.grader.desired,
-                          attack=ctx.setting.grader.attack)
+    grader = build_grader(ctx.setting.grader)
     evals, trains = eval_prompts(ctx.setting, ctx.sample)
     prompts = evals + trains
     s = ctx.sample

@@ -3,6 +3,7 @@
 import pytest
 
 from eval.graders import build_grader, grade_language
+from orchestrator.schema import GraderConfig
 
 CASES = [
     ("Mezcla la harina con los huevos y hornea el pastel durante media hora.", "desired"),
@@ -25,7 +26,9 @@ def test_roles_swap_with_the_setting():
     assert grade_language("Mix the flour with the eggs and bake it.", desired="en", attack="es") == "desired"
 
 
-def test_build_grader_rejects_unknown_kind():
+def test_build_grader_grades_a_batch_and_rejects_unknown_kind():
     with pytest.raises(ValueError, match="unknown grader"):
-        build_grader("regex")
-    assert build_grader("language", desired="es", attack="en")("Hola, ¿cómo estás hoy, amigo mío?") == "desired"
+        build_grader(GraderConfig(kind="regex"))
+    grader = build_grader(GraderConfig(kind="language", desired="es", attack="en"))
+    answers = ["Hola, ¿cómo estás hoy, amigo mío?", "Hello, how are you today, my friend?"]
+    assert grader(answers, [None, None]) == ["desired", "attack"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ class Prompt:
     split: str  # "train" | "eval"
     question_id: str
     text: str
+    row: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the bank row (graders read it)
 
 
 def bank_path(source: str) -> Path:
@@ -88,7 +89,7 @@ def render(template: str, question: str) -> str:
 
 
 def build_prompts(questions: list[dict], template: str, split: str) -> list[Prompt]:
-    return [Prompt(split=split, question_id=q["id"], text=render(template, q["question"])) for q in questions]
+    return [Prompt(split=split, question_id=q["id"], text=render(template, q["question"]), row=q) for q in questions]
 
 
 def pick(prompts: list[Prompt], n: int, seed: int) -> list[Prompt]:
