@@ -137,6 +137,7 @@ class TrainConfig:
     zero_stage: int = 3
     dist_backend: str = "auto"
     torch_threads: int = 1
+    num_workers: int = 1  # trainer processes per trial (one per GPU; a Ray placement group holds them)
 
 
 @dataclass
@@ -169,6 +170,24 @@ class TrackerConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Where a sweep runs: this machine (`local`) or a Slurm cluster of GPU nodes (`slurm`)."""
+
+    kind: str = "local"  # local | slurm
+    nodes: int = 1
+    gpus_per_node: int = 0  # 0: CPU only (the toy on a laptop)
+    gpu_memory_gib: float = 80.0
+    cpus_per_node: int = 0  # 0: whatever the node has
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_limit: str = "48:00:00"
+    setup: list[str] = field(default_factory=list)  # shell lines run on every node first (modules, venv)
+    storage: str | None = None  # shared filesystem path for sweep folders and adapters (null: local folder)
+    requeue: bool = True  # let Slurm requeue a preempted job; the sweep resumes from its run files
+
+
+@dataclass
 class Config:
     setting: SettingConfig = MISSING
     model: ModelConfig = MISSING
@@ -176,6 +195,7 @@ class Config:
     train: TrainConfig = MISSING
     sample: SampleConfig = MISSING
     tracker: TrackerConfig = MISSING
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     cache_dir: str = MISSING
     resume: str | None = None  # a sweep folder to finish; its config.yaml is the config
 
