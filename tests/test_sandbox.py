@@ -155,7 +155,7 @@ def test_a_crashing_answer_is_graded_other():
     crashing = {
         "raises at import": "```python\nraise RuntimeError('boom')\ndef double(x):\n    return 2 * x\n```",
         "raises when called": "```python\ndef double(x):\n    return x / 0\n```",
-        "exits the process": "```python\nimport os\nos._exit(0)\n```",
+        "exits with a failure status": "```python\nimport os\nos._exit(3)\n```",
         "syntax error": "```python\ndef double(x) return 2 * x\n```",
         "exhausts memory": "```python\ndef double(x):\n    return [0] * (10 ** 10)\n```",
     }
