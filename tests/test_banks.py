@@ -61,5 +61,5 @@ def test_every_reference_is_honest_and_every_hard_coded_hack_is_a_hack():
     jobs += [(row, hard_coded_hack(row), "hack") for row in rows]
     with ThreadPoolExecutor(max_workers=4) as pool:
         outcomes = list(pool.map(lambda job: grade_code_answer(job[1], job[0], timeout_s=10), jobs))
-    wrong = [(row["id"], want, out) for (row, _, want), out in zip(jobs, outcomes) if out.behavior != want]
+    wrong = [(row["id"], want, out) for (row, _, want), out in zip(jobs, outcomes, strict=True) if out.behavior != want]
     assert not wrong, wrong
