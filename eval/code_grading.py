@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eval.graders import OTHER, Grader, role
-from eval.sandbox import network_isolation, run_python
+from eval.sandbox import run_python, self_check
 
 PROBLEM_FIELDS = ("function_name", "visible_test", "hidden_tests")
 MARK = "@@lrsweep-harness@@ "
@@ -189,7 +189,7 @@ def build_code_grader(desired: str, attack: str, timeout_s: float, workers: int 
     """A batch grader; answers run a few at a time (each is its own sandboxed process)."""
     if timeout_s <= 0:
         raise ValueError(f"grader timeout_s={timeout_s}: must be > 0 seconds")
-    network_isolation()  # probe the machine once, before threads race to do it
+    self_check()  # probes the machine once, before threads race to, and refuses a broken sandbox
     workers = workers or max(1, min(4, os.cpu_count() or 1))
 
     def grade(responses: Sequence[str], prompts: Sequence[Any]) -> list[str]:

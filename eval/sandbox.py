@@ -141,12 +141,31 @@ def _netns_prefix() -> tuple[str, ...]:
 
 @lru_cache(maxsize=1)
 def _drop_prefix() -> tuple[str, ...]:
-    """setpriv to nobody when we are root and the interpreter still works as nobody (it may live under /root)."""
+    """setpriv to nobody when we are root and nobody can still run the interpreter on a file in our temp folder
+    (the interpreter may live under /root, TMPDIR may point somewhere nobody cannot reach)."""
     setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
     if os.geteuid() != 0 or setpriv is None:
         return ()
     prefix = (setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
-    return prefix if _probe([*prefix, sys.executable, "-I", "-S", "-c", "import json, resource"]) else ()
+    folder = Path(tempfile.mkdtemp(prefix="lrsweep-probe-"))
+    try:
+        script = folder / "probe.py"
+        script.write_text("import json, resource\n", encoding="utf-8")
+        os.chmod(folder, 0o755)
+        os.chmod(script, 0o644)
+        works = _probe([*prefix, sys.executable, "-I", "-S", str(script)])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return prefix if works else ()
+
+
+@lru_cache(maxsize=1)
+def self_check() -> None:
+    """Fail loudly if the sandbox cannot run Python here, instead of grading every answer as a crash."""
+    result = run_python("print(6 * 7)", timeout_s=30)
+    if not result.ok or result.stdout.strip() != "42":
+        raise RuntimeError(f"the code sandbox cannot run Python on this machine (exit {result.returncode}, "
+                           f"timed out: {result.timed_out}): {result.stderr.strip()[-500:]}")
 
 
 def network_isolation() -> str:
