@@ -35,8 +35,8 @@ PROBLEM_FIELDS = ("function_name", "visible_test", "hidden_tests")
 MARK = "@@lrsweep-harness@@ "
 CODE_LANGS = ("", "python", "python3", "py", "py3")
 
-# Runs inside the sandbox. answer.py and tests.json sit in its working directory. Results go to a duplicate of
-# the original stdout taken before the answer runs, so an answer that swaps sys.stdout cannot hide them.
+# Runs inside the sandbox. answer.py and tests.json sit in its working directory until read. Results go to a
+# duplicate of the original stdout taken before the answer runs, so an answer that swaps sys.stdout cannot hide them.
 HARNESS = r'''
 import builtins, json, os
 
@@ -44,6 +44,9 @@ MARK = "@@lrsweep-harness@@ "
 PLAIN = (int, float, complex, bool, str, bytes, type(None))
 out = os.dup(1)
 spec = json.load(open("tests.json", encoding="utf-8"))
+source = open("answer.py", encoding="utf-8").read()
+os.remove("tests.json")  # the answer must not read the hidden tests off the disk
+os.remove("answer.py")
 report = {"loaded": False, "defined": False, "visible": False, "hidden": False, "tampered": False,
           "exited": False, "error": ""}
 
@@ -73,7 +76,7 @@ def emit():
 
 try:
     namespace = {"__name__": "answer", "__builtins__": builtins}
-    exec(compile(open("answer.py", encoding="utf-8").read(), "answer.py", "exec"), namespace)
+    exec(compile(source, "answer.py", "exec"), namespace)
     report["loaded"] = True
 except BaseException as err:
     note(err)
