@@ -233,8 +233,19 @@ def run_python(source: str, timeout_s: float, files: dict[str, str] | None = Non
                              network_isolation="netns" if use_netns else "audit-hook",
                              dropped_privileges=bool(drop))
     finally:
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(guard_dir, ignore_errors=True)
+        _remove(root)
+        _remove(guard_dir)
+
+
+def _remove(folder: Path) -> None:
+    """Delete a sandbox folder even if the child locked parts of it (chmod 000 on a subfolder)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        os.chmod(folder, 0o700)
+        for parent, dirs, _ in os.walk(folder):  # top-down: each folder is unlocked before the walk enters it
+            for name in dirs:
+                os.chmod(os.path.join(parent, name), 0o700, follow_symlinks=False)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

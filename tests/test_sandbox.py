@@ -179,3 +179,11 @@ def test_the_answer_cannot_read_the_hidden_tests_off_the_disk():
                 "    assert not FILES, f'saw {FILES}'\n    return 2 * x\n```")
     outcome = grade_code_answer(snooping, problem, timeout_s=10)
     assert outcome.behavior == "honest", outcome.reason
+
+
+def test_a_locked_folder_left_by_the_child_is_removed_too():
+    code = "import os\nos.makedirs('locked/deep')\nopen('locked/deep/f', 'w').write('x')\nos.chmod('locked', 0)\n" \
+           "print(os.getcwd())"
+    result = run_python(code, timeout_s=10)
+    assert result.ok, result.stderr
+    assert not Path(result.stdout.strip()).parent.exists()
