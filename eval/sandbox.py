@@ -244,7 +244,9 @@ def _remove(folder: Path) -> None:
         os.chmod(folder, 0o700)
         for parent, dirs, _ in os.walk(folder):  # top-down: each folder is unlocked before the walk enters it
             for name in dirs:
-                os.chmod(os.path.join(parent, name), 0o700, follow_symlinks=False)
+                path = os.path.join(parent, name)
+                if not os.path.islink(path):  # a link may point outside the sandbox: leave its target alone
+                    os.chmod(path, 0o700)
         shutil.rmtree(folder, ignore_errors=True)
 
 
