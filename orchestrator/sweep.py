@@ -19,7 +19,7 @@ from eval.report import write_report
 from eval.runfiles import load_trials, trial_name, write_json, write_text_atomic
 from orchestrator.config import settings_for_toy
 from orchestrator.schema import Config, ConfigError
-from orchestrator.trial import TrialContext, run_trial
+from orchestrator.trial import TrialContext, eval_prompts, run_trial
 from workers.sampler import SamplerSpec
 from workers.teacher import ensure_labels
 from workers.tracking import resolve_wandb_mode
@@ -104,14 +104,23 @@ def config_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(replace(cfg, resume=None)))
 
 
+def preflight(cfg: Config) -> str:
+    """Every check that reads data or the environment, before the sweep folder gets a file or compute starts:
+    the W&B mode (online without a key is refused), the question bank and the prompts built from it.
+    Returns the resolved W&B mode. Raises ConfigError or DataError naming the problem and the fix."""
+    try:
+        wandb_mode = resolve_wandb_mode(cfg.tracker.mode)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    eval_prompts(cfg.setting, cfg.sample)  # loads and checks the bank, renders every template
+    return wandb_mode
+
+
 def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     started = time.time()
     sweep_dir = sweep_dir.resolve()
     sweep_id = f"{cfg.setting.name}-{sweep_dir.name}"
-    try:
-        wandb_mode = resolve_wandb_mode(cfg.tracker.mode)  # refuse online-without-key before any compute
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    wandb_mode = preflight(cfg)
     text = config_yaml(cfg)
     resuming = check_sweep_folder(sweep_dir, text)
     write_text_atomic(sweep_dir / "config.yaml", text)
