@@ -141,3 +141,13 @@ def test_resume_with_a_corrupt_adapter_is_refused_before_any_engine(tmp_path):
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "step_00002 is corrupt" in proc.stderr and f"rm -r {trial}" in proc.stderr
     assert "[sampler]" not in proc.stdout  # refused before the engine started
+
+
+def test_a_torn_row_from_a_crash_never_swallows_the_rows_written_after_resume(tmp_path):
+    trial = _trial(tmp_path, [{"step": 0, "kind": "eval"}, {"step": 1, "kind": "train"}], [0])
+    with open(trial / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 2, "kind": "tr')  # the process died mid-append
+    reconcile_trial_dir(trial, resumed_from=1)  # the restarted trial rewrites the file first
+    append_jsonl(trial / "metrics.jsonl", {"step": 2, "kind": "train"})
+    assert [(r["step"], r["kind"]) for r in read_jsonl(trial / "metrics.jsonl")] == [
+        (0, "eval"), (1, "train"), (2, "train")]
