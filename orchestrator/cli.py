@@ -37,17 +37,32 @@ def load_resumed(folder: Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def discard_bookkeeping(run_dir: Path) -> None:
+    """Remove a run folder that holds only Hydra's own records (.hydra/, its log): what a refused command
+    leaves behind must not need cleaning by hand. A folder with anything else in it is left untouched."""
+    if not run_dir.is_dir():
+        return
+    entries = list(run_dir.iterdir())
+    if all(e.name == ".hydra" or (e.is_file() and e.suffix == ".log") for e in entries):
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def sweep_main(dcfg: DictConfig) -> None:
     from orchestrator.config import to_typed
+    from workers.prompts import DataError
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         if dcfg.resume:
             dcfg = load_resumed(Path(dcfg.resume).expanduser().resolve(), list(HydraConfig.get().overrides.task))
         cfg = to_typed(dcfg)
         from orchestrator.sweep import run_sweep
 
-        run_sweep(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except ConfigError as err:
+        run_sweep(cfg, run_dir)
+    except (ConfigError, DataError) as err:  # bad input: refused before compute, nothing left to clean
         print(f"error: {err}", file=sys.stderr)
+        discard_bookkeeping(run_dir)
         sys.exit(2)

@@ -209,6 +209,11 @@ TEACHERS = ("scripted",)
 TRACKER_MODES = ("auto", "online", "offline", "disabled")
 
 
+def looks_local(path: str) -> bool:
+    """A filesystem path rather than a hub id (`Qwen/Qwen3-235B-A22B`): those can only be checked online."""
+    return path.startswith(("/", "./", "../", "~"))
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -293,4 +298,11 @@ def validate(cfg: Config) -> None:
     _require(cfg.tracker.mode in TRACKER_MODES, f"tracker.mode={cfg.tracker.mode!r}: one of {list(TRACKER_MODES)}")
     m = cfg.model
     _require(m.path is not None or m.toy is not None, "model.path is null and model.toy is unset: give a model path")
+    if m.path is not None and looks_local(m.path):
+        from pathlib import Path
+
+        folder = Path(m.path).expanduser()
+        _require(folder.is_dir() and (folder / "config.json").exists(),
+                 f"model.path={m.path!r} is not a model folder (no config.json there): give the folder that holds "
+                 "the model's config.json and weights, or a hub id already in the local hub cache")
     _require(len(m.lora_target_modules) > 0, "model.lora_target_modules is empty")

@@ -19,7 +19,7 @@ from eval.report import write_report
 from eval.runfiles import load_trials, trial_name, write_json, write_text_atomic
 from orchestrator.config import settings_for_toy
 from orchestrator.schema import Config, ConfigError
-from orchestrator.trial import TrialContext, run_trial
+from orchestrator.trial import TrialContext, eval_prompts, run_trial
 from workers.sampler import SamplerSpec
 from workers.teacher import ensure_labels
 from workers.tracking import resolve_wandb_mode
@@ -100,22 +100,79 @@ def pending_trials(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
+def resume_problems(trial_dir: Path) -> list[str]:
+    """What would stop a trial from resuming from its files: a corrupt resume point, a missing trainer state,
+    or an adapter that is truncated or unreadable. Checked before Ray or an engine starts."""
+    import json
+
+    from safetensors import safe_open
+
+    from workers.train import ResumeError, read_resume_point
+
+    try:
+        point = read_resume_point(trial_dir / "state")
+    except ResumeError as err:
+        return [str(err)]
+    if point is None:
+        return []
+    problems = []
+    state = trial_dir / "state" / point["tag"]
+    if not state.is_dir() or not any(state.iterdir()):
+        problems.append(f"{state} is missing or empty")
+    for adapter in sorted((trial_dir / "adapters").glob("step_*")):
+        if int(adapter.name.split("_")[1]) > point["step"]:
+            continue  # past the resume point: retrained and rewritten
+        try:
+            json.loads((adapter / "adapter_config.json").read_text())
+            with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as fh:
+                fh.keys()  # parses the header, which also checks the file is not truncated
+        except Exception as err:  # missing file, bad JSON, bad header: all mean the same to the user
+            problems.append(f"{adapter} is corrupt ({type(err).__name__}: {err})")
+    return problems
+
+
+def check_resumable(sweep_dir: Path, todo: list[dict[str, Any]]) -> None:
+    """Refuse to resume when a pending trial's files are damaged, naming each one and the fix."""
+    bad = {}
+    for t in todo:
+        trial_dir = sweep_dir / "trials" / trial_name(t["lr"], t["seed"])
+        problems = resume_problems(trial_dir) if trial_dir.exists() else []
+        if problems:
+            bad[trial_dir] = problems
+    if bad:
+        lines = [f"  {p}" for problems in bad.values() for p in problems]
+        folders = " ".join(str(d) for d in bad)
+        raise ConfigError("cannot resume: damaged trial files\n" + "\n".join(lines) +
+                          f"\nDelete the damaged trial folder(s) to rerun those trials from scratch: rm -r {folders}")
+
+
 def config_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(replace(cfg, resume=None)))
+
+
+def preflight(cfg: Config) -> str:
+    """Every check that reads data or the environment, before the sweep folder gets a file or compute starts:
+    the W&B mode (online without a key is refused), the question bank and the prompts built from it.
+    Returns the resolved W&B mode. Raises ConfigError or DataError naming the problem and the fix."""
+    try:
+        wandb_mode = resolve_wandb_mode(cfg.tracker.mode)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    eval_prompts(cfg.setting, cfg.sample)  # loads and checks the bank, renders every template
+    return wandb_mode
 
 
 def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     started = time.time()
     sweep_dir = sweep_dir.resolve()
     sweep_id = f"{cfg.setting.name}-{sweep_dir.name}"
-    try:
-        wandb_mode = resolve_wandb_mode(cfg.tracker.mode)  # refuse online-without-key before any compute
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    wandb_mode = preflight(cfg)
     text = config_yaml(cfg)
     resuming = check_sweep_folder(sweep_dir, text)
     write_text_atomic(sweep_dir / "config.yaml", text)
     todo = pending_trials(cfg, sweep_dir)
+    if resuming:
+        check_resumable(sweep_dir, todo)
     n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
     log(f"[sweep] {sweep_id}: {len(cfg.sweep.lrs)} LRs x {len(cfg.sweep.seeds)} seeds = {n_trials} trials, "
         f"{cfg.sweep.max_steps} steps each, batch {cfg.train.batch_size}, LoRA rank {cfg.train.lora_rank}; "

@@ -80,3 +80,74 @@ def test_resume_reuses_the_folder_and_refuses_other_overrides(tmp_path):
     with pytest.raises(ConfigError, match="drop the overrides"):
         load_resumed(tmp_path, [f"resume={tmp_path}", "sweep.max_steps=16"])
     assert json.dumps(argv)
+
+
+def _resumable_trial(sweep_dir, step=2):
+    """A trial folder as a killed trainer leaves it: state at `step`, adapters for 0..step."""
+    import torch
+    from safetensors.torch import save_file
+
+    trial = sweep_dir / "trials" / "lr0.001_seed0"
+    write_json(trial / "state" / "resume.json", {"step": step, "tag": f"step_{step:05d}"})
+    (trial / "state" / f"step_{step:05d}").mkdir(parents=True)
+    (trial / "state" / f"step_{step:05d}" / "mp_rank_00_model_states.pt").write_bytes(b"x" * 64)
+    for s in (0, 1, step):
+        adapter = trial / "adapters" / f"step_{s:05d}"
+        adapter.mkdir(parents=True, exist_ok=True)
+        (adapter / "adapter_config.json").write_text('{"r": 8}')
+        save_file({"lora_A": torch.zeros(8, 16)}, str(adapter / "adapter_model.safetensors"))
+    return trial
+
+
+def test_resume_problems_finds_each_kind_of_damage(tmp_path):
+    from orchestrator.sweep import resume_problems
+
+    trial = _resumable_trial(tmp_path)
+    assert resume_problems(trial) == []
+    weights = trial / "adapters" / "step_00001" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])  # a crash mid-copy
+    (trial / "adapters" / "step_00002" / "adapter_config.json").write_text("{not json")
+    problems = resume_problems(trial)
+    assert len(problems) == 2 and "step_00001 is corrupt" in problems[0] and "step_00002 is corrupt" in problems[1]
+    (trial / "state" / "resume.json").write_text("{")
+    assert "resume.json is corrupt" in resume_problems(trial)[0]
+
+
+def test_missing_trainer_state_is_a_problem_and_no_state_is_not(tmp_path):
+    import shutil
+
+    from orchestrator.sweep import resume_problems
+
+    trial = _resumable_trial(tmp_path)
+    shutil.rmtree(trial / "state" / "step_00002")
+    assert "missing or empty" in resume_problems(trial)[0]
+    assert resume_problems(tmp_path / "never_started") == []
+
+
+def test_resume_with_a_corrupt_adapter_is_refused_before_any_engine(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sweep_dir = tmp_path / "sweep"
+    cfg = compose_config(["sweep.lrs=[1e-3]", "sweep.max_steps=4"])
+    sweep_dir.mkdir()
+    (sweep_dir / "config.yaml").write_text(config_yaml(cfg))
+    trial = _resumable_trial(sweep_dir)
+    weights = trial / "adapters" / "step_00002" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "sweep", f"resume={sweep_dir}"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "step_00002 is corrupt" in proc.stderr and f"rm -r {trial}" in proc.stderr
+    assert "[sampler]" not in proc.stdout  # refused before the engine started
+
+
+def test_a_torn_row_from_a_crash_never_swallows_the_rows_written_after_resume(tmp_path):
+    trial = _trial(tmp_path, [{"step": 0, "kind": "eval"}, {"step": 1, "kind": "train"}], [0])
+    with open(trial / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 2, "kind": "tr')  # the process died mid-append
+    reconcile_trial_dir(trial, resumed_from=1)  # the restarted trial rewrites the file first
+    append_jsonl(trial / "metrics.jsonl", {"step": 2, "kind": "train"})
+    assert [(r["step"], r["kind"]) for r in read_jsonl(trial / "metrics.jsonl")] == [
+        (0, "eval"), (1, "train"), (2, "train")]

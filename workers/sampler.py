@@ -7,6 +7,7 @@ orchestrator wraps this class as a Ray actor; it is also usable directly (tests,
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,7 @@ class Sampler:
             seed=spec.seed,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self._watch_stop = watch_engine(self.llm)
 
     def ready(self) -> bool:
         return True
@@ -107,6 +109,8 @@ class Sampler:
     def shutdown(self) -> None:
         import gc
 
+        if getattr(self, "_watch_stop", None) is not None:
+            self._watch_stop.set()
         engine = getattr(self.llm, "llm_engine", None)
         core = getattr(engine, "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
@@ -119,6 +123,32 @@ class Sampler:
 
 
 MAX_ENGINE_RESTARTS = 3
+
+
+def watch_engine(llm: Any) -> threading.Event | None:
+    """Wake a generate() that waits on a dead engine; returns the event that stops the watch.
+
+    vLLM's synchronous client notices when its engine process dies (it sets `resources.engine_dead` and stops
+    its output thread) but leaves a generate() already waiting on the output queue blocked forever; its async
+    client does not have this gap. Putting EngineDeadError on that queue makes the waiting call raise, so the
+    restart in Sampler.generate runs. Where a vLLM version lacks these attributes nothing is watched.
+    """
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    client = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    resources, outputs = getattr(client, "resources", None), getattr(client, "outputs_queue", None)
+    if resources is None or outputs is None or not hasattr(resources, "engine_dead"):
+        return None
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            if resources.engine_dead:
+                outputs.put_nowait(EngineDeadError())
+                return
+
+    threading.Thread(target=watch, name="lrsweep-engine-watch", daemon=True).start()
+    return stop
 
 
 def _engine_dead(err: BaseException) -> bool:
