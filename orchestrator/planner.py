@@ -160,6 +160,12 @@ def train_memory(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, 
     return mem
 
 
+def colocated(cfg: Config) -> bool:
+    """On one local machine the sampler shares the GPUs with the trainers (sample.engine.gpu_memory_utilization
+    of each); on a cluster it has GPUs of its own."""
+    return cfg.cluster.kind == "local"
+
+
 def gpu_counts(cfg: Config) -> list[int]:
     """GPUs a trial may take: divisors of a node, then whole nodes (a trainer never splits a node oddly)."""
     per_node, nodes = cfg.cluster.gpus_per_node, cfg.cluster.nodes
@@ -179,7 +185,7 @@ def plan_trainer(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, 
         tries = [(workers, 0)] + [(g, 3) for g in gpu_counts(cfg) if g >= max(2, workers)]
     else:
         tries = [(g, int(requested)) for g in gpu_counts(cfg) if g >= workers]
-    limit = cl.gpu_memory_gib * GIB
+    limit = cl.gpu_memory_gib * GIB * (1 - cfg.sample.engine.gpu_memory_utilization if colocated(cfg) else 1)
     smallest: tuple[float, int, int] | None = None
     for gpus, stage in tries:
         if gpus > tr.batch_size or tr.batch_size % gpus:
@@ -246,9 +252,13 @@ def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound
         tp = sa.engine.tensor_parallel_size
         plan.put(sec, "tensor_parallel_size", tp, text=f"{tp} (CPU: sample.engine.tensor_parallel_size)")
         return {"tp": tp, "kv_seqs": n_prompts, "weights_per_gpu": counts["total"] * wbytes / tp}
-    budget = p.sampler_gpu_memory_utilization * cfg.cluster.gpu_memory_gib * GIB
+    util = sa.engine.gpu_memory_utilization if colocated(cfg) else p.sampler_gpu_memory_utilization
+    budget = util * cfg.cluster.gpu_memory_gib * GIB
+    sizes = [t for t in range(1, per_node + 1) if per_node % t == 0 and a.num_heads % t == 0]
+    if colocated(cfg):
+        sizes = [sa.engine.tensor_parallel_size]
     tried = []
-    for tp in (t for t in range(1, per_node + 1) if per_node % t == 0 and a.num_heads % t == 0):
+    for tp in sizes:
         weights = counts["total"] * wbytes / tp
         share = 1 / tp if tp > 1 else 1.0  # fully_sharded_loras on: A and B both split over the TP ranks
         slots = loras_bound * slot * share
@@ -256,22 +266,27 @@ def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound
         room = budget - weights - slots - p.sampler_overhead_gib * GIB
         seqs = int(room // (kv_token * seq_tokens)) if room > 0 else 0
         tried.append(f"TP{tp}: {seqs} sequences")
-        if seqs >= n_prompts or (tp == max(t for t in range(1, per_node + 1) if per_node % t == 0) and seqs >= 1):
+        if seqs >= n_prompts or (tp == sizes[-1] and seqs >= 1):
             break
     else:
-        raise PlanError(f"the sampler does not fit one node of {per_node} x {cfg.cluster.gpu_memory_gib:g} GiB "
-                        f"({', '.join(tried)} of {seq_tokens} tokens): use bigger GPUs, lower "
-                        "sample.max_new_tokens or model.max_model_len, or set model.lora_experts=false")
-    plan.put(sec, "tensor_parallel_size", tp, f"smallest TP (divides {per_node} GPUs and {a.num_heads} heads) whose "
-             f"KV cache holds {n_prompts} prompts x {seq_tokens} tokens, else a full node")
+        where = (f"sample.engine.gpu_memory_utilization={util:g} of a {cfg.cluster.gpu_memory_gib:g} GiB GPU at "
+                 f"tensor_parallel_size={sizes[0]} (raise it, or run on a cluster where the sampler has its own "
+                 "GPUs)" if colocated(cfg) else f"one node of {per_node} x {cfg.cluster.gpu_memory_gib:g} GiB "
+                 "(use bigger GPUs)")
+        raise PlanError(f"the sampler does not fit {where}: {', '.join(tried)} of {seq_tokens} tokens; lowering "
+                        "sample.max_new_tokens or model.max_model_len, or model.lora_experts=false, also helps")
+    plan.put(sec, "tensor_parallel_size", tp, f"sample.engine.tensor_parallel_size, sharing the trainers' GPUs "
+             f"({util:g} of each)" if colocated(cfg) else f"smallest TP (divides {per_node} GPUs and {a.num_heads} "
+             f"heads) whose KV cache holds {n_prompts} prompts x {seq_tokens} tokens, else a full node")
     plan.put(sec, "weights_per_gpu_gib", round(weights / GIB, 2), f"{counts['total'] / 1e9:.2f}B x {wbytes} B / {tp}",
              gib(weights))
     plan.put(sec, "lora_slot_gib", round(slot / GIB, 3), f"adapter at rank {rank} x {wbytes} B", gib(slot))
-    plan.put(sec, "fully_sharded_loras", tp > 1, text=f"{tp > 1} (splits both LoRA factors over the TP ranks)")
+    plan.put(sec, "fully_sharded_loras", tp > 1, text="True (both LoRA factors split over the TP ranks)" if tp > 1
+             else "False (one GPU: nothing to shard)")
     plan.put(sec, "lora_slots_per_gpu_gib", round(slots / GIB, 3), f"{loras_bound} slots x slot / {tp}", gib(slots))
     plan.put(sec, "kv_bytes_per_token_per_gpu", kv_token,
              f"2 x {a.num_layers} layers x {max(1, a.num_kv_heads // tp)} kv heads x {a.head_dim} x {wbytes} B")
-    plan.put(sec, "kv_cache_gib", round(max(room, 0) / GIB, 2), f"{p.sampler_gpu_memory_utilization:g} x "
+    plan.put(sec, "kv_cache_gib", round(max(room, 0) / GIB, 2), f"{util:g} x "
              f"{cfg.cluster.gpu_memory_gib:g} GiB - weights - LoRA slots - {p.sampler_overhead_gib:g} GiB overhead",
              gib(max(room, 0)))
     plan.put(sec, "kv_cache_sequences", seqs, f"KV cache / ({kv_token} B x {seq_tokens} tokens)")
@@ -280,115 +295,19 @@ def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound
     return {"tp": tp, "kv_seqs": seqs, "weights_per_gpu": weights}
 
 
-def trials_that_fit(per_node: int, nodes: int, trial_gpus: int, sampler_gpus: int) -> int:
-    """Trials placed at once: the sampler takes the first node's first GPUs; a trial stays inside one node,
-    or takes whole free nodes when it needs more than one."""
-    free = [per_node - sampler_gpus] + [per_node] * (nodes - 1)
-    if trial_gpus <= per_node:
-        return sum(max(f, 0) // trial_gpus for f in free)
-    return sum(1 for f in free if f == per_node) // (trial_gpus // per_node)
-
-
-def plan_placement(cfg: Config, trainer: dict[str, Any], sampler: dict[str, Any], plan: Plan) -> int:
-    cl, sw, sec = cfg.cluster, cfg.sweep, "placement"
-    n_trials = len(sw.lrs) * len(sw.seeds)
-    plan.put(sec, "trials", n_trials, f"{len(sw.lrs)} LRs x {len(sw.seeds)} seeds")
-    if cl.gpus_per_node == 0:
-        fit = n_trials
-        plan.note(sec, "CPU cluster: trials are limited by sweep.max_concurrent_trials and cores only")
-    else:
-        fit = trials_that_fit(cl.gpus_per_node, cl.nodes, trainer["gpus"], sampler["tp"])
-        plan.put(sec, "trials_that_fit", fit, f"{cl.nodes} nodes x {cl.gpus_per_node} GPUs, minus {sampler['tp']} "
-                 f"sampler GPUs on node 0, in blocks of {trainer['gpus']} GPUs")
-        if fit == 0:
-            nodes = next(n for n in range(cl.nodes + 1, cl.nodes + 10_000)
-                         if trials_that_fit(cl.gpus_per_node, n, trainer["gpus"], sampler["tp"]) > 0)
-            raise PlanError(f"no trial fits beside the sampler: a trial needs {trainer['gpus']} GPUs and the "
-                            f"sampler {sampler['tp']}, but the cluster has {cl.nodes} x {cl.gpus_per_node}: "
-                            f"set cluster.nodes={nodes} or more")
-    at_once = plan.put(sec, "concurrent_trials", min(fit, n_trials, sw.max_concurrent_trials),
-                       f"min(fit {fit}, trials {n_trials}, sweep.max_concurrent_trials {sw.max_concurrent_trials})")
-    if at_once < min(fit, n_trials):
-        plan.note(sec, f"note: raise sweep.max_concurrent_trials to {min(fit, n_trials)} to use every free GPU")
-    plan.put(sec, "max_loras", at_once, text=f"{at_once} (one adapter per running trial in a vLLM batch)")
-    plan.put(sec, "max_cpu_loras", 2 * at_once, "2 x max_loras (a trial may have its next checkpoint queued)")
-    return at_once
-
-
-def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, trainer: dict[str, Any],
-              sampler: dict[str, Any], at_once: int, plan: Plan) -> None:
-    """Wall time and GPU-hours. A training step takes max(compute, communication), overlapped; sampling is
-    asynchronous, so the sampler only lengthens the sweep when it is busier than the trainers."""
-    from eval.metrics import checkpoint_steps
-
-    m, p, tr, cl, sec = cfg.model, cfg.plan, cfg.train, cfg.cluster, "time"
-    wbytes, gpus = DTYPE_BYTES[m.dtype], trainer["gpus"]
-    tokens_example = p.tokens_per_example or m.max_model_len
-    tokens_step = plan.put(sec, "tokens_per_step", tr.batch_size * tokens_example,
-                           f"batch {tr.batch_size} x {tokens_example} tokens")
-    if p.train_tokens_per_s:
-        step_s = plan.put(sec, "step_s", tokens_step / p.train_tokens_per_s, f"measured {p.train_tokens_per_s:g} tok/s")
-    elif cl.gpus_per_node == 0:
-        plan.note(sec, "CPU cluster: set plan.train_tokens_per_s (measured) for a time estimate")
-        return
-    else:
-        passes = 6 if m.gradient_checkpointing else 4
-        compute = plan.put(sec, "compute_s", passes * counts["active"] * tokens_step / (
-            gpus * p.gpu_peak_tflops * 1e12 * p.mfu), f"{passes} x {counts['active'] / 1e9:.2f}B active x tokens / "
-            f"({gpus} GPUs x {p.gpu_peak_tflops:g} TFLOP/s x MFU {p.mfu:g})")
-        bw = p.intranode_gb_s if gpus <= cl.gpus_per_node else p.internode_gb_s
-        spread = (gpus - 1) / gpus
-        if trainer["stage"] == 3:  # forward, recompute in backward, backward: each gathers every weight
-            gathers = 3 if m.gradient_checkpointing else 2
-            moved = gathers * trainer["accum"] * counts["total"] * wbytes * spread
-            formula = f"{gathers} gathers x {trainer['accum']} micro-batches x weights x {spread:.3f} / {bw:g} GB/s"
-        else:  # all-reduce of the LoRA gradients only
-            moved, formula = 2 * lora * wbytes * spread, f"2 x LoRA grads x {spread:.3f} / {bw:g} GB/s"
-        comm = plan.put(sec, "communication_s", moved / (bw * 1e9), formula)
-        step_s = plan.put(sec, "step_s", max(compute, comm), "max(compute, communication)")
-        plan.put(sec, "train_tokens_per_s", tokens_step / step_s, "tokens per step / step_s (per trial)")
-    startup = plan.put(sec, "startup_s", counts["total"] * wbytes / (p.storage_read_gb_s * 1e9),
-                       f"weights / {p.storage_read_gb_s:g} GB/s")
-    trial_s = plan.put(sec, "trial_h", (startup + cfg.sweep.max_steps * step_s) / 3600,
-                       f"(startup + {cfg.sweep.max_steps} steps x step_s) / 3600") * 3600
-    n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
-    waves = math.ceil(n_trials / at_once)
-    train_wall = plan.put(sec, "training_wall_h", waves * trial_s / 3600, f"ceil({n_trials}/{at_once}) waves x "
-                          "trial_h") * 3600
-    n_ckpt = len(checkpoint_steps(cfg.sweep.max_steps))
-    n_prompts = cfg.sample.n_eval_prompts + cfg.sample.n_train_prompts
-    sampled = n_trials * n_ckpt * n_prompts * cfg.sample.max_new_tokens
-    plan.put(sec, "sampled_tokens", sampled, f"{n_trials} trials x {n_ckpt} checkpoints x {n_prompts} prompts x "
-             f"{cfg.sample.max_new_tokens} new tokens")
-    if p.sampler_tokens_per_s:
-        decode = plan.put(sec, "sampler_tokens_per_s", p.sampler_tokens_per_s, "measured")
-    elif cl.gpus_per_node:  # memory-bound decode: a step reads each GPU's weight shard once (all experts hit)
-        seqs = min(n_prompts * at_once, sampler["kv_seqs"])
-        step = sampler["weights_per_gpu"] / (p.hbm_gb_s * 1e9 * p.hbm_efficiency)
-        decode = plan.put(sec, "sampler_tokens_per_s", seqs / step, f"{seqs} sequences / (weights per GPU / "
-                          f"({p.hbm_gb_s:g} GB/s x {p.hbm_efficiency:g}) = {step * 1e3:.1f} ms per step)")
-    else:
-        return
-    busy = plan.put(sec, "sampler_busy_h", sampled / decode / 3600, "sampled_tokens / sampler_tokens_per_s") * 3600
-    wall = plan.put(sec, "wall_h", max(train_wall, busy) / 3600, "max(training_wall_h, sampler_busy_h)") * 3600
-    if cl.gpus_per_node:
-        plan.put(sec, "trainer_gpu_h", n_trials * gpus * trial_s / 3600, f"{n_trials} trials x {gpus} GPUs x trial_h")
-        plan.put(sec, "sampler_gpu_h", sampler["tp"] * wall / 3600, f"{sampler['tp']} GPUs x wall_h")
-        plan.put(sec, "allocation_gpu_h", cl.nodes * cl.gpus_per_node * wall / 3600,
-                 f"{cl.nodes} nodes x {cl.gpus_per_node} GPUs x wall_h (what the allocation is charged)")
-
-
 def make_plan(cfg: Config) -> Plan:
     """The whole plan; raises PlanError (naming the fix) when the sweep does not fit the cluster."""
+    from orchestrator.plan_time import plan_placement, plan_time
+
     plan = Plan()
     a, m, sec = arch_of(cfg), cfg.model, "model"
     counts = param_counts(a)
     plan.put(sec, "name", m.name)
-    plan.put(sec, "total_params_b", round(counts["total"] / 1e9, 2), f"{a.num_layers} layers x "
-             f"{counts['layer'] / 1e9:.4f}B + embeddings {counts['embeddings'] / 1e9:.4f}B"
+    plan.put(sec, "total_params", counts["total"], f"{a.num_layers} layers x {counts['layer'] / 1e9:.4g}B + "
+             f"embeddings {counts['embeddings'] / 1e9:.4g}B", f"{counts['total'] / 1e9:.4g}B"
              + (f" (published {a.total_params_b:g}B)" if a.total_params_b else ""))
-    plan.put(sec, "active_params_b", round(counts["active"] / 1e9, 2), "attention + router + "
-             f"{a.experts_per_token or 1} experts' MLP per layer + embeddings"
+    plan.put(sec, "active_params", counts["active"], f"per layer attention + router + {a.experts_per_token or 1} "
+             "expert MLP(s), + embeddings", f"{counts['active'] / 1e9:.4g}B"
              + (f" (published {a.active_params_b:g}B)" if a.active_params_b else ""))
     rank, experts = cfg.train.lora_rank, list(m.lora_expert_parameters)
     sizes = lora_params(a, list(m.lora_target_modules), experts if a.num_experts else [], rank)

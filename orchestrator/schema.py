@@ -233,6 +233,7 @@ class PlanConfig:
     sampler_tokens_per_s: float | None = None  # measured decode tokens/s of the sampler; null: estimate
     hbm_gb_s: float = 3350.0  # GPU memory bandwidth (decode reads the weights once per step)
     hbm_efficiency: float = 0.5
+    decode_step_floor_ms: float = 10.0  # scheduler, sampling and kernel launches bound a small model's decode step
 
 
 @dataclass
@@ -331,7 +332,8 @@ def validate_model(m: ModelConfig, tr: TrainConfig) -> None:
         else:
             _require(a.intermediate_size >= 1, "model.arch.intermediate_size must be >= 1 for a dense model")
     if m.lora_experts:
-        _require(a is None or a.num_experts > 0,
+        dense = (a is not None and a.num_experts == 0) or (a is None and m.toy is not None)  # the toy is dense
+        _require(not dense,
                  f"model.lora_experts=true but model {m.name!r} has no experts: set model.lora_experts=false")
         _require(len(m.lora_expert_parameters) > 0,
                  "model.lora_experts=true needs model.lora_expert_parameters (e.g. [mlp.experts.gate_up_proj, "
