@@ -19,8 +19,8 @@ from typing import Any
 from orchestrator.schema import ArchConfig, Config, ConfigError
 
 GIB = 1024**3
-# vLLM 0.32 LoRAConfig.max_lora_rank (vllm/config/lora.py, MaxLoRARanks); 1 is for tests only, so never planned
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+# the values vLLM 0.32 accepts for LoRAConfig.max_lora_rank (vllm/config/lora.py, MaxLoRARanks)
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 EXPERT_SHAPES = {"gate_up_proj": lambda a: (a.hidden_size, 2 * a.moe_intermediate_size),
                  "down_proj": lambda a: (a.moe_intermediate_size, a.hidden_size)}

@@ -1,6 +1,6 @@
 """The trainer on a Qwen3-MoE-shaped model under ZeRO-3: no hang, and adapters that vLLM can serve.
 
-A tiny random Qwen3MoeForCausalLM (2 layers, 4 experts, hidden 32) is built and saved here, then trained
+A tiny random Qwen3MoeForCausalLM (2 layers, 4 experts, hidden 40) is built and saved here, then trained
 for a few steps through `workers.train.train`, the sweep's own entry point, with LoRA on attention only
 and on attention + experts (PEFT target_parameters on the experts' 3-D weights). Each run is a separate
 process with a deadline, so a hang fails the test instead of blocking the suite.
@@ -18,6 +18,7 @@ from workers.train import TrainSpec
 STEPS = 3
 DEADLINE_S = 300
 EXPERT_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+HIDDEN, EXPERT_WIDTH, EXPERTS, RANK = 40, 12, 4, 8  # distinct sizes, so every LoRA shape is checked
 
 
 def build_tiny_moe(path: Path) -> None:
@@ -30,8 +31,8 @@ def build_tiny_moe(path: Path) -> None:
     texts = [f"question {i}: how do clouds form? answer {i}: warm air rises and cools." for i in range(64)]
     tokenizer = train_tokenizer(texts, vocab_size=320)
     config = Qwen3MoeConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
-        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_experts=4,
+        vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=64, moe_intermediate_size=EXPERT_WIDTH,
+        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_experts=EXPERTS,
         num_experts_per_tok=2, max_position_embeddings=128, tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
@@ -81,7 +82,7 @@ def test_moe_lora_under_zero3_trains_and_saves_served_tensors(tmp_path: Path, ex
     build_tiny_moe(model_dir)
     spec = TrainSpec(
         model_path=str(model_dir), dtype="bfloat16", lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        lr=1e-2, seed=0, max_steps=STEPS, checkpoint_steps=[0, STEPS], batch_size=4, micro_batch_size=2,
+        lr=1e-2, seed=0, max_steps=STEPS, checkpoint_steps=[0, STEPS], batch_size=4, micro_batch_size=2, lora_rank=RANK,
         zero_stage=3, max_seq_len=64, lora_expert_parameters=EXPERT_PARAMETERS if experts else [],
         gradient_checkpointing=True,
     )
@@ -101,10 +102,15 @@ def test_moe_lora_under_zero3_trains_and_saves_served_tensors(tmp_path: Path, ex
     attention_keys = [k for k in last if ".self_attn." in k]
     assert len(attention_keys) == 2 * 4 * 2  # 2 layers x q,k,v,o x lora_A,lora_B
     if experts:
-        # gate_up_proj and down_proj of each layer's experts, each with lora_A and lora_B
-        assert len(expert_keys) == 2 * 2 * 2, expert_keys
-        # a wrapped [E, out, in] weight holds lora_A [r*E, in] and lora_B [out, r*E]: E=4 experts, rank 8
-        assert all(32 in t.shape for k, t in last.items() if k in expert_keys), {k: last[k].shape for k in expert_keys}
+        # per layer: gate_up_proj [E, 2I, H] and down_proj [E, H, I], each wrapped by PEFT's ParamWrapper
+        # with lora_A [r*E, in] and lora_B [out, r*E] (the second wrapper nests the first: "base_layer")
+        re = RANK * EXPERTS
+        shapes = {"experts.base_layer.lora_A": (re, HIDDEN), "experts.base_layer.lora_B": (2 * EXPERT_WIDTH, re),
+                  "experts.lora_A": (re, EXPERT_WIDTH), "experts.lora_B": (HIDDEN, re)}
+        assert len(expert_keys) == 2 * len(shapes), expert_keys
+        for key in expert_keys:
+            kind = next(k for k in shapes if f"mlp.{k}.weight" in key)
+            assert tuple(last[key].shape) == shapes[kind], (key, tuple(last[key].shape))
     else:
         assert expert_keys == []
     # LoRA B starts at zero and training moved it (attention and, when trained, experts)
