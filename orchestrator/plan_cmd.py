@@ -24,6 +24,9 @@ def format_plan(plan: Plan) -> str:
 
 
 def main(argv: list[str]) -> int:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     from orchestrator.config import compose_config
 
     as_json = "--json" in argv
@@ -40,7 +43,12 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0
     try:
-        plan = make_plan(compose_config(overrides))
+        cfg = compose_config(overrides)
+    except (HydraException, OmegaConfBaseException, ConfigError) as err:  # a misspelt or mistyped override
+        print(f"bad config: {err}", file=sys.stderr)
+        return 2
+    try:
+        plan = make_plan(cfg)
     except ConfigError as err:  # PlanError included: the message names the fix
         print(f"plan refused: {err}", file=sys.stderr)
         return 1
