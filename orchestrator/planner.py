@@ -198,7 +198,9 @@ def plan_trainer(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, 
                 return _record_trainer(cfg, plan, sec, gpus, stage, micro, per_rank // micro, mem)
             if smallest is None or mem["total"] < smallest[0]:
                 smallest = (mem["total"], gpus, stage)
-    assert smallest is not None, "no GPU count divides train.batch_size"
+    if smallest is None:
+        raise PlanError(f"train.batch_size={tr.batch_size} cannot be split over the {[g for g, _ in tries]} GPUs a "
+                        "trial could take: use a batch size that a GPU count divides, or lower train.num_workers")
     total, gpus, stage = smallest
     fixes = ["add nodes (cluster.nodes)", "use GPUs with more memory (cluster.gpu_memory_gib)",
              "shorten model.max_model_len"]
@@ -208,9 +210,10 @@ def plan_trainer(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, 
         fixes.append("set model.gradient_checkpointing=true")
     if cfg.model.lora_experts:
         fixes.append("set model.lora_experts=false")
+    room = (f"{limit / GIB:.1f} GiB left beside vLLM (sample.engine.gpu_memory_utilization)" if colocated(cfg)
+            else f"cluster.gpu_memory_gib={cl.gpu_memory_gib:g}")
     raise PlanError(f"model {cfg.model.name} does not fit: at best {total / GIB:.1f} GiB per GPU (ZeRO-{stage} over "
-                    f"{gpus} GPUs, micro-batch 1) > cluster.gpu_memory_gib={cl.gpu_memory_gib:g}. To fix: "
-                    + "; or ".join(fixes))
+                    f"{gpus} GPUs, micro-batch 1) > {room}. To fix: " + "; or ".join(fixes))
 
 
 def _record_trainer(cfg: Config, plan: Plan, sec: str, gpus: int, stage: int, micro: int, accum: int,

@@ -18,7 +18,8 @@ from workers.train import TrainSpec
 STEPS = 3
 DEADLINE_S = 300
 EXPERT_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
-HIDDEN, EXPERT_WIDTH, EXPERTS, RANK = 40, 12, 4, 8  # distinct sizes, so every LoRA shape is checked
+HIDDEN, EXPERT_WIDTH, EXPERTS, RANK = 40, 24, 4, 8  # distinct sizes, so every LoRA shape is checked;
+# bf16 rows of HIDDEN and EXPERT_WIDTH are multiples of 16 bytes, as torch grouped_mm (v5 experts) requires
 
 
 def build_tiny_moe(path: Path) -> None:

@@ -205,3 +205,20 @@ def test_plan_cli_prints_json_and_refuses_with_exit_code():
     assert "memory_per_gpu_gib = sum x fragmentation 1.1 + overhead 4 GiB = 56.10 GiB of 80 GiB" in text.stdout
     refused = run("model=qwen3_235b_a22b", "cluster.nodes=2", *H100_NODES)
     assert refused.returncode == 1 and "set cluster.nodes=3" in refused.stderr
+
+
+def test_local_gpu_shared_with_vllm_leaves_less_room():
+    # one local 24 GiB GPU, vLLM takes 0.5 of it: Qwen3-0.6B at micro-batch 1 needs weights 1.11 GiB +
+    # logits 1024*151936*10 B = 1.45 GiB + ... x1.1 + 4 GiB overhead, which fits 12 GiB; at 0.9 it does not (2.4 GiB)
+    fits = trainer_shape(compose_config(["model=qwen3_0_6b", "cluster.gpus_per_node=1", "cluster.gpu_memory_gib=24",
+                                         "sample.engine.gpu_memory_utilization=0.5"]))
+    assert fits["gpus"] == 1 and fits["stage"] == 0
+    with pytest.raises(PlanError, match="left beside vLLM"):
+        trainer_shape(compose_config(["model=qwen3_0_6b", "cluster.gpus_per_node=1", "cluster.gpu_memory_gib=24",
+                                      "sample.engine.gpu_memory_utilization=0.9"]))
+
+
+def test_more_workers_than_sequences_is_refused():
+    with pytest.raises(PlanError, match="cannot be split"):
+        trainer_shape(compose_config(["model=qwen3_0_6b", "cluster.gpus_per_node=8", "train.batch_size=4",
+                                      "train.micro_batch_size=4", "train.num_workers=8", "cluster.kind=slurm"]))
