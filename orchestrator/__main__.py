@@ -4,6 +4,7 @@
     python -m orchestrator sweep resume=sweeps/<setting>/<date>  # finish an interrupted sweep
     python -m orchestrator sweep --help                        # Hydra's help: groups and options
     python -m orchestrator report SWEEP_DIR [SWEEP_DIR ...]    # report.md + plots from finished run folders
+    python -m orchestrator plan model=qwen3_235b_a22b [--json]  # GPUs, memory, sampler shape, GPU-hours
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 COMMANDS = {
     "sweep": "run an LR sweep: train every (lr, seed), sample and grade every checkpoint, summarise",
     "report": "write report.md (tables, plots) for one or more sweep folders; --help for options",
+    "plan": "print the resource plan and its arithmetic before any allocation (--json, --out plan.json)",
 }
 
 
@@ -36,6 +38,10 @@ def main() -> None:
         from orchestrator.report_cmd import main as report_main
 
         sys.exit(report_main(sys.argv[1:]))
+    elif command == "plan":
+        from orchestrator.plan_cmd import main as plan_main
+
+        sys.exit(plan_main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -101,13 +101,38 @@ class ToyModelConfig:
 
 
 @dataclass
+class ArchConfig:
+    """A model's shape from its config.json: what the planner's memory and time arithmetic reads."""
+
+    num_layers: int = MISSING
+    hidden_size: int = MISSING
+    num_heads: int = MISSING
+    num_kv_heads: int = MISSING
+    head_dim: int = MISSING
+    intermediate_size: int = 0  # dense MLP width (unused when every layer is a MoE layer)
+    moe_intermediate_size: int = 0  # one expert's MLP width
+    num_experts: int = 0  # 0: a dense model
+    experts_per_token: int = 0
+    vocab_size: int = MISSING
+    tie_word_embeddings: bool = False
+    total_params_b: float = 0.0  # published count in billions; 0: unpublished (the planner's count is used)
+    active_params_b: float = 0.0
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING
-    path: str | None = None
-    dtype: str = "float32"
-    max_model_len: int = 256
+    path: str | None = None  # hub id or local folder (offline clusters: a local folder on shared storage)
+    dtype: str = "float32"  # weights, training compute and the saved adapter (vLLM serves LoRA in this dtype)
+    max_model_len: int = 256  # longest prompt + completion, for training and sampling
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
-    lora_target_modules: list[str] = field(default_factory=list)
+    lora_target_modules: list[str] = field(default_factory=list)  # nn.Linear suffixes (attention, dense MLP)
+    # "attention only" (false) vs "attention + experts" (true). MoE experts in transformers v5 are 3-D
+    # nn.Parameters that target_modules cannot reach; PEFT's target_parameters wraps them.
+    lora_experts: bool = False
+    lora_expert_parameters: list[str] = field(default_factory=list)  # e.g. mlp.experts.gate_up_proj
+    gradient_checkpointing: bool = False  # recompute activations in backward (the planner assumes what is set)
+    arch: ArchConfig | None = None  # null: derived from `toy`, or unknown (then `plan` refuses)
     toy: ToyModelConfig | None = None
 
 
@@ -134,7 +159,9 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
-    zero_stage: int = 3
+    # auto: the planner's choice (3 only when the model does not fit one GPU unsharded); or 0, 1, 2, 3.
+    # A string so `auto` and numbers share one field (OmegaConf unions do not survive Hydra's composition).
+    zero_stage: str = "auto"
     dist_backend: str = "auto"
     torch_threads: int = 1
     num_workers: int = 1  # trainer processes per trial (one per GPU; a Ray placement group holds them)
@@ -188,6 +215,28 @@ class ClusterConfig:
 
 
 @dataclass
+class PlanConfig:
+    """Assumptions of the resource planner (orchestrator/planner.py); conf/plan/default.yaml justifies each."""
+
+    overhead_gib: float = 4.0  # per GPU: CUDA context, NCCL and DeepSpeed buffers
+    fragmentation: float = 1.1  # allocator slack on top of the summed tensors
+    tokens_per_example: int | None = None  # mean training tokens per example; null: model.max_model_len
+    train_tokens_per_s: float | None = None  # measured tokens/s of one trial; null: estimate from the numbers below
+    gpu_peak_tflops: float = 989.0  # dense bf16 peak per GPU
+    mfu: float = 0.25  # achieved share of the peak
+    intranode_gb_s: float = 150.0  # per-GPU all-gather bandwidth inside a node
+    internode_gb_s: float = 40.0  # per-GPU all-gather bandwidth across nodes
+    storage_read_gb_s: float = 2.0  # base weights read at each trial start
+    sampler_gpu_memory_utilization: float = 0.9  # vLLM's share of each sampler GPU
+    sampler_overhead_gib: float = 6.0  # per sampler GPU: activations of a full batch, CUDA context, LoRA kernels
+    sampler_prompt_tokens: int = 256  # prompt tokens per sampled question
+    sampler_tokens_per_s: float | None = None  # measured decode tokens/s of the sampler; null: estimate
+    hbm_gb_s: float = 3350.0  # GPU memory bandwidth (decode reads the weights once per step)
+    hbm_efficiency: float = 0.5
+    decode_step_floor_ms: float = 10.0  # scheduler, sampling and kernel launches bound a small model's decode step
+
+
+@dataclass
 class Config:
     setting: SettingConfig = MISSING
     model: ModelConfig = MISSING
@@ -196,6 +245,7 @@ class Config:
     sample: SampleConfig = MISSING
     tracker: TrackerConfig = MISSING
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     cache_dir: str = MISSING
     resume: str | None = None  # a sweep folder to finish; its config.yaml is the config
 
@@ -282,7 +332,8 @@ def validate(cfg: Config) -> None:
     _require(tr.lora_rank >= 1, f"train.lora_rank={tr.lora_rank}: must be >= 1")
     _require(tr.optimizer == "adam", f"train.optimizer={tr.optimizer!r}: only 'adam' is supported")
     _require(tr.lr_schedule == "constant", f"train.lr_schedule={tr.lr_schedule!r}: only 'constant' is supported")
-    _require(tr.zero_stage in (0, 1, 2, 3), f"train.zero_stage={tr.zero_stage}: must be 0, 1, 2 or 3")
+    _require(str(tr.zero_stage) in ("auto", "0", "1", "2", "3"),
+             f"train.zero_stage={tr.zero_stage!r}: must be auto, 0, 1, 2 or 3")
     _require(tr.dist_backend in ("auto", "gloo", "nccl"), "train.dist_backend must be auto, gloo or nccl")
     _require(sa.n_eval_prompts >= 1 and sa.n_train_prompts >= 1,
              "sample.n_eval_prompts and sample.n_train_prompts must be >= 1")
@@ -306,3 +357,33 @@ def validate(cfg: Config) -> None:
                  f"model.path={m.path!r} is not a model folder (no config.json there): give the folder that holds "
                  "the model's config.json and weights, or a hub id already in the local hub cache")
     _require(len(m.lora_target_modules) > 0, "model.lora_target_modules is empty")
+    validate_model(m, tr)
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def validate_model(m: ModelConfig, tr: TrainConfig) -> None:
+    _require(m.dtype in DTYPES, f"model.dtype={m.dtype!r}: one of {list(DTYPES)}")
+    _require(m.max_model_len >= 1, f"model.max_model_len={m.max_model_len}: must be >= 1")
+    a = m.arch
+    if a is not None:
+        for name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "vocab_size"):
+            _require(getattr(a, name) >= 1, f"model.arch.{name}={getattr(a, name)}: must be >= 1")
+        _require(a.num_heads % a.num_kv_heads == 0,
+                 f"model.arch.num_heads={a.num_heads} is not a multiple of num_kv_heads={a.num_kv_heads}")
+        if a.num_experts:
+            _require(1 <= a.experts_per_token <= a.num_experts and a.moe_intermediate_size >= 1,
+                     "model.arch: a MoE model needs 1 <= experts_per_token <= num_experts and moe_intermediate_size")
+        else:
+            _require(a.intermediate_size >= 1, "model.arch.intermediate_size must be >= 1 for a dense model")
+    if m.lora_experts:
+        dense = (a is not None and a.num_experts == 0) or (a is None and m.toy is not None)  # the toy is dense
+        _require(not dense,
+                 f"model.lora_experts=true but model {m.name!r} has no experts: set model.lora_experts=false")
+        _require(len(m.lora_expert_parameters) > 0,
+                 "model.lora_experts=true needs model.lora_expert_parameters (e.g. [mlp.experts.gate_up_proj, "
+                 "mlp.experts.down_proj])")
+        # PEFT's ParamWrapper (target_parameters) cannot apply dropout to a weight delta
+        _require(tr.lora_dropout == 0, f"train.lora_dropout={tr.lora_dropout}: LoRA on experts (PEFT "
+                 "target_parameters) needs train.lora_dropout=0, or set model.lora_experts=false")

@@ -46,6 +46,9 @@ class TrainSpec:
     torch_threads: int = 1
     max_seq_len: int = 256
     chat_template_kwargs: dict = field(default_factory=dict)
+    # LoRA on the MoE experts' 3-D weights (PEFT target_parameters); empty: attention (target_modules) only
+    lora_expert_parameters: list[str] = field(default_factory=list)
+    gradient_checkpointing: bool = False
 
 
 CheckpointHook = Callable[[int, Path, dict[str, Any]], None]
@@ -82,12 +85,22 @@ def init_distributed(backend: str) -> str:
     return "cuda" if cuda else "cpu"
 
 
-def deepspeed_config(spec: TrainSpec) -> dict[str, Any]:
+def deepspeed_config(spec: TrainSpec, world_size: int | None = None) -> dict[str, Any]:
+    """DeepSpeed's config: spec.batch_size sequences per step over the data-parallel ranks."""
+    from orchestrator.planner import batch_layout
+
+    world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    micro, accum = batch_layout(spec.batch_size, spec.micro_batch_size, world)
+    zero: dict[str, Any] = {"stage": spec.zero_stage}
+    if spec.zero_stage == 3:
+        # adapters are saved from gathered LoRA tensors (save_adapter); a consolidated 16-bit copy of the
+        # frozen base on rank 0 is never wanted (470 GB for Qwen3-235B)
+        zero["stage3_gather_16bit_weights_on_model_save"] = False
     return {
         "train_batch_size": spec.batch_size,
-        "train_micro_batch_size_per_gpu": spec.micro_batch_size,
-        "gradient_accumulation_steps": spec.batch_size // spec.micro_batch_size,
-        "zero_optimization": {"stage": spec.zero_stage},
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accum,
+        "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,  # a client torch Adam: no compiled ops needed on CPU
         "bf16": {"enabled": spec.dtype == "bfloat16"},
         "gradient_clipping": 0.0,
@@ -96,19 +109,86 @@ def deepspeed_config(spec: TrainSpec) -> dict[str, Any]:
     }
 
 
-def save_adapter(engine: Any, out_dir: Path) -> Path:
-    """Write the LoRA tensors only (PEFT format), gathered from their ZeRO-3 shards; atomic rename."""
+def moe_block_classes(model: Any) -> list[type]:
+    """The model's sparse-MoE block classes (transformers v5: Qwen3MoeSparseMoeBlock, MixtralSparseMoeBlock, ...)."""
+    return sorted({type(m) for m in model.modules() if type(m).__name__.endswith("SparseMoeBlock")},
+                  key=lambda c: c.__name__)
+
+
+def build_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str], None] = print) -> Any:
+    """The PEFT LoRA model, ready for deepspeed.initialize.
+
+    Under ZeRO-3: weights are partitioned while they load (no rank ever holds the whole model), and each
+    sparse-MoE block is a ZeRO-3 leaf module, fetched whole: without it ranks whose tokens routed to
+    different experts wait on different all-gathers and hang. With lora_expert_parameters the experts'
+    3-D weights get LoRA through PEFT's target_parameters (target_modules, "all-linear" too, reaches only
+    nn.Linear)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    dschf = None
+    if spec.zero_stage == 3:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        dschf = HfDeepSpeedConfig(ds_config)  # alive through from_pretrained: it loads under zero.Init
+    model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=getattr(torch, spec.dtype))
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    blocks = moe_block_classes(model)
+    if blocks and spec.zero_stage == 3:
+        from deepspeed.utils import set_z3_leaf_modules
+
+        leaves = set_z3_leaf_modules(model, blocks)
+        log(f"[train] ZeRO-3 leaf modules: {len(leaves)} x {', '.join(c.__name__ for c in blocks)}")
+    if spec.lora_expert_parameters and not blocks:
+        raise ValueError(f"lora_expert_parameters={spec.lora_expert_parameters} but {spec.model_path} has no "
+                         "sparse-MoE blocks: set model.lora_experts=false")
+    config = LoraConfig(
+        r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+        target_modules=list(spec.lora_target_modules), task_type="CAUSAL_LM",
+        target_parameters=list(spec.lora_expert_parameters) or None,
+    )
+    model = get_peft_model(model, config)
+    model._lrsweep_hf_ds_config = dschf  # transformers and PEFT check ZeRO-3 through it while it lives
+    return model
+
+
+def lora_state(engine: Any, dtype: str, group: int = 64) -> dict[str, Any]:
+    """Every LoRA tensor, whole (gathered from its ZeRO-3 shards: a partitioned parameter holds an empty
+    tensor), on CPU, in the serving dtype. Collective: every rank must call it. Gathers `group` tensors at a
+    time so expert adapters (GBs at 235B) never sit whole on a GPU at once."""
     import deepspeed
+    import torch
 
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    lora = [p for n, p in engine.module.named_parameters() if "lora_" in n]
-    with deepspeed.zero.GatheredParameters(lora, modifier_rank=None):
-        engine.module.save_pretrained(str(tmp))
-    if out_dir.exists():
-        import shutil
+    named = [(n, p) for n, p in engine.module.named_parameters() if "lora_" in n]
+    state = {}
+    for i in range(0, len(named), group):
+        chunk = named[i:i + group]
+        with deepspeed.zero.GatheredParameters([p for _, p in chunk], modifier_rank=None):
+            for n, p in chunk:
+                state[n] = p.detach().to("cpu", dtype=getattr(torch, dtype), copy=True)
+    return state
 
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+
+def save_adapter(engine: Any, out_dir: Path, dtype: str = "float32") -> Path:
+    """Write the LoRA tensors only (PEFT format, `dtype`), gathered from their ZeRO-3 shards; rank 0 writes,
+    then renames atomically."""
+    import shutil
+
+    import torch
+
+    state = lora_state(engine, dtype)
+    dist = torch.distributed.is_initialized()
+    if not dist or torch.distributed.get_rank() == 0:
+        tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        engine.module.save_pretrained(str(tmp), state_dict=state)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    if dist:
+        torch.distributed.barrier()
     return out_dir
 
 
@@ -179,8 +259,7 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
 
     device = init_distributed(spec.dist_backend)
     import deepspeed
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from workers.batching import batch_indices, collate, encode_example
     from workers.prompts import format_for_model
@@ -189,14 +268,11 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
         torch.set_num_threads(spec.torch_threads)
     torch.manual_seed(spec.seed)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
-    model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=getattr(torch, spec.dtype))
-    model = get_peft_model(model, LoraConfig(
-        r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-        target_modules=list(spec.lora_target_modules), task_type="CAUSAL_LM",
-    ))
+    ds_config = deepspeed_config(spec)
+    model = build_model(spec, ds_config, log)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(spec))
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
     encoded = [
         encode_example(tokenizer, format_for_model(tokenizer, e["prompt"], spec.chat_template_kwargs),
                        e["completion"], spec.max_seq_len)
@@ -208,7 +284,7 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
 
     def checkpoint(step: int, info: dict[str, Any]) -> None:
         # hook before state: a kill in between replays these steps, and the trial drops rows past the state
-        on_checkpoint(step, save_adapter(engine, adapters / step_name(step)), info)
+        on_checkpoint(step, save_adapter(engine, adapters / step_name(step), spec.dtype), info)
         save_state(engine, state_dir, step)
 
     try:
@@ -272,17 +348,24 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def build_train_spec(cfg: Any, model_path: str, lr: float, seed: int) -> TrainSpec:
+    """The trainer's narrow config; `train.zero_stage: auto` and the micro-batch come from the plan."""
     from eval.metrics import checkpoint_steps
+    from orchestrator.planner import resolve_zero_stage, trainer_shape
 
     t, m = cfg.train, cfg.model
+    micro = t.micro_batch_size
+    if cfg.cluster.gpus_per_node:  # the largest micro-batch per GPU that fits, from the plan
+        micro = trainer_shape(cfg)["micro"]
     return TrainSpec(
         model_path=model_path, dtype=m.dtype, lora_target_modules=list(m.lora_target_modules), lr=lr, seed=seed,
         max_steps=cfg.sweep.max_steps, checkpoint_steps=checkpoint_steps(cfg.sweep.max_steps),
-        batch_size=t.batch_size, micro_batch_size=t.micro_batch_size, optimizer=t.optimizer,
+        batch_size=t.batch_size, micro_batch_size=micro, optimizer=t.optimizer,
         lr_schedule=t.lr_schedule, lora_rank=t.lora_rank,
         lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, betas=tuple(t.betas), weight_decay=t.weight_decay,
-        zero_stage=t.zero_stage, dist_backend=t.dist_backend, torch_threads=t.torch_threads,
+        zero_stage=resolve_zero_stage(cfg), dist_backend=t.dist_backend, torch_threads=t.torch_threads,
         max_seq_len=m.max_model_len, chat_template_kwargs=dict(m.chat_template_kwargs),
+        lora_expert_parameters=list(m.lora_expert_parameters) if m.lora_experts else [],
+        gradient_checkpointing=m.gradient_checkpointing,
     )
 
 

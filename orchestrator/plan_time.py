@@ -1,0 +1,111 @@
+"""The plan's second half: how many trials run at once, and the sweep's wall time and GPU-hours."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from orchestrator.planner import DTYPE_BYTES, Plan, PlanError, colocated
+from orchestrator.schema import ArchConfig, Config
+
+
+def trials_that_fit(per_node: int, nodes: int, trial_gpus: int, sampler_gpus: int) -> int:
+    """Trials placed at once: the sampler takes the first node's first GPUs; a trial stays inside one node,
+    or takes whole free nodes when it needs more than one."""
+    free = [per_node - sampler_gpus] + [per_node] * (nodes - 1)
+    if trial_gpus <= per_node:
+        return sum(max(f, 0) // trial_gpus for f in free)
+    return sum(1 for f in free if f == per_node) // (trial_gpus // per_node)
+
+
+def plan_placement(cfg: Config, trainer: dict[str, Any], sampler: dict[str, Any], plan: Plan) -> int:
+    cl, sw, sec = cfg.cluster, cfg.sweep, "placement"
+    n_trials = len(sw.lrs) * len(sw.seeds)
+    plan.put(sec, "trials", n_trials, f"{len(sw.lrs)} LRs x {len(sw.seeds)} seeds")
+    if cl.gpus_per_node == 0:
+        fit = n_trials
+        plan.note(sec, "CPU cluster: trials are limited by sweep.max_concurrent_trials and cores only")
+    else:
+        own = 0 if colocated(cfg) else sampler["tp"]
+        fit = trials_that_fit(cl.gpus_per_node, cl.nodes, trainer["gpus"], own)
+        plan.put(sec, "trials_that_fit", fit, f"{cl.nodes} nodes x {cl.gpus_per_node} GPUs, minus {own} "
+                 f"sampler GPUs on node 0, in blocks of {trainer['gpus']} GPUs")
+        if fit == 0:
+            nodes = next(n for n in range(cl.nodes + 1, cl.nodes + 10_000)
+                         if trials_that_fit(cl.gpus_per_node, n, trainer["gpus"], own) > 0)
+            raise PlanError(f"no trial fits beside the sampler: a trial needs {trainer['gpus']} GPUs and the "
+                            f"sampler {sampler['tp']}, but the cluster has {cl.nodes} x {cl.gpus_per_node}: "
+                            f"set cluster.nodes={nodes} or more")
+    at_once = plan.put(sec, "concurrent_trials", min(fit, n_trials, sw.max_concurrent_trials),
+                       f"min(fit {fit}, trials {n_trials}, sweep.max_concurrent_trials {sw.max_concurrent_trials})")
+    if at_once < min(fit, n_trials):
+        plan.note(sec, f"note: raise sweep.max_concurrent_trials to {min(fit, n_trials)} to use every free GPU")
+    plan.put(sec, "max_loras", at_once, text=f"{at_once} (one adapter per running trial in a vLLM batch)")
+    plan.put(sec, "max_cpu_loras", 2 * at_once, "2 x max_loras (a trial may have its next checkpoint queued)")
+    return at_once
+
+
+def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, trainer: dict[str, Any],
+              sampler: dict[str, Any], at_once: int, plan: Plan) -> None:
+    """Wall time and GPU-hours. A training step takes max(compute, communication), overlapped; sampling is
+    asynchronous, so the sampler only lengthens the sweep when it is busier than the trainers."""
+    from eval.metrics import checkpoint_steps
+
+    m, p, tr, cl, sec = cfg.model, cfg.plan, cfg.train, cfg.cluster, "time"
+    wbytes, gpus = DTYPE_BYTES[m.dtype], trainer["gpus"]
+    tokens_example = p.tokens_per_example or m.max_model_len
+    tokens_step = plan.put(sec, "tokens_per_step", tr.batch_size * tokens_example,
+                           f"batch {tr.batch_size} x {tokens_example} tokens")
+    if p.train_tokens_per_s:
+        step_s = plan.put(sec, "step_s", tokens_step / p.train_tokens_per_s, f"measured {p.train_tokens_per_s:g} tok/s")
+    elif cl.gpus_per_node == 0:
+        plan.note(sec, "CPU cluster: set plan.train_tokens_per_s (measured) for a time estimate")
+        return
+    else:
+        passes = 6 if m.gradient_checkpointing else 4
+        compute = plan.put(sec, "compute_s", passes * counts["active"] * tokens_step / (
+            gpus * p.gpu_peak_tflops * 1e12 * p.mfu), f"{passes} x {counts['active'] / 1e9:.2f}B active x tokens / "
+            f"({gpus} GPUs x {p.gpu_peak_tflops:g} TFLOP/s x MFU {p.mfu:g})")
+        bw = p.intranode_gb_s if gpus <= cl.gpus_per_node else p.internode_gb_s
+        spread = (gpus - 1) / gpus
+        if trainer["stage"] == 3:  # forward, recompute in backward, backward: each gathers every weight
+            gathers = 3 if m.gradient_checkpointing else 2
+            moved = gathers * trainer["accum"] * counts["total"] * wbytes * spread
+            formula = f"{gathers} gathers x {trainer['accum']} micro-batches x weights x {spread:.3f} / {bw:g} GB/s"
+        else:  # all-reduce of the LoRA gradients only
+            moved, formula = 2 * lora * wbytes * spread, f"2 x LoRA grads x {spread:.3f} / {bw:g} GB/s"
+        comm = plan.put(sec, "communication_s", moved / (bw * 1e9), formula)
+        step_s = plan.put(sec, "step_s", max(compute, comm), "max(compute, communication)")
+        plan.put(sec, "train_tokens_per_s", tokens_step / step_s, "tokens per step / step_s (per trial)")
+    startup = plan.put(sec, "startup_s", counts["total"] * wbytes / (p.storage_read_gb_s * 1e9),
+                       f"weights / {p.storage_read_gb_s:g} GB/s")
+    trial_s = plan.put(sec, "trial_h", (startup + cfg.sweep.max_steps * step_s) / 3600,
+                       f"(startup + {cfg.sweep.max_steps} steps x step_s) / 3600") * 3600
+    n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
+    waves = math.ceil(n_trials / at_once)
+    train_wall = plan.put(sec, "training_wall_h", waves * trial_s / 3600, f"ceil({n_trials}/{at_once}) waves x "
+                          "trial_h") * 3600
+    n_ckpt = len(checkpoint_steps(cfg.sweep.max_steps))
+    n_prompts = cfg.sample.n_eval_prompts + cfg.sample.n_train_prompts
+    sampled = n_trials * n_ckpt * n_prompts * cfg.sample.max_new_tokens
+    plan.put(sec, "sampled_tokens", sampled, f"{n_trials} trials x {n_ckpt} checkpoints x {n_prompts} prompts x "
+             f"{cfg.sample.max_new_tokens} new tokens")
+    if p.sampler_tokens_per_s:
+        decode = plan.put(sec, "sampler_tokens_per_s", p.sampler_tokens_per_s, "measured")
+    elif cl.gpus_per_node:  # memory-bound decode: a step reads each GPU's weight shard once (all experts hit)
+        seqs = min(n_prompts * at_once, sampler["kv_seqs"])
+        read = sampler["weights_per_gpu"] / (p.hbm_gb_s * 1e9 * p.hbm_efficiency)
+        step = max(read, p.decode_step_floor_ms / 1e3)
+        decode = plan.put(sec, "sampler_tokens_per_s", seqs / step, f"{seqs} sequences / max(weights per GPU / "
+                          f"({p.hbm_gb_s:g} GB/s x {p.hbm_efficiency:g}) = {read * 1e3:.1f} ms, floor "
+                          f"{p.decode_step_floor_ms:g} ms) per step")
+    else:
+        return
+    busy = plan.put(sec, "sampler_busy_h", sampled / decode / 3600, "sampled_tokens / sampler_tokens_per_s") * 3600
+    wall = plan.put(sec, "wall_h", max(train_wall, busy) / 3600, "max(training_wall_h, sampler_busy_h)") * 3600
+    if cl.gpus_per_node:
+        plan.put(sec, "trainer_gpu_h", n_trials * gpus * trial_s / 3600, f"{n_trials} trials x {gpus} GPUs x trial_h")
+        if not colocated(cfg):
+            plan.put(sec, "sampler_gpu_h", sampler["tp"] * wall / 3600, f"{sampler['tp']} GPUs x wall_h")
+        plan.put(sec, "allocation_gpu_h", cl.nodes * cl.gpus_per_node * wall / 3600,
+                 f"{cl.nodes} nodes x {cl.gpus_per_node} GPUs x wall_h (what the allocation is charged)")
