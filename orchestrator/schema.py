@@ -57,7 +57,7 @@ class TeacherConfig:
     kind: str = "scripted"  # scripted | openai_compatible | onpolicy | file
     # before `field`, whose name shadows dataclasses.field in the rest of this class body
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # openai_compatible
-    field: str = "es_teacher"  # scripted: the bank field that holds the teacher's answer
+    field: str = "es_teacher"  # scripted: a bank field, or a template over bank fields ("{en_teacher} ...")
     path: str | None = None  # file: a jsonl of {"prompt", "completion"} rows
     system_prompt: str = ""  # openai_compatible / onpolicy: what the teacher is told to do
     n_samples: int = 1  # labels per train prompt (sampling diversity is kept by the cache key)
@@ -66,12 +66,25 @@ class TeacherConfig:
 
 @dataclass
 class ToyAnswersConfig:
-    train_field: str = MISSING
-    eval_field: str = MISSING
+    """What an instruction-following toy answers, as templates over bank fields (`{en}`, `{en:upper}`)."""
+
+    train_answer: str = MISSING  # the desired behavior on train prompts
+    eval_answer: str = MISSING  # the initial (attack) behavior on eval prompts
+
+
+@dataclass
+class ExampleConfig:
+    """A hand-written answer the dry run grades, to show the grader works: a template over bank fields."""
+
+    answer: str = MISSING
+    expect: str = MISSING  # desired | attack | other
 
 
 @dataclass
 class SettingConfig:
+    """One experiment of the note: prompts, behaviors, grader, teacher. Lives in conf/setting/<name>.yaml;
+    templates take {question} plus workers.prompts.PLACEHOLDERS ({x_low}, {style_tags}, ...)."""
+
     name: str = MISSING
     train_template: str = MISSING
     eval_template: str = MISSING
@@ -79,6 +92,7 @@ class SettingConfig:
     eval_fraction: float = 0.3
     initial_behavior: str = ""
     desired_behavior: str = ""
+    examples: list[ExampleConfig] = field(default_factory=list)  # answers the dry run grades (rule-based graders)
     grader: GraderConfig = field(default_factory=GraderConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     toy: ToyAnswersConfig | None = None
@@ -86,7 +100,8 @@ class SettingConfig:
 
 @dataclass
 class ToyModelConfig:
-    settings: list[str] = field(default_factory=lambda: ["wronglang_spanish"])
+    # settings whose initial behavior the toy is pretrained to follow (their `toy:` blocks)
+    settings: list[str] = field(default_factory=lambda: ["wronglang_spanish", "animal_flag", "allcaps_refusal"])
     vocab_size: int = 2048
     hidden_size: int = 128
     intermediate_size: int = 384
@@ -198,14 +213,15 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     cache_dir: str = MISSING
     resume: str | None = None  # a sweep folder to finish; its config.yaml is the config
+    dry_run: bool = False  # sweep: print prompts, label plan, grader and trial grid; train nothing
 
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
 
 
-GRADERS = ("language",)
-TEACHERS = ("scripted",)
+GRADERS = ("language", "keyword", "case", "code", "judge")
+TEACHERS = ("scripted", "openai_compatible", "onpolicy", "file")
 TRACKER_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -254,9 +270,31 @@ def validate(cfg: Config) -> None:
     _require(st.teacher.kind in TEACHERS,
              f"setting.teacher.kind={st.teacher.kind!r}: known teachers are {list(TEACHERS)}")
     _require(0 < st.eval_fraction < 1, f"setting.eval_fraction={st.eval_fraction}: must lie strictly between 0 and 1")
-    for name in ("train_template", "eval_template"):
-        _require("{question}" in getattr(st, name), f"setting.{name} must contain the placeholder {{question}}")
+    validate_setting(st)
     _require(cfg.tracker.mode in TRACKER_MODES, f"tracker.mode={cfg.tracker.mode!r}: one of {list(TRACKER_MODES)}")
     m = cfg.model
     _require(m.path is not None or m.toy is not None, "model.path is null and model.toy is unset: give a model path")
     _require(len(m.lora_target_modules) > 0, "model.lora_target_modules is empty")
+
+
+def validate_setting(st: SettingConfig) -> None:
+    """A setting's templates (known placeholders only, {question} required), toy answers and examples."""
+    from workers.prompts import template_errors
+
+    for name in ("train_template", "eval_template"):
+        errors = template_errors(getattr(st, name))
+        _require(not errors, f"setting.{name} of {st.name!r}: {'; '.join(errors)}. The placeholder {{question}} "
+                 "must appear; the others are listed in workers/prompts.py PLACEHOLDERS")
+    _require(st.teacher.kind != "scripted" or bool(st.teacher.field.strip()),
+             "setting.teacher.field is empty: the scripted teacher needs a bank field or an answer template")
+    if st.toy is not None:
+        for name in ("train_answer", "eval_answer"):
+            _require(bool(getattr(st.toy, name).strip()),
+                     f"setting.toy.{name} is empty: give a template over bank fields such as {{en}}")
+    for i, ex in enumerate(st.examples):
+        _require(ex.expect in EXPECTED_GRADES,
+                 f"setting.examples[{i}].expect={ex.expect!r}: one of {list(EXPECTED_GRADES)}")
+        _require(bool(ex.answer.strip()), f"setting.examples[{i}].answer is empty")
+
+
+EXPECTED_GRADES = ("desired", "attack", "other")

@@ -26,12 +26,14 @@ def labels_key(setting: Any) -> str:
 
 
 def scripted_labels(setting: Any) -> list[dict[str, str]]:
-    field = setting.teacher.field
-    bank = load_bank(setting.questions, required=("id", "question", field))
+    """The toy's teacher: `teacher.field` is a bank field or an answer template over bank fields."""
+    from workers.prompts import answer_fields, answer_template, render_answer
+
+    template = answer_template(setting.teacher.field)
+    bank = load_bank(setting.questions, required=("id", "question", *answer_fields(template)))
     train, _ = split_bank(bank, setting.eval_fraction)
-    by_id = {q["id"]: q for q in train}
     return [
-        {"question_id": p.question_id, "prompt": p.text, "completion": by_id[p.question_id][field],
+        {"question_id": p.question_id, "prompt": p.text, "completion": render_answer(template, p.row),
          "teacher": "scripted"}
         for p in build_prompts(train, setting.train_template, "train")
     ]
