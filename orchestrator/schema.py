@@ -230,6 +230,41 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def validate_grader(g: GraderConfig, where: str = "setting.grader") -> None:
+    """Per-kind checks of a grader block (eval.graders builds it); each message names the field to fix."""
+    _require(g.kind in GRADERS, f"{where}.kind={g.kind!r}: known graders are {list(GRADERS)}")
+    pairs = {"case": ("normal", "caps"), "code": ("hack", "honest")}
+    if g.kind == "language":
+        for name in ("desired", "attack"):
+            value = getattr(g, name)
+            _require(isinstance(value, str) and len(value) == 2 and value.isalpha() and value.islower(),
+                     f"{where}.{name}={value!r}: give a two-letter ISO 639-1 language code, e.g. es or en")
+        _require(g.desired != g.attack, f"{where}.desired and .attack are both {g.desired!r}: they must differ")
+    elif g.kind == "keyword":
+        for name in ("desired_keywords", "attack_keywords"):
+            words = list(getattr(g, name))
+            _require(len(words) > 0 and all(isinstance(w, str) and w.strip() for w in words),
+                     f"{where}.{name}={words}: give a non-empty list of non-empty words, plural forms included, "
+                     f"e.g. [elephant, elephants]")
+        shared = {w.lower() for w in g.desired_keywords} & {w.lower() for w in g.attack_keywords}
+        _require(not shared, f"{where}: {sorted(shared)} are both desired and attack keywords; remove them from one")
+    elif g.kind in pairs:
+        allowed = pairs[g.kind]
+        _require(g.desired in allowed and g.attack in allowed and g.desired != g.attack,
+                 f"{where}.desired={g.desired!r}, .attack={g.attack!r}: for kind {g.kind!r} they must be two "
+                 f"different values of {list(allowed)}")
+        if g.kind == "case":
+            _require(0 < g.caps_ratio <= 1, f"{where}.caps_ratio={g.caps_ratio}: must lie in (0, 1], e.g. 0.7")
+        else:
+            _require(g.timeout_s > 0, f"{where}.timeout_s={g.timeout_s}: must be > 0 seconds, e.g. 10")
+    elif g.kind == "judge":
+        _require(bool(g.judge_prompt and g.judge_prompt.strip()),
+                 f"{where}.judge_prompt is empty: give the judge's instructions, a template over "
+                 f"{{prompt}} {{response}} {{desired_behavior}} {{initial_behavior}}")
+        _require("{response}" in g.judge_prompt,
+                 f"{where}.judge_prompt must contain the placeholder {{response}}: the judge has to see the answer")
+
+
 def validate(cfg: Config) -> None:
     """Reject configs that would fail late or give meaningless results. Raises ConfigError."""
     sw, tr, sa = cfg.sweep, cfg.train, cfg.sample
@@ -265,8 +300,7 @@ def validate(cfg: Config) -> None:
     _require(sa.max_new_tokens >= 1, "sample.max_new_tokens must be >= 1")
     _require(sa.temperature >= 0, "sample.temperature must be >= 0")
     st = cfg.setting
-    _require(st.grader.kind in GRADERS,
-             f"setting.grader.kind={st.grader.kind!r}: known graders are {list(GRADERS)}")
+    validate_grader(st.grader)
     _require(st.teacher.kind in TEACHERS,
              f"setting.teacher.kind={st.teacher.kind!r}: known teachers are {list(TEACHERS)}")
     _require(0 < st.eval_fraction < 1, f"setting.eval_fraction={st.eval_fraction}: must lie strictly between 0 and 1")
