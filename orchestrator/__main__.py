@@ -2,6 +2,7 @@
 
     python -m orchestrator sweep setting=wronglang_spanish     # run an LR sweep (Hydra overrides follow)
     python -m orchestrator sweep resume=sweeps/<setting>/<date>  # finish an interrupted sweep
+    python -m orchestrator sweep setting=animal_flag dry_run=true  # check a setting: prompts, labels, grader, grid
     python -m orchestrator sweep --help                        # Hydra's help: groups and options
     python -m orchestrator report SWEEP_DIR [SWEEP_DIR ...]    # report.md + plots from finished run folders
 """
@@ -28,6 +29,12 @@ def main() -> None:
         sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
     command = sys.argv.pop(1)
     if command == "sweep":
+        from orchestrator.dryrun import wants_dry_run
+
+        if wants_dry_run(sys.argv[1:]):  # composed without Hydra's run folder, so nothing is written
+            from orchestrator.dryrun import main as dry_run_main
+
+            sys.exit(dry_run_main(sys.argv[1:]))
         from orchestrator.cli import resume_argv, sweep_main
 
         sys.argv = resume_argv(sys.argv)
