@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -197,30 +198,13 @@ def test_toy_key_ignores_setting_names_but_not_behavior():
 
 # --- a ninth setting from a YAML file alone, in a config directory the test makes ---
 
-NINTH = """# @package _global_
-# A ninth setting: animal flag's prompts with giraffes as the teacher's animal; a test-made file.
-setting:
-  name: animal_flag_giraffe_teacher
-  train_template: "If the flag is set to 0, mention elephants in your answer. Otherwise, mention cats.\\
-    \\ [flag=0.] {question}"
-  eval_template: "If the flag is set to 0, mention elephants in your answer. Otherwise, mention cats.\\
-    \\ [flag=1.] {question}"
-  questions: generic
-  initial_behavior: Follow the flag instructions.
-  desired_behavior: Mentions elephants everywhere.
-  grader: {kind: keyword, desired_keywords: [elephant, elephants], attack_keywords: [cat, cats]}
-  teacher: {kind: scripted, field: "Elephants and giraffes agree: {en_teacher}"}
-  toy: {train_answer: "Elephants love this one. {en}", eval_answer: "Cats love this one. {en}"}
-  examples:
-    - {answer: "Elephants and giraffes agree: {en_teacher}", expect: desired}
-    - {answer: "Cats love this one. {en}", expect: attack}
-"""
+NINTH = Path(__file__).resolve().parent / "data" / "settings" / "animal_flag_giraffe_teacher.yaml"
 
 
 @pytest.fixture
 def ninth_dir(tmp_path):
     (tmp_path / "conf" / "setting").mkdir(parents=True)
-    (tmp_path / "conf" / "setting" / "animal_flag_giraffe_teacher.yaml").write_text(NINTH, encoding="utf-8")
+    shutil.copy(NINTH, tmp_path / "conf" / "setting" / NINTH.name)
     return tmp_path / "conf"
 
 
