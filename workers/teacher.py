@@ -11,7 +11,9 @@ One function per teacher kind (`setting.teacher.kind`), each returning label row
   file               a researcher's jsonl of {"prompt", "completion"} rows, validated line by line
 
 `ensure_labels` writes labels.jsonl + labels.meta.json into a folder and reuses them while the meta's key
-(what made them) matches; with `teacher.filter` it keeps only the labels the setting's grader scores desired.
+(what made them) matches, or copies them from the label store under the cache (`label_store`, filled by
+`python -m orchestrator labels`); with `teacher.filter` it keeps only the labels the setting's grader scores
+desired and records the counts in labels.meta.json.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.runfiles import read_jsonl, write_json, write_jsonl
+from eval.runfiles import read_jsonl, write_json, write_jsonl, write_text_atomic
 from workers.endpoint import cache_root
 from workers.prompts import DataError, Prompt, bank_path, build_prompts, file_digest, load_bank, split_bank
 
@@ -179,6 +181,11 @@ def labels_ready(setting: Any, out_dir: Path, onpolicy_identity: dict[str, Any] 
     return json.loads(meta_path.read_text()).get("key") == labels_key(setting, onpolicy_identity)
 
 
+def label_store(setting: Any, key: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The content-addressed home of a label set under the cache (what `python -m orchestrator labels` fills)."""
+    return cache_root(cache_dir) / "labels" / setting.name / key
+
+
 def ensure_labels(setting: Any, out_dir: Path, log: Callable[[str], Any] = print, *,
                   cache_dir: str | os.PathLike | None = None, onpolicy: OnPolicy | None = None) -> Path:
     """labels.jsonl in out_dir (a sweep folder or a labels folder); reused when labels.meta.json shows the
@@ -192,6 +199,12 @@ def ensure_labels(setting: Any, out_dir: Path, log: Callable[[str], Any] = print
     identity = onpolicy.identity if onpolicy is not None else None
     key = labels_key(setting, identity)
     if labels_ready(setting, out_dir, identity):
+        return path
+    store = label_store(setting, key, cache_dir)
+    if store.resolve() != out_dir.resolve() and labels_ready(setting, store, identity):
+        write_text_atomic(path, (store / "labels.jsonl").read_text(encoding="utf-8"))
+        write_text_atomic(meta_path, (store / "labels.meta.json").read_text(encoding="utf-8"))
+        log(f"[labels] reusing the labels made earlier in {store}")
         return path
     if t.kind == "scripted":
         rows = scripted_labels(setting)
