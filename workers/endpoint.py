@@ -162,7 +162,7 @@ class ChatClient:
                 last, retry_after = f"cannot connect ({type(err).__name__}: {err})", None
             except httpx.TimeoutException as err:
                 last, retry_after = f"no answer within timeout_s={cfg.timeout_s} ({type(err).__name__})", None
-            except httpx.TransportError as err:  # connection dropped mid-response, reset, protocol error
+            except httpx.RequestError as err:  # connection dropped mid-response, reset, protocol/decoding error
                 last, retry_after = f"connection lost ({type(err).__name__}: {err})", None
             if attempt == int(cfg.max_retries):
                 break
@@ -206,9 +206,10 @@ class ChatClient:
 
     # --- public API ---
     def check(self) -> None:
-        """Preflight: the key is set, the endpoint answers and lists the model. Raises EndpointError.
+        """Preflight: the key is set, the endpoint answers GET /models and lists the model. Raises EndpointError.
 
-        Fails at once when nothing listens at base_url; other faults are retried like any request."""
+        Fails at once when nothing listens at base_url; other faults are retried like any request. A server
+        that answers but sends no parseable model list is accepted (the first request will tell)."""
         self._api_key()
         with self._http() as http:
             resp = self._request(http, "GET", "/models", None, None, retry_connect=False)

@@ -152,12 +152,21 @@ def read_label_file(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def label_grader(setting: Any, cache_dir: str | os.PathLike | None = None) -> Any:
+    """The setting's grader; an LLM judge keeps its verdicts in the same cache as the teacher."""
+    if setting.grader.kind == "judge":
+        from workers.judge import build_judge_grader
+
+        return build_judge_grader(setting.grader, cache_dir=cache_root(cache_dir))
+    from eval.graders import build_grader
+
+    return build_grader(setting.grader)
+
+
 def filter_labels(setting: Any, rows: list[dict[str, Any]], log: Callable[[str], Any] = print,
                   grader: Any = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Keep the labels the setting's grader scores desired; (kept rows, counts). Refuses when none is left."""
-    from eval.graders import build_grader
-
-    grader = grader or build_grader(setting.grader)
+    grader = grader or label_grader(setting)
     by_text = {p.text: p for p in train_prompts(setting)}  # a label's prompt carries its bank row when known
     prompts = [by_text.get(r["prompt"], Prompt("train", r["question_id"], r["prompt"])) for r in rows]
     grades = grader([r["completion"] for r in rows], prompts)
@@ -226,7 +235,7 @@ def ensure_labels(setting: Any, out_dir: Path, log: Callable[[str], Any] = print
         if not rows:
             raise DataError(f"all {empty} teacher completions were empty: check the teacher endpoint and max_tokens")
     if t.filter:
-        rows, counts = filter_labels(setting, rows, log)
+        rows, counts = filter_labels(setting, rows, log, label_grader(setting, cache_dir))
         meta["filter"] = counts
     meta["n"] = len(rows)
     write_jsonl(path, rows)
