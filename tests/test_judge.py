@@ -1,5 +1,7 @@
 """The LLM judge: strict verdict parsing (table), prompt rendering, and grading through a real local server."""
 
+import json
+
 import pytest
 from chat_server import ChatServer
 
@@ -82,3 +84,22 @@ def test_judge_prompt_must_show_the_answer(tmp_path):
     with pytest.raises(ValueError, match=r"no \{response\} placeholder"):
         build_judge_grader(judge_cfg("http://127.0.0.1:9/v1", prompt="Is {prompt} fine?"), cache_dir=tmp_path)
     assert "{response}" in DEFAULT_JUDGE_PROMPT and "{prompt}" in DEFAULT_JUDGE_PROMPT
+
+
+def test_judge_filters_teacher_labels(tmp_path):
+    from dataclasses import replace
+
+    from workers.teacher import ensure_labels
+
+    labels = tmp_path / "mine.jsonl"
+    labels.write_text("".join(json.dumps({"prompt": f"Q{i}", "completion": c}) + "\n"
+                              for i, c in enumerate(["hola amigo", "hello friend", "???", "hola amigo"])))
+    with ChatServer(reply=judge_reply) as server:
+        st = load_setting("wronglang_spanish")
+        st = replace(st, grader=judge_cfg(server.base_url),
+                     teacher=replace(st.teacher, kind="file", path=str(labels), filter=True))
+        ensure_labels(st, tmp_path / "sweep", cache_dir=tmp_path / "cache")
+        assert len(list((tmp_path / "cache" / "chat").rglob("*.json"))) == 4  # verdicts cached with the teacher's
+    meta = json.loads((tmp_path / "sweep" / "labels.meta.json").read_text())
+    assert meta["filter"] == {"graded": 4, "kept": 2, "dropped": 2, "dropped_attack": 1, "dropped_other": 1,
+                              "judge_calls": 4, "judge_unparseable": 1}
