@@ -4,6 +4,7 @@
     python -m orchestrator sweep resume=sweeps/<setting>/<date>  # finish an interrupted sweep
     python -m orchestrator sweep setting=animal_flag dry_run=true  # check a setting: prompts, labels, grader, grid
     python -m orchestrator sweep --help                        # Hydra's help: groups and options
+    python -m orchestrator labels setting=wronglang_spanish    # teacher labels alone (cached, resumable)
     python -m orchestrator report SWEEP_DIR [SWEEP_DIR ...]    # report.md + plots from finished run folders
 """
 
@@ -13,6 +14,7 @@ import sys
 
 COMMANDS = {
     "sweep": "run an LR sweep: train every (lr, seed), sample and grade every checkpoint, summarise",
+    "labels": "make the teacher labels for a setting (cached; a sweep reuses them); --help for where they go",
     "report": "write report.md (tables, plots) for one or more sweep folders; --help for options",
 }
 
@@ -39,6 +41,10 @@ def main() -> None:
 
         sys.argv = resume_argv(sys.argv)
         sweep_main()
+    elif command == "labels":
+        from orchestrator.labels_cmd import main as labels_main
+
+        sys.exit(labels_main(sys.argv[1:]))
     elif command == "report":
         from orchestrator.report_cmd import main as report_main
 

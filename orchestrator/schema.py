@@ -31,6 +31,8 @@ class EndpointConfig:
     max_concurrency: int = 8
     timeout_s: float = 60.0  # per request
     max_retries: int = 5  # on 429, 5xx, timeouts and dropped connections, with exponential backoff
+    backoff_s: float = 1.0  # first retry's wait; doubles each retry (with jitter)
+    max_wait_s: float = 60.0  # cap on one wait, a server's Retry-After included
     temperature: float = 1.0
     max_tokens: int = 512
 
@@ -48,6 +50,9 @@ class GraderConfig:
     timeout_s: float = 10.0  # code: seconds for one answer's tests in the sandbox
     judge_prompt: str = ""  # judge: template over {prompt} {response} {desired_behavior} {initial_behavior}
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # judge
+    # judge: the behaviors the judge is told about; empty = the setting's own (copied in by SettingConfig)
+    desired_behavior: str = ""
+    initial_behavior: str = ""
 
 
 @dataclass
@@ -96,6 +101,14 @@ class SettingConfig:
     grader: GraderConfig = field(default_factory=GraderConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     toy: ToyAnswersConfig | None = None
+
+    def __post_init__(self) -> None:
+        # the grader sees only its own block (eval.graders.build_grader(setting.grader)); the judge needs
+        # the setting's behaviors for its {desired_behavior} / {initial_behavior} placeholders
+        if not self.grader.desired_behavior:
+            self.grader.desired_behavior = self.desired_behavior
+        if not self.grader.initial_behavior:
+            self.grader.initial_behavior = self.initial_behavior
 
 
 @dataclass
@@ -301,8 +314,9 @@ def validate(cfg: Config) -> None:
     _require(sa.temperature >= 0, "sample.temperature must be >= 0")
     st = cfg.setting
     validate_grader(st.grader)
-    _require(st.teacher.kind in TEACHERS,
-             f"setting.teacher.kind={st.teacher.kind!r}: known teachers are {list(TEACHERS)}")
+    if st.grader.kind == "judge":
+        validate_endpoint(st.grader.endpoint, "setting.grader.endpoint")
+    validate_teacher(st.teacher)
     _require(0 < st.eval_fraction < 1, f"setting.eval_fraction={st.eval_fraction}: must lie strictly between 0 and 1")
     validate_setting(st)
     _require(cfg.tracker.mode in TRACKER_MODES, f"tracker.mode={cfg.tracker.mode!r}: one of {list(TRACKER_MODES)}")
@@ -332,3 +346,33 @@ def validate_setting(st: SettingConfig) -> None:
 
 
 EXPECTED_GRADES = ("desired", "attack", "other")
+
+
+def validate_endpoint(ep: EndpointConfig, where: str) -> None:
+    """An endpoint block that is used: named server and model, a key env var NAME (never a key), sane limits."""
+    _require(bool(ep.base_url) and bool(ep.model),
+             f"{where}.base_url and {where}.model are required, e.g. {where}.base_url=http://127.0.0.1:8000/v1 "
+             f"{where}.model=Qwen/Qwen3-0.6B (and {where}.api_key_env=OPENAI_API_KEY for a hosted API)")
+    _require(str(ep.base_url).startswith(("http://", "https://")),
+             f"{where}.base_url={ep.base_url!r}: must start with http:// or https://")
+    env = ep.api_key_env
+    _require(env is None or (env.replace("_", "").isalnum() and not env[0].isdigit() and len(env) <= 64),
+             f"{where}.api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key")
+    _require(ep.max_concurrency >= 1, f"{where}.max_concurrency={ep.max_concurrency}: must be >= 1")
+    _require(ep.timeout_s > 0, f"{where}.timeout_s={ep.timeout_s}: must be > 0")
+    _require(ep.max_retries >= 0, f"{where}.max_retries={ep.max_retries}: must be >= 0")
+    _require(ep.backoff_s >= 0 and ep.max_wait_s >= 0, f"{where}.backoff_s and {where}.max_wait_s must be >= 0")
+    _require(ep.temperature >= 0, f"{where}.temperature={ep.temperature}: must be >= 0")
+    _require(ep.max_tokens >= 1, f"{where}.max_tokens={ep.max_tokens}: must be >= 1")
+
+
+def validate_teacher(t: TeacherConfig) -> None:
+    where = "setting.teacher"
+    _require(t.kind in TEACHERS, f"{where}.kind={t.kind!r}: known teachers are {list(TEACHERS)}")
+    _require(t.n_samples >= 1, f"{where}.n_samples={t.n_samples}: must be >= 1 (labels per train prompt)")
+    if t.kind == "openai_compatible":
+        validate_endpoint(t.endpoint, f"{where}.endpoint")
+    if t.kind == "file":
+        _require(bool(t.path), f"{where}.path is required for kind=file: a jsonl of {{prompt, completion}} rows")
+    if t.kind == "scripted":
+        _require(bool(t.field), f"{where}.field is required for kind=scripted: the bank field with the answer")
