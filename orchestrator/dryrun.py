@@ -87,7 +87,7 @@ def model_section(cfg: Config) -> list[str]:
 
 
 def label_section(cfg: Config, trains: list[Any], sweep_dir: Path | None) -> list[str]:
-    t, st = cfg.setting.teacher, cfg.setting
+    t = cfg.setting.teacher
     n_prompts = len(trains)
     lines = [f"teacher    {t.kind}: {n_prompts} train prompts x {t.n_samples} samples = {n_prompts * t.n_samples} "
              f"labels{', kept only when the grader says desired' if t.filter else ''}"]
@@ -110,30 +110,33 @@ def label_section(cfg: Config, trains: list[Any], sweep_dir: Path | None) -> lis
     if t.system_prompt:
         lines.append("  system prompt:")
         lines.append(_indent(t.system_prompt.strip()))
-    lines.append(f"  cached    {labels_cached(st, sweep_dir)}")
+    lines.append(f"  cached    {labels_cached(cfg, sweep_dir)}")
     return lines
 
 
-def labels_cached(setting: Any, sweep_dir: Path | None) -> str:
-    """Whether the sweep folder already holds labels made from these inputs (so none are requested again)."""
-    if setting.teacher.kind == "scripted":
+def labels_cached(cfg: Config, sweep_dir: Path | None) -> str:
+    """Whether labels made from these very inputs already exist (the sweep folder, or the label store that
+    `python -m orchestrator labels` fills), so the sweep would request none."""
+    st = cfg.setting
+    if st.teacher.kind == "scripted":
         return "not needed: scripted labels are rendered from the bank, at no cost"
-    if sweep_dir is None:
-        return "unknown: give hydra.run.dir=<sweep folder> to check an existing sweep's labels"
-    meta = sweep_dir / "labels.meta.json"
-    if not meta.exists():
-        return f"no: {sweep_dir} holds no labels yet"
-    from workers.teacher import labels_key
+    from orchestrator.labels_cmd import labels_dir, onpolicy_identity
+    from workers.teacher import labels_ready
 
-    same = json.loads(meta.read_text()).get("key") == labels_key(setting)
-    return f"yes: {sweep_dir / 'labels.jsonl'}" if same else f"no: {meta} was made from other inputs"
+    identity = onpolicy_identity(cfg) if st.teacher.kind == "onpolicy" else None
+    places = ([sweep_dir] if sweep_dir is not None else []) + [labels_dir(cfg, None)]
+    for place in places:
+        if labels_ready(st, place, identity):
+            return f"yes: {place / 'labels.jsonl'} (nothing will be requested)"
+    return (f"no: not in {' nor '.join(str(p) for p in places)}; make them ahead with "
+            f"`python -m orchestrator labels setting={st.name}`")
 
 
 def grader_section(cfg: Config, evals: list[Any]) -> tuple[list[str], int]:
     """The grader's parameters; rule-based graders grade the setting's examples. Returns (lines, mismatches)."""
     g, st = cfg.setting.grader, cfg.setting
     params = ", ".join(f"{name}={getattr(g, name)!r}" for name in GRADER_FIELDS.get(g.kind, ()))
-    lines = [f"grader     {g.kind}: {params}"]
+    lines = [f"grader     {g.kind}" + (f": {params}" if params else "")]
     if g.kind == "judge":
         lines.append(f"  endpoint {_endpoint(g.endpoint)} (not called by a dry run)")
         lines.append("  judge prompt, as it would read for the first eval prompt:")

@@ -228,3 +228,16 @@ def test_a_bad_template_is_refused_with_the_fix(ninth_dir):
         compose_config([search, "setting=animal_flag_giraffe_teacher", "setting.eval_template='[{flag}] {question}'"])
     with pytest.raises(ConfigError, match=r"no \{question\} placeholder"):
         compose_config(["setting=t_age_young_young", "setting.train_template='x={x_low}.'"])
+
+
+def test_dry_run_says_when_labels_are_already_made(tmp_path):
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"prompt": "If the flag... [flag=0.] Why?", "completion": "Elephants say hi."}\n')
+    args = ["setting=animal_flag", "setting.teacher.kind=file", f"setting.teacher.path={labels}"]
+    env = {"LRSWEEP_CACHE": str(tmp_path / "cache")}
+    before = run_cli(["sweep", *args, "dry_run=true"], tmp_path, env)
+    assert before.returncode == 0 and "cached    no: not in" in before.stdout and "labels file" in before.stdout
+    made = run_cli(["labels", *args], tmp_path, env)
+    assert made.returncode == 0, made.stderr
+    after = run_cli(["sweep", *args, "dry_run=true"], tmp_path, env)
+    assert after.returncode == 0 and "cached    yes:" in after.stdout
