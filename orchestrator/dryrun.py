@@ -89,8 +89,11 @@ def model_section(cfg: Config) -> list[str]:
 def label_section(cfg: Config, trains: list[Any], sweep_dir: Path | None) -> list[str]:
     t = cfg.setting.teacher
     n_prompts = len(trains)
-    lines = [f"teacher    {t.kind}: {n_prompts} train prompts x {t.n_samples} samples = {n_prompts * t.n_samples} "
-             f"labels{', kept only when the grader says desired' if t.filter else ''}"]
+    kept = ", kept only when the grader says desired" if t.filter else ""
+    samples = f"{t.n_samples} sample{'s' if t.n_samples != 1 else ''}"
+    lines = [f"teacher    {t.kind}: " + (f"labels from a file{kept}" if t.kind == "file" else
+                                         f"{n_prompts} train prompts x {samples} = {n_prompts * t.n_samples} "
+                                         f"labels{kept}")]
     if t.kind == "scripted":
         from workers.prompts import answer_template, render_answer
 
@@ -105,7 +108,7 @@ def label_section(cfg: Config, trains: list[Any], sweep_dir: Path | None) -> lis
                      f"vLLM engine before any training")
     elif t.kind == "file":
         path = Path(t.path or "")
-        state = f"{sum(1 for _ in path.open())} lines" if path.is_file() else "MISSING"
+        state = f"{len(path.read_text(encoding='utf-8').splitlines())} lines" if path.is_file() else "MISSING"
         lines.append(f"  labels file {path}: {state}")
     if t.system_prompt:
         lines.append("  system prompt:")
