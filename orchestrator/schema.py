@@ -122,7 +122,7 @@ class ToyModelConfig:
     num_heads: int = 2
     head_dim: int = 64
     seq_len: int = 128
-    steps: int = 600
+    steps: int = 1200
     batch_size: int = 32
     lr: float = 3e-3
     seed: int = 0
