@@ -115,7 +115,7 @@ class SettingConfig:
 class ToyModelConfig:
     # settings whose initial behavior the toy is pretrained to follow (their `toy:` blocks)
     settings: list[str] = field(default_factory=lambda: ["wronglang_spanish", "animal_flag", "allcaps_refusal"])
-    vocab_size: int = 2048
+    vocab_size: int = 4096
     hidden_size: int = 128
     intermediate_size: int = 384
     num_layers: int = 2
