@@ -39,12 +39,14 @@ def load_resumed(folder: Path, overrides: list[str]) -> DictConfig:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def sweep_main(dcfg: DictConfig) -> None:
-    from orchestrator.config import to_typed
+    from orchestrator.config import settings_for_toy, to_typed
 
     try:
         if dcfg.resume:
             dcfg = load_resumed(Path(dcfg.resume).expanduser().resolve(), list(HydraConfig.get().overrides.task))
         cfg = to_typed(dcfg)
+        if cfg.model.path is None:  # model=toy: refuse a setting the toy was not taught before any work
+            settings_for_toy(cfg)
         from orchestrator.sweep import run_sweep
 
         run_sweep(cfg, Path(HydraConfig.get().runtime.output_dir))

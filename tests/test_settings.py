@@ -241,3 +241,10 @@ def test_dry_run_says_when_labels_are_already_made(tmp_path):
     assert made.returncode == 0, made.stderr
     after = run_cli(["sweep", *args, "dry_run=true"], tmp_path, env)
     assert after.returncode == 0 and "cached    yes:" in after.stdout
+
+
+def test_a_sweep_of_a_setting_the_toy_was_not_taught_stops_before_any_work(tmp_path):
+    out = run_cli(["sweep", "setting=ct_formality", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path,
+                  {"LRSWEEP_CACHE": str(tmp_path / "cache")})
+    assert out.returncode == 2 and "choose a real model" in out.stderr
+    assert not (tmp_path / "run" / "config.yaml").exists() and not (tmp_path / "cache").exists()
