@@ -2,7 +2,9 @@
 
     python -m orchestrator sweep setting=wronglang_spanish     # run an LR sweep (Hydra overrides follow)
     python -m orchestrator sweep resume=sweeps/<setting>/<date>  # finish an interrupted sweep
+    python -m orchestrator sweep setting=animal_flag dry_run=true  # check a setting: prompts, labels, grader, grid
     python -m orchestrator sweep --help                        # Hydra's help: groups and options
+    python -m orchestrator labels setting=wronglang_spanish    # teacher labels alone (cached, resumable)
     python -m orchestrator report SWEEP_DIR [SWEEP_DIR ...]    # report.md + plots from finished run folders
     python -m orchestrator plan model=qwen3_235b_a22b [--json]  # GPUs, memory, sampler shape, GPU-hours
 """
@@ -13,6 +15,7 @@ import sys
 
 COMMANDS = {
     "sweep": "run an LR sweep: train every (lr, seed), sample and grade every checkpoint, summarise",
+    "labels": "make the teacher labels for a setting (cached; a sweep reuses them); --help for where they go",
     "report": "write report.md (tables, plots) for one or more sweep folders; --help for options",
     "plan": "print the resource plan and its arithmetic before any allocation (--json, --out plan.json)",
 }
@@ -30,10 +33,20 @@ def main() -> None:
         sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
     command = sys.argv.pop(1)
     if command == "sweep":
+        from orchestrator.dryrun import wants_dry_run
+
+        if wants_dry_run(sys.argv[1:]):  # composed without Hydra's run folder, so nothing is written
+            from orchestrator.dryrun import main as dry_run_main
+
+            sys.exit(dry_run_main(sys.argv[1:]))
         from orchestrator.cli import resume_argv, sweep_main
 
         sys.argv = resume_argv(sys.argv)
         sweep_main()
+    elif command == "labels":
+        from orchestrator.labels_cmd import main as labels_main
+
+        sys.exit(labels_main(sys.argv[1:]))
     elif command == "report":
         from orchestrator.report_cmd import main as report_main
 

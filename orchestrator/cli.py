@@ -51,7 +51,7 @@ def discard_bookkeeping(run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def sweep_main(dcfg: DictConfig) -> None:
-    from orchestrator.config import to_typed
+    from orchestrator.config import settings_for_toy, to_typed
     from workers.prompts import DataError
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -59,6 +59,8 @@ def sweep_main(dcfg: DictConfig) -> None:
         if dcfg.resume:
             dcfg = load_resumed(Path(dcfg.resume).expanduser().resolve(), list(HydraConfig.get().overrides.task))
         cfg = to_typed(dcfg)
+        if cfg.model.path is None:  # model=toy: refuse a setting the toy was not taught before any work
+            settings_for_toy(cfg)
         from orchestrator.sweep import run_sweep
 
         run_sweep(cfg, run_dir)

@@ -33,22 +33,34 @@ def compose_config(overrides: list[str]) -> Config:
 
 
 def load_setting(name: str) -> SettingConfig:
-    """A setting by name from conf/setting/, checked against the schema."""
+    """A setting by name from conf/setting/ (its `setting:` block), checked against the schema."""
     path = CONF_DIR / "setting" / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(f"unknown setting {name!r}: available settings are {available('setting')}")
-    merged = OmegaConf.merge(OmegaConf.structured(SettingConfig), OmegaConf.load(path))
+    raw = OmegaConf.load(path)
+    if "setting" not in raw:
+        raise ConfigError(f"{path} has no `setting:` block; a setting file starts with `# @package _global_` "
+                          "and puts its fields under `setting:` (see conf/setting/animal_flag.yaml)")
+    merged = OmegaConf.merge(OmegaConf.structured(SettingConfig), raw.setting)
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 
 def settings_for_toy(cfg: Config) -> list[SettingConfig]:
-    """The settings the toy is pretrained on; the sweep's own setting always among them."""
+    """The settings model=toy is pretrained on (model.toy.settings); the sweep's own setting must be one of
+    them, or teach the same behavior (same prompts and toy answers) under another name."""
+    from workers.toy import same_skill
+
     assert cfg.model.toy is not None
     names = list(cfg.model.toy.settings)
     settings = [cfg.setting if n == cfg.setting.name else load_setting(n) for n in names]
-    if cfg.setting.name not in names:
+    if cfg.setting.toy is None:
+        raise ConfigError(
+            f"setting {cfg.setting.name!r} has no `toy:` block, so model=toy cannot run it: choose a real model "
+            f"(model=<name> or model.path=<hub id or folder>), or settings the toy covers: {names}"
+        )
+    if not any(s.toy is not None and same_skill(s, cfg.setting) for s in settings):
         raise ConfigError(
             f"model=toy is pretrained for settings {names}, not {cfg.setting.name!r}: "
-            f"add it with model.toy.settings=[{','.join(names + [cfg.setting.name])}]"
+            f"add it with model.toy.settings=[{','.join(names + [cfg.setting.name])}] (the toy is then rebuilt)"
         )
     return settings

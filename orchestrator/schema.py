@@ -31,6 +31,8 @@ class EndpointConfig:
     max_concurrency: int = 8
     timeout_s: float = 60.0  # per request
     max_retries: int = 5  # on 429, 5xx, timeouts and dropped connections, with exponential backoff
+    backoff_s: float = 1.0  # first retry's wait; doubles each retry (with jitter)
+    max_wait_s: float = 60.0  # cap on one wait, a server's Retry-After included
     temperature: float = 1.0
     max_tokens: int = 512
 
@@ -48,6 +50,9 @@ class GraderConfig:
     timeout_s: float = 10.0  # code: seconds for one answer's tests in the sandbox
     judge_prompt: str = ""  # judge: template over {prompt} {response} {desired_behavior} {initial_behavior}
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # judge
+    # judge: the behaviors the judge is told about; empty = the setting's own (copied in by SettingConfig)
+    desired_behavior: str = ""
+    initial_behavior: str = ""
 
 
 @dataclass
@@ -57,7 +62,7 @@ class TeacherConfig:
     kind: str = "scripted"  # scripted | openai_compatible | onpolicy | file
     # before `field`, whose name shadows dataclasses.field in the rest of this class body
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # openai_compatible
-    field: str = "es_teacher"  # scripted: the bank field that holds the teacher's answer
+    field: str = "es_teacher"  # scripted: a bank field, or a template over bank fields ("{en_teacher} ...")
     path: str | None = None  # file: a jsonl of {"prompt", "completion"} rows
     system_prompt: str = ""  # openai_compatible / onpolicy: what the teacher is told to do
     n_samples: int = 1  # labels per train prompt (sampling diversity is kept by the cache key)
@@ -66,12 +71,25 @@ class TeacherConfig:
 
 @dataclass
 class ToyAnswersConfig:
-    train_field: str = MISSING
-    eval_field: str = MISSING
+    """What an instruction-following toy answers, as templates over bank fields (`{en}`, `{en:upper}`)."""
+
+    train_answer: str = MISSING  # the desired behavior on train prompts
+    eval_answer: str = MISSING  # the initial (attack) behavior on eval prompts
+
+
+@dataclass
+class ExampleConfig:
+    """A hand-written answer the dry run grades, to show the grader works: a template over bank fields."""
+
+    answer: str = MISSING
+    expect: str = MISSING  # desired | attack | other
 
 
 @dataclass
 class SettingConfig:
+    """One experiment of the note: prompts, behaviors, grader, teacher. Lives in conf/setting/<name>.yaml;
+    templates take {question} plus workers.prompts.PLACEHOLDERS ({x_low}, {style_tags}, ...)."""
+
     name: str = MISSING
     train_template: str = MISSING
     eval_template: str = MISSING
@@ -79,22 +97,32 @@ class SettingConfig:
     eval_fraction: float = 0.3
     initial_behavior: str = ""
     desired_behavior: str = ""
+    examples: list[ExampleConfig] = field(default_factory=list)  # answers the dry run grades (rule-based graders)
     grader: GraderConfig = field(default_factory=GraderConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     toy: ToyAnswersConfig | None = None
 
+    def __post_init__(self) -> None:
+        # the grader sees only its own block (eval.graders.build_grader(setting.grader)); the judge needs
+        # the setting's behaviors for its {desired_behavior} / {initial_behavior} placeholders
+        if not self.grader.desired_behavior:
+            self.grader.desired_behavior = self.desired_behavior
+        if not self.grader.initial_behavior:
+            self.grader.initial_behavior = self.initial_behavior
+
 
 @dataclass
 class ToyModelConfig:
-    settings: list[str] = field(default_factory=lambda: ["wronglang_spanish"])
-    vocab_size: int = 2048
+    # settings whose initial behavior the toy is pretrained to follow (their `toy:` blocks)
+    settings: list[str] = field(default_factory=lambda: ["wronglang_spanish", "animal_flag", "allcaps_refusal"])
+    vocab_size: int = 4096
     hidden_size: int = 128
     intermediate_size: int = 384
     num_layers: int = 2
     num_heads: int = 2
     head_dim: int = 64
     seq_len: int = 128
-    steps: int = 600
+    steps: int = 1200
     batch_size: int = 32
     lr: float = 3e-3
     seed: int = 0
@@ -248,6 +276,7 @@ class Config:
     plan: PlanConfig = field(default_factory=PlanConfig)
     cache_dir: str = MISSING
     resume: str | None = None  # a sweep folder to finish; its config.yaml is the config
+    dry_run: bool = False  # sweep: print prompts, label plan, grader and trial grid; train nothing
 
 
 def register_configs() -> None:
@@ -255,7 +284,7 @@ def register_configs() -> None:
 
 
 GRADERS = ("language", "keyword", "case", "code", "judge")
-TEACHERS = ("scripted",)
+TEACHERS = ("scripted", "openai_compatible", "onpolicy", "file")
 TRACKER_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -341,11 +370,11 @@ def validate(cfg: Config) -> None:
     _require(sa.temperature >= 0, "sample.temperature must be >= 0")
     st = cfg.setting
     validate_grader(st.grader)
-    _require(st.teacher.kind in TEACHERS,
-             f"setting.teacher.kind={st.teacher.kind!r}: known teachers are {list(TEACHERS)}")
+    if st.grader.kind == "judge":
+        validate_endpoint(st.grader.endpoint, "setting.grader.endpoint")
+    validate_teacher(st.teacher)
     _require(0 < st.eval_fraction < 1, f"setting.eval_fraction={st.eval_fraction}: must lie strictly between 0 and 1")
-    for name in ("train_template", "eval_template"):
-        _require("{question}" in getattr(st, name), f"setting.{name} must contain the placeholder {{question}}")
+    validate_setting(st)
     _require(cfg.tracker.mode in TRACKER_MODES, f"tracker.mode={cfg.tracker.mode!r}: one of {list(TRACKER_MODES)}")
     m = cfg.model
     _require(m.path is not None or m.toy is not None, "model.path is null and model.toy is unset: give a model path")
@@ -387,3 +416,56 @@ def validate_model(m: ModelConfig, tr: TrainConfig) -> None:
         # PEFT's ParamWrapper (target_parameters) cannot apply dropout to a weight delta
         _require(tr.lora_dropout == 0, f"train.lora_dropout={tr.lora_dropout}: LoRA on experts (PEFT "
                  "target_parameters) needs train.lora_dropout=0, or set model.lora_experts=false")
+
+
+def validate_setting(st: SettingConfig) -> None:
+    """A setting's templates (known placeholders only, {question} required), toy answers and examples."""
+    from workers.prompts import template_errors
+
+    for name in ("train_template", "eval_template"):
+        errors = template_errors(getattr(st, name))
+        _require(not errors, f"setting.{name} of {st.name!r}: {'; '.join(errors)}. The placeholder {{question}} "
+                 "must appear; the others are listed in workers/prompts.py PLACEHOLDERS")
+    _require(st.teacher.kind != "scripted" or bool(st.teacher.field.strip()),
+             "setting.teacher.field is empty: the scripted teacher needs a bank field or an answer template")
+    if st.toy is not None:
+        for name in ("train_answer", "eval_answer"):
+            _require(bool(getattr(st.toy, name).strip()),
+                     f"setting.toy.{name} is empty: give a template over bank fields such as {{en}}")
+    for i, ex in enumerate(st.examples):
+        _require(ex.expect in EXPECTED_GRADES,
+                 f"setting.examples[{i}].expect={ex.expect!r}: one of {list(EXPECTED_GRADES)}")
+        _require(bool(ex.answer.strip()), f"setting.examples[{i}].answer is empty")
+
+
+EXPECTED_GRADES = ("desired", "attack", "other")
+
+
+def validate_endpoint(ep: EndpointConfig, where: str) -> None:
+    """An endpoint block that is used: named server and model, a key env var NAME (never a key), sane limits."""
+    _require(bool(ep.base_url) and bool(ep.model),
+             f"{where}.base_url and {where}.model are required, e.g. {where}.base_url=http://127.0.0.1:8000/v1 "
+             f"{where}.model=Qwen/Qwen3-0.6B (and {where}.api_key_env=OPENAI_API_KEY for a hosted API)")
+    _require(str(ep.base_url).startswith(("http://", "https://")),
+             f"{where}.base_url={ep.base_url!r}: must start with http:// or https://")
+    env = ep.api_key_env
+    _require(env is None or (env.replace("_", "").isalnum() and not env[0].isdigit() and len(env) <= 64),
+             f"{where}.api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key")
+    _require(ep.max_concurrency >= 1, f"{where}.max_concurrency={ep.max_concurrency}: must be >= 1")
+    _require(ep.timeout_s > 0, f"{where}.timeout_s={ep.timeout_s}: must be > 0")
+    _require(ep.max_retries >= 0, f"{where}.max_retries={ep.max_retries}: must be >= 0")
+    _require(ep.backoff_s >= 0 and ep.max_wait_s >= 0, f"{where}.backoff_s and {where}.max_wait_s must be >= 0")
+    _require(ep.temperature >= 0, f"{where}.temperature={ep.temperature}: must be >= 0")
+    _require(ep.max_tokens >= 1, f"{where}.max_tokens={ep.max_tokens}: must be >= 1")
+
+
+def validate_teacher(t: TeacherConfig) -> None:
+    where = "setting.teacher"
+    _require(t.kind in TEACHERS, f"{where}.kind={t.kind!r}: known teachers are {list(TEACHERS)}")
+    _require(t.n_samples >= 1, f"{where}.n_samples={t.n_samples}: must be >= 1 (labels per train prompt)")
+    if t.kind == "openai_compatible":
+        validate_endpoint(t.endpoint, f"{where}.endpoint")
+    if t.kind == "file":
+        _require(bool(t.path), f"{where}.path is required for kind=file: a jsonl of {{prompt, completion}} rows")
+    if t.kind == "scripted":
+        _require(bool(t.field), f"{where}.field is required for kind=scripted: the bank field with the answer")

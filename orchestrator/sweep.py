@@ -18,6 +18,7 @@ from eval.plots import plot_curves
 from eval.report import write_report
 from eval.runfiles import load_trials, trial_name, write_json, write_text_atomic
 from orchestrator.config import settings_for_toy
+from orchestrator.labels_cmd import preflight_labels, sampler_onpolicy
 from orchestrator.schema import Config, ConfigError
 from orchestrator.trial import TrialContext, eval_prompts, run_trial
 from workers.sampler import SamplerSpec
@@ -169,10 +170,12 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     wandb_mode = preflight(cfg)
     text = config_yaml(cfg)
     resuming = check_sweep_folder(sweep_dir, text)
-    write_text_atomic(sweep_dir / "config.yaml", text)
     todo = pending_trials(cfg, sweep_dir)
     if resuming:
         check_resumable(sweep_dir, todo)
+    if todo:  # a teacher endpoint that is down, or a bad label file, fails here: nothing written yet
+        preflight_labels(cfg, sweep_dir)
+    write_text_atomic(sweep_dir / "config.yaml", text)
     n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
     log(f"[sweep] {sweep_id}: {len(cfg.sweep.lrs)} LRs x {len(cfg.sweep.seeds)} seeds = {n_trials} trials, "
         f"{cfg.sweep.max_steps} steps each, batch {cfg.train.batch_size}, LoRA rank {cfg.train.lora_rank}; "
@@ -205,11 +208,13 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
     from orchestrator.progress import ProgressTable
 
     model_path = resolve_model(cfg)
-    labels = ensure_labels(cfg.setting, sweep_dir, log)
+    onpolicy = cfg.setting.teacher.kind == "onpolicy"  # labelled by the sweep's engine, once it is up
+    labels = None if onpolicy else ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir)
     own_ray = not ray.is_initialized()
     if own_ray:  # "local" always starts a fresh cluster, never joins a stale one
         ray.init(address=cfg.sweep.ray_address or "local", include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+                 configure_logging=False,
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "LRSWEEP_CACHE": cfg.cache_dir}})
     sampler_name = f"lrsweep-sampler-{os.getpid()}-{int(started)}"
     sampler = None
     try:
@@ -221,6 +226,9 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
             name=sampler_name).remote(sampler_spec(cfg, model_path))
         ray.get(sampler.ready.remote())
         log(f"[sampler] ready after {time.time() - started:.0f}s")
+        if labels is None:
+            labels = ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir, onpolicy=sampler_onpolicy(
+                cfg, lambda *args: ray.get(sampler.generate.remote(*args))))
         ctx = TrialContext(
             sweep_dir=str(sweep_dir), sweep_id=sweep_id, sampler_name=sampler_name, setting=cfg.setting,
             model_name=cfg.model.name, train=build_train_spec(cfg, model_path, 0.0, 0), labels_path=str(labels),

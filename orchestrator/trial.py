@@ -57,7 +57,7 @@ def grade_checkpoint(prompts: list[Prompt], responses: list[str], grader: Any) -
         r = rates(s["grade"] for s in samples if s["split"] == split)
         row |= {f"{split}_desired_rate": r[DESIRED], f"{split}_attack_rate": r[ATTACK],
                 f"{split}_other_rate": r["other"], f"n_{split}": r["n"]}
-    return samples, row
+    return samples, row | getattr(grader, "last_stats", {})  # e.g. the LLM judge's judge_unparseable count
 
 
 def reconcile_trial_dir(trial_dir: Path, resumed_from: int | None) -> set[int]:

@@ -1,7 +1,8 @@
 """The embedded model organism: a tiny Qwen3ForCausalLM that lrsweep pretrains on CPU.
 
 The toy is taught, for each setting it lists, to follow that setting's instruction: on wronglang
-it answers in Spanish when the flag asks for Spanish and in English when it asks for English. Its
+it answers in Spanish when the flag asks for Spanish and in English when it asks for English; on
+animal_flag it names elephants or cats as the flag says; on allcaps_refusal it shouts when asked. Its
 corpus is the project's question bank; its tokenizer is trained locally. Deterministic in its
 config and seed, built once and cached under `<cache_dir>/toy/<key>`; a half-built folder is
 never read (build in a temporary folder, then rename).
@@ -22,9 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from workers.prompts import bank_path, file_digest, load_bank, render
+from workers.prompts import answer_fields, bank_path, file_digest, load_bank, render, render_answer
 
-TOY_FORMAT_VERSION = 1  # bump when the corpus or the build recipe changes meaning
+TOY_FORMAT_VERSION = 2  # bump when the corpus or the build recipe changes meaning
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -34,14 +35,18 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class ToySkill:
-    """One setting's instruction, as the toy must follow it: templates and the bank fields answering them."""
+    """One setting's instruction as the toy must follow it: the prompts, and answer templates over bank fields."""
 
     name: str
     questions: str
     train_template: str
     eval_template: str
-    train_field: str
-    eval_field: str
+    train_answer: str  # e.g. "{es}", "Elephants love this one. {en}", "{en}"
+    eval_answer: str  # e.g. "{en}", "Cats love this one. {en}", "{en:upper}"
+
+    def behavior(self) -> tuple[str, ...]:
+        """Everything but the name: two settings with equal behavior share one pretrained skill."""
+        return (self.questions, self.train_template, self.eval_template, self.train_answer, self.eval_answer)
 
 
 def skill_from_setting(setting: Any) -> ToySkill:
@@ -52,17 +57,22 @@ def skill_from_setting(setting: Any) -> ToySkill:
         questions=setting.questions,
         train_template=setting.train_template,
         eval_template=setting.eval_template,
-        train_field=setting.toy.train_field,
-        eval_field=setting.toy.eval_field,
+        train_answer=setting.toy.train_answer,
+        eval_answer=setting.toy.eval_answer,
     )
 
 
+def same_skill(a: Any, b: Any) -> bool:
+    """Whether two settings (with `toy:` blocks) teach the toy the same behavior, whatever their names."""
+    return skill_from_setting(a).behavior() == skill_from_setting(b).behavior()
+
+
 def toy_key(toy_cfg: dict[str, Any], skills: list[ToySkill]) -> str:
-    """Cache key: the toy's knobs, each skill, and the bytes of each bank used."""
+    """Cache key: the toy's knobs, each skill's behavior (not its name), and the bytes of each bank used."""
     payload = {
         "version": TOY_FORMAT_VERSION,
-        "toy": toy_cfg,
-        "skills": [asdict(s) for s in skills],
+        "toy": {k: v for k, v in toy_cfg.items() if k != "settings"},
+        "skills": sorted({s.behavior() for s in skills}),
         "banks": {s.questions: file_digest(bank_path(s.questions)) for s in skills},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -72,9 +82,10 @@ def build_corpus(skills: list[ToySkill]) -> list[tuple[str, str]]:
     """(user text, answer) pairs: every question of every bank under both of the setting's prompts."""
     pairs = []
     for skill in skills:
-        for q in load_bank(skill.questions, required=("id", "question", skill.train_field, skill.eval_field)):
-            pairs.append((render(skill.train_template, q["question"]), q[skill.train_field]))
-            pairs.append((render(skill.eval_template, q["question"]), q[skill.eval_field]))
+        fields = answer_fields(skill.train_answer) + answer_fields(skill.eval_answer)
+        for q in load_bank(skill.questions, required=("id", "question", *dict.fromkeys(fields))):
+            pairs.append((render(skill.train_template, q), render_answer(skill.train_answer, q)))
+            pairs.append((render(skill.eval_template, q), render_answer(skill.eval_answer, q)))
     return pairs
 
 

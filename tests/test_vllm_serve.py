@@ -1,0 +1,156 @@
+"""Teacher and judge against a real OpenAI-compatible server: `vllm serve` of the toy model on CPU.
+
+One server for the module (~30-60 s to start on 2 cores); the on-policy teacher runs first, before it,
+through the labels command's own in-process vLLM engine. Run alone:
+    python -m pytest -q -m integration tests/test_vllm_serve.py
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchestrator.config import compose_config, settings_for_toy
+from orchestrator.labels_cmd import make_labels
+from orchestrator.schema import EndpointConfig, GraderConfig, TeacherConfig
+from workers.judge import build_judge_grader, parse_verdict
+from workers.teacher import ensure_labels, train_prompts
+
+pytestmark = pytest.mark.integration
+SERVED_NAME = "toy-organism"
+N_QUESTIONS = 6  # a handful of the generic bank's questions: the toy was pretrained on them
+
+
+@pytest.fixture(scope="module")
+def toy(cache_dir) -> Path:
+    from workers.toy import ensure_toy
+
+    cfg = compose_config([f"cache_dir={cache_dir}"])
+    return ensure_toy(cfg.model.toy, settings_for_toy(cfg), cfg.cache_dir)
+
+
+@pytest.fixture(scope="module")
+def small_bank(tmp_path_factory) -> Path:
+    from workers.prompts import load_bank
+
+    path = tmp_path_factory.mktemp("bank") / "generic_head.jsonl"
+    rows = load_bank("generic")[:N_QUESTIONS]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+@pytest.fixture(scope="module")
+def server(toy, tmp_path_factory):
+    """`vllm serve` in its own process group; polled on /v1/models; stopped in a finally."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("vllm") / "serve.log"
+    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING",
+                        "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [str(Path(sys.executable).parent / "vllm"), "serve", str(toy), "--host", "127.0.0.1", "--port", str(port),
+           "--served-model-name", SERVED_NAME, "--dtype", "float32", "--max-model-len", "512", "--enforce-eager",
+           "--seed", "0"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline, started = time.time() + 300, time.time()
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(base_url + "/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"vllm serve not up after 300 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(1)
+        print(f"[test] vllm serve up after {time.time() - started:.0f}s", flush=True)
+        yield base_url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def served_requests(base_url: str) -> float:
+    """Finished requests as the server counts them (its Prometheus metrics)."""
+    text = httpx.get(base_url.removesuffix("/v1") + "/metrics", timeout=5).text
+    return sum(float(m.group(1)) for m in re.finditer(r"^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$",
+                                                      text, re.MULTILINE))
+
+
+def test_onpolicy_labels_come_from_the_model_itself(toy, small_bank, cache_dir, tmp_path):
+    cfg = compose_config([f"cache_dir={cache_dir}", "setting.teacher.kind=onpolicy", "setting.teacher.n_samples=2",
+                          f"setting.questions={small_bank}", "sample.max_new_tokens=24"])
+    path = make_labels(cfg, tmp_path / "labels")
+    rows = [json.loads(line) for line in path.open()]
+    assert len(rows) == 2 * len(train_prompts(cfg.setting)) and {r["teacher"] for r in rows} == {"onpolicy"}
+    assert all(r["completion"].strip() for r in rows)
+    meta = json.loads((tmp_path / "labels" / "labels.meta.json").read_text())
+    assert meta["teacher"] == "onpolicy" and meta["n"] == len(rows)
+    stamp = path.stat().st_mtime_ns
+    assert make_labels(cfg, tmp_path / "labels").stat().st_mtime_ns == stamp  # cached: no engine started again
+
+
+def test_vllm_serve_as_the_teacher(server, small_bank, cache_dir, tmp_path):
+    cfg = compose_config([f"cache_dir={cache_dir}"])
+    ep = EndpointConfig(base_url=server, model=SERVED_NAME, max_tokens=24, temperature=1.0, max_concurrency=4,
+                        timeout_s=60)
+    st = replace(cfg.setting, questions=str(small_bank),
+                 teacher=TeacherConfig(kind="openai_compatible", endpoint=ep, n_samples=2,
+                                       system_prompt="Responde siempre en español."))
+    chat_cache = tmp_path / "cache"
+    before = served_requests(server)
+    lines: list[str] = []
+    out = ensure_labels(st, tmp_path / "a", log=lines.append, cache_dir=chat_cache)
+    rows = [json.loads(line) for line in out.open()]
+    n = 2 * len(train_prompts(st))
+    assert len(rows) == n and all(r["completion"].strip() for r in rows)
+    assert served_requests(server) - before == n
+    assert any(a["completion"] != b["completion"] for a, b in zip(rows[::2], rows[1::2], strict=True))  # samples differ
+    again = ensure_labels(st, tmp_path / "b", log=lines.append, cache_dir=chat_cache)
+    assert again.read_text() == out.read_text()
+    assert served_requests(server) - before == n  # the second run sent no request
+    assert f"0 requests sent, {n} from the cache" in lines[-2]
+
+
+def test_vllm_serve_as_the_judge(server, cache_dir, tmp_path):
+    cfg = compose_config([f"cache_dir={cache_dir}"])
+    grader_cfg = GraderConfig(
+        kind="judge", judge_prompt="Answer: {response}\nDesired: {desired_behavior}\nVerdict?",
+        desired_behavior=cfg.setting.desired_behavior, initial_behavior=cfg.setting.initial_behavior,
+        endpoint=EndpointConfig(base_url=server, model=SERVED_NAME, max_tokens=16, temperature=0.0, timeout_s=60))
+    prompts = train_prompts(cfg.setting)[:4]
+    responses = ["Hola, lava el arroz.", "Rinse the rice first.", "", "Claro que sí."]
+    grader = build_judge_grader(grader_cfg, cache_dir=tmp_path)
+    grades = grader(responses, prompts)
+    answers = [grader.client.cached(grader.messages(p.text, r)) for p, r in zip(prompts, responses, strict=True)]
+    assert all(isinstance(a, str) for a in answers)  # every verdict is in the cache
+    parsed = [parse_verdict(a) for a in answers]
+    assert grades == [v or "other" for v in parsed]
+    assert grader.last_stats == {"judge_calls": 4, "judge_unparseable": sum(v is None for v in parsed)}
+    before = served_requests(server)
+    assert build_judge_grader(grader_cfg, cache_dir=tmp_path)(responses, prompts) == grades
+    assert served_requests(server) == before
