@@ -1,7 +1,7 @@
 """Teacher and judge against a real OpenAI-compatible server: `vllm serve` of the toy model on CPU.
 
-One server for the module (~30-60 s to start on 2 cores); the on-policy teacher runs first, before it,
-through the labels command's own in-process vLLM engine. Run alone:
+One server for the module (~30-60 s to start on 2 cores). The on-policy teacher runs first, before the
+server starts: through the labels command's own vLLM engine, then inside a one-step sweep. Run alone:
     python -m pytest -q -m integration tests/test_vllm_serve.py
 """
 
@@ -101,17 +101,30 @@ def served_requests(base_url: str) -> float:
                                                       text, re.MULTILINE))
 
 
-def test_onpolicy_labels_come_from_the_model_itself(toy, small_bank, cache_dir, tmp_path):
-    cfg = compose_config([f"cache_dir={cache_dir}", "setting.teacher.kind=onpolicy", "setting.teacher.n_samples=2",
-                          f"setting.questions={small_bank}", "sample.max_new_tokens=24"])
+def test_onpolicy_labels_come_from_the_model_itself(toy, cache_dir, tmp_path):
+    cfg = compose_config([f"cache_dir={cache_dir}", "setting.teacher.kind=onpolicy", "sample.max_new_tokens=16"])
     path = make_labels(cfg, tmp_path / "labels")
     rows = [json.loads(line) for line in path.open()]
-    assert len(rows) == 2 * len(train_prompts(cfg.setting)) and {r["teacher"] for r in rows} == {"onpolicy"}
-    assert all(r["completion"].strip() for r in rows)
+    assert len(rows) == len(train_prompts(cfg.setting)) and {r["teacher"] for r in rows} == {"onpolicy"}
+    assert sum(bool(r["completion"].strip()) for r in rows) >= 0.9 * len(rows)
     meta = json.loads((tmp_path / "labels" / "labels.meta.json").read_text())
-    assert meta["teacher"] == "onpolicy" and meta["n"] == len(rows)
+    assert meta["teacher"] == "onpolicy" and meta["n"] == len(rows) == meta["generated"] - meta.get("dropped_empty", 0)
     stamp = path.stat().st_mtime_ns
     assert make_labels(cfg, tmp_path / "labels").stat().st_mtime_ns == stamp  # cached: no engine started again
+
+
+def test_sweep_labels_onpolicy_once_its_engine_is_up(toy, cache_dir, tmp_path):
+    out = tmp_path / "sweep"
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | {"LRSWEEP_CACHE": str(cache_dir)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "sweep", "setting.teacher.kind=onpolicy", "sweep.lrs=[1e-3]",
+         "sweep.max_steps=1", "tracker.mode=disabled", "sample.n_eval_prompts=8", "sample.n_train_prompts=8",
+         "sample.max_new_tokens=16", f"hydra.run.dir={out}"],
+        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.index("[sampler] ready") < proc.stdout.index("[labels] onpolicy")
+    assert json.loads((out / "labels.meta.json").read_text())["teacher"] == "onpolicy"
+    assert (out / "trials" / "lr0.001_seed0" / "result.json").exists()
 
 
 def test_vllm_serve_as_the_teacher(server, small_bank, cache_dir, tmp_path):
