@@ -101,6 +101,18 @@ def served_requests(base_url: str) -> float:
                                                       text, re.MULTILINE))
 
 
+def settled_requests(base_url: str, expected: float, timeout: float = 10.0) -> float:
+    """The server's count once it reaches `expected` (its metrics may lag the responses a little), or after
+    `timeout`; a count that must not move is read after a pause so a late increment would show."""
+    deadline = time.time() + timeout
+    while True:
+        count = served_requests(base_url)
+        if count >= expected or time.time() > deadline:
+            time.sleep(1.0)
+            return served_requests(base_url)
+        time.sleep(0.2)
+
+
 def test_onpolicy_labels_come_from_the_model_itself(toy, cache_dir, tmp_path):
     cfg = compose_config([f"cache_dir={cache_dir}", "setting.teacher.kind=onpolicy", "sample.max_new_tokens=16"])
     path = make_labels(cfg, tmp_path / "labels")
@@ -141,11 +153,11 @@ def test_vllm_serve_as_the_teacher(server, small_bank, cache_dir, tmp_path):
     rows = [json.loads(line) for line in out.open()]
     n = 2 * len(train_prompts(st))
     assert len(rows) == n and all(r["completion"].strip() for r in rows)
-    assert served_requests(server) - before == n
+    assert settled_requests(server, before + n) - before == n
     assert any(a["completion"] != b["completion"] for a, b in zip(rows[::2], rows[1::2], strict=True))  # samples differ
     again = ensure_labels(st, tmp_path / "b", log=lines.append, cache_dir=chat_cache)
     assert again.read_text() == out.read_text()
-    assert served_requests(server) - before == n  # the second run sent no request
+    assert settled_requests(server, before + n) - before == n  # the second run sent no request
     assert f"0 requests sent, {n} from the cache" in lines[-2]
 
 
@@ -164,6 +176,6 @@ def test_vllm_serve_as_the_judge(server, cache_dir, tmp_path):
     parsed = [parse_verdict(a) for a in answers]
     assert grades == [v or "other" for v in parsed]
     assert grader.last_stats == {"judge_calls": 4, "judge_unparseable": sum(v is None for v in parsed)}
-    before = served_requests(server)
+    before = settled_requests(server, float("inf"), timeout=0)
     assert build_judge_grader(grader_cfg, cache_dir=tmp_path)(responses, prompts) == grades
-    assert served_requests(server) == before
+    assert settled_requests(server, float("inf"), timeout=0) == before  # verdicts from the cache
