@@ -63,7 +63,9 @@ def server(toy, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("vllm") / "serve.log"
     env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING",
                         "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(toy), "--host", "127.0.0.1",
+    # the OpenAI server module, not the `vllm serve` script: vllm-cpu's script asks package metadata for a
+    # distribution named "vllm" and exits; both run the same server
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(toy), "--host", "127.0.0.1",
            "--port", str(port), "--served-model-name", SERVED_NAME, "--dtype", "float32", "--max-model-len", "512",
            "--enforce-eager", "--seed", "0"]
     with open(log_path, "w") as log:
