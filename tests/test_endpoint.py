@@ -49,7 +49,7 @@ def test_every_fault_is_retried_until_the_server_recovers(server, tmp_path):
     reqs = server.completions()
     assert len(reqs) == 6 and client.stats["retries"] == 5
     assert reqs[1]["t"] - reqs[0]["t"] >= 0.3  # the 429's Retry-After was honoured
-    assert elapsed < 4.0  # 0.3 s Retry-After + 0.5 s timeout + four short backoffs
+    assert elapsed < 8.0  # 0.3 s Retry-After + 0.5 s timeout + four short backoffs (slack for a loaded CI box)
     assert all(r["headers"]["Authorization"] == f"Bearer {SECRET}" for r in reqs)
 
 
@@ -59,7 +59,7 @@ def test_a_server_that_stays_down_gives_a_clear_error_in_bounded_time(server, tm
     started = time.monotonic()
     with pytest.raises(EndpointError) as err:
         client.complete(convs(3))
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 6.0  # three backoffs of <= 0.2 s; slack for a loaded machine
     msg = str(err.value)
     for part in (server.base_url, "'toy'", "$LRSWEEP_TEST_KEY", "HTTP 500", "failed 4 times", "max_retries"):
         assert part in msg
@@ -72,13 +72,13 @@ def test_nothing_listening_fails_the_check_at_once_and_requests_after_retries(tm
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # a port where nothing listens
-    client = ChatClient(endpoint(f"http://127.0.0.1:{port}/v1", max_retries=2), tmp_path)
+    url = f"http://127.0.0.1:{port}/v1"
     started = time.monotonic()
     with pytest.raises(EndpointError, match="cannot reach endpoint .*Is the server up"):
-        client.check()
-    assert time.monotonic() - started < 1.0
-    with pytest.raises(EndpointError, match="cannot connect"):
-        client.complete(convs(1))
+        ChatClient(endpoint(url, max_retries=2, backoff_s=2.0), tmp_path).check()
+    assert time.monotonic() - started < 1.0  # not retried: one retry alone would wait >= 1 s
+    with pytest.raises(EndpointError, match="failed 3 times .*cannot connect"):  # a request retries (a restart)
+        ChatClient(endpoint(url, max_retries=2), tmp_path).complete(convs(1))
 
 
 def test_a_batch_that_failed_midway_resumes_from_the_cache(server, tmp_path):

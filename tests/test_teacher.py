@@ -212,3 +212,23 @@ def test_unreachable_teacher_is_refused_before_anything_runs(tmp_path, command):
     hydras_own = {"cli.log"}  # Hydra's job log (and .hydra/) are written before any lrsweep code runs
     written = [p.name for p in out.rglob("*") if p.is_file() and ".hydra" not in p.parts and p.name not in hydras_own]
     assert written == [] and not (tmp_path / "cache").exists()  # no toy build, no labels, no config.yaml
+
+
+def test_openai_teacher_resumes_a_partial_label_set(tmp_path):
+    from workers.endpoint import EndpointError
+
+    with ChatServer() as server:
+        ep = EndpointConfig(base_url=server.base_url, model="toy", max_concurrency=1, max_retries=1, backoff_s=0.01)
+        st = load_setting("wronglang_spanish")
+        st = replace(st, questions=str(small_bank(tmp_path, 12)), teacher=TeacherConfig(kind="openai_compatible",
+                                                                                          endpoint=ep))
+        n = len(train_prompts(st))
+        server.faults = ["ok"] * 3 + ["500"] * 10  # three labels, then the endpoint goes down
+        with pytest.raises(EndpointError, match=f"3 of {n} completions of this batch are cached"):
+            ensure_labels(st, tmp_path / "sweep", cache_dir=tmp_path / "cache", log=lambda m: None)
+        assert not (tmp_path / "sweep" / "labels.jsonl").exists()  # no partial label file is ever trusted
+        sent = len(server.completions())
+        server.faults = []
+        out = ensure_labels(st, tmp_path / "sweep", cache_dir=tmp_path / "cache", log=lambda m: None)
+        assert len(server.completions()) - sent == n - 3  # only the missing labels are requested
+        assert len(out.read_text().splitlines()) == n

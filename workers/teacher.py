@@ -147,8 +147,8 @@ def read_label_file(path: Path) -> list[dict[str, Any]]:
     if errors:
         listed = errors[:MAX_LISTED_ERRORS] + ([f"... and {len(errors) - MAX_LISTED_ERRORS} more bad lines"]
                                                if len(errors) > MAX_LISTED_ERRORS else [])
-        raise DataError(f"label file {path} has {len(errors)} bad lines (each must be a JSON object with "
-                        f"non-empty \"prompt\" and \"completion\" strings):\n  " + "\n  ".join(listed))
+        raise DataError(f"label file {path} has {len(errors)} bad line{'s' * (len(errors) != 1)} (each must be a "
+                        f"JSON object with non-empty \"prompt\" and \"completion\" strings):\n  " + "\n  ".join(listed))
     if not rows:
         raise DataError(f"label file {path} holds no labels")
     return rows
