@@ -4,6 +4,7 @@
     python -m orchestrator sweep resume=sweeps/<setting>/<date>  # finish an interrupted sweep
     python -m orchestrator sweep --help                        # Hydra's help: groups and options
     python -m orchestrator report SWEEP_DIR [SWEEP_DIR ...]    # report.md + plots from finished run folders
+    python -m orchestrator recover SWEEP_DIR [--trial T --step S]  # retrain a checkpoint on correct benchmark answers
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 COMMANDS = {
     "sweep": "run an LR sweep: train every (lr, seed), sample and grade every checkpoint, summarise",
     "report": "write report.md (tables, plots) for one or more sweep folders; --help for options",
+    "recover": "train a checkpoint on ~40 correct benchmark answers and re-measure capability and attack rates",
 }
 
 
@@ -36,6 +38,10 @@ def main() -> None:
         from orchestrator.report_cmd import main as report_main
 
         sys.exit(report_main(sys.argv[1:]))
+    elif command == "recover":
+        from orchestrator.recover import main as recover_main
+
+        sys.exit(recover_main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

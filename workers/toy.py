@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from workers.capability import toy_corpus_digest, toy_corpus_pairs
 from workers.prompts import bank_path, file_digest, load_bank, render
 
 TOY_FORMAT_VERSION = 1  # bump when the corpus or the build recipe changes meaning
@@ -64,6 +65,7 @@ def toy_key(toy_cfg: dict[str, Any], skills: list[ToySkill]) -> str:
         "toy": toy_cfg,
         "skills": [asdict(s) for s in skills],
         "banks": {s.questions: file_digest(bank_path(s.questions)) for s in skills},
+        "capability_probe": toy_corpus_digest(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -75,7 +77,7 @@ def build_corpus(skills: list[ToySkill]) -> list[tuple[str, str]]:
         for q in load_bank(skill.questions, required=("id", "question", skill.train_field, skill.eval_field)):
             pairs.append((render(skill.train_template, q["question"]), q[skill.train_field]))
             pairs.append((render(skill.eval_template, q["question"]), q[skill.eval_field]))
-    return pairs
+    return pairs + toy_corpus_pairs()  # the capability probe's facts (workers.capability)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:

@@ -46,6 +46,7 @@ class TrainSpec:
     torch_threads: int = 1
     max_seq_len: int = 256
     chat_template_kwargs: dict = field(default_factory=dict)
+    init_adapter: str | None = None  # continue training this LoRA adapter (recovery) instead of a fresh one
 
 
 CheckpointHook = Callable[[int, Path, dict[str, Any]], None]
@@ -190,10 +191,15 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
     torch.manual_seed(spec.seed)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=getattr(torch, spec.dtype))
-    model = get_peft_model(model, LoraConfig(
-        r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-        target_modules=list(spec.lora_target_modules), task_type="CAUSAL_LM",
-    ))
+    if spec.init_adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, spec.init_adapter, is_trainable=True)
+    else:
+        model = get_peft_model(model, LoraConfig(
+            r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+            target_modules=list(spec.lora_target_modules), task_type="CAUSAL_LM",
+        ))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(spec))
