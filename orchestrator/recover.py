@@ -15,6 +15,7 @@ with the before/after table and bars.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
@@ -75,6 +76,17 @@ def recovery_settings(cfg: Config, args: argparse.Namespace) -> tuple[Any, Any]:
 
     validate_capability(cfg_check)
     return resolve(cap, cfg.cache_dir), r
+
+
+def sweep_baseline(sweep_dir: Path, cap: Any) -> float | None:
+    """The sweep's cached score of the model before training on this benchmark and subset, if it has one."""
+    path = sweep_dir / "capability" / "baseline.json"
+    if not path.exists():
+        return None
+    meta = json.loads(path.read_text())
+    bench = cap.benchmarks[0]
+    same = meta.get("n_items") == cap.n_items and meta.get("seed") == cap.seed and bench in meta.get("scores", {})
+    return float(meta["scores"][bench]["score"]) if same else None
 
 
 def _train_in_worker(spec: Any, examples: list[dict[str, str]], out_dir: str) -> list[dict[str, Any]]:
@@ -142,6 +154,8 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
     cap, r = recovery_settings(cfg, args)
     bench = cap.benchmarks[0]
     trials = load_trials(sweep_dir)
+    if args.step is not None and not args.trial:
+        raise ConfigError("--step needs --trial (which trial's checkpoint)")
     trial, step = (args.trial, args.step) if args.trial and args.step is not None else \
         default_recovery_checkpoint(trials, cfg.sweep.threshold, args.trial)
     trial_cfg = next((c for c, _ in trials if c["name"] == trial), None)
@@ -175,7 +189,9 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
         def generate(*a: Any) -> list[str]:
             return ray.get(sampler.generate.remote(*a))
 
-        baseline = ensure_baseline(cap, out, model_path, generate, log)[bench]["score"]
+        baseline = sweep_baseline(sweep_dir, cap)
+        if baseline is None:  # the sweep did not measure this benchmark: measure the model before training here
+            baseline = ensure_baseline(cap, out, model_path, generate, log)[bench]["score"]
         teacher = generate
         if r.teacher_model:
             trusted = start(r.teacher_model)

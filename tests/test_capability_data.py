@@ -165,3 +165,33 @@ def test_report_shows_capability_and_recovery_and_uses_the_guardrail_for_T(tmp_p
     ref = next(r for r in data["paired"] if r["k"] == 1)
     assert (ref["lr"], ref["step"]) == (3e-3, 2)
     assert "known capability degradation <= 0.1" in report
+
+
+def test_a_sweep_without_benchmark_files_stops_before_any_compute(tmp_path):
+    from orchestrator.sweep import run_sweep
+
+    cfg = compose_config(["capability=benchmarks", "capability.judge.base_url=http://127.0.0.1:9/v1",
+                          "capability.judge.model=judge", f"capability.data_dir={tmp_path / 'data'}",
+                          "tracker.mode=disabled"])
+    with pytest.raises(ConfigError, match="cais/mmlu"):
+        run_sweep(cfg, tmp_path / "sweep")
+    assert not (tmp_path / "sweep" / "trials").exists() and not (tmp_path / "sweep" / "labels.jsonl").exists()
+
+
+def test_recover_refuses_bad_choices_before_starting_engines(tmp_path, capsys):
+    from orchestrator.recover import main
+    from orchestrator.sweep import config_yaml
+
+    sweep = _sweep(tmp_path)
+    (sweep / "config.yaml").write_text(config_yaml(compose_config(["capability=toy"])))
+    (sweep / "trials" / "lr0.001_seed0" / "adapters" / "step_00004").mkdir(parents=True)
+    (sweep / "trials" / "lr0.001_seed0" / "adapters" / "step_00004" / "adapter_config.json").write_text("{}")
+    cases = [(["--step", "4"], "--step needs --trial"),
+             (["--trial", "lr0.001_seed0"], "never reached eval attack rate <= 0.5"),
+             (["--trial", "lr0.003_seed0", "--step", "3"], "no adapter at"),
+             (["--trial", "lr0.001_seed0", "--step", "4", "--benchmark", "mmlu", "--data-dir", str(tmp_path / "d")],
+              "cais/mmlu"),
+             (["--trial", "lr0.001_seed0", "--step", "4", "--n-labels", "0"], "n_labels")]
+    for args, message in cases:
+        assert main([str(sweep), *args]) == 2
+        assert message in capsys.readouterr().err
