@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -210,6 +211,8 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
         spec = replace(build_train_spec(cfg, model_path, lr, int(trial_cfg["seed"])), max_steps=r.steps,
                        checkpoint_steps=[r.steps], batch_size=r.batch_size, micro_batch_size=r.batch_size,
                        init_adapter=str(adapter))
+        for stale in ("state", "adapters"):  # a re-run trains afresh rather than resuming the previous run's state
+            shutil.rmtree(out / stale, ignore_errors=True)
         rows = ray.get(ray.remote(num_cpus=1)(_train_in_worker).remote(spec, labels, str(out)))
         after = measure_checkpoint(cfg, cap, generate, rows[-1]["adapter"], items, baseline, out, "after")
         log(f"[recover] after: {bench} {after['score']:.3f}, eval attack {after['eval_attack_rate']:.2f}")
