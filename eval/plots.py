@@ -291,9 +291,9 @@ def plot_recovery(results: Sequence[Mapping[str, Any]], path: Path) -> Path:
         ax.hlines(r["baseline"], -0.4, 0.4, color="black", ls="--", lw=1.2, label="capability before training")
         ax.set_xticks(range(len(metrics)), [f"{r['benchmark']}\n{name}" if k == "score" else name
                                             for k, name in metrics], fontsize=8)
-        ax.set_ylim(0, 1.12)
+        ax.set_ylim(0, 1.3)
         ax.set_title(f"{r['trial']} @ step {r['step']}: {r['n_labels']} labels, {r['steps']} x {r['batch_size']}",
                      fontsize=10)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="upper center", ncol=3)
     return _save(fig, plt, path)
