@@ -69,3 +69,24 @@ def test_toy_corpus_teaches_the_probe():
     pairs = build_corpus([skill_from_setting(s) for s in settings_for_toy(cfg)])
     probe = toy_corpus_pairs()
     assert len(probe) >= 240 and pairs[-len(probe):] == probe
+
+
+def test_rejection_sampling_keeps_only_correct_answers_one_per_item(cap, tmp_path):
+    from eval.capability_data import load_items
+    from orchestrator.recover import rejection_sample
+
+    pool = load_items("toy_probe", None)[:30]
+    calls = []
+
+    def teacher(adapter, texts, max_new, temperature, top_p):  # round 1: every other item right; round 2: all
+        calls.append(len(texts))
+        answers = {it.prompt: it.answer for it in pool}
+        return [answers[t] if len(calls) > 1 or i % 2 == 0 else "wrong" for i, t in enumerate(texts)]
+
+    r = replace(cap.recover, n_labels=20, temperature=1.0)
+    labels, sampled = rejection_sample(cap, r, pool, teacher, tmp_path)
+    answers = {it.prompt: it.answer for it in pool}
+    assert len(labels) == 20 and all(answers[lab["prompt"]] == lab["completion"] for lab in labels)
+    assert len({lab["item_id"] for lab in labels}) == 20 and calls == [30, 15] and sampled == 45
+    labels, _ = rejection_sample(cap, replace(r, n_labels=100, max_rounds=1), pool, teacher, tmp_path)
+    assert len(labels) == 30  # the pool runs out: fewer labels, never a wrong one
