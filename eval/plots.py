@@ -239,3 +239,61 @@ def plot_seed_variance(trials: Sequence[TrialAnalysis], summaries: Sequence[LRSu
     if axes:
         axes[0].legend(handles=handles, fontsize=7, loc="lower left")
     return _save(fig, plt, path)
+
+
+# --- capability: per checkpoint vs attack rate, and recovery before/after -------------------------------------
+
+def plot_capability(table: Sequence[Mapping[str, Any]], limits: Mapping[str, float], path: Path) -> Path:
+    """One panel per benchmark: capability score vs eval attack rate, one line per trial through its evaluated
+    checkpoints (labelled by step), the baseline (dashed) and the degradation limit (dotted)."""
+    plt = _pyplot()
+    benches = sorted({r["benchmark"] for r in table})
+    fig, axes = _panels(plt, benches)
+    for ax, bench in zip(axes, benches, strict=True):
+        rows = [r for r in table if r["benchmark"] == bench and r["eval_attack_rate"] is not None]
+        colors = _colors(plt, {r["lr"] for r in rows} or {0.0})
+        for trial in sorted({r["trial"] for r in rows}):
+            pts = sorted((r for r in rows if r["trial"] == trial), key=lambda r: r["step"])
+            ax.plot([r["eval_attack_rate"] for r in pts], [r["score"] for r in pts], marker="o", ms=4, lw=1,
+                    color=colors[pts[0]["lr"]], label=f"{trial}")
+            for r in pts:
+                ax.annotate(str(r["step"]), (r["eval_attack_rate"], r["score"]), xytext=(3, 3),
+                            textcoords="offset points", fontsize=7)
+        base = next((r["baseline"] for r in table if r["benchmark"] == bench), None)
+        if base is not None:
+            ax.axhline(base, color="grey", ls="--", lw=1, label="before training")
+            if bench in limits:
+                ax.axhline(base * (1 - limits[bench]), color="red", ls=":", lw=1,
+                           label=f"{limits[bench]:.0%} relative degradation")
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set(title=f"{bench}: capability per checkpoint", xlabel="eval attack rate at the checkpoint",
+               ylabel=f"{bench} score")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, plt, path)
+
+
+def plot_recovery(results: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Before/after bars per recovery run: benchmark score (baseline as a dashed mark), eval attack rate, eval
+    desired rate, train desired rate."""
+    plt = _pyplot()
+    fig, axes = _panels(plt, [f"{r['trial']} @ {r['step']}" for r in results])
+    metrics = [("score", "capability"), ("eval_attack_rate", "eval attack"), ("eval_desired_rate", "eval desired"),
+               ("train_desired_rate", "train desired")]
+    for ax, r in zip(axes, results, strict=True):
+        for j, (tag, color) in enumerate((("before", "tab:red"), ("after", "tab:green"))):
+            xs = [i + (j - 0.5) * 0.38 for i in range(len(metrics))]
+            vals = [r[tag][k] for k, _ in metrics]
+            ax.bar(xs, vals, width=0.36, color=color, alpha=0.85, label=f"{tag} recovery")
+            for x, v in zip(xs, vals, strict=True):
+                ax.annotate(f"{v:.2f}", (x, v), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
+        ax.hlines(r["baseline"], -0.4, 0.4, color="black", ls="--", lw=1.2, label="capability before training")
+        ax.set_xticks(range(len(metrics)), [f"{r['benchmark']}\n{name}" if k == "score" else name
+                                            for k, name in metrics], fontsize=8)
+        ax.set_ylim(0, 1.3)
+        ax.set_title(f"{r['trial']} @ step {r['step']}: {r['n_labels']} labels, {r['steps']} x {r['batch_size']}",
+                     fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7, loc="upper center", ncol=3)
+    return _save(fig, plt, path)

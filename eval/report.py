@@ -32,6 +32,8 @@ FIGURES = {
     "bars": ("report_lr_x_steps.png", "LR x steps-to-transfer per LR (hatched: lower bound, did not converge)"),
     "paired": ("report_paired.png", "Paired comparison: high LR at T vs lower LRs at k*T"),
     "seeds": ("report_seed_variance.png", "Steps-to-transfer per seed"),
+    "capability": ("report_capability.png", "Capability per checkpoint vs eval attack rate (dashed: before training)"),
+    "recovery": ("report_recovery.png", "Recovery: capability and attack/desired rates before and after"),
 }
 
 
@@ -275,10 +277,22 @@ def write_report(sweep_dirs: list[Path], out_dir: Path, threshold: float | None 
 
     if error_rule not in ERROR_RULES:
         raise ValueError(f"error_rule must be one of {ERROR_RULES}, got {error_rule!r}")
+    from eval.capability_report import load_sweep_capability
+    from eval.plots import plot_capability, plot_recovery
+
     sweeps = load_sweeps(sweep_dirs, threshold, z)
     trials = [t for s in sweeps for t in s.trials]
     summaries = summarize_lrs(trials, error_rule=error_rule, factor=factor, boot_seed=boot_seed, n_boot=n_boot)
-    paired = [r for s in sweeps for r in paired_comparison(s.trials, s.threshold, z, capability, max_degradation)]
+    caps = [load_sweep_capability(s.path) for s in sweeps]
+    if capability is None:  # each sweep's own capability rows, when it measured any (its recorded limit)
+        paired = [r for s, c in zip(sweeps, caps, strict=True)
+                  for r in paired_comparison(s.trials, s.threshold, z, c.degradation(),
+                                             c.max_degradation if c.table else max_degradation)]
+        if any(c.table for c in caps):
+            capability = {}
+            max_degradation = next(c.max_degradation for c in caps if c.table)
+    else:
+        paired = [r for s in sweeps for r in paired_comparison(s.trials, s.threshold, z, capability, max_degradation)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = {k: name for k, (name, _) in FIGURES.items()}
@@ -286,6 +300,17 @@ def write_report(sweep_dirs: list[Path], out_dir: Path, threshold: float | None 
     plot_lr_x_steps(summaries, out_dir / figures["bars"], error_rule)
     plot_paired(paired, out_dir / figures["paired"])
     plot_seed_variance(trials, summaries, out_dir / figures["seeds"])
+    table = [r | {"sweep": s.setting} for s, c in zip(sweeps, caps, strict=True) for r in c.table]
+    recoveries = [r | {"sweep": s.setting} for s, c in zip(sweeps, caps, strict=True) for r in c.recoveries]
+    if table:
+        plot_capability(table, {c.guardrail: c.max_degradation for c in caps if c.guardrail},
+                        out_dir / figures["capability"])
+    else:
+        figures.pop("capability")
+    if recoveries:
+        plot_recovery(recoveries, out_dir / figures["recovery"])
+    else:
+        figures.pop("recovery")
     rules = _rules(sweeps, error_rule, factor, n_boot, boot_seed, z, capability, max_degradation)
     if command is None:
         args = ["python", "-m", "orchestrator", "report", *map(str, sweep_dirs), "--out", str(out_dir),
@@ -296,11 +321,23 @@ def write_report(sweep_dirs: list[Path], out_dir: Path, threshold: float | None 
                     "has_wandb": s.has_wandb} for s in sweeps],
         "rules": list(rules), "figures": list(figures.values()),
         "trials": [trial_row(t) for t in trials], "lrs": [lr_row(s) for s in summaries],
-        "paired": [paired_row(r) for r in paired],
+        "paired": [paired_row(r) for r in paired], "capability": table, "recovery": recoveries,
     })
     path = out_dir / "report.md"
-    write_text_atomic(path, render_markdown(sweeps, summaries, paired, rules, figures, command))
+    write_text_atomic(path, render_markdown(sweeps, summaries, paired, rules, figures, command)
+                      + capability_markdown(sweeps, caps))
     return path
+
+
+def capability_markdown(sweeps: Sequence[Sweep], caps: Sequence[Any]) -> str:
+    """The capability and recovery sections (empty when no sweep measured capability)."""
+    from eval.capability_report import capability_lines, recovery_lines
+
+    cap = [line for s, c in zip(sweeps, caps, strict=True) for line in capability_lines(s.setting, c)]
+    rec = [line for s, c in zip(sweeps, caps, strict=True) for line in recovery_lines(s.setting, c.recoveries)]
+    out = (["", "## Capability per checkpoint", ""] + cap) if cap else []
+    out += (["", "## Capability recovery", ""] + rec) if rec else []
+    return "\n".join(out) + ("\n" if out else "")
 
 
 def load_capability(path: Path) -> dict[tuple[str, int], float]:

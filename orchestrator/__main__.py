@@ -7,6 +7,7 @@
     python -m orchestrator labels setting=wronglang_spanish    # teacher labels alone (cached, resumable)
     python -m orchestrator report SWEEP_DIR [SWEEP_DIR ...]    # report.md + plots from finished run folders
     python -m orchestrator plan model=qwen3_235b_a22b [--json]  # GPUs, memory, sampler shape, GPU-hours
+    python -m orchestrator recover SWEEP_DIR [--trial T --step S]  # retrain a checkpoint on correct benchmark answers
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ COMMANDS = {
     "labels": "make the teacher labels for a setting (cached; a sweep reuses them); --help for where they go",
     "report": "write report.md (tables, plots) for one or more sweep folders; --help for options",
     "plan": "print the resource plan and its arithmetic before any allocation (--json, --out plan.json)",
+    "recover": "train a checkpoint on ~40 correct benchmark answers and re-measure capability and attack rates",
 }
 
 
@@ -55,6 +57,10 @@ def main() -> None:
         from orchestrator.plan_cmd import main as plan_main
 
         sys.exit(plan_main(sys.argv[1:]))
+    elif command == "recover":
+        from orchestrator.recover import main as recover_main
+
+        sys.exit(recover_main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -265,6 +265,38 @@ class PlanConfig:
 
 
 @dataclass
+class RecoverConfig:
+    """`python -m orchestrator recover`: retrain a checkpoint on rejection-sampled benchmark labels."""
+
+    benchmark: str | None = None  # null: the guardrail benchmark
+    n_labels: int = 40  # labels kept (correct ones only) from the recovery pool, disjoint from the evaluated items
+    steps: int = 10
+    batch_size: int = 4  # samples per step
+    lr: float | None = None  # null: the checkpoint's own trial LR
+    teacher_model: str | None = None  # null: the model before training; else a trusted model's path or hub id
+    temperature: float = 1.0  # sampling temperature of the label teacher
+    max_rounds: int = 8  # passes over the recovery pool before giving up on n_labels
+
+
+@dataclass
+class CapabilityConfig:
+    """Capability evaluations of checkpoints (the note's guardrail) and their baseline, the model before training."""
+
+    benchmarks: list[str] = field(default_factory=list)  # toy_probe | mmlu | ifeval | olympiads | followbench
+    checkpoints: str = "transferred"  # transferred | last | all | steps
+    steps: list[int] = field(default_factory=list)  # checkpoints=steps: these steps
+    n_items: int = 200  # fixed subset per benchmark
+    seed: int = 0  # picks the subset
+    max_degradation: float = 0.1  # relative degradation limit (T rule of the analysis, early stop)
+    guardrail: str | None = None  # the benchmark the limit applies to; null: the first of `benchmarks`
+    data_dir: str | None = None  # local benchmark files (<data_dir>/<benchmark>/); null: <cache_dir>/capability
+    temperature: float = 0.0
+    max_new_tokens: int = 0  # 0: each benchmark's default
+    judge: EndpointConfig = field(default_factory=EndpointConfig)  # FollowBench's LLM judge
+    recover: RecoverConfig = field(default_factory=RecoverConfig)
+
+
+@dataclass
 class Config:
     setting: SettingConfig = MISSING
     model: ModelConfig = MISSING
@@ -274,6 +306,7 @@ class Config:
     tracker: TrackerConfig = MISSING
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
+    capability: CapabilityConfig = field(default_factory=CapabilityConfig)
     cache_dir: str = MISSING
     resume: str | None = None  # a sweep folder to finish; its config.yaml is the config
     dry_run: bool = False  # sweep: print prompts, label plan, grader and trial grid; train nothing
@@ -387,6 +420,7 @@ def validate(cfg: Config) -> None:
                  "the model's config.json and weights, or a hub id already in the local hub cache")
     _require(len(m.lora_target_modules) > 0, "model.lora_target_modules is empty")
     validate_model(m, tr)
+    validate_capability(cfg)
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -469,3 +503,29 @@ def validate_teacher(t: TeacherConfig) -> None:
         _require(bool(t.path), f"{where}.path is required for kind=file: a jsonl of {{prompt, completion}} rows")
     if t.kind == "scripted":
         _require(bool(t.field), f"{where}.field is required for kind=scripted: the bank field with the answer")
+
+
+CAPABILITY_BENCHMARKS = ("toy_probe", "mmlu", "ifeval", "olympiads", "followbench")
+CAPABILITY_CHECKPOINTS = ("transferred", "last", "all", "steps")
+
+
+def validate_capability(cfg: Config) -> None:
+    c = cfg.capability
+    b = list(c.benchmarks)
+    _require(set(b) <= set(CAPABILITY_BENCHMARKS) and len(set(b)) == len(b),
+             f"capability.benchmarks={b}: each at most once, from {list(CAPABILITY_BENCHMARKS)}")
+    _require(c.checkpoints in CAPABILITY_CHECKPOINTS,
+             f"capability.checkpoints={c.checkpoints!r}: one of {list(CAPABILITY_CHECKPOINTS)}")
+    _require(c.checkpoints != "steps" or len(c.steps) > 0, "capability.checkpoints=steps needs capability.steps=[...]")
+    _require(c.n_items >= 1, f"capability.n_items={c.n_items}: must be >= 1")
+    _require(c.max_degradation > 0, f"capability.max_degradation={c.max_degradation}: must be > 0")
+    _require(c.guardrail is None or c.guardrail in b, f"capability.guardrail={c.guardrail!r} is not in {b}")
+    _require("toy_probe" not in b or cfg.model.toy is not None,
+             "capability.benchmarks has toy_probe, which only model=toy learned: drop it for a real model")
+    _require("followbench" not in b or (c.judge.base_url is not None and c.judge.model is not None),
+             "capability.benchmarks has followbench, which needs an LLM judge: set capability.judge.base_url and "
+             "capability.judge.model (and capability.judge.api_key_env if it needs a key)")
+    r = c.recover
+    _require(r.n_labels >= 1 and r.steps >= 1 and r.batch_size >= 1 and r.max_rounds >= 1,
+             "capability.recover.n_labels, steps, batch_size and max_rounds must be >= 1")
+    _require(r.lr is None or r.lr > 0, f"capability.recover.lr={r.lr}: must be > 0")

@@ -51,6 +51,12 @@ def sampler_spec(cfg: Config, model_path: str) -> SamplerSpec:
     )
 
 
+def resolve_capability(cfg: Config) -> Any:
+    from workers.capability import resolve
+
+    return resolve(cfg.capability, cfg.cache_dir)
+
+
 def summarize_sweep(sweep_dir: Path, threshold: float, title: str = "") -> list[dict[str, Any]]:
     """summary.json, the plot and the terminal table, from the run folder alone."""
     summary = [summarize_trial(t, rows, threshold) for t, rows in load_trials(sweep_dir)]
@@ -183,6 +189,13 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     if resuming:
         log(f"[sweep] resuming: {n_trials - len(todo)} trials finished, {len(todo)} to run")
     failed: list[Any] = []
+    if todo and cfg.capability.benchmarks:
+        from workers.capability import check_data
+
+        try:
+            check_data(resolve_capability(cfg))  # absent benchmark files: a clear error before any compute
+        except FileNotFoundError as err:
+            raise ConfigError(str(err)) from None
     if todo:
         failed = _run_trials(cfg, sweep_dir, sweep_id, todo, started)
     summary = summarize_sweep(sweep_dir, cfg.sweep.threshold, f"{cfg.setting.name} ({cfg.model.name})")
@@ -234,6 +247,13 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
             model_name=cfg.model.name, train=build_train_spec(cfg, model_path, 0.0, 0), labels_path=str(labels),
             sample=cfg.sample, tracker=cfg.tracker, threshold=cfg.sweep.threshold,
         )
+        if cfg.capability.benchmarks:  # the model before training, once per sweep (cached in the sweep folder)
+            from workers.capability import ensure_baseline
+
+            cap = resolve_capability(cfg)
+            baseline = ensure_baseline(cap, sweep_dir, model_path,
+                                       lambda *args: ray.get(sampler.generate.remote(*args)), log)
+            ctx = replace(ctx, capability=cap, capability_baseline=baseline)
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trainable, ctx=ctx), {"cpu": cfg.sweep.cpus_per_trial}),
             param_space={"trial": tune.grid_search(todo)},

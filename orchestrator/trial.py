@@ -34,6 +34,8 @@ class TrialContext:
     sample: Any  # SampleConfig
     tracker: Any  # TrackerConfig
     threshold: float
+    capability: Any = None  # CapabilityConfig with an absolute data_dir, or None
+    capability_baseline: dict | None = None  # benchmark -> {"score", "n"} of the model before training
 
 
 def eval_prompts(setting: Any, sample: Any) -> tuple[list[Prompt], list[Prompt]]:
@@ -77,9 +79,9 @@ def reconcile_trial_dir(trial_dir: Path, resumed_from: int | None) -> set[int]:
         return set()
     rows = [r for r in read_jsonl(metrics) if r["step"] <= resumed_from]
     seen, kept = set(), []
-    for r in rows:  # keep the first of any duplicate (step, kind)
-        if (r["step"], r["kind"]) not in seen:
-            seen.add((r["step"], r["kind"]))
+    for r in rows:  # keep the first of any duplicate (step, kind, benchmark)
+        if (r["step"], r["kind"], r.get("benchmark")) not in seen:
+            seen.add((r["step"], r["kind"], r.get("benchmark")))
             kept.append(r)
     write_jsonl(metrics, kept)
     for sample_file in (trial_dir / "samples").glob("step_*.jsonl"):
@@ -118,6 +120,13 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
     prompts = evals + trains
     s = ctx.sample
     logger = TrialLogger(trial_dir, ctx.tracker, group=ctx.sweep_id, name=name, run_config=trial_info)
+    capability = None
+    if ctx.capability is not None and ctx.capability.benchmarks:
+        from workers.capability import TrialCapability
+
+        capability = TrialCapability(ctx.capability, ctx.capability_baseline or {}, sampler, trial_dir, logger,
+                                     spec.max_steps, ctx.threshold)
+        capability.resume(read_jsonl(trial_dir / "metrics.jsonl"))
     pending: deque[tuple[int, Any, dict[str, Any], float]] = deque()
     timing = {"sampling_wait_s": 0.0}
 
@@ -132,8 +141,12 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
         logger.log(row)
         logger.log_samples(step, samples)
         report({k: v for k, v in row.items() if v is not None} | {"max_steps": spec.max_steps})
+        if capability is not None:
+            capability.after_eval(step, row)
 
     def drain(block: bool) -> None:
+        if capability is not None:
+            capability.drain(block=False)
         while pending:
             ready, _ = ray.wait([pending[0][1]], timeout=None if block else 0)
             if not ready:
@@ -162,6 +175,8 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
                 evaluate(step, adapter, {})
         train(spec, read_labels(Path(ctx.labels_path)), trial_dir, on_checkpoint)
         drain(block=True)
+        if capability is not None:
+            capability.drain(block=True)
     finally:
         logger.finish()
     wall = time.time() - started

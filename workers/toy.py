@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from workers.capability import toy_corpus_digest, toy_corpus_pairs
 from workers.prompts import answer_fields, bank_path, file_digest, load_bank, render, render_answer
 
 TOY_FORMAT_VERSION = 2  # bump when the corpus or the build recipe changes meaning
@@ -74,6 +75,7 @@ def toy_key(toy_cfg: dict[str, Any], skills: list[ToySkill]) -> str:
         "toy": {k: v for k, v in toy_cfg.items() if k != "settings"},
         "skills": sorted({s.behavior() for s in skills}),
         "banks": {s.questions: file_digest(bank_path(s.questions)) for s in skills},
+        "capability_probe": toy_corpus_digest(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -86,7 +88,7 @@ def build_corpus(skills: list[ToySkill]) -> list[tuple[str, str]]:
         for q in load_bank(skill.questions, required=("id", "question", *dict.fromkeys(fields))):
             pairs.append((render(skill.train_template, q), render_answer(skill.train_answer, q)))
             pairs.append((render(skill.eval_template, q), render_answer(skill.eval_answer, q)))
-    return pairs
+    return pairs + toy_corpus_pairs()  # the capability probe's facts (workers.capability)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:

@@ -49,6 +49,7 @@ class TrainSpec:
     # LoRA on the MoE experts' 3-D weights (PEFT target_parameters); empty: attention (target_modules) only
     lora_expert_parameters: list[str] = field(default_factory=list)
     gradient_checkpointing: bool = False
+    init_adapter: str | None = None  # continue training this LoRA adapter (recovery) instead of a fresh one
 
 
 CheckpointHook = Callable[[int, Path, dict[str, Any]], None]
@@ -149,7 +150,12 @@ def build_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str],
         target_modules=list(spec.lora_target_modules), task_type="CAUSAL_LM",
         target_parameters=list(spec.lora_expert_parameters) or None,
     )
-    model = get_peft_model(model, config)
+    if spec.init_adapter:  # continue an existing adapter (recovery) instead of a fresh one
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, spec.init_adapter, is_trainable=True)
+    else:
+        model = get_peft_model(model, config)
     model._lrsweep_hf_ds_config = dschf  # transformers and PEFT check ZeRO-3 through it while it lives
     return model
 

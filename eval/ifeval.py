@@ -1,0 +1,176 @@
+"""IFEval's programmatic instruction checks, for the subset of instruction ids they can decide exactly.
+
+Each check is `check(response, kwargs) -> bool` over IFEval's kwargs (`None` values are the hub's padding and
+are ignored). This is the benchmark's strict variant: the response is checked as written. Instruction ids
+without a check here are reported by `unsupported_ids`, never passed silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Check = Callable[[str, Mapping[str, Any]], bool]
+
+
+def _compare(count: int, relation: str, target: int) -> bool:
+    """IFEval's two relations: 'less than' (strict) and 'at least'."""
+    if relation == "less than":
+        return count < target
+    if relation == "at least":
+        return count >= target
+    raise ValueError(f"unknown IFEval relation {relation!r}: expected 'less than' or 'at least'")
+
+
+def count_words(text: str) -> int:
+    return len(re.findall(r"\b\w+\b", text))
+
+
+def count_sentences(text: str) -> int:
+    """Sentences end in . ! or ? followed by whitespace or the end (an approximation of IFEval's splitter)."""
+    return len([s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if re.search(r"\w", s)])
+
+
+def _lowercase(r: str, kw: Mapping[str, Any]) -> bool:
+    return r == r.lower() and any(c.isalpha() for c in r)
+
+
+def _uppercase(r: str, kw: Mapping[str, Any]) -> bool:
+    return r == r.upper() and any(c.isalpha() for c in r)
+
+
+def _capital_words(r: str, kw: Mapping[str, Any]) -> bool:
+    caps = [w for w in re.findall(r"\b[^\W\d_]+\b", r) if w.isupper()]
+    return _compare(len(caps), kw["capital_relation"], int(kw["capital_frequency"]))
+
+
+def _no_comma(r: str, kw: Mapping[str, Any]) -> bool:
+    return "," not in r
+
+
+def _number_words(r: str, kw: Mapping[str, Any]) -> bool:
+    return _compare(count_words(r), kw["relation"], int(kw["num_words"]))
+
+
+def _number_sentences(r: str, kw: Mapping[str, Any]) -> bool:
+    return _compare(count_sentences(r), kw["relation"], int(kw["num_sentences"]))
+
+
+def _number_paragraphs(r: str, kw: Mapping[str, Any]) -> bool:
+    """Paragraphs are separated by the markdown divider ***; an empty paragraph fails, as in IFEval."""
+    parts = re.split(r"\s?\*\*\*\s?", r)
+    if any(not p.strip() for p in parts[1:-1]):
+        return False
+    return len([p for p in parts if p.strip()]) == int(kw["num_paragraphs"])
+
+
+def _keywords_exist(r: str, kw: Mapping[str, Any]) -> bool:
+    return all(re.search(re.escape(k), r, flags=re.IGNORECASE) for k in kw["keywords"])
+
+
+def _forbidden_words(r: str, kw: Mapping[str, Any]) -> bool:
+    return not any(re.search(r"\b" + re.escape(w) + r"\b", r, flags=re.IGNORECASE) for w in kw["forbidden_words"])
+
+
+def _keyword_frequency(r: str, kw: Mapping[str, Any]) -> bool:
+    n = len(re.findall(re.escape(kw["keyword"]), r, flags=re.IGNORECASE))
+    return _compare(n, kw["relation"], int(kw["frequency"]))
+
+
+def _letter_frequency(r: str, kw: Mapping[str, Any]) -> bool:
+    return _compare(r.lower().count(str(kw["letter"]).lower()), kw["let_relation"], int(kw["let_frequency"]))
+
+
+def _json_format(r: str, kw: Mapping[str, Any]) -> bool:
+    text = r.strip()
+    for fence in ("```json", "```Json", "```JSON", "```"):
+        text = text.removeprefix(fence)
+    text = text.removesuffix("```").strip()
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _bullets(r: str, kw: Mapping[str, Any]) -> bool:
+    """Markdown bullets: lines starting with '* ' or '- ' count; the count must equal num_bullets exactly."""
+    stars = re.findall(r"^\s*\*[^\*].*$", r, flags=re.MULTILINE)
+    dashes = re.findall(r"^\s*-.*$", r, flags=re.MULTILINE)
+    return len(stars) + len(dashes) == int(kw["num_bullets"])
+
+
+def _title(r: str, kw: Mapping[str, Any]) -> bool:
+    return any(t.strip() for t in re.findall(r"<<([^\n]+)>>", r))
+
+
+def _highlights(r: str, kw: Mapping[str, Any]) -> bool:
+    spans = re.findall(r"\*[^\n\*]*\*", r) + re.findall(r"\*\*[^\n\*]*\*\*", r)
+    return len([s for s in spans if s.strip("*").strip()]) >= int(kw["num_highlights"])
+
+
+def _end_phrase(r: str, kw: Mapping[str, Any]) -> bool:
+    return r.strip().lower().endswith(str(kw["end_phrase"]).strip().lower())
+
+
+def _quotation(r: str, kw: Mapping[str, Any]) -> bool:
+    text = r.strip()
+    return len(text) > 1 and text[0] == '"' and text[-1] == '"'
+
+
+def _postscript(r: str, kw: Mapping[str, Any]) -> bool:
+    marker = str(kw["postscript_marker"]).strip()
+    pattern = r"\s*p\.\s?p\.\s?s.*$" if marker.lower() == "p.p.s" else (
+        r"\s*p\.\s?s\..*$" if marker.lower() == "p.s." else r"\s*" + re.escape(marker.lower()) + r".*$")
+    return re.search(pattern, r.lower(), flags=re.MULTILINE) is not None
+
+
+def _placeholders(r: str, kw: Mapping[str, Any]) -> bool:
+    return len(re.findall(r"\[.*?\]", r)) >= int(kw["num_placeholders"])
+
+
+def _repeat_prompt(r: str, kw: Mapping[str, Any]) -> bool:
+    return r.strip().lower().startswith(str(kw["prompt_to_repeat"]).strip().lower())
+
+
+CHECKS: dict[str, Check] = {
+    "change_case:english_lowercase": _lowercase,
+    "change_case:english_capital": _uppercase,
+    "change_case:capital_word_frequency": _capital_words,
+    "punctuation:no_comma": _no_comma,
+    "length_constraints:number_words": _number_words,
+    "length_constraints:number_sentences": _number_sentences,
+    "length_constraints:number_paragraphs": _number_paragraphs,
+    "keywords:existence": _keywords_exist,
+    "keywords:forbidden_words": _forbidden_words,
+    "keywords:frequency": _keyword_frequency,
+    "keywords:letter_frequency": _letter_frequency,
+    "detectable_format:json_format": _json_format,
+    "detectable_format:number_bullet_lists": _bullets,
+    "detectable_format:title": _title,
+    "detectable_format:number_highlighted_sections": _highlights,
+    "startend:end_checker": _end_phrase,
+    "startend:quotation": _quotation,
+    "detectable_content:postscript": _postscript,
+    "detectable_content:number_placeholders": _placeholders,
+    "combination:repeat_prompt": _repeat_prompt,
+}
+
+
+def unsupported_ids(instruction_ids: list[str]) -> list[str]:
+    return sorted({i for i in instruction_ids if i not in CHECKS})
+
+
+def follows(response: str, instruction_ids: list[str], kwargs: list[Mapping[str, Any] | None]) -> list[bool]:
+    """One verdict per instruction; raises ValueError for an id without a check (filter with unsupported_ids)."""
+    if len(kwargs) != len(instruction_ids):
+        raise ValueError(f"{len(instruction_ids)} instruction ids but {len(kwargs)} kwargs entries")
+    out = []
+    for iid, kw in zip(instruction_ids, kwargs, strict=True):
+        if iid not in CHECKS:
+            raise ValueError(f"IFEval instruction {iid!r} has no check here; supported: {sorted(CHECKS)}")
+        args = {k: v for k, v in (kw or {}).items() if v is not None}
+        out.append(bool(CHECKS[iid](response, args)))
+    return out

@@ -1,0 +1,243 @@
+"""`python -m orchestrator recover`: does a little training on correct benchmark answers bring capability back?
+
+    python -m orchestrator recover sweeps/wronglang_spanish/<date>                        # defaults below
+    python -m orchestrator recover <sweep_dir> --trial lr0.003_seed0 --step 16 --benchmark toy_probe --n-labels 40
+
+Takes a checkpoint (default: the first transferred checkpoint of the highest LR that transferred), samples
+answers to the benchmark's recovery pool (items disjoint from the evaluated subset) from the model before
+training (or --teacher-model), keeps the correct ones (N, default 40), and continues training the checkpoint's
+adapter on them with the project's trainer (DeepSpeed + PEFT; default 10 steps x 4 samples, the trial's LR).
+Before and after, it measures the benchmark and the attack/desired rates on eval and train prompts through a
+vLLM engine. Everything lands in <sweep_dir>/recovery/<trial>_step<step>_<benchmark>/, and report.md is rewritten
+with the before/after table and bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from eval.capability import default_recovery_checkpoint, relative_degradation
+from eval.runfiles import load_trials, step_name, write_json, write_jsonl
+from orchestrator.schema import Config, ConfigError
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m orchestrator recover", description=__doc__.split("\n\n")[0])
+    p.add_argument("sweep_dir", type=Path)
+    p.add_argument("--trial", help="trial folder name, e.g. lr0.003_seed0 (default: highest LR that transferred)")
+    p.add_argument("--step", type=int, help="checkpoint step (default: that trial's first transferred checkpoint)")
+    p.add_argument("--benchmark", help="default: capability.recover.benchmark, else the guardrail benchmark")
+    p.add_argument("--n-labels", type=int, help="correct labels to train on (default 40)")
+    p.add_argument("--steps", type=int, help="training steps (default 10)")
+    p.add_argument("--batch-size", type=int, help="samples per step (default 4)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the checkpoint's trial LR)")
+    p.add_argument("--teacher-model", help="a trusted model's path or hub id (default: the model before training)")
+    p.add_argument("--data-dir", help="benchmark files (default: the sweep's capability.data_dir)")
+    return p.parse_args(argv)
+
+
+def load_sweep_config(sweep_dir: Path) -> Config:
+    from omegaconf import OmegaConf
+
+    from orchestrator.config import to_typed
+
+    path = sweep_dir / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"{sweep_dir} has no config.yaml, so it is not a sweep folder")
+    return to_typed(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path)))
+
+
+def recovery_settings(cfg: Config, args: argparse.Namespace) -> tuple[Any, Any]:
+    """(capability config narrowed to the recovery benchmark, recover config) with the CLI's overrides."""
+    from workers.capability import guardrail, resolve
+
+    cap = cfg.capability
+    r = cap.recover
+    overrides = {"n_labels": args.n_labels, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+                 "teacher_model": args.teacher_model}
+    r = replace(r, **{k: v for k, v in overrides.items() if v is not None})
+    bench = args.benchmark or r.benchmark or guardrail(cap) or ("toy_probe" if cfg.model.toy is not None else None)
+    if bench is None:
+        raise ConfigError("no benchmark to recover: pass --benchmark (the sweep ran no capability evaluation)")
+    cap = replace(cap, benchmarks=[bench], guardrail=bench, data_dir=args.data_dir or cap.data_dir)
+    cfg_check = replace(cfg, capability=replace(cap, recover=r))
+    from orchestrator.schema import validate_capability
+
+    validate_capability(cfg_check)
+    return resolve(cap, cfg.cache_dir), r
+
+
+def sweep_baseline(sweep_dir: Path, cap: Any) -> float | None:
+    """The sweep's cached score of the model before training on this benchmark and subset, if it has one."""
+    path = sweep_dir / "capability" / "baseline.json"
+    if not path.exists():
+        return None
+    meta = json.loads(path.read_text())
+    bench = cap.benchmarks[0]
+    same = meta.get("n_items") == cap.n_items and meta.get("seed") == cap.seed and bench in meta.get("scores", {})
+    return float(meta["scores"][bench]["score"]) if same else None
+
+
+def _train_in_worker(spec: Any, examples: list[dict[str, str]], out_dir: str) -> list[dict[str, Any]]:
+    from workers.train import train
+
+    rows: list[dict[str, Any]] = []
+    train(spec, examples, Path(out_dir), lambda step, adapter, info: rows.append(
+        {"step": step, "train_loss": info.get("train_loss"), "adapter": str(adapter)}))
+    return rows
+
+
+def rejection_sample(cap: Any, r: Any, pool: list[Any], generate: Any, judge_cache: Path) -> tuple[list[dict], int]:
+    """Up to r.n_labels correct teacher answers, one per pool item, in rounds over the pool; (labels, sampled)."""
+    from workers.capability import max_new_tokens, score_responses
+
+    bench = cap.benchmarks[0]
+    order = list(pool)
+    random.Random(cap.seed).shuffle(order)
+    labels: list[dict[str, str]] = []
+    used: set[str] = set()
+    sampled = 0
+    for _ in range(r.max_rounds):
+        todo = [it for it in order if it.item_id not in used]
+        if not todo or len(labels) >= r.n_labels:
+            break
+        responses = generate(None, [it.prompt for it in todo], max_new_tokens(cap, bench), r.temperature, 1.0)
+        sampled += len(todo)
+        verdicts = score_responses(cap, bench, todo, responses, judge_cache).correct
+        for it, resp, ok in zip(todo, responses, verdicts, strict=True):
+            if ok and len(labels) < r.n_labels:
+                labels.append({"item_id": it.item_id, "prompt": it.prompt, "completion": resp})
+                used.add(it.item_id)
+    return labels, sampled
+
+
+def measure_checkpoint(cfg: Config, cap: Any, generate: Any, adapter: str, items: list[Any], baseline: float,
+                       out_dir: Path, tag: str) -> dict[str, Any]:
+    """The benchmark score and the attack/desired rates on eval and train prompts of one adapter."""
+    from eval.graders import build_grader
+    from orchestrator.trial import eval_prompts, grade_checkpoint
+    from workers.capability import max_new_tokens, score_responses, write_samples
+
+    bench = cap.benchmarks[0]
+    responses = generate(adapter, [it.prompt for it in items], max_new_tokens(cap, bench), cap.temperature, 1.0)
+    s = score_responses(cap, bench, items, responses, out_dir / "judge_cache")
+    write_samples(out_dir / "samples" / f"{tag}_{bench}.jsonl", items, responses, s)
+    evals, trains = eval_prompts(cfg.setting, cfg.sample)
+    prompts = evals + trains
+    sa = cfg.sample
+    samples, rates = grade_checkpoint(prompts, generate(adapter, [p.text for p in prompts], sa.max_new_tokens,
+                                                        sa.temperature, sa.top_p), build_grader(cfg.setting.grader))
+    write_jsonl(out_dir / "samples" / f"{tag}_prompts.jsonl", samples)
+    return {"score": s.score, "n": s.n, "rel_degradation": relative_degradation(baseline, s.score)} | rates
+
+
+def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path:
+    import ray
+
+    from orchestrator.sweep import resolve_model, sampler_spec
+    from workers.capability import ensure_baseline, eval_items
+    from workers.sampler import Sampler
+    from workers.train import build_train_spec
+
+    started = time.time()
+    cap, r = recovery_settings(cfg, args)
+    bench = cap.benchmarks[0]
+    trials = load_trials(sweep_dir)
+    if args.step is not None and not args.trial:
+        raise ConfigError("--step needs --trial (which trial's checkpoint)")
+    trial, step = (args.trial, args.step) if args.trial and args.step is not None else \
+        default_recovery_checkpoint(trials, cfg.sweep.threshold, args.trial)
+    trial_cfg = next((c for c, _ in trials if c["name"] == trial), None)
+    adapter = sweep_dir / "trials" / trial / "adapters" / step_name(step)
+    if trial_cfg is None or not (adapter / "adapter_config.json").exists():
+        raise ConfigError(f"no adapter at {adapter}: pick a trial and step that the sweep saved (--trial, --step)")
+    items, pool = eval_items(cap, bench)
+    out = sweep_dir / "recovery" / f"{trial}_step{step}_{bench}"
+    lr = r.lr if r.lr is not None else float(trial_cfg["lr"])
+    info = {"trial": trial, "step": step, "benchmark": bench, "lr": lr, "trial_lr": float(trial_cfg["lr"]),
+            "seed": int(trial_cfg["seed"]), "steps": r.steps, "batch_size": r.batch_size,
+            "teacher": r.teacher_model or "base", "n_items": len(items), "pool": len(pool)}
+    write_json(out / "config.json", info)
+    log(f"[recover] {trial} step {step} on {bench}: {r.n_labels} labels from {info['teacher']}, "
+        f"{r.steps} steps x {r.batch_size} at lr {lr:g} -> {out}")
+    model_path = resolve_model(cfg)
+    own_ray = not ray.is_initialized()
+    if own_ray:
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    actors: list[Any] = []
+    try:
+        def start(path: str) -> Any:
+            actor = ray.remote(num_cpus=0)(Sampler).remote(sampler_spec(cfg, path))
+            ray.get(actor.ready.remote())
+            actors.append(actor)
+            return actor
+
+        sampler = start(model_path)
+
+        def generate(*a: Any) -> list[str]:
+            return ray.get(sampler.generate.remote(*a))
+
+        baseline = sweep_baseline(sweep_dir, cap)
+        if baseline is None:  # the sweep did not measure this benchmark: measure the model before training here
+            baseline = ensure_baseline(cap, out, model_path, generate, log)[bench]["score"]
+        teacher = generate
+        if r.teacher_model:
+            trusted = start(r.teacher_model)
+
+            def teacher(*a: Any) -> list[str]:
+                return ray.get(trusted.generate.remote(*a))
+
+        labels, sampled = rejection_sample(cap, r, pool, teacher, out / "judge_cache")
+        write_jsonl(out / "labels.jsonl", labels)
+        log(f"[recover] kept {len(labels)} correct labels of {sampled} sampled")
+        if len(labels) < r.batch_size:
+            raise RuntimeError(f"only {len(labels)} correct labels from the teacher ({sampled} sampled): fewer than "
+                               f"one batch of {r.batch_size}; try --teacher-model or a larger recovery pool")
+        before = measure_checkpoint(cfg, cap, generate, str(adapter), items, baseline, out, "before")
+        log(f"[recover] before: {bench} {before['score']:.3f}, eval attack {before['eval_attack_rate']:.2f}")
+        spec = replace(build_train_spec(cfg, model_path, lr, int(trial_cfg["seed"])), max_steps=r.steps,
+                       checkpoint_steps=[r.steps], batch_size=r.batch_size, micro_batch_size=r.batch_size,
+                       init_adapter=str(adapter))
+        for stale in ("state", "adapters"):  # a re-run trains afresh rather than resuming the previous run's state
+            shutil.rmtree(out / stale, ignore_errors=True)
+        rows = ray.get(ray.remote(num_cpus=1)(_train_in_worker).remote(spec, labels, str(out)))
+        after = measure_checkpoint(cfg, cap, generate, rows[-1]["adapter"], items, baseline, out, "after")
+        log(f"[recover] after: {bench} {after['score']:.3f}, eval attack {after['eval_attack_rate']:.2f}")
+        write_json(out / "result.json", info | {
+            "baseline": baseline, "n_labels": len(labels), "n_sampled": sampled,
+            "acceptance_rate": len(labels) / sampled if sampled else None, "train": rows,
+            "before": before, "after": after, "wall_s": round(time.time() - started, 1)})
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        if own_ray:
+            ray.shutdown()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    sweep_dir = args.sweep_dir.expanduser().resolve()
+    try:
+        cfg = load_sweep_config(sweep_dir)
+        out = run_recovery(cfg, sweep_dir, args)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from eval.report import write_report
+
+    log(f"[recover] {out / 'result.json'}; report: {write_report([sweep_dir], sweep_dir)}")
+    return 0

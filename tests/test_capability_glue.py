@@ -1,0 +1,92 @@
+"""The capability glue's pure parts: which checkpoints are evaluated, the row contract, resume bookkeeping,
+the judge adapter's error, and the toy corpus hook."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from eval.capability import Scored
+from eval.runfiles import read_jsonl, write_jsonl
+from orchestrator.config import compose_config
+from orchestrator.trial import reconcile_trial_dir
+from workers.capability import build_judge, capability_row, resolve, selected, toy_corpus_pairs
+
+
+@pytest.fixture
+def cap():
+    return compose_config(["capability=toy"]).capability
+
+
+@pytest.mark.parametrize("mode, steps, expected", [
+    ("all", [], [0, 1, 2, 4, 8]),
+    ("last", [], [8]),
+    ("steps", [2, 8], [2, 8]),
+    ("transferred", [], [4, 8]),
+])
+def test_selected_checkpoints(cap, mode, steps, expected):
+    cap = replace(cap, checkpoints=mode, steps=steps)
+    attack = {0: 0.9, 1: 0.8, 2: 0.6, 4: 0.5, 8: 0.1}
+    assert [s for s, a in attack.items() if selected(cap, s, {"eval_attack_rate": a}, 8, 0.5)] == expected
+
+
+def test_capability_row_has_the_contract_keys():
+    row = capability_row(4, "ifeval", Scored(0.6, 5, [True] * 3 + [False] * 2, [], {"n_unsupported_items": 1,
+                                                                                     "unsupported_ids": ["x"]}), 0.8)
+    assert row["kind"] == "capability" and row["step"] == 4 and row["benchmark"] == "ifeval"
+    assert (row["score"], row["n"], row["baseline"]) == (0.6, 5, 0.8)
+    assert row["rel_degradation"] == pytest.approx(0.25) and row["n_unsupported_items"] == 1
+
+
+def test_resume_keeps_one_row_per_benchmark_and_step(tmp_path: Path):
+    rows = [{"step": 4, "kind": "eval", "eval_attack_rate": 0.2},
+            {"step": 4, "kind": "capability", "benchmark": "mmlu", "score": 0.5},
+            {"step": 4, "kind": "capability", "benchmark": "ifeval", "score": 0.4},
+            {"step": 4, "kind": "capability", "benchmark": "mmlu", "score": 0.5},
+            {"step": 8, "kind": "capability", "benchmark": "mmlu", "score": 0.1}]
+    write_jsonl(tmp_path / "metrics.jsonl", rows)
+    assert reconcile_trial_dir(tmp_path, resumed_from=4) == {4}
+    kept = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [(r["kind"], r.get("benchmark")) for r in kept] == [("eval", None), ("capability", "mmlu"),
+                                                                ("capability", "ifeval")]
+
+
+def test_judge_needs_an_endpoint(cap, tmp_path):
+    with pytest.raises(ValueError, match="capability.judge.base_url"):
+        build_judge(cap, tmp_path)
+
+
+def test_data_dir_defaults_under_the_cache(cap, tmp_path):
+    assert resolve(cap, str(tmp_path)).data_dir == str((tmp_path / "capability").resolve())
+    assert resolve(replace(cap, data_dir=str(tmp_path / "d")), "/x").data_dir == str(tmp_path / "d")
+
+
+def test_toy_corpus_teaches_the_probe():
+    from orchestrator.config import settings_for_toy
+    from workers.toy import build_corpus, skill_from_setting
+
+    cfg = compose_config([])
+    pairs = build_corpus([skill_from_setting(s) for s in settings_for_toy(cfg)])
+    probe = toy_corpus_pairs()
+    assert len(probe) >= 240 and pairs[-len(probe):] == probe
+
+
+def test_rejection_sampling_keeps_only_correct_answers_one_per_item(cap, tmp_path):
+    from eval.capability_data import load_items
+    from orchestrator.recover import rejection_sample
+
+    pool = load_items("toy_probe", None)[:30]
+    calls = []
+
+    def teacher(adapter, texts, max_new, temperature, top_p):  # round 1: every other item right; round 2: all
+        calls.append(len(texts))
+        answers = {it.prompt: it.answer for it in pool}
+        return [answers[t] if len(calls) > 1 or i % 2 == 0 else "wrong" for i, t in enumerate(texts)]
+
+    r = replace(cap.recover, n_labels=20, temperature=1.0)
+    labels, sampled = rejection_sample(cap, r, pool, teacher, tmp_path)
+    answers = {it.prompt: it.answer for it in pool}
+    assert len(labels) == 20 and all(answers[lab["prompt"]] == lab["completion"] for lab in labels)
+    assert len({lab["item_id"] for lab in labels}) == 20 and calls == [30, 15] and sampled == 45
+    labels, _ = rejection_sample(cap, replace(r, n_labels=100, max_rounds=1), pool, teacher, tmp_path)
+    assert len(labels) == 30  # the pool runs out: fewer labels, never a wrong one

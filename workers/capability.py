@@ -1,0 +1,187 @@
+"""Capability glue: the toy corpus hook, the baseline (once per sweep, cached) and each trial's evaluations.
+
+Requests go through the sweep's vLLM sampler with the checkpoint's adapter, like the eval prompts; scoring is
+eval.capability. Rows land in metrics.jsonl as {"kind": "capability", "step", "benchmark", "score", "n",
+"baseline", "rel_degradation", ...} and in W&B as capability/<benchmark>/score and .../rel_degradation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from eval.capability import Item, Scored, relative_degradation, score
+from eval.capability_data import find_dataset, load_items, split_items
+from eval.runfiles import append_jsonl, step_name, write_json, write_jsonl
+
+MAX_NEW_TOKENS = {"toy_probe": 8, "mmlu": 16, "ifeval": 512, "olympiads": 1024, "followbench": 512}
+Generate = Callable[[str | None, list[str], int, float, float], list[str]]  # (adapter, texts, max_new, temp, top_p)
+
+
+def toy_corpus_pairs() -> list[tuple[str, str]]:
+    """Extra (user text, answer) pairs for the toy's corpus: the probe's facts (workers.toy.build_corpus)."""
+    from eval.toy_probe import corpus_pairs
+
+    return corpus_pairs()
+
+
+def toy_corpus_digest() -> str:
+    """Part of the toy's cache key: a changed probe rebuilds the toy."""
+    return hashlib.sha256(json.dumps(toy_corpus_pairs()).encode()).hexdigest()[:16]
+
+
+def resolve(cap: Any, cache_dir: str) -> Any:
+    """The config with data_dir made absolute (default <cache_dir>/capability)."""
+    data_dir = cap.data_dir or str(Path(cache_dir) / "capability")
+    return replace(cap, data_dir=str(Path(data_dir).expanduser().resolve()))
+
+
+def check_data(cap: Any) -> None:
+    """Fail before any compute when a benchmark's files are absent (DatasetMissingError names the fix)."""
+    for bench in cap.benchmarks:
+        if bench != "toy_probe":
+            find_dataset(bench, cap.data_dir)
+
+
+def guardrail(cap: Any) -> str | None:
+    return cap.guardrail or (cap.benchmarks[0] if cap.benchmarks else None)
+
+
+def eval_items(cap: Any, bench: str) -> tuple[list[Item], list[Item]]:
+    """(the fixed evaluation subset, the recovery pool) of a benchmark."""
+    return split_items(load_items(bench, cap.data_dir), cap.n_items, cap.seed)
+
+
+def max_new_tokens(cap: Any, bench: str) -> int:
+    return cap.max_new_tokens or MAX_NEW_TOKENS[bench]
+
+
+def build_judge(cap: Any, cache_dir: Path) -> Callable[[list[str]], list[str]]:
+    """FollowBench's judge through workers.endpoint.ChatClient; a clear error when none is configured."""
+    e = cap.judge
+    if e.base_url is None or e.model is None:
+        raise ValueError("followbench needs an LLM judge: set capability.judge.base_url and capability.judge.model")
+    try:
+        from workers.endpoint import ChatClient
+    except ImportError as err:
+        raise RuntimeError(f"followbench's judge needs workers.endpoint.ChatClient ({err})") from err
+    client = ChatClient(e, cache_dir)
+    return lambda prompts: client.complete([[{"role": "user", "content": p}] for p in prompts])
+
+
+def score_responses(cap: Any, bench: str, items: list[Item], responses: list[str], judge_cache: Path) -> Scored:
+    return score(bench, items, responses, build_judge(cap, judge_cache) if bench == "followbench" else None)
+
+
+def measure(cap: Any, generate: Generate, adapter: str | None, judge_cache: Path,
+            items: dict[str, list[Item]] | None = None) -> dict[str, tuple[Scored, list[str]]]:
+    """Score one model (adapter None = the base model) on every configured benchmark, synchronously."""
+    out = {}
+    for bench in cap.benchmarks:
+        its = items[bench] if items else eval_items(cap, bench)[0]
+        responses = generate(adapter, [it.prompt for it in its], max_new_tokens(cap, bench), cap.temperature, 1.0)
+        out[bench] = (score_responses(cap, bench, its, responses, judge_cache), responses)
+    return out
+
+
+def baseline_key(cap: Any, model_path: str) -> str:
+    payload = {"benchmarks": list(cap.benchmarks), "n": cap.n_items, "seed": cap.seed, "model": model_path,
+               "temperature": cap.temperature, "max_new_tokens": cap.max_new_tokens, "judge": cap.judge.model}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ensure_baseline(cap: Any, sweep_dir: Path, model_path: str, generate: Generate,
+                    log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Scores of the model before training, evaluated once per sweep: <sweep_dir>/capability/baseline.json."""
+    path = sweep_dir / "capability" / "baseline.json"
+    key = baseline_key(cap, model_path)
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached["scores"]
+    log(f"[capability] baseline: the model before training on {', '.join(cap.benchmarks)}")
+    scores = {}
+    for bench, (s, responses) in measure(cap, generate, None, sweep_dir / "capability" / "judge_cache").items():
+        scores[bench] = {"score": s.score, "n": s.n}
+        its = eval_items(cap, bench)[0]
+        write_samples(sweep_dir / "capability" / f"baseline_{bench}.jsonl", its, responses, s)
+        log(f"[capability] baseline {bench}: {s.score:.3f} (n={s.n})")
+    write_json(path, {"key": key, "benchmarks": list(cap.benchmarks), "guardrail": guardrail(cap),
+                      "max_degradation": cap.max_degradation, "n_items": cap.n_items, "seed": cap.seed,
+                      "scores": scores})
+    return scores
+
+
+def write_samples(path: Path, items: list[Item], responses: list[str], s: Scored) -> None:
+    write_jsonl(path, [{"item_id": it.item_id, "prompt": it.prompt, "response": r, "extracted": x, "correct": c}
+                       for it, r, x, c in zip(items, responses, s.extracted, s.correct, strict=True)])
+
+
+def capability_row(step: int, bench: str, s: Scored, baseline: float) -> dict[str, Any]:
+    extra = {k: v for k, v in s.extra.items() if isinstance(v, (int, float, str))}
+    return {"kind": "capability", "step": step, "benchmark": bench, "score": s.score, "n": s.n, "baseline": baseline,
+            "rel_degradation": relative_degradation(baseline, s.score)} | extra
+
+
+def selected(cap: Any, step: int, eval_row: dict[str, Any], max_steps: int, threshold: float) -> bool:
+    """Whether a checkpoint gets capability evaluations (capability.checkpoints)."""
+    if cap.checkpoints == "all":
+        return True
+    if cap.checkpoints == "last":
+        return step == max_steps
+    if cap.checkpoints == "steps":
+        return step in set(cap.steps)
+    return eval_row.get("eval_attack_rate") is not None and eval_row["eval_attack_rate"] <= threshold
+
+
+class TrialCapability:
+    """A trial's capability evaluations: sent after a checkpoint's eval row, scored and written as they finish."""
+
+    def __init__(self, cap: Any, baseline: dict[str, dict[str, Any]], sampler: Any, trial_dir: Path, logger: Any,
+                 max_steps: int, threshold: float) -> None:
+        self.cap, self.baseline, self.sampler, self.trial_dir = cap, baseline, sampler, trial_dir
+        self.logger, self.max_steps, self.threshold = logger, max_steps, threshold
+        self.items = {b: eval_items(cap, b)[0] for b in cap.benchmarks}
+        self.pending: deque[tuple[int, str, Any]] = deque()
+
+    def after_eval(self, step: int, eval_row: dict[str, Any]) -> None:
+        """Send this checkpoint's requests if capability.checkpoints selects it."""
+        if not selected(self.cap, step, eval_row, self.max_steps, self.threshold):
+            return
+        adapter = str(self.trial_dir / "adapters" / step_name(step))
+        for bench, its in self.items.items():
+            ref = self.sampler.generate.remote(adapter, [it.prompt for it in its], max_new_tokens(self.cap, bench),
+                                               self.cap.temperature, 1.0)
+            self.pending.append((step, bench, ref))
+        self.drain(block=False)
+
+    def resume(self, rows: list[dict[str, Any]]) -> None:
+        """A restarted trial re-sends checkpoints evaluated before the restart whose capability rows are missing."""
+        done = {(r["step"], r.get("benchmark")) for r in rows if r.get("kind") == "capability"}
+        for r in rows:
+            if r.get("kind") == "eval" and any((r["step"], b) not in done for b in self.items):
+                self.after_eval(int(r["step"]), r)
+
+    def drain(self, block: bool) -> None:
+        import ray
+
+        while self.pending:
+            step, bench, ref = self.pending[0]
+            ready, _ = ray.wait([ref], timeout=None if block else 0)
+            if not ready:
+                return
+            self.pending.popleft()
+            responses = ray.get(ref)
+            s = score_responses(self.cap, bench, self.items[bench], responses, self.trial_dir / "judge_cache")
+            write_samples(self.trial_dir / "capability" / f"{step_name(step)}_{bench}.jsonl", self.items[bench],
+                          responses, s)
+            row = capability_row(step, bench, s, self.baseline[bench]["score"])
+            append_jsonl(self.logger.metrics_path, row)
+            if self.logger.run is not None:  # per-benchmark keys: one W&B panel per benchmark
+                self.logger.run.log({"step": step, f"capability/{bench}/score": s.score,
+                                     f"capability/{bench}/rel_degradation": row["rel_degradation"]})
