@@ -138,9 +138,10 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
     timing = {"eval_wait_s": 0.0, "grade_s": 0.0}  # waiting for the sampler; grading, writing, reporting
     es = ctx.early_stop if ctx.early_stop is not None and ctx.early_stop.enabled else None
     stop: dict[str, Any] = {}
+    trainer: dict[str, float] = {}  # the trainer's timings and last step (workers/train.py)
 
     def check_stop(step: int) -> None:
-        if es is None or stop:
+        if es is None or stop or trainer.get("done"):
             return
         reason = should_stop(read_jsonl(trial_dir / "metrics.jsonl"), ctx.threshold, es.k, es.max_rel_degradation)
         if reason is not None:
@@ -196,7 +197,6 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
         evaluate(step, adapter, info)
 
     started = time.time()
-    trainer: dict[str, float] = {}
     try:
         for step in spec.checkpoint_steps:  # checkpoints saved by an earlier attempt but never evaluated
             if resumed_from is not None and step <= resumed_from and step not in evaluated:
@@ -207,6 +207,9 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
         train(spec, read_labels(Path(ctx.labels_path)), trial_dir, on_checkpoint,
               should_stop=poll if es is not None else None, timings=trainer)
         in_training = dict(timing)
+        trainer["done"] = True  # from here on the rule can save nothing
+        if stop and trainer.get("last_step", 0) >= spec.max_steps:
+            stop.clear()  # fired while the last steps ran: the full curve is already paid for, keep it
         drain(block=True)
         if stop:
             cut_after_stop(trial_dir, stop["step"])
@@ -216,7 +219,8 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
         ended = time.time()
         logger.finish()
     done = time.time()
-    result = {"done": True, "wall_s": round(done - began, 2), "resumed_from": resumed_from,
+    result = {"done": True, "wall_s": round(done - began, 2), "started": round(began, 2), "ended": round(done, 2),
+              "resumed_from": resumed_from,
               "steps_trained": trainer.get("last_step"), "stopped_early": bool(stop),
               "stop_reason": stop.get("reason"), "stop_step": stop.get("step"),
               "timing": trial_timing(started - began, trainer, timing, in_training, done - ended, done - began)}
