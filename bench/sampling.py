@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--prompts", type=int, default=256, help="per adapter: half eval, half train prompts")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--scaling", default="1,4,16", help="adapter counts for the growth table")
+    parser.add_argument("--max-num-seqs", type=int, default=2048, help="vLLM sequences per step (0: its default)")
     parser.add_argument("--out", type=Path, default=OUT)
     args, overrides = parser.parse_known_args(argv)
     scaling = [int(x) for x in args.scaling.split(",") if x]
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from workers.sampler import Sampler
 
     most = max([args.adapters, *scaling])
-    spec = replace(sampler_spec(cfg, model_path), max_loras=most, max_cpu_loras=max(2 * most, 32))
+    spec = replace(sampler_spec(cfg, model_path), max_loras=most, max_cpu_loras=max(2 * most, 32),
+                   max_num_seqs=args.max_num_seqs or None)
     started = time.time()
     sampler = Sampler(spec)
     sampler.generate(None, texts[:4], 2, temp, 1.0)  # warm-up: first-call costs are not sampling
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "model": cfg.model.name, "toy_key": info.get("key"), "adapters": args.adapters, "prompts": len(texts),
         "new_tokens": args.tokens, "temperature": temp, "lora_rank": cfg.train.lora_rank,
+        "vllm_max_num_seqs": spec.max_num_seqs, "vllm_max_loras": spec.max_loras,
         "vllm_engine_start_s": round(engine_start_s, 2),
         "hf_generate_per_adapter": hf,
         "vllm_multi_lora_one_batch": batched,

@@ -158,6 +158,7 @@ class EngineConfig:
     max_cpu_loras: int = 16
     tensor_parallel_size: int = 1
     enforce_eager: bool = True
+    max_num_seqs: int | None = None  # sequences per engine step; null: vLLM's default (256 on CPU)
 
 
 @dataclass

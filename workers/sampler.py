@@ -34,6 +34,7 @@ class SamplerSpec:
     tensor_parallel_size: int
     enforce_eager: bool
     seed: int
+    max_num_seqs: int | None = None  # None: vLLM's default
 
 
 def _cuda_available() -> bool:
@@ -134,6 +135,7 @@ class Sampler:
             tensor_parallel_size=spec.tensor_parallel_size,
             enforce_eager=spec.enforce_eager,
             seed=spec.seed,
+            **({"max_num_seqs": spec.max_num_seqs} if spec.max_num_seqs else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
 
