@@ -108,6 +108,7 @@ class TrialAnalysis:
     curve: list[dict[str, float]] = field(default_factory=list)  # attack_curve output
     desired: dict[int, float] = field(default_factory=dict)  # eval desired rate per step
     missing_steps: list[int] = field(default_factory=list)
+    stop_reason: str | None = None  # early stopping ("transfer" | "capability"); its later checkpoints are not missing
 
     @property
     def converged(self) -> bool:
@@ -134,6 +135,8 @@ def analyze_trial(trial: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
     # older config.json files have no schedule: it is always checkpoint_steps(max_steps)
     scheduled = [int(s) for s in trial.get("checkpoint_steps") or checkpoint_steps(max_steps)]
     steps = [int(r["step"]) for r in evals]
+    stop = next((r for r in rows if r.get("kind") == "stop"), None)
+    last_due = int(stop["step"]) if stop else max_steps  # checkpoints after an early stop were never due
     lower = None
     if s2t is None and steps:
         lower = max_steps if steps[-1] >= max_steps else steps[-1]
@@ -155,7 +158,8 @@ def analyze_trial(trial: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
         min_train_desired=min(train, key=lambda p: (p[1], p[0])) if train else None,
         final_train_desired=train[-1] if train else None,
         curve=curve, desired={int(r["step"]): r.get("eval_desired_rate") for r in evals},
-        missing_steps=[s for s in scheduled if s not in set(steps)],
+        missing_steps=[s for s in scheduled if s not in set(steps) and s <= last_due],
+        stop_reason=stop["reason"] if stop else None,
     )
 
 

@@ -52,6 +52,7 @@ def summarize_trial(trial: dict[str, Any], rows: list[dict[str, Any]], threshold
     s2t = steps_to_transfer(curve, threshold)
     lr, max_steps = trial["lr"], trial["max_steps"]
     last = evals[-1] if evals else {}
+    stop = next((r for r in rows if r.get("kind") == "stop"), None)  # early stopping (eval/stopping.py)
     return {
         "setting": trial["setting"],
         "lr": lr,
@@ -72,6 +73,9 @@ def summarize_trial(trial: dict[str, Any], rows: list[dict[str, Any]], threshold
         "train_desired_curve": [[r["step"], r["train_desired_rate"]] for r in evals],
         "n_eval": last.get("n_eval"),
         "n_train": last.get("n_train"),
+        "stopped_early": stop is not None,
+        "stop_reason": stop["reason"] if stop else None,
+        "stop_step": stop["step"] if stop else None,
     }
 
 

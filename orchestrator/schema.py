@@ -165,6 +165,15 @@ class ModelConfig:
 
 
 @dataclass
+class EarlyStopConfig:
+    """Stop a trial once its answer is known (eval/stopping.py); off by default so curves run to max_steps."""
+
+    enabled: bool = False
+    k: int | None = 2  # transfer: attack rate <= threshold at k checkpoints in a row; null turns this rule off
+    max_rel_degradation: float | None = None  # capability: stop past this relative drop; null turns it off
+
+
+@dataclass
 class SweepConfig:
     lrs: list[float] = MISSING
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -174,6 +183,7 @@ class SweepConfig:
     cpus_per_trial: float = 1.0
     max_retries: int = 2
     ray_address: str | None = None
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 
 
 @dataclass
@@ -203,6 +213,7 @@ class EngineConfig:
     max_cpu_loras: int = 16
     tensor_parallel_size: int = 1
     enforce_eager: bool = True
+    max_num_seqs: int | None = None  # sequences per engine step; null: vLLM's default (256 on CPU)
 
 
 @dataclass
@@ -386,6 +397,10 @@ def validate(cfg: Config) -> None:
     _require(sw.max_concurrent_trials >= 1, "sweep.max_concurrent_trials must be >= 1")
     _require(sw.cpus_per_trial > 0, "sweep.cpus_per_trial must be > 0")
     _require(sw.max_retries >= 0, f"sweep.max_retries={sw.max_retries}: must be >= 0")
+    es = sw.early_stop
+    _require(es.k is None or es.k >= 1, f"sweep.early_stop.k={es.k}: must be >= 1 (or null to stop only on capability)")
+    _require(es.max_rel_degradation is None or es.max_rel_degradation > 0,
+             f"sweep.early_stop.max_rel_degradation={es.max_rel_degradation}: must be > 0 (or null to turn it off)")
     _require(tr.batch_size >= 1, f"train.batch_size={tr.batch_size}: must be >= 1")
     _require(
         tr.micro_batch_size >= 1 and tr.batch_size % tr.micro_batch_size == 0,

@@ -47,7 +47,7 @@ def sampler_spec(cfg: Config, model_path: str) -> SamplerSpec:
         max_lora_rank=cfg.train.lora_rank, chat_template_kwargs=dict(cfg.model.chat_template_kwargs),
         gpu_memory_utilization=e.gpu_memory_utilization, cpu_kvcache_space_gib=e.cpu_kvcache_space_gib,
         max_loras=e.max_loras, max_cpu_loras=e.max_cpu_loras, tensor_parallel_size=e.tensor_parallel_size,
-        enforce_eager=e.enforce_eager, seed=cfg.sample.seed,
+        enforce_eager=e.enforce_eager, seed=cfg.sample.seed, max_num_seqs=e.max_num_seqs,
     )
 
 
@@ -234,8 +234,9 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
         from workers.sampler import Sampler
 
         log("[sampler] starting one vLLM engine for the whole sweep (multi-LoRA)...")
-        # a dead actor process is restarted (engine and all) and its pending calls retried
-        sampler = ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)(Sampler).options(
+        # a dead actor process is restarted (engine and all) and its pending calls retried; threaded so
+        # that requests of concurrent trials queue up inside the actor and share one engine call
+        sampler = ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2, max_concurrency=64)(Sampler).options(
             name=sampler_name).remote(sampler_spec(cfg, model_path))
         ray.get(sampler.ready.remote())
         log(f"[sampler] ready after {time.time() - started:.0f}s")
@@ -245,7 +246,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
         ctx = TrialContext(
             sweep_dir=str(sweep_dir), sweep_id=sweep_id, sampler_name=sampler_name, setting=cfg.setting,
             model_name=cfg.model.name, train=build_train_spec(cfg, model_path, 0.0, 0), labels_path=str(labels),
-            sample=cfg.sample, tracker=cfg.tracker, threshold=cfg.sweep.threshold,
+            sample=cfg.sample, tracker=cfg.tracker, threshold=cfg.sweep.threshold, early_stop=cfg.sweep.early_stop,
         )
         if cfg.capability.benchmarks:  # the model before training, once per sweep (cached in the sweep folder)
             from workers.capability import ensure_baseline

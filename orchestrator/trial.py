@@ -2,6 +2,8 @@
 
 Sampling is asynchronous: after saving a checkpoint the trainer sends its prompts to the vLLM actor
 and keeps training; finished evaluations are graded, written and reported in step order.
+With early stopping on (sweep.early_stop), the rule of eval/stopping.py is checked on every finished
+evaluation; the trial's files then end at the checkpoint it fired on, and result.json says why.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from eval.graders import ATTACK, DESIRED, build_grader
 from eval.metrics import rates
 from eval.runfiles import append_jsonl, read_jsonl, step_name, trial_name, write_json, write_jsonl
+from eval.stopping import should_stop, transfer_established
 from workers.prompts import Prompt, build_prompts, load_bank, pick, split_bank
 from workers.train import TrainSpec, train
 
@@ -36,6 +39,7 @@ class TrialContext:
     threshold: float
     capability: Any = None  # CapabilityConfig with an absolute data_dir, or None
     capability_baseline: dict | None = None  # benchmark -> {"score", "n"} of the model before training
+    early_stop: Any = None  # EarlyStopConfig; None or enabled=False: full curves
 
 
 def eval_prompts(setting: Any, sample: Any) -> tuple[list[Prompt], list[Prompt]]:
@@ -90,6 +94,17 @@ def reconcile_trial_dir(trial_dir: Path, resumed_from: int | None) -> set[int]:
     return {r["step"] for r in kept if r["kind"] == "eval"}
 
 
+def cut_after_stop(trial_dir: Path, stop_step: int) -> None:
+    """Drop rows, samples and adapters past the checkpoint early stopping fired on: the trainer may have run
+    a few steps further while that checkpoint was being sampled, but the trial's curve ends where it stopped."""
+    metrics = trial_dir / "metrics.jsonl"
+    write_jsonl(metrics, [r for r in read_jsonl(metrics) if r["step"] <= stop_step])
+    for folder, suffix in (("samples", ".jsonl"), ("adapters", "")):
+        for path in (trial_dir / folder).glob(f"step_*{suffix}"):
+            if int(path.name.removesuffix(suffix).split("_")[1]) > stop_step:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str, Any]:
     """Train one trial and evaluate its checkpoints; `report(row)` receives each checkpoint's metrics.
 
@@ -102,6 +117,7 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
     from workers.tracking import TrialLogger
     from workers.train import read_resume_point
 
+    began = time.time()
     name = trial_name(lr, seed)
     trial_dir = Path(ctx.sweep_dir) / "trials" / name
     spec = TrainSpec(**{**asdict(ctx.train), "lr": lr, "seed": seed})
@@ -128,12 +144,25 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
                                      spec.max_steps, ctx.threshold)
         capability.resume(read_jsonl(trial_dir / "metrics.jsonl"))
     pending: deque[tuple[int, Any, dict[str, Any], float]] = deque()
-    timing = {"sampling_wait_s": 0.0}
+    timing = {"eval_wait_s": 0.0, "grade_s": 0.0}  # waiting for the sampler; grading, writing, reporting
+    es = ctx.early_stop if ctx.early_stop is not None and ctx.early_stop.enabled else None
+    stop: dict[str, Any] = {}
+    trainer: dict[str, float] = {}  # the trainer's timings and last step (workers/train.py)
+
+    def check_stop(step: int) -> None:
+        if es is None or stop or trainer.get("done"):
+            return
+        reason = should_stop(read_jsonl(trial_dir / "metrics.jsonl"), ctx.threshold, es.k, es.max_rel_degradation)
+        if reason is not None:
+            stop.update(step=step, reason=reason)
 
     def finish(step: int, ref: Any, info: dict[str, Any], sent: float) -> None:
+        if stop and step > stop["step"]:
+            return  # sampled after the trial's answer was known: not part of its curve
         waited = time.time()
         responses = ray.get(ref)
-        timing["sampling_wait_s"] += time.time() - waited
+        graded = time.time()
+        timing["eval_wait_s"] += graded - waited
         samples, row = grade_checkpoint(prompts, responses, grader)
         write_jsonl(trial_dir / "samples" / f"{step_name(step)}.jsonl", samples)
         row = {"step": step, "kind": "eval", "lr": lr, "seed": seed, "train_loss": info.get("train_loss"),
@@ -141,17 +170,32 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
         logger.log(row)
         logger.log_samples(step, samples)
         report({k: v for k, v in row.items() if v is not None} | {"max_steps": spec.max_steps})
+        timing["grade_s"] += time.time() - graded
         if capability is not None:
             capability.after_eval(step, row)
+        check_stop(step)
 
     def drain(block: bool) -> None:
         if capability is not None:
             capability.drain(block=False)
         while pending:
+            waited = time.time()
             ready, _ = ray.wait([pending[0][1]], timeout=None if block else 0)
+            timing["eval_wait_s"] += time.time() - waited
             if not ready:
                 return
             finish(*pending.popleft())
+
+    def poll(step: int) -> bool:
+        """Asked by the trainer after every step: has early stopping fired? Blocks for the pending
+        evaluations only when the transfer rule is one checkpoint from firing, so the trainer stops exactly
+        at that checkpoint instead of training past it while it is sampled."""
+        if not pending:
+            return bool(stop)
+        rows = read_jsonl(trial_dir / "metrics.jsonl") if es.k is not None and es.k > 1 else []
+        armed = es.k is not None and (es.k == 1 or transfer_established(rows, ctx.threshold, es.k - 1))
+        drain(block=armed)
+        return bool(stop)
 
     def evaluate(step: int, adapter: Path, info: dict[str, Any]) -> None:
         ref = sampler.generate.remote(str(adapter), [p.text for p in prompts], s.max_new_tokens,
@@ -173,14 +217,44 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
                 if not (adapter / "adapter_config.json").exists():
                     raise FileNotFoundError(f"{adapter} is missing: delete {trial_dir} to restart this trial")
                 evaluate(step, adapter, {})
-        train(spec, read_labels(Path(ctx.labels_path)), trial_dir, on_checkpoint)
+        train(spec, read_labels(Path(ctx.labels_path)), trial_dir, on_checkpoint,
+              should_stop=poll if es is not None else None, timings=trainer)
+        in_training = dict(timing)
+        trainer["done"] = True  # from here on the rule can save nothing
+        if stop and trainer.get("last_step", 0) >= spec.max_steps:
+            stop.clear()  # fired while the last steps ran: the full curve is already paid for, keep it
         drain(block=True)
         if capability is not None:
             capability.drain(block=True)
+        if stop:
+            cut_after_stop(trial_dir, stop["step"])
+            logger.log({"step": stop["step"], "kind": "stop", "reason": stop["reason"],
+                        "steps_trained": trainer.get("last_step")})
     finally:
+        ended = time.time()
         logger.finish()
-    wall = time.time() - started
-    result = {"done": True, "wall_s": round(wall, 2), "resumed_from": resumed_from,
-              **{k: round(v, 2) for k, v in timing.items()}}
+    done = time.time()
+    result = {"done": True, "wall_s": round(done - began, 2), "started": round(began, 2), "ended": round(done, 2),
+              "resumed_from": resumed_from,
+              "steps_trained": trainer.get("last_step"), "stopped_early": bool(stop),
+              "stop_reason": stop.get("reason"), "stop_step": stop.get("step"),
+              "timing": trial_timing(started - began, trainer, timing, in_training, done - ended, done - began)}
     write_json(trial_dir / "result.json", result)
     return result
+
+
+def trial_timing(setup: float, trainer: dict[str, float], timing: dict[str, float], in_training: dict[str, float],
+                 teardown: float, wall: float) -> dict[str, float]:
+    """Where a trial's wall time went (seconds); the parts add up to wall_s, with `other_s` the rest.
+
+    eval_handoff_s is the trainer's time in the checkpoint hook and the per-step poll that was not spent
+    waiting for the sampler or grading: logging train rows and sending the request."""
+    hooks = trainer.get("hook_s", 0.0) + trainer.get("poll_s", 0.0)
+    parts = {
+        "trial_setup_s": setup, "trainer_setup_s": trainer.get("setup_s", 0.0),
+        "train_steps_s": trainer.get("train_steps_s", 0.0), "checkpoint_save_s": trainer.get("checkpoint_save_s", 0.0),
+        "eval_handoff_s": max(0.0, hooks - in_training["eval_wait_s"] - in_training["grade_s"]),
+        "eval_wait_s": timing["eval_wait_s"], "grade_s": timing["grade_s"], "teardown_s": teardown,
+    }
+    parts["other_s"] = max(0.0, wall - sum(parts.values()))
+    return {k: round(v, 3) for k, v in parts.items()}

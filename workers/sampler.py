@@ -1,14 +1,20 @@
 """The sweep's sampler: one vLLM engine serving every checkpoint's LoRA adapter (multi-LoRA).
 
 Engine start costs ~25 s on CPU, so a sweep starts one and every trial sends it requests. The
-orchestrator wraps this class as a Ray actor; it is also usable directly (tests, benchmarks).
+orchestrator wraps this class as a threaded Ray actor; it is also usable directly (tests, benchmarks).
+
+Requests are batched across adapters: while the engine runs one batch, requests from every trial queue up,
+and the next engine call takes them all at once, one LoRA request per prompt (vLLM batches different
+adapters together). Throughput then grows with the number of checkpoints waiting, instead of each
+checkpoint paying a full pass of the engine alone.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -28,6 +34,7 @@ class SamplerSpec:
     tensor_parallel_size: int
     enforce_eager: bool
     seed: int
+    max_num_seqs: int | None = None  # None: vLLM's default
 
 
 def _cuda_available() -> bool:
@@ -39,6 +46,67 @@ def _cuda_available() -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Request:
+    """One checkpoint's sampling: the adapter (None: the base model) and its prompts, all with one setting."""
+
+    adapter_dir: str | None
+    user_texts: list[str]
+    max_new_tokens: int
+    temperature: float
+    top_p: float = 1.0
+    ignore_eos: bool = False  # benchmarks: every completion runs to max_new_tokens
+
+
+@dataclass
+class _Pending:
+    request: Request
+    done: threading.Event = field(default_factory=threading.Event)
+    result: list[str] | None = None
+    error: BaseException | None = None
+
+
+class Batcher:
+    """Group commit over one engine: callers queue requests; whoever gets the engine runs everything queued.
+
+    Callers are threads (a threaded Ray actor's calls, or a benchmark's). While one engine call runs, new
+    requests wait in the queue; when it ends, the next caller takes the whole queue in one call.
+    """
+
+    def __init__(self, run: Callable[[list[Request]], list[list[str]]]) -> None:
+        self._run = run
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
+        self._engine_lock = threading.Lock()
+        self.batch_sizes: list[int] = []  # requests per engine call, for tests and benchmarks
+
+    def submit(self, requests: list[Request]) -> list[list[str]]:
+        """Results of these requests, in order, after they ran (possibly batched with other callers')."""
+        items = [_Pending(r) for r in requests]
+        with self._queue_lock:
+            self._queue.extend(items)
+        with self._engine_lock:
+            # a leader takes the whole queue and finishes it before releasing the engine, so an item that
+            # is not done yet is still queued
+            if not all(i.done.is_set() for i in items):
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self.batch_sizes.append(len(batch))
+                try:
+                    for item, result in zip(batch, self._run([i.request for i in batch]), strict=True):
+                        item.result = result
+                except BaseException as err:  # every caller of the failed batch sees the error
+                    for item in batch:
+                        item.error = err
+                finally:
+                    for item in batch:
+                        item.done.set()
+        for item in items:
+            if item.error is not None:
+                raise item.error
+        return [i.result for i in items]  # type: ignore[misc]
+
+
 class Sampler:
     def __init__(self, spec: SamplerSpec) -> None:
         if not _cuda_available():
@@ -46,8 +114,10 @@ class Sampler:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         self.spec = spec
         self.restarts = 0
-        self._start()
+        self.generated_tokens = 0
         self._lora_ids: dict[str, int] = {}
+        self._batcher = Batcher(self._run_batch)
+        self._start()
 
     def _start(self) -> None:
         from vllm import LLM
@@ -65,12 +135,19 @@ class Sampler:
             tensor_parallel_size=spec.tensor_parallel_size,
             enforce_eager=spec.enforce_eager,
             seed=spec.seed,
+            **({"max_num_seqs": spec.max_num_seqs} if spec.max_num_seqs else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
         self._watch_stop = watch_engine(self.llm)
 
     def ready(self) -> bool:
         return True
+
+    def stats(self) -> dict[str, Any]:
+        """Engine calls and requests served so far: how much batching happened."""
+        sizes = self._batcher.batch_sizes
+        return {"engine_calls": len(sizes), "requests": sum(sizes), "max_batch_requests": max(sizes, default=0),
+                "generated_tokens": self.generated_tokens, "restarts": self.restarts}
 
     def _lora(self, adapter_dir: str) -> Any:
         from vllm.lora.request import LoRARequest
@@ -84,27 +161,47 @@ class Sampler:
     ) -> list[str]:
         """One completion per user text, through the chat template, with the given adapter (or base).
 
-        No per-request seed: vLLM's CPU sampler cannot offset a generator; the engine's seed fixes the stream.
+        Batched with whatever other requests are waiting for the engine. No per-request seed: vLLM's CPU
+        sampler cannot offset a generator; the engine's seed fixes the stream.
         """
+        return self._batcher.submit([Request(adapter_dir, list(user_texts), max_new_tokens, temperature, top_p)])[0]
+
+    def generate_many(self, requests: list[Request]) -> list[list[str]]:
+        """Several checkpoints' requests in one engine call (plus any others waiting); results in order."""
+        return self._batcher.submit(requests)
+
+    def _run_batch(self, requests: list[Request]) -> list[list[str]]:
         from vllm import SamplingParams
 
         from workers.prompts import format_for_model
 
-        prompts = [format_for_model(self.tokenizer, t, self.spec.chat_template_kwargs) for t in user_texts]
-        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-        lora = self._lora(adapter_dir) if adapter_dir else None
+        prompts, params, loras = [], [], []
+        for r in requests:
+            p = SamplingParams(max_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
+                               ignore_eos=r.ignore_eos)
+            lora = self._lora(r.adapter_dir) if r.adapter_dir else None
+            for text in r.user_texts:
+                prompts.append(format_for_model(self.tokenizer, text, self.spec.chat_template_kwargs))
+                params.append(p)
+                loras.append(lora)
         try:
-            outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
+            outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
         except Exception as err:
             if not _engine_dead(err) or self.restarts >= MAX_ENGINE_RESTARTS:
                 raise
-            # the engine process died (OOM killer, a crash): start a fresh one and retry this request
+            # the engine process died (OOM killer, a crash): start a fresh one and retry this batch
             self.restarts += 1
             print(f"[sampler] vLLM engine died ({type(err).__name__}); restart {self.restarts}", flush=True)
             self.shutdown()
             self._start()
-            outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
-        return [o.outputs[0].text for o in outputs]
+            outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+        self.generated_tokens += sum(len(o.outputs[0].token_ids) for o in outputs)
+        texts = [o.outputs[0].text for o in outputs]
+        results, at = [], 0
+        for r in requests:
+            results.append(texts[at:at + len(r.user_texts)])
+            at += len(r.user_texts)
+        return results
 
     def shutdown(self) -> None:
         import gc

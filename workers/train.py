@@ -255,13 +255,21 @@ def load_state(engine: Any, state_dir: Path, point: dict[str, Any]) -> int:
 
 
 def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_checkpoint: CheckpointHook,
-          log: Callable[[str], None] = print) -> int:
+          log: Callable[[str], None] = print, should_stop: Callable[[int], bool] | None = None,
+          timings: dict[str, float] | None = None) -> int:
     """SFT on (prompt, completion) examples for spec.max_steps steps of spec.batch_size examples.
 
     Resumes from out_dir/state when a previous attempt saved one (returns the step it resumed from);
-    at every checkpoint step: adapter, then `on_checkpoint`, then trainer state.
+    at every checkpoint step: adapter, then `on_checkpoint`, then trainer state. `should_stop(step)` is asked
+    after every step (early stopping); `timings` receives seconds per phase (setup_s, train_steps_s,
+    checkpoint_save_s, hook_s, poll_s) and last_step, the last step trained.
     """
     import torch
+
+    clock = timings if timings is not None else {}
+    for key in ("setup_s", "train_steps_s", "checkpoint_save_s", "hook_s", "poll_s"):
+        clock.setdefault(key, 0.0)
+    began = time.time()
 
     device = init_distributed(spec.dist_backend)
     import deepspeed
@@ -290,12 +298,20 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
 
     def checkpoint(step: int, info: dict[str, Any]) -> None:
         # hook before state: a kill in between replays these steps, and the trial drops rows past the state
-        on_checkpoint(step, save_adapter(engine, adapters / step_name(step), spec.dtype), info)
+        t0 = time.time()
+        adapter = save_adapter(engine, adapters / step_name(step), spec.dtype)
+        t1 = time.time()
+        on_checkpoint(step, adapter, info)
+        t2 = time.time()
         save_state(engine, state_dir, step)
+        clock["checkpoint_save_s"] += (t1 - t0) + (time.time() - t2)
+        clock["hook_s"] += t2 - t1
 
     try:
         point = read_resume_point(state_dir)
         start = load_state(engine, state_dir, point) if point else 0
+        clock["last_step"] = start
+        clock["setup_s"] += time.time() - began
         if start:
             log(f"[train] lr={spec.lr:g} resuming from step {start}")
         elif 0 in checkpoints:
@@ -305,6 +321,14 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
         started = time.time()
         engine.train()
         for step in range(start + 1, spec.max_steps + 1):
+            if should_stop is not None:
+                t0 = time.time()
+                stop = should_stop(step - 1)
+                clock["poll_s"] += time.time() - t0
+                if stop:
+                    log(f"[train] lr={spec.lr:g} stopping early after step {step - 1}")
+                    break
+            t0 = time.time()
             idx = next(batches)
             step_loss = 0.0
             for k in range(accum):
@@ -316,6 +340,8 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
                 engine.step()
                 step_loss += loss.item() / accum
             losses.append(step_loss)
+            clock["train_steps_s"] += time.time() - t0
+            clock["last_step"] = step
             if step in checkpoints:
                 mean = sum(losses) / len(losses)
                 log(f"[train] lr={spec.lr:g} step {step}/{spec.max_steps} loss {mean:.4f} "

@@ -1,0 +1,75 @@
+"""The benchmark scripts work: run at a tiny size, they write their JSON with sane fields. Not timed tests."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _trial(root: Path, name: str, lr: float, steps: int, timing: dict) -> None:
+    trial = root / "trials" / name
+    trial.mkdir(parents=True)
+    (trial / "config.json").write_text(json.dumps({"lr": lr, "max_steps": 8}))
+    wall = sum(timing.values())
+    (trial / "result.json").write_text(json.dumps({"done": True, "wall_s": wall, "steps_trained": steps,
+                                                   "stopped_early": steps < 8, "timing": timing}))
+
+
+def test_trainer_bench_adds_up_the_trials_timings(tmp_path):
+    from bench.trainer import main
+
+    base = {"trial_setup_s": 1.0, "trainer_setup_s": 4.0, "train_steps_s": 80.0, "checkpoint_save_s": 5.0,
+            "eval_handoff_s": 1.0, "eval_wait_s": 6.0, "grade_s": 2.0, "teardown_s": 0.5, "other_s": 0.5}
+    _trial(tmp_path, "lr0.001_seed0", 1e-3, 8, base)
+    _trial(tmp_path, "lr0.003_seed0", 3e-3, 4, base | {"train_steps_s": 40.0})
+    out = main([str(tmp_path), "--out", str(tmp_path / "trainer.json")])
+    assert json.loads((tmp_path / "trainer.json").read_text()) == out
+    assert out["steps_trained"] == 12 and out["train_steps_per_s"] == pytest.approx(12 / 120, abs=1e-3)
+    assert sum(out["share_of_trial_wall"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert out["orchestration_share"] == pytest.approx(2 * 5.0 / (100 + 60), abs=1e-3)
+
+
+def test_trainer_bench_refuses_a_folder_without_results(tmp_path):
+    from bench.trainer import summarize
+
+    with pytest.raises(FileNotFoundError, match="result.json"):
+        summarize(tmp_path)
+
+
+def _run(args, cache_dir, timeout=900):
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | {"LRSWEEP_CACHE": str(cache_dir),
+                                                                          "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.integration
+def test_sampling_bench_at_smoke_size(cache_dir, tmp_path):
+    out = tmp_path / "sampling.json"
+    _run(["bench/sampling.py", "--adapters", "2", "--prompts", "8", "--tokens", "4", "--scaling", "1,2",
+          "--out", str(out)], cache_dir)
+    r = json.loads(out.read_text())
+    assert r["vllm_multi_lora_one_batch"]["generated_tokens"] == 2 * 8 * 4
+    assert r["hf_generate_per_adapter"]["generated_tokens"] == 2 * 8 * 4
+    assert r["vllm_multi_lora_one_batch"]["engine_calls"] == 1 and r["vllm_one_call_per_adapter"]["engine_calls"] == 2
+    assert r["speedup_vs_hf"] > 0 and [g["adapters"] for g in r["growth_with_adapters_in_one_engine"]] == [1, 2]
+
+
+@pytest.mark.integration
+def test_sweep_bench_at_smoke_size_with_early_stopping(cache_dir, tmp_path):
+    """The fast preset on a 2-step sweep: the bench writes both files; steps trained never exceed the max."""
+    out, trainer_out = tmp_path / "sweep.json", tmp_path / "trainer.json"
+    _run(["bench/sweep.py", "--runs", "fast-warm", "--overrides", "sweep.max_steps=2,sweep.lrs=[3e-3]",
+          "--out", str(out), "--trainer-out", str(trainer_out)], cache_dir)
+    run = json.loads(out.read_text())["runs"]["fast-warm"]
+    assert run["steps_max"] == 2 and 0 <= run["steps_trained"] <= 2 and run["wall_s"] > 0
+    assert run["toy_key"] and len(run["trials"]) == 1
+    trainer = json.loads(trainer_out.read_text())["runs"]["fast-warm"]
+    assert 0 < trainer["orchestration_share"] < 1 and trainer["train_steps_per_s"] > 0
