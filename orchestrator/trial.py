@@ -34,6 +34,11 @@ class TrialContext:
     sample: Any  # SampleConfig
     tracker: Any  # TrackerConfig
     threshold: float
+    placement: Any = None  # orchestrator.placement.TrialPlacement: this trial's trainer workers
+
+
+def trial_spec(ctx: TrialContext, lr: float, seed: int) -> TrainSpec:
+    return TrainSpec(**{**asdict(ctx.train), "lr": lr, "seed": seed})
 
 
 def eval_prompts(setting: Any, sample: Any) -> tuple[list[Prompt], list[Prompt]]:
@@ -88,8 +93,10 @@ def reconcile_trial_dir(trial_dir: Path, resumed_from: int | None) -> set[int]:
     return {r["step"] for r in kept if r["kind"] == "eval"}
 
 
-def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str, Any]:
+def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one trial and evaluate its checkpoints; `report(row)` receives each checkpoint's metrics.
+    `extra` joins result.json (a multi-worker trial records where its ranks ran).
 
     A trial restarted after a crash resumes from its last trainer state and evaluates any checkpoint
     whose evaluation was lost, so its files end as an undisturbed run's would.
@@ -102,10 +109,10 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
 
     name = trial_name(lr, seed)
     trial_dir = Path(ctx.sweep_dir) / "trials" / name
-    spec = TrainSpec(**{**asdict(ctx.train), "lr": lr, "seed": seed})
+    spec = trial_spec(ctx, lr, seed)
     trial_info = {"name": name, "setting": ctx.setting.name, "lr": lr, "seed": seed, "model": ctx.model_name,
                   "max_steps": spec.max_steps, "checkpoint_steps": spec.checkpoint_steps, "threshold": ctx.threshold,
-                  "sweep_id": ctx.sweep_id,
+                  "sweep_id": ctx.sweep_id, "num_workers": ctx.placement.num_workers if ctx.placement else 1,
                   "train": {k: v for k, v in asdict(spec).items() if k not in ("model_path", "lr", "seed")}}
     write_json(trial_dir / "config.json", trial_info)
     point = read_resume_point(trial_dir / "state")
@@ -166,6 +173,6 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
         logger.finish()
     wall = time.time() - started
     result = {"done": True, "wall_s": round(wall, 2), "resumed_from": resumed_from,
-              **{k: round(v, 2) for k, v in timing.items()}}
+              **{k: round(v, 2) for k, v in timing.items()}, **(extra or {})}
     write_json(trial_dir / "result.json", result)
     return result

@@ -51,14 +51,19 @@ class TrainSpec:
 CheckpointHook = Callable[[int, Path, dict[str, Any]], None]
 
 
+def _quiet(msg: str) -> None:
+    """The log of ranks other than 0: one line per event is enough."""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def init_distributed(backend: str) -> str:
-    """Single-process group when not launched by a distributed launcher; returns the device name."""
+def init_distributed(backend: str) -> tuple[str, bool]:
+    """Join the process group a launcher built (Ray Train sets RANK, WORLD_SIZE, MASTER_ADDR and inits
+    torch.distributed), or start a single-process group; returns (device name, whether we own the group)."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -71,22 +76,57 @@ def init_distributed(backend: str) -> str:
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
     if backend == "auto":
         backend = "nccl" if cuda else "gloo"
-    if not cuda and os.environ["WORLD_SIZE"] == "1":
-        # DeepSpeed JIT-compiles a shared-memory all-reduce op for CPU groups; one process has nothing to
-        # reduce, and a compile killed midway leaves a lock that makes every later start wait forever.
+    if not cuda:
+        # DeepSpeed JIT-compiles a shared-memory all-reduce op for CPU groups: one process has nothing to
+        # reduce, workers on different nodes share no memory, and a compile killed midway leaves a lock
+        # that makes every later start wait forever. Gloo does the (tiny, LoRA-only) reductions.
         import deepspeed.ops
 
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    owned = not torch.distributed.is_initialized()
+    if cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    deepspeed.init_distributed(dist_backend=backend)  # adopts a group that already exists
+    return ("cuda" if cuda else "cpu"), owned
+
+
+def rank_and_world() -> tuple[int, int]:
+    import torch
+
     if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend)
-    return "cuda" if cuda else "cpu"
+        return 0, 1
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
 
-def deepspeed_config(spec: TrainSpec) -> dict[str, Any]:
+def broadcast_from_rank0(value: Any) -> Any:
+    """Rank 0's value on every rank (no-op alone): one reading of shared files for the whole group."""
+    import torch
+
+    if rank_and_world()[1] == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def mean_over_ranks(value: float, device: Any) -> float:
+    import torch
+
+    if rank_and_world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return float(t.item()) / rank_and_world()[1]
+
+
+def deepspeed_config(spec: TrainSpec, world_size: int = 1) -> dict[str, Any]:
+    from orchestrator.placement import data_parallel_shape
+
+    micro, accum = data_parallel_shape(spec.batch_size, spec.micro_batch_size, world_size)
     return {
         "train_batch_size": spec.batch_size,
-        "train_micro_batch_size_per_gpu": spec.micro_batch_size,
-        "gradient_accumulation_steps": spec.batch_size // spec.micro_batch_size,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accum,
         "zero_optimization": {"stage": spec.zero_stage},
         "zero_allow_untested_optimizer": True,  # a client torch Adam: no compiled ops needed on CPU
         "bf16": {"enabled": spec.dtype == "bfloat16"},
@@ -97,13 +137,18 @@ def deepspeed_config(spec: TrainSpec) -> dict[str, Any]:
 
 
 def save_adapter(engine: Any, out_dir: Path) -> Path:
-    """Write the LoRA tensors only (PEFT format), gathered from their ZeRO-3 shards; atomic rename."""
+    """Write the LoRA tensors only (PEFT format), gathered from their ZeRO-3 shards; atomic rename.
+    Every rank joins the gather; rank 0 alone writes."""
     import deepspeed
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     lora = [p for n, p in engine.module.named_parameters() if "lora_" in n]
+    main = rank_and_world()[0] == 0
     with deepspeed.zero.GatheredParameters(lora, modifier_rank=None):
-        engine.module.save_pretrained(str(tmp))
+        if main:
+            engine.module.save_pretrained(str(tmp))
+    if not main:
+        return out_dir
     if out_dir.exists():
         import shutil
 
@@ -131,8 +176,9 @@ def read_resume_point(state_dir: Path) -> dict[str, Any] | None:
 
 
 def save_state(engine: Any, state_dir: Path, step: int) -> None:
-    """Adapter + optimizer + RNG + data position (the step), frozen base weights excluded. The
-    resume point moves only after the save completed, and older states are removed after that."""
+    """Adapter + optimizer + RNG + data position (the step), frozen base weights excluded. Every rank
+    writes its own shards (DeepSpeed ends the save with a barrier); rank 0 then moves the resume
+    point and removes older states."""
     import random
     import shutil
 
@@ -144,6 +190,8 @@ def save_state(engine: Any, state_dir: Path, step: int) -> None:
     client = {"step": step, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
     engine.save_checkpoint(str(state_dir), tag=tag, client_state=client, save_latest=False,
                            exclude_frozen_parameters=True)
+    if rank_and_world()[0] != 0:
+        return
     write_json(state_dir / "resume.json", {"step": step, "tag": tag})
     for old in state_dir.glob("step_*"):
         if old.name != tag:
@@ -173,11 +221,16 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
     """SFT on (prompt, completion) examples for spec.max_steps steps of spec.batch_size examples.
 
     Resumes from out_dir/state when a previous attempt saved one (returns the step it resumed from);
-    at every checkpoint step: adapter, then `on_checkpoint`, then trainer state.
+    at every checkpoint step: adapter, then `on_checkpoint`, then trainer state. Under a launcher
+    (Ray Train) with N processes each trains its 1/N of every batch (ZeRO data parallel); rank 0
+    alone writes files, logs and calls `on_checkpoint`, and out_dir must be storage all ranks share.
     """
     import torch
 
-    device = init_distributed(spec.dist_backend)
+    device, owned = init_distributed(spec.dist_backend)
+    rank, world = rank_and_world()
+    if rank != 0:
+        log = _quiet
     import deepspeed
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -196,23 +249,26 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
     ))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(spec))
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(spec, world))
     encoded = [
         encode_example(tokenizer, format_for_model(tokenizer, e["prompt"], spec.chat_template_kwargs),
                        e["completion"], spec.max_seq_len)
         for e in examples
     ]
-    accum = spec.batch_size // spec.micro_batch_size
+    micro, accum = engine.train_micro_batch_size_per_gpu(), engine.gradient_accumulation_steps()
+    share = micro * accum
     checkpoints = set(spec.checkpoint_steps)
     adapters, state_dir = out_dir / "adapters", out_dir / "state"
 
     def checkpoint(step: int, info: dict[str, Any]) -> None:
         # hook before state: a kill in between replays these steps, and the trial drops rows past the state
-        on_checkpoint(step, save_adapter(engine, adapters / step_name(step)), info)
+        adapter = save_adapter(engine, adapters / step_name(step))
+        if rank == 0:
+            on_checkpoint(step, adapter, info)
         save_state(engine, state_dir, step)
 
     try:
-        point = read_resume_point(state_dir)
+        point = broadcast_from_rank0(read_resume_point(state_dir) if rank == 0 else None)
         start = load_state(engine, state_dir, point) if point else 0
         if start:
             log(f"[train] lr={spec.lr:g} resuming from step {start}")
@@ -223,17 +279,17 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
         started = time.time()
         engine.train()
         for step in range(start + 1, spec.max_steps + 1):
-            idx = next(batches)
+            idx = next(batches)[rank * share:(rank + 1) * share]  # this worker's share of the batch
             step_loss = 0.0
             for k in range(accum):
-                part = idx[k * spec.micro_batch_size:(k + 1) * spec.micro_batch_size]
+                part = idx[k * micro:(k + 1) * micro]
                 batch = {key: t.to(engine.device) for key, t in collate([encoded[i] for i in part],
                                                                         tokenizer.pad_token_id).items()}
                 loss = engine(**batch).loss
                 engine.backward(loss)
                 engine.step()
                 step_loss += loss.item() / accum
-            losses.append(step_loss)
+            losses.append(mean_over_ranks(step_loss, engine.device))
             if step in checkpoints:
                 mean = sum(losses) / len(losses)
                 log(f"[train] lr={spec.lr:g} step {step}/{spec.max_steps} loss {mean:.4f} "
@@ -244,7 +300,7 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
     finally:
         if hasattr(engine, "destroy"):
             engine.destroy()
-        if torch.distributed.is_initialized():
+        if owned and torch.distributed.is_initialized():  # a launcher's group is the launcher's to end
             torch.distributed.destroy_process_group()
 
 
