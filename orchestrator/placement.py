@@ -10,9 +10,10 @@ would fit one node can land on two, its ZeRO-3 gathers crossing the inter-node l
 `train.num_workers` to a node's GPUs (or a divisor of them) keeps trials whole.
 
 The sampler is a separate long-lived actor with its own resources, so it never shares a trainer's
-GPU: `tensor_parallel_size` GPUs on GPU nodes; on CPU nodes the custom resource SAMPLER_RESOURCE,
-which pins it to the node that offers it (the sweep's own local Ray offers it; on a cluster, start
-the node meant for sampling with `ray start --resources='{"lrsweep_sampler": 1}'`).
+GPU: `tensor_parallel_size` GPUs on GPU nodes. When a node offers the custom resource SAMPLER_RESOURCE
+the sampler also asks for it, which pins it to that node (the sweep's own local Ray offers it; on a
+cluster, start the node meant for sampling with `ray start --resources='{"lrsweep_sampler": 1}'`);
+on CPU nodes that marker is what keeps it apart from the trainers.
 """
 
 from __future__ import annotations
@@ -90,17 +91,19 @@ def trial_placement(num_workers: int, cpus_per_trial: float, gpus_per_node: int,
 
 
 def sampler_placement(tensor_parallel_size: int, gpus_per_node: int, marker_offered: bool) -> SamplerPlacement:
-    """The sampler's own resources: its tensor-parallel GPUs, or on CPU nodes the marker resource when
-    some node offers it (otherwise it shares the CPU nodes, holding no CPU of the trials')."""
+    """The sampler's own resources: its tensor-parallel GPUs on GPU nodes; and the marker resource when
+    some node offers it, which pins the sampler there (without it, on CPU nodes it shares the trials' nodes)."""
     if tensor_parallel_size < 1:
         raise ConfigError(f"sample.engine.tensor_parallel_size={tensor_parallel_size}: must be >= 1")
+    marker = {SAMPLER_RESOURCE: 1.0} if marker_offered else {}
     if gpus_per_node:
         if tensor_parallel_size > gpus_per_node:
             raise ConfigError(
                 f"sample.engine.tensor_parallel_size={tensor_parallel_size} exceeds cluster.gpus_per_node="
                 f"{gpus_per_node}: one vLLM engine spans one node; lower the tensor parallel size")
-        return SamplerPlacement(num_cpus=1, num_gpus=tensor_parallel_size)
-    return SamplerPlacement(num_cpus=0, num_gpus=0, resources={SAMPLER_RESOURCE: 1} if marker_offered else {})
+        return SamplerPlacement(num_cpus=1, num_gpus=tensor_parallel_size, resources=marker)
+    # no CPU held: on a laptop the trials need every core, and the engine idles between checkpoints
+    return SamplerPlacement(num_cpus=0, num_gpus=0, resources=marker)
 
 
 def data_parallel_shape(batch_size: int, micro_batch_size: int, world_size: int) -> tuple[int, int]:

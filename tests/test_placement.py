@@ -54,7 +54,7 @@ def test_trial_placement_refuses(args, message):
     ("tp", "gpus_per_node", "marker", "options"),
     [
         (4, 8, False, {"num_cpus": 1, "num_gpus": 4}),  # its own tensor-parallel GPUs
-        (1, 1, True, {"num_cpus": 1, "num_gpus": 1}),  # GPUs decide, the marker is for CPU nodes
+        (1, 1, True, {"num_cpus": 1, "num_gpus": 1, "resources": {SAMPLER_RESOURCE: 1}}),  # GPU, on the marked node
         (1, 0, True, {"num_cpus": 0, "num_gpus": 0, "resources": {SAMPLER_RESOURCE: 1}}),  # pinned to its node
         (1, 0, False, {"num_cpus": 0, "num_gpus": 0}),  # no node offers the marker: shares the CPU nodes
     ],
