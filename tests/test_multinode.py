@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from safetensors.torch import load_file
 
@@ -71,22 +72,52 @@ def test_placement_groups_follow_the_plan(cluster):
     assert sorted(nodes.count(n) for n in set(nodes)) == [1, 2]
 
 
-def test_trial_spanning_two_nodes_trains_and_is_evaluated(cluster, cache_dir, tmp_path):
-    """2 trainer workers (one logical GPU each) on two raylets, the sampler on a third."""
+def _train_workers():
+    """This test's Ray Train worker processes (the raylets are this process's children)."""
+    found = []
+    for p in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if " ".join(p.cmdline()).startswith("ray::RayTrainWorker"):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_trial_spanning_two_nodes_trains_resumes_and_is_evaluated(cluster, cache_dir, tmp_path):
+    """2 trainer workers (one logical GPU each) on two raylets, the sampler on a third; one worker is
+    killed after a checkpoint and the retried trial resumes on two fresh workers from the sharded state."""
     a = cluster.add_node(num_cpus=1, num_gpus=1)
     b = cluster.add_node(num_cpus=1, num_gpus=1)
     cluster.wait_for_nodes()
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | {"LRSWEEP_CACHE": str(cache_dir)}
     started = time.time()
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "sweep", "sweep.lrs=[3e-3]", "sweep.max_steps=2",
-         "train.num_workers=2", "train.dist_backend=gloo", "cluster.gpus_per_node=1", "cluster.nodes=3",
-         f"sweep.ray_address={cluster.address}", "tracker.mode=disabled", "sample.n_eval_prompts=16",
-         "sample.n_train_prompts=16", "sample.max_new_tokens=16", f"hydra.run.dir={out}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    print(f"multi-node sweep: {time.time() - started:.0f}s")
+    args = ["sweep.lrs=[3e-3]", "sweep.max_steps=4", "train.num_workers=2", "train.dist_backend=gloo",
+            "cluster.gpus_per_node=1", "cluster.nodes=3", f"sweep.ray_address={cluster.address}",
+            "tracker.mode=disabled", "sample.n_eval_prompts=16", "sample.n_train_prompts=16",
+            "sample.max_new_tokens=16", f"hydra.run.dir={out}"]
+    trial = out / "trials" / "lr0.003_seed0"
+    with open(tmp_path / "log.txt", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "sweep", *args], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 900
+            while not _step_saved(trial / "state" / "resume.json", 1):
+                assert proc.poll() is None, "the sweep ended before a worker could be killed"
+                assert time.time() < deadline, "timed out waiting for the first checkpoint"
+                time.sleep(0.2)
+            workers = _train_workers()
+            assert len(workers) == 2, f"expected 2 Train workers, found {len(workers)}"
+            workers[-1].kill()
+            rc = proc.wait(timeout=900)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert rc == 0, (tmp_path / "log.txt").read_text()[-4000:]
+    print(f"multi-node sweep with a killed worker: {time.time() - started:.0f}s")
+    attempts = [json.loads(line) for line in (trial / "attempts.jsonl").open()]
+    assert len(attempts) == 2 and attempts[0]["resumed_from"] is None and attempts[1]["resumed_from"] >= 1
 
     plan = json.loads((out / "placement.json").read_text())
     assert plan["sampler"]["node_id"] == cluster.head_node.node_id and plan["sampler"]["num_gpus"] == 1
@@ -99,16 +130,16 @@ def test_trial_spanning_two_nodes_trains_and_is_evaluated(cluster, cache_dir, tm
     assert sorted(where["rank_nodes"]) == sorted(where["bundle_nodes"])  # one DeepSpeed rank on each
 
     rows = [json.loads(line) for line in (trial / "metrics.jsonl").open()]
-    assert sorted(r["step"] for r in rows if r["kind"] == "eval") == [0, 1, 2]
-    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
+    assert sorted(r["step"] for r in rows if r["kind"] == "eval") == [0, 1, 2, 4]  # exactly an undisturbed run's
+    assert sorted(r["step"] for r in rows if r["kind"] == "train") == [1, 2, 3, 4]
     for r in rows:
         if r["kind"] == "eval":
             assert r["n_eval"] == 16 and r["n_train"] == 16
-    for step in (0, 1, 2):
+    for step in (0, 1, 2, 4):
         samples = (trial / "samples" / f"step_{step:05d}.jsonl").read_text().splitlines()
         assert len(samples) == 32
     start = load_file(trial / "adapters" / "step_00000" / "adapter_model.safetensors")
-    end = load_file(trial / "adapters" / "step_00002" / "adapter_model.safetensors")
+    end = load_file(trial / "adapters" / "step_00004" / "adapter_model.safetensors")
     b_keys = [k for k in end if "lora_B" in k]
     assert b_keys and all(end[k].numel() > 0 for k in end)  # gathered from ZeRO-3 shards, not empty
     assert all(float(start[k].abs().sum()) == 0 for k in b_keys)
@@ -117,3 +148,10 @@ def test_trial_spanning_two_nodes_trains_and_is_evaluated(cluster, cache_dir, tm
     assert len(shards) == 2  # each rank saved its own optimizer shard for resume
     summary = json.loads((out / "summary.json").read_text())
     assert summary[0]["complete"]
+
+
+def _step_saved(path, step):
+    try:
+        return json.loads(path.read_text())["step"] >= step
+    except (OSError, ValueError):
+        return False
