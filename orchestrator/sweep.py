@@ -169,7 +169,8 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
         from workers.sampler import Sampler
 
         where = sampler_placement(cfg.sample.engine.tensor_parallel_size, cfg.cluster.gpus_per_node,
-                                  SAMPLER_RESOURCE in ray.cluster_resources())
+                                  SAMPLER_RESOURCE in ray.cluster_resources(), cfg.cluster.nodes,
+                                  int(placement.gpus_per_worker * placement.num_workers))
         log(f"[sampler] starting one vLLM engine for the whole sweep (multi-LoRA) with {where.actor_options()}...")
         # a dead actor process is restarted (engine and all) and its pending calls retried
         sampler = ray.remote(max_restarts=2, max_task_retries=2)(Sampler).options(

@@ -54,13 +54,19 @@ def test_trial_placement_refuses(args, message):
     ("tp", "gpus_per_node", "marker", "options"),
     [
         (4, 8, False, {"num_cpus": 1, "num_gpus": 4}),  # its own tensor-parallel GPUs
-        (1, 1, True, {"num_cpus": 1, "num_gpus": 1, "resources": {SAMPLER_RESOURCE: 1}}),  # GPU, on the marked node
+        (1, 2, True, {"num_cpus": 1, "num_gpus": 1, "resources": {SAMPLER_RESOURCE: 1}}),  # GPU, on the marked node
         (1, 0, True, {"num_cpus": 0, "num_gpus": 0, "resources": {SAMPLER_RESOURCE: 1}}),  # pinned to its node
         (1, 0, False, {"num_cpus": 0, "num_gpus": 0}),  # no node offers the marker: shares the CPU nodes
     ],
 )
 def test_sampler_placement(tp, gpus_per_node, marker, options):
     assert sampler_placement(tp, gpus_per_node, marker).actor_options() == options
+
+
+def test_sampler_shares_the_gpu_of_a_machine_too_small_to_separate_them():
+    assert sampler_placement(1, 1, False, nodes=1, trial_gpus=1).actor_options() == {"num_cpus": 0, "num_gpus": 0}
+    assert sampler_placement(1, 1, False, nodes=3, trial_gpus=2).num_gpus == 1
+    assert sampler_placement(2, 8, False, nodes=1, trial_gpus=8).num_gpus == 0  # a trial takes the whole node
 
 
 def test_sampler_wider_than_a_node_is_refused():
