@@ -25,7 +25,8 @@ def cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1, "resources": {SAMPLER_RESOURCE: 1}})
+    c = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "num_gpus": 1, "resources": {SAMPLER_RESOURCE: 1}, "include_dashboard": False})
     yield c
     ray.shutdown()
     c.shutdown()
