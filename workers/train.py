@@ -52,7 +52,7 @@ CheckpointHook = Callable[[int, Path, dict[str, Any]], None]
 
 
 def _quiet(msg: str) -> None:
-    """The log of ranks other than 0: one line per event is enough."""
+    """The log of ranks other than 0: rank 0 speaks for the group."""
 
 
 def _free_port() -> int:
