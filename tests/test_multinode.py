@@ -116,7 +116,8 @@ def test_trial_spanning_two_nodes_trains_resumes_and_is_evaluated(cluster, cache
             if proc.poll() is None:
                 proc.kill()
     assert rc == 0, (tmp_path / "log.txt").read_text()[-4000:]
-    print(f"multi-node sweep with a killed worker: {time.time() - started:.0f}s")
+    print(f"multi-node sweep with a killed worker: {time.time() - started:.0f}s; nodes: head (sampler) "
+          f"{cluster.head_node.node_id[:8]}, trainers {a.node_id[:8]} {b.node_id[:8]}")
     attempts = [json.loads(line) for line in (trial / "attempts.jsonl").open()]
     assert len(attempts) == 2 and attempts[0]["resumed_from"] is None and attempts[1]["resumed_from"] >= 1
 
@@ -129,6 +130,8 @@ def test_trial_spanning_two_nodes_trains_resumes_and_is_evaluated(cluster, cache
     assert where["strategy"] == "PACK" and where["bundles"] == plan["trial"]["bundles"]
     assert sorted(where["bundle_nodes"]) == sorted([a.node_id, b.node_id])  # spans the two trainer nodes
     assert sorted(where["rank_nodes"]) == sorted(where["bundle_nodes"])  # one DeepSpeed rank on each
+    print(f"sampler on {plan['sampler']['node_id'][:8]}; trial bundles on {[n[:8] for n in where['bundle_nodes']]}, "
+          f"ranks on {[n[:8] for n in where['rank_nodes']]}")
 
     rows = [json.loads(line) for line in (trial / "metrics.jsonl").open()]
     assert sorted(r["step"] for r in rows if r["kind"] == "eval") == [0, 1, 2, 4]  # exactly an undisturbed run's
