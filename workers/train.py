@@ -241,27 +241,15 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
     if device == "cpu":
         torch.set_num_threads(spec.torch_threads)
     torch.manual_seed(spec.seed)
-    ds_config = deepspeed_config(spec, world)
-    sharded_load = None
-    if spec.zero_stage == 3 and world > 1:
-        # load the base weights straight into their ZeRO-3 shards (zero.Init): no worker ever holds the
-        # whole model, which a 235B model on 8 workers per host needs; transformers keeps only a weak
-        # reference to this object, so it lives for the whole training, as in HF's Trainer
-        from transformers.integrations import HfDeepSpeedConfig
-
-        sharded_load = HfDeepSpeedConfig(ds_config)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=getattr(torch, spec.dtype))
-    if sharded_load is not None:
-        log(f"[train] lr={spec.lr:g} base weights loaded into ZeRO-3 shards over {world} workers")
-    torch.manual_seed(spec.seed)  # the same LoRA init on every rank, however loading drew random numbers
     model = get_peft_model(model, LoraConfig(
         r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
         target_modules=list(spec.lora_target_modules), task_type="CAUSAL_LM",
     ))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(spec, world))
     encoded = [
         encode_example(tokenizer, format_for_model(tokenizer, e["prompt"], spec.chat_template_kwargs),
                        e["completion"], spec.max_seq_len)
