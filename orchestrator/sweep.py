@@ -19,6 +19,7 @@ from eval.report import write_report
 from eval.runfiles import load_trials, trial_name, write_json, write_text_atomic
 from orchestrator.config import settings_for_toy
 from orchestrator.labels_cmd import preflight_labels, sampler_onpolicy
+from orchestrator.placement import SAMPLER_RESOURCE, sampler_placement, trial_placement
 from orchestrator.schema import Config, ConfigError
 from orchestrator.trial import TrialContext, eval_prompts, run_trial
 from workers.sampler import SamplerSpec
@@ -69,7 +70,13 @@ def summarize_sweep(sweep_dir: Path, threshold: float, title: str = "") -> list[
 def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
-    run_trial(ctx, float(config["trial"]["lr"]), int(config["trial"]["seed"]), tune.report)
+    lr, seed = float(config["trial"]["lr"]), int(config["trial"]["seed"])
+    if ctx.placement.num_workers > 1:  # trainer workers in their own placement group
+        from orchestrator.distributed import run_distributed_trial
+
+        run_distributed_trial(ctx, lr, seed, tune.report)
+    else:  # the trainer runs in this process: fastest on a laptop
+        run_trial(ctx, lr, seed, tune.report)
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -220,26 +227,39 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
 
     from orchestrator.progress import ProgressTable
 
+    placement = trial_placement(cfg.train.num_workers, cfg.sweep.cpus_per_trial, cfg.cluster.gpus_per_node,
+                                cfg.train.dist_backend, cfg.cluster.nodes)
     model_path = resolve_model(cfg)
     onpolicy = cfg.setting.teacher.kind == "onpolicy"  # labelled by the sweep's engine, once it is up
     labels = None if onpolicy else ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir)
     own_ray = not ray.is_initialized()
     if own_ray:  # "local" always starts a fresh cluster, never joins a stale one
+        local = {"resources": {SAMPLER_RESOURCE: 1}} if not cfg.sweep.ray_address else {}
         ray.init(address=cfg.sweep.ray_address or "local", include_dashboard=False, log_to_driver=False,
                  configure_logging=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "LRSWEEP_CACHE": cfg.cache_dir}})
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "LRSWEEP_CACHE": cfg.cache_dir}},
+                 **local)
     sampler_name = f"lrsweep-sampler-{os.getpid()}-{int(started)}"
     sampler = None
     try:
         from workers.sampler import Sampler
 
-        log("[sampler] starting one vLLM engine for the whole sweep (multi-LoRA)...")
+        where = sampler_placement(cfg.sample.engine.tensor_parallel_size, cfg.cluster.gpus_per_node,
+                                  SAMPLER_RESOURCE in ray.cluster_resources(), cfg.cluster.nodes,
+                                  int(placement.gpus_per_worker * placement.num_workers))
+        log(f"[sampler] starting one vLLM engine for the whole sweep (multi-LoRA) with {where.actor_options()}...")
         # a dead actor process is restarted (engine and all) and its pending calls retried; threaded so
         # that requests of concurrent trials queue up inside the actor and share one engine call
-        sampler = ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2, max_concurrency=64)(Sampler).options(
-            name=sampler_name).remote(sampler_spec(cfg, model_path))
+        sampler = ray.remote(max_restarts=2, max_task_retries=2, max_concurrency=64)(Sampler).options(
+            name=sampler_name, **where.actor_options()).remote(sampler_spec(cfg, model_path))
         ray.get(sampler.ready.remote())
-        log(f"[sampler] ready after {time.time() - started:.0f}s")
+        node = ray.get(sampler.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()))
+        write_json(sweep_dir / "placement.json", {
+            "sampler": {"node_id": node, **where.actor_options()},
+            "trial": {"num_workers": placement.num_workers, "bundles": placement.bundles,
+                      "strategy": placement.strategy, "backend": placement.backend}})
+        log(f"[sampler] ready after {time.time() - started:.0f}s on node {node[:8]}; each trial: "
+            f"{placement.num_workers} x {placement.worker_resources} ({placement.strategy})")
         if labels is None:
             labels = ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir, onpolicy=sampler_onpolicy(
                 cfg, lambda *args: ray.get(sampler.generate.remote(*args))))
@@ -247,6 +267,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
             sweep_dir=str(sweep_dir), sweep_id=sweep_id, sampler_name=sampler_name, setting=cfg.setting,
             model_name=cfg.model.name, train=build_train_spec(cfg, model_path, 0.0, 0), labels_path=str(labels),
             sample=cfg.sample, tracker=cfg.tracker, threshold=cfg.sweep.threshold, early_stop=cfg.sweep.early_stop,
+            placement=placement,
         )
         if cfg.capability.benchmarks:  # the model before training, once per sweep (cached in the sweep folder)
             from workers.capability import ensure_baseline
@@ -256,7 +277,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
                                        lambda *args: ray.get(sampler.generate.remote(*args)), log)
             ctx = replace(ctx, capability=cap, capability_baseline=baseline)
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(trainable, ctx=ctx), {"cpu": cfg.sweep.cpus_per_trial}),
+            tune.with_resources(tune.with_parameters(trainable, ctx=ctx), placement.tune_resources()),
             param_space={"trial": tune.grid_search(todo)},
             tune_config=tune.TuneConfig(max_concurrent_trials=cfg.sweep.max_concurrent_trials, reuse_actors=False),
             run_config=tune.RunConfig(

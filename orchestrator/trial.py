@@ -40,6 +40,11 @@ class TrialContext:
     capability: Any = None  # CapabilityConfig with an absolute data_dir, or None
     capability_baseline: dict | None = None  # benchmark -> {"score", "n"} of the model before training
     early_stop: Any = None  # EarlyStopConfig; None or enabled=False: full curves
+    placement: Any = None  # orchestrator.placement.TrialPlacement: this trial's trainer workers
+
+
+def trial_spec(ctx: TrialContext, lr: float, seed: int) -> TrainSpec:
+    return TrainSpec(**{**asdict(ctx.train), "lr": lr, "seed": seed})
 
 
 def eval_prompts(setting: Any, sample: Any) -> tuple[list[Prompt], list[Prompt]]:
@@ -105,8 +110,10 @@ def cut_after_stop(trial_dir: Path, stop_step: int) -> None:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str, Any]:
+def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one trial and evaluate its checkpoints; `report(row)` receives each checkpoint's metrics.
+    `extra` joins result.json (a multi-worker trial records where its ranks ran).
 
     A trial restarted after a crash resumes from its last trainer state and evaluates any checkpoint
     whose evaluation was lost, so its files end as an undisturbed run's would.
@@ -120,10 +127,10 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
     began = time.time()
     name = trial_name(lr, seed)
     trial_dir = Path(ctx.sweep_dir) / "trials" / name
-    spec = TrainSpec(**{**asdict(ctx.train), "lr": lr, "seed": seed})
+    spec = trial_spec(ctx, lr, seed)
     trial_info = {"name": name, "setting": ctx.setting.name, "lr": lr, "seed": seed, "model": ctx.model_name,
                   "max_steps": spec.max_steps, "checkpoint_steps": spec.checkpoint_steps, "threshold": ctx.threshold,
-                  "sweep_id": ctx.sweep_id,
+                  "sweep_id": ctx.sweep_id, "num_workers": ctx.placement.num_workers if ctx.placement else 1,
                   "train": {k: v for k, v in asdict(spec).items() if k not in ("model_path", "lr", "seed")}}
     write_json(trial_dir / "config.json", trial_info)
     point = read_resume_point(trial_dir / "state")
@@ -238,7 +245,8 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
               "resumed_from": resumed_from,
               "steps_trained": trainer.get("last_step"), "stopped_early": bool(stop),
               "stop_reason": stop.get("reason"), "stop_step": stop.get("step"),
-              "timing": trial_timing(started - began, trainer, timing, in_training, done - ended, done - began)}
+              "timing": trial_timing(started - began, trainer, timing, in_training, done - ended, done - began),
+              **(extra or {})}
     write_json(trial_dir / "result.json", result)
     return result
 

@@ -55,14 +55,19 @@ class TrainSpec:
 CheckpointHook = Callable[[int, Path, dict[str, Any]], None]
 
 
+def _quiet(msg: str) -> None:
+    """The log of ranks other than 0: rank 0 speaks for the group."""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def init_distributed(backend: str) -> str:
-    """Single-process group when not launched by a distributed launcher; returns the device name."""
+def init_distributed(backend: str) -> tuple[str, bool]:
+    """Join the process group a launcher built (Ray Train sets RANK, WORLD_SIZE, MASTER_ADDR and inits
+    torch.distributed), or start a single-process group; returns (device name, whether we own the group)."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -75,15 +80,47 @@ def init_distributed(backend: str) -> str:
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
     if backend == "auto":
         backend = "nccl" if cuda else "gloo"
-    if not cuda and os.environ["WORLD_SIZE"] == "1":
-        # DeepSpeed JIT-compiles a shared-memory all-reduce op for CPU groups; one process has nothing to
-        # reduce, and a compile killed midway leaves a lock that makes every later start wait forever.
+    if not cuda:
+        # DeepSpeed JIT-compiles a shared-memory all-reduce op for CPU groups: one process has nothing to
+        # reduce, workers on different nodes share no memory, and a compile killed midway leaves a lock
+        # that makes every later start wait forever. Gloo does the (tiny, LoRA-only) reductions.
         import deepspeed.ops
 
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    owned = not torch.distributed.is_initialized()
+    if cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    deepspeed.init_distributed(dist_backend=backend)  # adopts a group that already exists
+    return ("cuda" if cuda else "cpu"), owned
+
+
+def rank_and_world() -> tuple[int, int]:
+    import torch
+
     if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend)
-    return "cuda" if cuda else "cpu"
+        return 0, 1
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def broadcast_from_rank0(value: Any) -> Any:
+    """Rank 0's value on every rank (no-op alone): one reading of shared files for the whole group."""
+    import torch
+
+    if rank_and_world()[1] == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def mean_over_ranks(value: float, device: Any) -> float:
+    import torch
+
+    if rank_and_world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return float(t.item()) / rank_and_world()[1]
 
 
 def deepspeed_config(spec: TrainSpec, world_size: int | None = None) -> dict[str, Any]:
@@ -217,8 +254,9 @@ def read_resume_point(state_dir: Path) -> dict[str, Any] | None:
 
 
 def save_state(engine: Any, state_dir: Path, step: int) -> None:
-    """Adapter + optimizer + RNG + data position (the step), frozen base weights excluded. The
-    resume point moves only after the save completed, and older states are removed after that."""
+    """Adapter + optimizer + RNG + data position (the step), frozen base weights excluded. Every rank
+    writes its own shards (DeepSpeed ends the save with a barrier); rank 0 then moves the resume
+    point and removes older states."""
     import random
     import shutil
 
@@ -230,6 +268,8 @@ def save_state(engine: Any, state_dir: Path, step: int) -> None:
     client = {"step": step, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
     engine.save_checkpoint(str(state_dir), tag=tag, client_state=client, save_latest=False,
                            exclude_frozen_parameters=True)
+    if rank_and_world()[0] != 0:
+        return
     write_json(state_dir / "resume.json", {"step": step, "tag": tag})
     for old in state_dir.glob("step_*"):
         if old.name != tag:
@@ -271,7 +311,10 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
         clock.setdefault(key, 0.0)
     began = time.time()
 
-    device = init_distributed(spec.dist_backend)
+    device, owned = init_distributed(spec.dist_backend)
+    rank, world = rank_and_world()
+    if rank != 0:
+        log = _quiet
     import deepspeed
     from transformers import AutoTokenizer
 
@@ -282,7 +325,7 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
         torch.set_num_threads(spec.torch_threads)
     torch.manual_seed(spec.seed)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
-    ds_config = deepspeed_config(spec)
+    ds_config = deepspeed_config(spec, world)
     model = build_model(spec, ds_config, log)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
@@ -292,7 +335,8 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
                        e["completion"], spec.max_seq_len)
         for e in examples
     ]
-    accum = spec.batch_size // spec.micro_batch_size
+    micro, accum = engine.train_micro_batch_size_per_gpu(), engine.gradient_accumulation_steps()
+    share = micro * accum
     checkpoints = set(spec.checkpoint_steps)
     adapters, state_dir = out_dir / "adapters", out_dir / "state"
 
@@ -301,14 +345,15 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
         t0 = time.time()
         adapter = save_adapter(engine, adapters / step_name(step), spec.dtype)
         t1 = time.time()
-        on_checkpoint(step, adapter, info)
+        if rank == 0:
+            on_checkpoint(step, adapter, info)
         t2 = time.time()
         save_state(engine, state_dir, step)
         clock["checkpoint_save_s"] += (t1 - t0) + (time.time() - t2)
         clock["hook_s"] += t2 - t1
 
     try:
-        point = read_resume_point(state_dir)
+        point = broadcast_from_rank0(read_resume_point(state_dir) if rank == 0 else None)
         start = load_state(engine, state_dir, point) if point else 0
         clock["last_step"] = start
         clock["setup_s"] += time.time() - began
@@ -321,25 +366,28 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
         started = time.time()
         engine.train()
         for step in range(start + 1, spec.max_steps + 1):
-            if should_stop is not None:
+            if should_stop is not None or world > 1:
                 t0 = time.time()
-                stop = should_stop(step - 1)
+                # rank 0 holds the evaluations the rule reads (the other ranks get no rule); every rank joins
+                # this broadcast each step, so all of them leave the loop at the same step
+                asked = rank == 0 and should_stop is not None
+                stop = broadcast_from_rank0(bool(should_stop(step - 1)) if asked else False)
                 clock["poll_s"] += time.time() - t0
                 if stop:
                     log(f"[train] lr={spec.lr:g} stopping early after step {step - 1}")
                     break
             t0 = time.time()
-            idx = next(batches)
+            idx = next(batches)[rank * share:(rank + 1) * share]  # this worker's share of the batch
             step_loss = 0.0
             for k in range(accum):
-                part = idx[k * spec.micro_batch_size:(k + 1) * spec.micro_batch_size]
+                part = idx[k * micro:(k + 1) * micro]
                 batch = {key: t.to(engine.device) for key, t in collate([encoded[i] for i in part],
                                                                         tokenizer.pad_token_id).items()}
                 loss = engine(**batch).loss
                 engine.backward(loss)
                 engine.step()
                 step_loss += loss.item() / accum
-            losses.append(step_loss)
+            losses.append(mean_over_ranks(step_loss, engine.device))
             clock["train_steps_s"] += time.time() - t0
             clock["last_step"] = step
             if step in checkpoints:
@@ -352,7 +400,7 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
     finally:
         if hasattr(engine, "destroy"):
             engine.destroy()
-        if torch.distributed.is_initialized():
+        if owned and torch.distributed.is_initialized():  # a launcher's group is the launcher's to end
             torch.distributed.destroy_process_group()
 
 
