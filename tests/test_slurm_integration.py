@@ -17,6 +17,8 @@ import psutil
 import pytest
 from slurm_cluster import SlurmCluster, free_port, missing_binaries
 
+from eval.runfiles import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 JOB_TIMEOUT_S = 1200
@@ -52,13 +54,13 @@ def wait_for_job(sweep_dir, env, log):
     pytest.fail(f"job did not end within {JOB_TIMEOUT_S}s; seen {seen[-5:]}\n{log()}")
 
 
-def test_submit_runs_a_toy_sweep_on_slurm(slurm, cache_dir, tmp_path):
-    sweep_dir = tmp_path / "sweep"
+def submit_toy(slurm, cache_dir, sweep_dir, *overrides):
+    """`submit` a toy sweep (CPU, W&B offline, 20+20 prompts); returns (job id, client env, log reader)."""
     env = slurm.env() | {"LRSWEEP_CACHE": str(cache_dir), "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": FAKE_SECRET}
     env.pop("WANDB_API_KEY", None)
     proc = cli(["submit", "cluster=slurm", "cluster.gpus_per_node=0", f"cluster.ray_port={free_port()}",
-                "sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=2", "sample.n_eval_prompts=20",
-                "sample.n_train_prompts=20", "tracker.mode=offline", f"hydra.run.dir={sweep_dir}"], env)
+                "sample.n_eval_prompts=20", "sample.n_train_prompts=20", "tracker.mode=offline",
+                f"hydra.run.dir={sweep_dir}", *overrides], env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     job_id = json.loads((sweep_dir / "slurm" / "jobs.jsonl").read_text().splitlines()[-1])["job_id"]
     assert f"submitted job {job_id}" in proc.stdout
@@ -67,6 +69,12 @@ def test_submit_runs_a_toy_sweep_on_slurm(slurm, cache_dir, tmp_path):
         out = sweep_dir / "slurm" / f"slurm-{job_id}.out"
         return (out.read_text()[-6000:] if out.exists() else "(no job log)") + "\n" + slurm.log("slurmd")
 
+    return job_id, env, log
+
+
+def test_submit_runs_a_toy_sweep_on_slurm(slurm, cache_dir, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    job_id, env, log = submit_toy(slurm, cache_dir, sweep_dir, "sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=2")
     seen, st = wait_for_job(sweep_dir, env, log)
     assert st["job"]["state"] == "COMPLETED" and st["job"]["exit_code"] == "0:0", f"{st['job']}\n{log()}"
     assert {"PENDING", "RUNNING"} & set(seen)  # status reported the live job, not only its end
@@ -99,3 +107,29 @@ def test_submit_runs_a_toy_sweep_on_slurm(slurm, cache_dir, tmp_path):
     for row in summary:
         final = row["eval_curve"][-1][1]
         assert f"{row['trial']}" in proc.stdout and f"{final:.2f} at step 2" in proc.stdout
+
+
+def test_a_requeued_job_resumes_its_sweep(slurm, cache_dir, tmp_path):
+    """Requeue the running job (what preemption does): it restarts under the same id and the trial continues
+    from its trainer state, ending with the rows of an undisturbed run."""
+    sweep_dir = tmp_path / "sweep"
+    job_id, env, log = submit_toy(slurm, cache_dir, sweep_dir, "sweep.lrs=[1e-3]", "sweep.max_steps=8")
+    trial = sweep_dir / "trials" / "lr0.001_seed0"
+    deadline = time.time() + JOB_TIMEOUT_S
+    while not any(r["kind"] == "eval" and r["step"] >= 1 for r in read_jsonl(trial / "metrics.jsonl")):
+        assert time.time() < deadline, f"no checkpoint after step 0 within {JOB_TIMEOUT_S}s\n{log()}"
+        time.sleep(1)
+    assert not (trial / "result.json").exists(), "the trial ended before it could be requeued"
+    proc = subprocess.run(["scontrol", "requeue", job_id], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+    seen, st = wait_for_job(sweep_dir, env, log)
+    assert st["job"]["state"] == "COMPLETED", f"{st['job']}\n{log()}"
+    assert f"job {job_id} (restart 1)" in log()
+    attempts = read_jsonl(trial / "attempts.jsonl")
+    assert len(attempts) == 2 and attempts[-1]["resumed_from"] >= 1, attempts  # from its state, not from scratch
+    rows = read_jsonl(trial / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 9))
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 1, 2, 4, 8]
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert len(summary) == 1 and summary[0]["complete"]
