@@ -294,6 +294,9 @@ def submit_main(argv: list[str]) -> int:
     from orchestrator.cli import load_resumed
     from orchestrator.config import compose_config, to_typed
 
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return 0
     dry_run = "--dry-run" in argv
     args = [a for a in argv if a != "--dry-run"]
     run_dir = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")), None)
@@ -331,6 +334,9 @@ def submit_main(argv: list[str]) -> int:
 
 
 def status_main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return 0
     as_json = "--json" in argv
     dirs = [a for a in argv if a != "--json"]
     if len(dirs) != 1 or dirs[0].startswith("-"):

@@ -261,3 +261,9 @@ def test_status_cli(tmp_path):
     assert proc.returncode == 0 and json.loads(proc.stdout)["counts"]["done"] == 1
     proc = run_cli("status", str(tmp_path / "nowhere"))
     assert proc.returncode == 2 and "not a sweep folder" in proc.stderr
+
+
+def test_help():
+    for command in ("submit", "status"):
+        proc = run_cli(command, "--help")
+        assert proc.returncode == 0 and "python -m orchestrator status <sweep_dir>" in proc.stdout
