@@ -18,6 +18,7 @@ import pytest
 from slurm_cluster import SlurmCluster, free_port, missing_binaries
 
 from eval.runfiles import read_jsonl
+from orchestrator.submit import sweep_status
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
@@ -32,7 +33,13 @@ def slurm(tmp_path_factory):
     if missing and os.environ.get("LRSWEEP_REQUIRE_SLURM") != "1":
         pytest.skip(f"Slurm not installed ({missing}): apt-get install -y slurm-wlm munge")
     with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        before = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = str(cluster.conf)  # for the in-process `sweep_status`
         yield cluster
+        if before is None:
+            os.environ.pop("SLURM_CONF")
+        else:
+            os.environ["SLURM_CONF"] = before
 
 
 def cli(args, env, timeout=300):
@@ -41,16 +48,15 @@ def cli(args, env, timeout=300):
 
 
 def wait_for_job(sweep_dir, env, log):
-    """Poll `status --json` until the job ends; returns (every Slurm state seen, the final status)."""
+    """Poll `status` (in this process: a CLI call every few seconds would take CPU from the job) until the
+    job ends; returns (every Slurm state seen, the final status)."""
     seen, deadline = [], time.time() + JOB_TIMEOUT_S
     while time.time() < deadline:
-        proc = cli(["status", str(sweep_dir), "--json"], env)
-        assert proc.returncode == 0, proc.stderr
-        st = json.loads(proc.stdout)
+        st = sweep_status(sweep_dir)
         seen.append(st["job"]["state"])
         if st["job"]["state"] in ENDED:
             return seen, st
-        time.sleep(3)
+        time.sleep(5)
     pytest.fail(f"job did not end within {JOB_TIMEOUT_S}s; seen {seen[-5:]}\n{log()}")
 
 
