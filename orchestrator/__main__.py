@@ -8,6 +8,8 @@
     python -m orchestrator report SWEEP_DIR [SWEEP_DIR ...]    # report.md + plots from finished run folders
     python -m orchestrator plan model=qwen3_235b_a22b [--json]  # GPUs, memory, sampler shape, GPU-hours
     python -m orchestrator recover SWEEP_DIR [--trial T --step S]  # retrain a checkpoint on correct benchmark answers
+    python -m orchestrator submit setting=... model=... cluster=slurm  # the sweep as one Slurm job
+    python -m orchestrator status SWEEP_DIR                    # its Slurm state and per-trial progress
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ COMMANDS = {
     "report": "write report.md (tables, plots) for one or more sweep folders; --help for options",
     "plan": "print the resource plan and its arithmetic before any allocation (--json, --out plan.json)",
     "recover": "train a checkpoint on ~40 correct benchmark answers and re-measure capability and attack rates",
+    "submit": "render a sweep's sbatch script into its folder and submit it to Slurm (--dry-run: only render)",
+    "status": "a submitted sweep's Slurm state and each trial's progress from its run files (--json)",
 }
 
 
@@ -61,6 +65,10 @@ def main() -> None:
         from orchestrator.recover import main as recover_main
 
         sys.exit(recover_main(sys.argv[1:]))
+    elif command in ("submit", "status"):
+        from orchestrator.submit import status_main, submit_main
+
+        sys.exit((submit_main if command == "submit" else status_main)(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -251,6 +251,11 @@ class ClusterConfig:
     setup: list[str] = field(default_factory=list)  # shell lines run on every node first (modules, venv)
     storage: str | None = None  # shared filesystem path for sweep folders and adapters (null: local folder)
     requeue: bool = True  # let Slurm requeue a preempted job; the sweep resumes from its run files
+    # slurm only
+    offline: bool = True  # compute nodes have no internet: W&B offline (auto -> offline), HF hub off, local model
+    ray_port: int = 6379  # the job's Ray head (GCS) port; the Ray client server takes the next one
+    sbatch_args: list[str] = field(default_factory=list)  # extra sbatch options, e.g. ["--constraint=h100"]
+    python: str | None = None  # interpreter on the compute nodes; null: the one that ran `submit`
 
 
 @dataclass

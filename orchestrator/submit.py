@@ -1,0 +1,357 @@
+"""Submit a sweep to Slurm, and show a submitted sweep's state.
+
+    python -m orchestrator submit setting=wronglang_spanish model=qwen3_235b_a22b cluster=slurm [overrides]
+    python -m orchestrator submit resume=<sweep_dir>          # submit an existing sweep folder again
+    python -m orchestrator submit ... --dry-run               # render the script and config, do not sbatch
+    python -m orchestrator status <sweep_dir> [--json]        # Slurm state + progress from the run files
+
+`submit` validates the config, writes the sweep folder's config.yaml (the config the job runs), renders
+slurm/sweep.sbatch into <sweep_dir>/slurm/, calls sbatch and appends the job id to <sweep_dir>/slurm/jobs.jsonl.
+The job always runs `sweep resume=<sweep_dir>`, so a first start, a requeue after preemption and a re-submit
+are the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from eval.runfiles import append_jsonl, read_jsonl, write_text_atomic
+from orchestrator.schema import ClusterConfig, Config, ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "slurm" / "sweep.sbatch"
+RAY_WAIT_S = 300
+# Slurm's --time forms: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
+TIME_LIMIT = re.compile(r"^(\d+|\d+:\d{2}|\d+:\d{2}:\d{2}|\d+-\d+|\d+-\d+:\d{2}|\d+-\d+:\d{2}:\d{2})$")
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------- config for the job
+
+
+def check_cluster(c: ClusterConfig) -> None:
+    """Slurm-side checks sbatch would otherwise fail on (or, worse, accept and fail hours later)."""
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(c.kind == "slurm", f"cluster.kind={c.kind!r}: submit needs cluster=slurm; "
+                            "to run on this machine use `python -m orchestrator sweep ...`")
+    need(c.nodes >= 1, f"cluster.nodes={c.nodes}: must be >= 1")
+    need(c.gpus_per_node >= 0 and c.cpus_per_node >= 0, "cluster.gpus_per_node and cpus_per_node must be >= 0")
+    need(bool(TIME_LIMIT.match(c.time_limit)),
+         f"cluster.time_limit={c.time_limit!r}: use a Slurm time such as 48:00:00 or 2-00:00:00")
+    need(1024 <= c.ray_port <= 65534, f"cluster.ray_port={c.ray_port}: must lie in 1024..65534")
+    for name in ("partition", "account", "qos"):
+        value = getattr(c, name)
+        need(value is None or re.fullmatch(r"[\w.,:+-]+", value) is not None,
+             f"cluster.{name}={value!r}: letters, digits and . , : + - _ only")
+    for arg in c.sbatch_args:
+        need(arg.startswith("--") and "\n" not in arg,
+             f"cluster.sbatch_args holds {arg!r}: each entry is one long sbatch option, e.g. --constraint=h100")
+    need(all("\n" not in line for line in c.setup), "cluster.setup: one shell line per list entry, no newlines")
+    need(c.storage is None or Path(c.storage).is_absolute(),
+         f"cluster.storage={c.storage!r}: give an absolute path on a filesystem every node mounts")
+
+
+def job_config(cfg: Config) -> Config:
+    """The config the job runs: joins the job's Ray cluster; W&B offline when compute nodes have no internet."""
+    check_cluster(cfg.cluster)
+    tracker, sweep = cfg.tracker, cfg.sweep
+    if cfg.cluster.offline:
+        if tracker.mode == "online":
+            raise ConfigError("tracker.mode=online but cluster.offline=true (compute nodes have no internet): "
+                              "use tracker.mode=offline and `wandb sync` the runs afterwards, or set "
+                              "cluster.offline=false")
+        if tracker.mode == "auto":
+            tracker = replace(tracker, mode="offline")
+        path = cfg.model.path
+        if path is not None and not Path(path).expanduser().is_dir():
+            raise ConfigError(
+                f"model.path={path!r} is not a local folder, and compute nodes are offline (cluster.offline=true): "
+                "download the model to shared storage first (`huggingface-cli download <id> --local-dir DIR`) "
+                "and set model.path=DIR, or set cluster.offline=false")
+    elif tracker.mode == "online" and not os.environ.get("WANDB_API_KEY"):
+        raise ConfigError("tracker.mode=online but WANDB_API_KEY is not set here; sbatch passes this shell's "
+                          "environment to the job, so export WANDB_API_KEY=... before submitting")
+    if sweep.ray_address is None:
+        sweep = replace(sweep, ray_address="auto")  # the script exports RAY_ADDRESS of the job's own Ray head
+    return replace(cfg, tracker=tracker, sweep=sweep, resume=None)
+
+
+def default_sweep_dir(cfg: Config) -> Path:
+    base = Path(cfg.cluster.storage) if cfg.cluster.storage else Path.cwd()
+    return (base / "sweeps" / cfg.setting.name / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
+
+
+# ---------------------------------------------------------------- the script
+
+
+def render_template(template: str, values: dict[str, str]) -> str:
+    """Fill {{NAME}} placeholders; a placeholder without a value (or a value without a place) is a bug."""
+    names = set(re.findall(r"\{\{(\w+)\}\}", template))
+    if names != set(values):
+        raise ValueError(f"template placeholders {sorted(names)} != values {sorted(values)}")
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], template)
+
+
+def sbatch_directives(cfg: Config, sweep_dir: Path) -> list[str]:
+    c = cfg.cluster
+    opts = [f"--job-name=lrsweep-{cfg.setting.name}", f"--nodes={c.nodes}", "--ntasks-per-node=1",
+            f"--time={c.time_limit}", f"--output={sweep_dir}/slurm/slurm-%j.out",
+            "--open-mode=append",  # a requeued run appends to the same log
+            "--requeue" if c.requeue else "--no-requeue"]
+    opts.append(f"--cpus-per-task={c.cpus_per_node}" if c.cpus_per_node else "--exclusive")
+    if c.gpus_per_node:
+        opts.append(f"--gpus-per-node={c.gpus_per_node}")
+    opts += [f"--{name}={getattr(c, name)}" for name in ("partition", "account", "qos") if getattr(c, name)]
+    return [f"#SBATCH {o}" for o in opts + list(c.sbatch_args)]
+
+
+def render_script(cfg: Config, sweep_dir: Path, python: str, template: str | None = None) -> str:
+    """The sbatch script for this sweep: #SBATCH lines, exports and set-up from the config, the fixed bootstrap."""
+    c = cfg.cluster
+    env = {
+        "LRSWEEP_SWEEP_DIR": str(sweep_dir),
+        "LRSWEEP_ROOT": str(ROOT),
+        "LRSWEEP_PYTHON": c.python or python,
+        "LRSWEEP_CACHE": cfg.cache_dir,
+        "LRSWEEP_GPUS_PER_NODE": str(c.gpus_per_node),
+        "LRSWEEP_RAY_PORT": str(c.ray_port),
+        "LRSWEEP_RAY_WAIT_S": str(RAY_WAIT_S),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    if c.offline:
+        env |= {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}  # never wait on a network that is not there
+    script = render_template(template if template is not None else TEMPLATE.read_text(), {
+        "SBATCH": "\n".join(sbatch_directives(cfg, sweep_dir)),
+        "EXPORTS": "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items()),
+        "SETUP": "\n".join(c.setup) if c.setup else "# (none)",
+    })
+    leaked = secrets_in(script)
+    if leaked:
+        raise ConfigError(f"the Slurm script would contain the value of {leaked}; keep secrets in the environment "
+                          "(sbatch passes it to the job), not in cluster.setup or other config values")
+    return script
+
+
+def secrets_in(text: str, environ: dict[str, str] | None = None) -> list[str]:
+    """Names of secret-looking environment variables whose value appears in `text`."""
+    environ = dict(os.environ) if environ is None else environ
+    return sorted(k for k, v in environ.items() if SECRET_NAME.search(k) and len(v) >= 8 and v in text)
+
+
+# ---------------------------------------------------------------- submit
+
+
+def sbatch(script: Path) -> str:
+    """Submit; returns the job id. Missing sbatch or a refused job raise with sbatch's own words."""
+    try:
+        proc = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise RuntimeError("sbatch not found on PATH: run submit on a Slurm login node (or `module load slurm`); "
+                           f"the script is ready at {script}") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"sbatch refused {script} (exit {proc.returncode}):\n{proc.stderr.strip()}")
+    return proc.stdout.strip().split(";")[0]
+
+
+def submit(cfg: Config, sweep_dir: Path, dry_run: bool = False) -> str | None:
+    """Write config.yaml and the script into sweep_dir, sbatch it and record the job; returns the job id."""
+    from orchestrator.sweep import check_sweep_folder, config_yaml
+
+    cfg = job_config(cfg)
+    sweep_dir = sweep_dir.resolve()
+    text = config_yaml(cfg)
+    check_sweep_folder(sweep_dir, text)  # a folder holding another sweep is refused, naming what differs
+    script_text = render_script(cfg, sweep_dir, sys.executable)
+    write_text_atomic(sweep_dir / "config.yaml", text)
+    script = sweep_dir / "slurm" / "sweep.sbatch"
+    write_text_atomic(script, script_text)
+    script.chmod(0o755)
+    if dry_run:
+        return None
+    job_id = sbatch(script)
+    append_jsonl(sweep_dir / "slurm" / "jobs.jsonl", {"job_id": job_id, "submitted": time.time(),
+                                                      "script": str(script)})
+    return job_id
+
+
+# ---------------------------------------------------------------- status
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return None
+
+
+def slurm_state(job_id: str) -> dict[str, str]:
+    """The job's state from squeue (queued or running), scontrol (recently ended) or sacct (accounting)."""
+    proc = _run(["squeue", "-h", "-j", job_id, "-o", "%T|%r|%M|%N"])
+    if proc is not None and proc.returncode == 0 and proc.stdout.strip():
+        state, reason, elapsed, nodes = proc.stdout.strip().splitlines()[0].split("|")
+        return {"state": state, "reason": reason, "elapsed": elapsed, "nodes": nodes, "source": "squeue"}
+    proc = _run(["scontrol", "show", "job", job_id, "-o"])
+    if proc is not None and proc.returncode == 0 and "JobState=" in proc.stdout:
+        f = dict(re.findall(r"(\w+)=(\S*)", proc.stdout))
+        return {"state": f.get("JobState", "?"), "reason": f.get("Reason", ""), "elapsed": f.get("RunTime", ""),
+                "nodes": f.get("NodeList", ""), "exit_code": f.get("ExitCode", ""), "source": "scontrol"}
+    proc = _run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode,Elapsed,NodeList"])
+    if proc is not None and proc.returncode == 0 and proc.stdout.strip():
+        state, code, elapsed, nodes = proc.stdout.strip().splitlines()[-1].split("|")
+        return {"state": state, "exit_code": code, "elapsed": elapsed, "nodes": nodes, "source": "sacct"}
+    if proc is None and _run(["squeue", "--version"]) is None:
+        return {"state": "UNKNOWN", "reason": "no Slurm commands on PATH here", "source": "none"}
+    return {"state": "UNKNOWN", "reason": "not in squeue, scontrol or sacct (ended long ago?)", "source": "none"}
+
+
+def trial_progress(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every (lr, seed) of the sweep's config.yaml: done / started / pending, latest step and attack rate."""
+    import yaml
+
+    from eval.runfiles import trial_name
+
+    cfg = yaml.safe_load((sweep_dir / "config.yaml").read_text())
+    rows = []
+    for lr in cfg["sweep"]["lrs"]:
+        for seed in cfg["sweep"]["seeds"]:
+            trial = sweep_dir / "trials" / trial_name(lr, seed)
+            metrics = read_jsonl(trial / "metrics.jsonl")
+            evals = [r for r in metrics if r.get("kind") == "eval"]
+            state = "done" if (trial / "result.json").exists() else "started" if trial.exists() else "pending"
+            rows.append({
+                "trial": trial.name, "lr": lr, "seed": seed, "state": state,
+                "step": max((r["step"] for r in metrics), default=None), "max_steps": cfg["sweep"]["max_steps"],
+                "eval_step": evals[-1]["step"] if evals else None,
+                "eval_attack_rate": evals[-1].get("eval_attack_rate") if evals else None,
+            })
+    return rows
+
+
+def sweep_status(sweep_dir: Path) -> dict[str, Any]:
+    sweep_dir = sweep_dir.expanduser().resolve()
+    if not (sweep_dir / "config.yaml").exists():
+        raise ConfigError(f"{sweep_dir} has no config.yaml, so it is not a sweep folder")
+    jobs = read_jsonl(sweep_dir / "slurm" / "jobs.jsonl")
+    job = {"job_id": jobs[-1]["job_id"], **slurm_state(str(jobs[-1]["job_id"]))} if jobs else None
+    trials = trial_progress(sweep_dir)
+    counts = {s: sum(t["state"] == s for t in trials) for s in ("done", "started", "pending")}
+    return {"sweep_dir": str(sweep_dir), "job": job, "jobs": [j["job_id"] for j in jobs], "trials": trials,
+            "counts": counts, "summary": (sweep_dir / "summary.json").exists()}
+
+
+def format_status(st: dict[str, Any]) -> str:
+    job = st["job"]
+    lines = [f"sweep {st['sweep_dir']}"]
+    if job is None:
+        lines.append("slurm: no job recorded (not submitted with `submit`)")
+    else:
+        extra = ", ".join(f"{k} {job[k]}" for k in ("reason", "elapsed", "nodes", "exit_code") if job.get(k))
+        lines.append(f"slurm: job {job['job_id']} {job['state']}" + (f" ({extra})" if extra else ""))
+        if len(st["jobs"]) > 1:
+            lines.append(f"       earlier submissions: {', '.join(map(str, st['jobs'][:-1]))}")
+    c = st["counts"]
+    lines.append(f"trials: {c['done']} done, {c['started']} started, {c['pending']} pending"
+                 + ("; summary.json written" if st["summary"] else ""))
+    for t in st["trials"]:
+        step = "-" if t["step"] is None else f"{t['step']}/{t['max_steps']}"
+        rate = "-" if t["eval_attack_rate"] is None else f"{t['eval_attack_rate']:.2f} at step {t['eval_step']}"
+        lines.append(f"  {t['trial']:24s} {t['state']:8s} step {step:>10s}   eval attack rate {rate}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def wait_for_ray(address: str, nodes: int, timeout_s: float) -> None:
+    """Block until `nodes` Ray nodes are alive at `address` (the sbatch script's bootstrap step)."""
+    import ray
+
+    deadline = time.time() + timeout_s
+    ray.init(address=address, log_to_driver=False, configure_logging=False)
+    try:
+        while (alive := sum(n["Alive"] for n in ray.nodes())) < nodes:
+            if time.time() > deadline:
+                raise SystemExit(f"[slurm] only {alive} of {nodes} Ray nodes joined {address} in {timeout_s:.0f}s")
+            time.sleep(2)
+        print(f"[slurm] Ray cluster ready: {alive} node(s) at {address}", flush=True)
+    finally:
+        ray.shutdown()
+
+
+def submit_main(argv: list[str]) -> int:
+    from orchestrator.cli import load_resumed
+    from orchestrator.config import compose_config, to_typed
+
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return 0
+    dry_run = "--dry-run" in argv
+    args = [a for a in argv if a != "--dry-run"]
+    run_dir = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")), None)
+    resume = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
+    try:
+        other_hydra = [a for a in args if a.startswith("hydra.") and not a.startswith("hydra.run.dir=")]
+        if other_hydra:
+            raise ConfigError(f"submit takes no Hydra settings besides hydra.run.dir; drop {other_hydra}")
+        if resume:
+            folder = Path(resume).expanduser().resolve()
+            cfg = to_typed(load_resumed(folder, args))
+            sweep_dir = folder
+        else:
+            cfg = compose_config([a for a in args if not a.startswith("hydra.run.dir=")])
+            sweep_dir = Path(run_dir).expanduser().resolve() if run_dir else default_sweep_dir(cfg)
+        job_id = submit(cfg, sweep_dir, dry_run=dry_run)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # Hydra's own override errors (unknown group, misspelt key)
+        if type(err).__module__.split(".")[0] in ("hydra", "omegaconf"):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+    script = sweep_dir / "slurm" / "sweep.sbatch"
+    if job_id is None:
+        print(f"dry run: {script} and {sweep_dir / 'config.yaml'} written; submit with `sbatch {script}`")
+    else:
+        print(f"submitted job {job_id}: {sweep_dir}\n  log:    {sweep_dir}/slurm/slurm-{job_id}.out\n"
+              f"  status: python -m orchestrator status {sweep_dir}")
+    return 0
+
+
+def status_main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return 0
+    as_json = "--json" in argv
+    dirs = [a for a in argv if a != "--json"]
+    if len(dirs) != 1 or dirs[0].startswith("-"):
+        print("usage: python -m orchestrator status SWEEP_DIR [--json]", file=sys.stderr)
+        return 2
+    try:
+        st = sweep_status(Path(dirs[0]))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(st, indent=2) if as_json else format_status(st))
+    return 0
+
+
+if __name__ == "__main__":  # the sbatch script's bootstrap: python -m orchestrator.submit wait-ray ADDRESS N S
+    if sys.argv[1:2] != ["wait-ray"] or len(sys.argv) != 5:
+        sys.exit("usage: python -m orchestrator.submit wait-ray ADDRESS NODES TIMEOUT_S")
+    wait_for_ray(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))

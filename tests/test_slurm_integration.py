@@ -1,0 +1,141 @@
+"""`submit` a toy sweep to a real single-node Slurm (munged + slurmctld + slurmd started by the test), wait for
+the job, and check the run folder and `status`. No mocked sbatch: the job runs the rendered slurm/sweep.sbatch,
+which starts a Ray head with `ray start`, runs the sweep driver and stops Ray.
+
+Needs Debian's `slurm-wlm` and `munge` (.ci/run installs them); skipped without them unless
+LRSWEEP_REQUIRE_SLURM=1 (CI sets it, so there a missing Slurm fails instead).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from slurm_cluster import SlurmCluster, free_port, missing_binaries
+
+from eval.runfiles import read_jsonl
+from orchestrator.submit import sweep_status
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
+JOB_TIMEOUT_S = 1200
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+FAKE_SECRET = "sk-test-do-not-leak-0123456789"
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    missing = missing_binaries()
+    if missing and os.environ.get("LRSWEEP_REQUIRE_SLURM") != "1":
+        pytest.skip(f"Slurm not installed ({missing}): apt-get install -y slurm-wlm munge")
+    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        before = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = str(cluster.conf)  # for the in-process `sweep_status`
+        yield cluster
+        if before is None:
+            os.environ.pop("SLURM_CONF")
+        else:
+            os.environ["SLURM_CONF"] = before
+
+
+def cli(args, env, timeout=300):
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def wait_for_job(sweep_dir, env, log):
+    """Poll `status` (in this process: a CLI call every few seconds would take CPU from the job) until the
+    job ends; returns (every Slurm state seen, the final status)."""
+    seen, deadline = [], time.time() + JOB_TIMEOUT_S
+    while time.time() < deadline:
+        st = sweep_status(sweep_dir)
+        seen.append(st["job"]["state"])
+        if st["job"]["state"] in ENDED:
+            return seen, st
+        time.sleep(5)
+    pytest.fail(f"job did not end within {JOB_TIMEOUT_S}s; seen {seen[-5:]}\n{log()}")
+
+
+def submit_toy(slurm, cache_dir, sweep_dir, *overrides):
+    """`submit` a toy sweep (CPU, W&B offline, 20+20 prompts); returns (job id, client env, log reader)."""
+    env = slurm.env() | {"LRSWEEP_CACHE": str(cache_dir), "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": FAKE_SECRET}
+    env.pop("WANDB_API_KEY", None)
+    proc = cli(["submit", "cluster=slurm", "cluster.gpus_per_node=0", f"cluster.ray_port={free_port()}",
+                "sample.n_eval_prompts=20", "sample.n_train_prompts=20", "tracker.mode=offline",
+                f"hydra.run.dir={sweep_dir}", *overrides], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    job_id = json.loads((sweep_dir / "slurm" / "jobs.jsonl").read_text().splitlines()[-1])["job_id"]
+    assert f"submitted job {job_id}" in proc.stdout
+
+    def log():
+        out = sweep_dir / "slurm" / f"slurm-{job_id}.out"
+        return (out.read_text()[-6000:] if out.exists() else "(no job log)") + "\n" + slurm.log("slurmd")
+
+    return job_id, env, log
+
+
+def test_submit_runs_a_toy_sweep_on_slurm(slurm, cache_dir, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    job_id, env, log = submit_toy(slurm, cache_dir, sweep_dir, "sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=2")
+    seen, st = wait_for_job(sweep_dir, env, log)
+    assert st["job"]["state"] == "COMPLETED" and st["job"]["exit_code"] == "0:0", f"{st['job']}\n{log()}"
+    assert {"PENDING", "RUNNING"} & set(seen)  # status reported the live job, not only its end
+
+    # the job ran the rendered script: its own Ray head, then the sweep driver, then a clean stop
+    text = log()
+    assert "Ray cluster ready: 1 node(s)" in text and "[sweep] done" in text
+    left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+            if f"lrsweep-ray-{job_id}/" in " ".join(p.info["cmdline"] or [])]
+    assert not left, f"Ray processes of job {job_id} outlived it: {left}"
+
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert sorted(row["lr"] for row in summary) == [1e-3, 3e-3]
+    for row in summary:
+        assert row["complete"] and row["max_steps"] == 2 and row["n_eval"] == 20
+        assert [s for s, _ in row["eval_curve"]] == [0, 1, 2]
+        trial = sweep_dir / "trials" / row["trial"]
+        for name in ("config.json", "metrics.jsonl", "result.json"):
+            assert (trial / name).exists(), name
+        for step in (0, 1, 2):
+            assert (trial / "samples" / f"step_{step:05d}.jsonl").exists()
+            assert (trial / "adapters" / f"step_{step:05d}" / "adapter_model.safetensors").exists()
+        assert list(trial.glob("wandb/offline-run-*"))  # W&B offline on the compute node
+    for name in ("config.yaml", "slurm/sweep.sbatch", f"slurm/slurm-{job_id}.out"):
+        assert FAKE_SECRET not in (sweep_dir / name).read_text(), f"secret leaked into {name}"
+
+    proc = cli(["status", str(sweep_dir)], env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"job {job_id} COMPLETED" in proc.stdout and "2 done, 0 started, 0 pending" in proc.stdout
+    for row in summary:
+        final = row["eval_curve"][-1][1]
+        assert f"{row['trial']}" in proc.stdout and f"{final:.2f} at step 2" in proc.stdout
+
+
+def test_a_requeued_job_resumes_its_sweep(slurm, cache_dir, tmp_path):
+    """Requeue the running job (what preemption does): it restarts under the same id and the trial continues
+    from its trainer state, ending with the rows of an undisturbed run."""
+    sweep_dir = tmp_path / "sweep"
+    job_id, env, log = submit_toy(slurm, cache_dir, sweep_dir, "sweep.lrs=[1e-3]", "sweep.max_steps=8")
+    trial = sweep_dir / "trials" / "lr0.001_seed0"
+    deadline = time.time() + JOB_TIMEOUT_S
+    while not any(r["kind"] == "eval" and r["step"] >= 1 for r in read_jsonl(trial / "metrics.jsonl")):
+        assert time.time() < deadline, f"no checkpoint after step 0 within {JOB_TIMEOUT_S}s\n{log()}"
+        time.sleep(1)
+    assert not (trial / "result.json").exists(), "the trial ended before it could be requeued"
+    proc = subprocess.run(["scontrol", "requeue", job_id], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+    seen, st = wait_for_job(sweep_dir, env, log)
+    assert st["job"]["state"] == "COMPLETED", f"{st['job']}\n{log()}"
+    assert f"job {job_id} (restart 1)" in log()
+    attempts = read_jsonl(trial / "attempts.jsonl")
+    assert len(attempts) == 2 and attempts[-1]["resumed_from"] >= 1, attempts  # from its state, not from scratch
+    rows = read_jsonl(trial / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 9))
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 1, 2, 4, 8]
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert len(summary) == 1 and summary[0]["complete"]
