@@ -417,10 +417,6 @@ def validate(cfg: Config) -> None:
     _require(str(tr.zero_stage) in ("auto", "0", "1", "2", "3"),
              f"train.zero_stage={tr.zero_stage!r}: must be auto, 0, 1, 2 or 3")
     _require(tr.dist_backend in ("auto", "gloo", "nccl"), "train.dist_backend must be auto, gloo or nccl")
-    from orchestrator.placement import data_parallel_shape, trial_placement  # lazily: it imports this module
-
-    trial_placement(tr.num_workers, sw.cpus_per_trial, cfg.cluster.gpus_per_node, tr.dist_backend, cfg.cluster.nodes)
-    data_parallel_shape(tr.batch_size, tr.micro_batch_size, tr.num_workers)
     _require(sa.n_eval_prompts >= 1 and sa.n_train_prompts >= 1,
              "sample.n_eval_prompts and sample.n_train_prompts must be >= 1")
     _require(sa.max_new_tokens >= 1, "sample.max_new_tokens must be >= 1")
@@ -445,6 +441,13 @@ def validate(cfg: Config) -> None:
     _require(len(m.lora_target_modules) > 0, "model.lora_target_modules is empty")
     validate_model(m, tr)
     validate_capability(cfg)
+    _require(cfg.cluster.nodes >= 1, f"cluster.nodes={cfg.cluster.nodes}: must be >= 1")
+    _require(cfg.cluster.gpus_per_node >= 0, f"cluster.gpus_per_node={cfg.cluster.gpus_per_node}: must be >= 0")
+    # last: these combine train, sweep and cluster values, each already checked alone above
+    from orchestrator.placement import data_parallel_shape, trial_placement  # lazily: it imports this module
+
+    trial_placement(tr.num_workers, sw.cpus_per_trial, cfg.cluster.gpus_per_node, tr.dist_backend, cfg.cluster.nodes)
+    data_parallel_shape(tr.batch_size, tr.micro_batch_size, tr.num_workers)
 
 
 DTYPES = ("float32", "bfloat16", "float16")

@@ -219,6 +219,6 @@ def test_local_gpu_shared_with_vllm_leaves_less_room():
 
 
 def test_more_workers_than_sequences_is_refused():
-    with pytest.raises(PlanError, match="cannot be split"):
+    with pytest.raises(ConfigError, match="split evenly over train.num_workers=8"):  # refused while composing
         trainer_shape(compose_config(["model=qwen3_0_6b", "cluster.gpus_per_node=8", "train.batch_size=4",
                                       "train.micro_batch_size=4", "train.num_workers=8", "cluster.kind=slurm"]))

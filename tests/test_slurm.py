@@ -90,6 +90,7 @@ def test_online_tracking_that_cannot_work_is_refused(monkeypatch, offline, messa
 def test_offline_cluster_needs_a_local_model_folder(tmp_path):
     with pytest.raises(ConfigError, match="not a local folder"):
         job_config(slurm_cfg("model.path=Qwen/Qwen3-235B-A22B"))
+    (tmp_path / "config.json").write_text("{}")  # a model folder (validation checks for its config.json)
     assert job_config(slurm_cfg(f"model.path={tmp_path}")).model.path == str(tmp_path)
     assert job_config(slurm_cfg("model.path=Qwen/Qwen3-235B-A22B", "cluster.offline=false")).model.path
 
