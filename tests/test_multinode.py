@@ -95,6 +95,7 @@ def test_trial_spanning_two_nodes_trains_resumes_and_is_evaluated(cluster, cache
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | {"LRSWEEP_CACHE": str(cache_dir)}
     started = time.time()
     args = ["sweep.lrs=[3e-3]", "sweep.max_steps=4", "train.num_workers=2", "train.dist_backend=gloo",
+            "train.zero_stage=3",  # the point of the test: ZeRO-3 shards spread over two nodes
             "cluster.gpus_per_node=1", "cluster.nodes=3", f"sweep.ray_address={cluster.address}",
             "tracker.mode=disabled", "sample.n_eval_prompts=16", "sample.n_train_prompts=16",
             "sample.max_new_tokens=16", f"hydra.run.dir={out}"]
