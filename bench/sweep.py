@@ -60,6 +60,7 @@ def describe(preset: str, cold: bool, overrides: list[str], run: dict[str, Any])
         "command": " ".join(["python -m orchestrator sweep setting=wronglang_spanish", *PRESETS[preset], *overrides]),
         "cache": "fresh empty LRSWEEP_CACHE (toy built first)" if cold else "toy cached",
         "wall_s": round(run["wall"], 1),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),  # other work on the machine skews timings
         "toy_build_s": int(built.group(1)) if built else None,
         "sampler_ready_after_s": int(ready.group(1)) if ready else None,
         "before_first_trial_s": round(first - run["started"], 1),  # interpreter, Ray, toy, labels, engine, Tune
@@ -69,7 +70,7 @@ def describe(preset: str, cold: bool, overrides: list[str], run: dict[str, Any])
         "steps_max": sum(s["max_steps"] for s in summary),
         "trials": [{"lr": s["lr"], "steps_to_transfer": s["steps_to_transfer"], "stopped_early": s["stopped_early"],
                     "stop_reason": s["stop_reason"], "stop_step": s["stop_step"],
-                    "steps_trained": results[s["trial"]]["steps_trained"]}
+                    "steps_trained": results[s["trial"]]["steps_trained"], "eval_curve": s["eval_curve"]}
                    for s in sorted(summary, key=lambda s: s["lr"])],
         "trainer": summarize(sweep_dir),
         "toy_key": toy.group(1) if toy else run.get("toy_key"),

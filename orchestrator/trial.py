@@ -174,13 +174,14 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> dict[str,
             finish(*pending.popleft())
 
     def poll(step: int) -> bool:
-        """Asked by the trainer after every step: has early stopping fired? Blocks for the pending
-        evaluations only when the transfer rule is one checkpoint from firing, so the trainer stops exactly
-        at that checkpoint instead of training past it while it is sampled."""
+        """Asked by the trainer after every step: has early stopping fired? Never waits, except when the
+        transfer rule (k > 1) has k-1 of its checkpoints and the pending one can complete it: then the
+        trainer stops exactly there instead of training past it while it is sampled. With k=1 every
+        checkpoint could fire, and waiting at each would cost more than the few steps trained past one."""
         if not pending:
             return bool(stop)
-        rows = read_jsonl(trial_dir / "metrics.jsonl") if es.k is not None and es.k > 1 else []
-        armed = es.k is not None and (es.k == 1 or transfer_established(rows, ctx.threshold, es.k - 1))
+        armed = es.k is not None and es.k > 1 and transfer_established(
+            read_jsonl(trial_dir / "metrics.jsonl"), ctx.threshold, es.k - 1)
         drain(block=armed)
         return bool(stop)
 
