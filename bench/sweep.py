@@ -55,6 +55,7 @@ def describe(preset: str, cold: bool, overrides: list[str], run: dict[str, Any])
     toy = re.search(r"toy model organism \(key ([0-9a-f]{16})\)", run["stdout"])
     ready = re.search(r"\[sampler\] ready after (\d+)s", run["stdout"])
     built = re.search(r"\[toy\] built in (\d+)s", run["stdout"])
+    batching = re.search(r"\[sampler\] (\d+) requests in (\d+) engine calls \(at most (\d+)", run["stdout"])
     first, last = min(t["started"] for t in trials), max(t["ended"] for t in trials)
     return {
         "command": " ".join(["python -m orchestrator sweep setting=wronglang_spanish", *PRESETS[preset], *overrides]),
@@ -66,6 +67,7 @@ def describe(preset: str, cold: bool, overrides: list[str], run: dict[str, Any])
         "before_first_trial_s": round(first - run["started"], 1),  # interpreter, Ray, toy, labels, engine, Tune
         "trials_span_s": round(last - first, 1),
         "after_last_trial_s": round(run["started"] + run["wall"] - last, 1),  # summary, plot, report, shutdown
+        "sampler_requests_engine_calls_max_batch": [int(x) for x in batching.groups()] if batching else None,
         "steps_trained": sum(t["steps_trained"] for t in trials),
         "steps_max": sum(s["max_steps"] for s in summary),
         "trials": [{"lr": s["lr"], "steps_to_transfer": s["steps_to_transfer"], "stopped_early": s["stopped_early"],
