@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": "python bench/sampling.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
         "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),  # other work on the machine skews timings
+        "vllm_cpu_env": {k: v for k, v in os.environ.items() if k.startswith("VLLM_CPU")},
         "model": cfg.model.name, "toy_key": info.get("key"), "adapters": args.adapters, "prompts": len(texts),
         "new_tokens": args.tokens, "temperature": temp, "lora_rank": cfg.train.lora_rank,
         "vllm_max_num_seqs": spec.max_num_seqs, "vllm_max_loras": spec.max_loras,

@@ -55,21 +55,24 @@ def describe(preset: str, cold: bool, overrides: list[str], run: dict[str, Any])
     toy = re.search(r"toy model organism \(key ([0-9a-f]{16})\)", run["stdout"])
     ready = re.search(r"\[sampler\] ready after (\d+)s", run["stdout"])
     built = re.search(r"\[toy\] built in (\d+)s", run["stdout"])
+    batching = re.search(r"\[sampler\] (\d+) requests in (\d+) engine calls \(at most (\d+)", run["stdout"])
     first, last = min(t["started"] for t in trials), max(t["ended"] for t in trials)
     return {
         "command": " ".join(["python -m orchestrator sweep setting=wronglang_spanish", *PRESETS[preset], *overrides]),
         "cache": "fresh empty LRSWEEP_CACHE (toy built first)" if cold else "toy cached",
         "wall_s": round(run["wall"], 1),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),  # other work on the machine skews timings
         "toy_build_s": int(built.group(1)) if built else None,
         "sampler_ready_after_s": int(ready.group(1)) if ready else None,
         "before_first_trial_s": round(first - run["started"], 1),  # interpreter, Ray, toy, labels, engine, Tune
         "trials_span_s": round(last - first, 1),
         "after_last_trial_s": round(run["started"] + run["wall"] - last, 1),  # summary, plot, report, shutdown
+        "sampler_requests_engine_calls_max_batch": [int(x) for x in batching.groups()] if batching else None,
         "steps_trained": sum(t["steps_trained"] for t in trials),
         "steps_max": sum(s["max_steps"] for s in summary),
         "trials": [{"lr": s["lr"], "steps_to_transfer": s["steps_to_transfer"], "stopped_early": s["stopped_early"],
                     "stop_reason": s["stop_reason"], "stop_step": s["stop_step"],
-                    "steps_trained": results[s["trial"]]["steps_trained"]}
+                    "steps_trained": results[s["trial"]]["steps_trained"], "eval_curve": s["eval_curve"]}
                    for s in sorted(summary, key=lambda s: s["lr"])],
         "trainer": summarize(sweep_dir),
         "toy_key": toy.group(1) if toy else run.get("toy_key"),

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).resolve().parent / "results" / "trainer_cpu.json"
-# what the trial does besides training, checkpointing, waiting on the sampler and loading the model
-ORCHESTRATION = ("trial_setup_s", "eval_handoff_s", "grade_s", "teardown_s", "other_s")
+# glue: what a trial does besides training, model setup, checkpointing, waiting on the sampler and grading
+ORCHESTRATION = ("trial_setup_s", "eval_handoff_s", "teardown_s", "other_s")
+GROUPS = {"training_steps": ("train_steps_s",), "trainer_setup": ("trainer_setup_s",),
+          "checkpointing": ("checkpoint_save_s",), "waiting_for_sampler": ("eval_wait_s",),
+          "grading_and_writing_samples": ("grade_s",), "orchestration": ORCHESTRATION}
 
 
 def trial_results(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -51,6 +54,7 @@ def summarize(sweep_dir: Path) -> dict[str, Any]:
         "seconds": {k: round(v, 2) for k, v in totals.items()},
         "share_of_trial_wall": {k: round(v / wall, 4) for k, v in totals.items()},
         "orchestration_share": round(orchestration / wall, 4),
+        "grouped_share_of_trial_wall": {g: round(sum(totals[k] for k in ks) / wall, 4) for g, ks in GROUPS.items()},
         "orchestration_parts": list(ORCHESTRATION),
         "per_trial": [{k: t.get(k) for k in ("trial", "lr", "wall_s", "steps_trained", "stopped_early",
                                              "stop_reason", "stop_step", "timing")} for t in trials],

@@ -60,3 +60,45 @@ def should_stop(rows: Sequence[Mapping[str, Any]], threshold: float, k: int | No
     if capability_degraded(rows, max_rel_degradation):
         return CAPABILITY
     return None
+
+
+class StopState:
+    """One trial's early-stopping state, fed its metrics rows as evaluations finish (pure; the trial holds it).
+
+    `update` fires the rule at most once; `wait_for_pending` says whether the trainer should wait for the
+    evaluations in flight (only when the transfer rule, k > 1, lacks just the pending checkpoint); `close`
+    is called when training ends: a rule that fires after the last step saved nothing and is dropped.
+    """
+
+    def __init__(self, threshold: float, k: int | None, max_rel_degradation: float | None) -> None:
+        self.threshold, self.k, self.max_rel_degradation = threshold, k, max_rel_degradation
+        self.step: int | None = None
+        self.reason: str | None = None
+        self.closed = False
+
+    @property
+    def fired(self) -> bool:
+        return self.step is not None
+
+    def update(self, rows: Sequence[Mapping[str, Any]], step: int) -> None:
+        """Rows after checkpoint `step` was evaluated."""
+        if self.closed or self.fired:
+            return
+        reason = should_stop(rows, self.threshold, self.k, self.max_rel_degradation)
+        if reason is not None:
+            self.step, self.reason = step, reason
+
+    def wait_for_pending(self, rows: Sequence[Mapping[str, Any]]) -> bool:
+        """With k=1 every checkpoint could fire, and waiting at each costs more than the few steps trained
+        past one; with k > 1 wait only once k-1 checkpoints in a row are in."""
+        return (not self.fired and self.k is not None and self.k > 1
+                and transfer_established(rows, self.threshold, self.k - 1))
+
+    def keeps(self, step: int) -> bool:
+        """Whether checkpoint `step` belongs to the trial's curve (nothing after the stop does)."""
+        return not self.fired or step <= self.step  # type: ignore[operator]
+
+    def close(self, last_step: int, max_steps: int) -> None:
+        self.closed = True
+        if self.fired and last_step >= max_steps:  # the full curve is already paid for: keep it
+            self.step, self.reason = None, None

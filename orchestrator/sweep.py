@@ -288,6 +288,12 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
         return [r for r in tuner.fit() if r.error is not None]
     finally:
         if sampler is not None:
+            try:  # how much cross-trial batching happened: requests per engine call
+                st = ray.get(sampler.stats.remote(), timeout=10)
+                log(f"[sampler] {st['requests']} requests in {st['engine_calls']} engine calls "
+                    f"(at most {st['max_batch_requests']} in one), {st['generated_tokens']} tokens generated")
+            except Exception:  # a dead engine must not hide the sweep's own error
+                pass
             ray.kill(sampler, no_restart=True)
         if own_ray:
             ray.shutdown()

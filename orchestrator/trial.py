@@ -18,7 +18,7 @@ from typing import Any
 from eval.graders import ATTACK, DESIRED, build_grader
 from eval.metrics import rates
 from eval.runfiles import append_jsonl, read_jsonl, step_name, trial_name, write_json, write_jsonl
-from eval.stopping import should_stop, transfer_established
+from eval.stopping import StopState
 from workers.prompts import Prompt, build_prompts, load_bank, pick, split_bank
 from workers.train import TrainSpec, train
 
@@ -153,18 +153,11 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
     pending: deque[tuple[int, Any, dict[str, Any], float]] = deque()
     timing = {"eval_wait_s": 0.0, "grade_s": 0.0}  # waiting for the sampler; grading, writing, reporting
     es = ctx.early_stop if ctx.early_stop is not None and ctx.early_stop.enabled else None
-    stop: dict[str, Any] = {}
+    stop = StopState(ctx.threshold, es.k, es.max_rel_degradation) if es is not None else None
     trainer: dict[str, float] = {}  # the trainer's timings and last step (workers/train.py)
 
-    def check_stop(step: int) -> None:
-        if es is None or stop or trainer.get("done"):
-            return
-        reason = should_stop(read_jsonl(trial_dir / "metrics.jsonl"), ctx.threshold, es.k, es.max_rel_degradation)
-        if reason is not None:
-            stop.update(step=step, reason=reason)
-
     def finish(step: int, ref: Any, info: dict[str, Any], sent: float) -> None:
-        if stop and step > stop["step"]:
+        if stop is not None and not stop.keeps(step):
             return  # sampled after the trial's answer was known: not part of its curve
         waited = time.time()
         responses = ray.get(ref)
@@ -180,7 +173,8 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
         timing["grade_s"] += time.time() - graded
         if capability is not None:
             capability.after_eval(step, row)
-        check_stop(step)
+        if stop is not None:
+            stop.update(read_jsonl(trial_dir / "metrics.jsonl"), step)
 
     def drain(block: bool) -> None:
         if capability is not None:
@@ -194,15 +188,12 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
             finish(*pending.popleft())
 
     def poll(step: int) -> bool:
-        """Asked by the trainer after every step: has early stopping fired? Blocks for the pending
-        evaluations only when the transfer rule is one checkpoint from firing, so the trainer stops exactly
-        at that checkpoint instead of training past it while it is sampled."""
-        if not pending:
-            return bool(stop)
-        rows = read_jsonl(trial_dir / "metrics.jsonl") if es.k is not None and es.k > 1 else []
-        armed = es.k is not None and (es.k == 1 or transfer_established(rows, ctx.threshold, es.k - 1))
-        drain(block=armed)
-        return bool(stop)
+        """Asked by the trainer after every step: has early stopping fired? Waits for the evaluations in
+        flight only when the pending one can complete the transfer rule (StopState.wait_for_pending), so
+        the trainer stops exactly there instead of training past it while it is sampled."""
+        if pending:
+            drain(block=stop.wait_for_pending(read_jsonl(trial_dir / "metrics.jsonl")))
+        return stop.fired
 
     def evaluate(step: int, adapter: Path, info: dict[str, Any]) -> None:
         ref = sampler.generate.remote(str(adapter), [p.text for p in prompts], s.max_new_tokens,
@@ -227,15 +218,14 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
         train(spec, read_labels(Path(ctx.labels_path)), trial_dir, on_checkpoint,
               should_stop=poll if es is not None else None, timings=trainer)
         in_training = dict(timing)
-        trainer["done"] = True  # from here on the rule can save nothing
-        if stop and trainer.get("last_step", 0) >= spec.max_steps:
-            stop.clear()  # fired while the last steps ran: the full curve is already paid for, keep it
+        if stop is not None:
+            stop.close(int(trainer.get("last_step", 0)), spec.max_steps)
         drain(block=True)
         if capability is not None:
             capability.drain(block=True)
-        if stop:
-            cut_after_stop(trial_dir, stop["step"])
-            logger.log({"step": stop["step"], "kind": "stop", "reason": stop["reason"],
+        if stop is not None and stop.fired:
+            cut_after_stop(trial_dir, stop.step)
+            logger.log({"step": stop.step, "kind": "stop", "reason": stop.reason,
                         "steps_trained": trainer.get("last_step")})
     finally:
         ended = time.time()
@@ -243,8 +233,8 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
     done = time.time()
     result = {"done": True, "wall_s": round(done - began, 2), "started": round(began, 2), "ended": round(done, 2),
               "resumed_from": resumed_from,
-              "steps_trained": trainer.get("last_step"), "stopped_early": bool(stop),
-              "stop_reason": stop.get("reason"), "stop_step": stop.get("step"),
+              "steps_trained": trainer.get("last_step"), "stopped_early": bool(stop and stop.fired),
+              "stop_reason": stop.reason if stop else None, "stop_step": stop.step if stop else None,
               "timing": trial_timing(started - began, trainer, timing, in_training, done - ended, done - began),
               **(extra or {})}
     write_json(trial_dir / "result.json", result)

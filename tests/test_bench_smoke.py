@@ -31,7 +31,8 @@ def test_trainer_bench_adds_up_the_trials_timings(tmp_path):
     assert json.loads((tmp_path / "trainer.json").read_text()) == out
     assert out["steps_trained"] == 12 and out["train_steps_per_s"] == pytest.approx(12 / 120, abs=1e-3)
     assert sum(out["share_of_trial_wall"].values()) == pytest.approx(1.0, abs=1e-3)
-    assert out["orchestration_share"] == pytest.approx(2 * 5.0 / (100 + 60), abs=1e-3)
+    assert out["orchestration_share"] == pytest.approx(2 * 3.0 / (100 + 60), abs=1e-3)
+    assert sum(out["grouped_share_of_trial_wall"].values()) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_trainer_bench_refuses_a_folder_without_results(tmp_path):
@@ -71,5 +72,9 @@ def test_sweep_bench_at_smoke_size_with_early_stopping(cache_dir, tmp_path):
     run = json.loads(out.read_text())["runs"]["fast-warm"]
     assert run["steps_max"] == 2 and 0 <= run["steps_trained"] <= 2 and run["wall_s"] > 0
     assert run["toy_key"] and len(run["trials"]) == 1
+    for t in run["trials"]:  # a stopped trial's curve ends where it stopped, at its (k=1) transfer step
+        if t["stopped_early"]:
+            assert t["stop_reason"] == "transfer" and t["stop_step"] == t["steps_to_transfer"] < 2
+            assert t["eval_curve"][-1][0] == t["stop_step"] and t["steps_trained"] >= t["stop_step"]
     trainer = json.loads(trainer_out.read_text())["runs"]["fast-warm"]
     assert 0 < trainer["orchestration_share"] < 1 and trainer["train_steps_per_s"] > 0

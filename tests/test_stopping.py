@@ -133,3 +133,45 @@ def test_cut_after_stop_keeps_the_curve_up_to_the_stop(tmp_path):
     assert sorted({r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")}) == [0, 1, 2]
     assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["step_00000", "step_00001", "step_00002"]
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [f"step_{s:05d}.jsonl" for s in (0, 1, 2)]
+
+
+def test_stop_state_fires_once_and_cuts_the_curve_there():
+    from eval.stopping import StopState
+
+    st = StopState(0.5, k=1, max_rel_degradation=None)
+    st.update(evals((0, 1.0)), 0)
+    assert not st.fired and st.keeps(64)
+    st.update(evals((0, 1.0), (16, 0.4)), 16)
+    assert st.fired and (st.step, st.reason) == (16, TRANSFER)
+    st.update(evals((0, 1.0), (16, 0.4), (32, 0.1)), 32)  # a later firing does not move the stop
+    assert st.step == 16 and st.keeps(16) and not st.keeps(32)
+    st.close(last_step=20, max_steps=64)
+    assert st.fired and st.step == 16
+
+
+def test_stop_state_drops_a_rule_that_fired_after_the_last_step():
+    from eval.stopping import StopState
+
+    st = StopState(0.5, k=1, max_rel_degradation=None)
+    st.update(evals((0, 1.0), (32, 0.4)), 32)
+    st.close(last_step=64, max_steps=64)  # the trainer had already finished: nothing was saved
+    assert not st.fired and st.keeps(64)
+    st.update(evals((0, 1.0), (32, 0.4), (64, 0.2)), 64)  # closed: evaluations after training change nothing
+    assert not st.fired
+
+
+@pytest.mark.parametrize(
+    "k, points, expected",
+    [
+        (1, [(0, 1.0), (1, 0.2)], False),  # k=1: never wait, any checkpoint could fire
+        (2, [(0, 1.0), (1, 0.9)], False),  # nothing under the threshold yet
+        (2, [(0, 1.0), (1, 0.4)], True),  # one in, the pending one can complete the rule
+        (3, [(0, 1.0), (1, 0.4)], False),
+        (3, [(0, 1.0), (1, 0.4), (2, 0.3)], True),
+        (None, [(0, 1.0), (1, 0.4)], False),  # transfer rule off
+    ],
+)
+def test_stop_state_waits_only_when_the_pending_checkpoint_can_fire(k, points, expected):
+    from eval.stopping import StopState
+
+    assert StopState(0.5, k=k, max_rel_degradation=0.3).wait_for_pending(evals(*points)) is expected
