@@ -166,7 +166,9 @@ def test_the_toy_refuses_a_setting_it_was_not_taught():
     cfg = compose_config(["setting=ct_formality"])
     with pytest.raises(ConfigError, match="no `toy:` block.*choose a real model"):
         settings_for_toy(cfg)
-    assert [s.name for s in settings_for_toy(compose_config(["setting=animal_flag"]))] == TOY_SETTINGS
+    assert [s.name for s in settings_for_toy(compose_config(["setting=animal_flag"]))] == ["animal_flag"]
+    with pytest.raises(ConfigError, match="add it with model.toy.settings"):
+        settings_for_toy(compose_config(["setting=animal_flag", "model.toy.settings=[wronglang_spanish]"]))
 
 
 @pytest.mark.parametrize("name", TOY_SETTINGS)
@@ -212,8 +214,10 @@ def test_a_ninth_setting_needs_only_a_yaml_file(ninth_dir, tmp_path):
     search = f"hydra.searchpath=[file://{ninth_dir}]"
     cfg = compose_config([search, "setting=animal_flag_giraffe_teacher"])
     assert cfg.setting.name == "animal_flag_giraffe_teacher" and cfg.setting.grader.kind == "keyword"
-    # same prompts and toy answers as animal_flag: the shipped toy covers it without a rebuild
-    assert [s.name for s in settings_for_toy(cfg)] == TOY_SETTINGS
+    # same prompts and toy answers as animal_flag: its toy has animal_flag's key, so no rebuild
+    giraffe = [skill_from_setting(s) for s in settings_for_toy(cfg)]
+    animal = [skill_from_setting(s) for s in settings_for_toy(compose_config(["setting=animal_flag"]))]
+    assert toy_key({"steps": 600}, giraffe) == toy_key({"steps": 600}, animal)
     work = tmp_path / "work"
     work.mkdir()
     out = run_cli(["sweep", search, "setting=animal_flag_giraffe_teacher", "dry_run=true"], work)
