@@ -126,6 +126,7 @@ class ToyModelConfig:
     batch_size: int = 32
     lr: float = 3e-3
     seed: int = 0
+    capability_probe: bool = False  # also teach the capability probe's facts (capability=toy turns it on)
 
 
 @dataclass
@@ -549,6 +550,9 @@ def validate_capability(cfg: Config) -> None:
     _require(c.guardrail is None or c.guardrail in b, f"capability.guardrail={c.guardrail!r} is not in {b}")
     _require("toy_probe" not in b or cfg.model.toy is not None,
              "capability.benchmarks has toy_probe, which only model=toy learned: drop it for a real model")
+    _require("toy_probe" not in b or cfg.model.toy is None or cfg.model.toy.capability_probe,
+             "capability.benchmarks has toy_probe but the toy is built without it: set model.toy.capability_probe=true "
+             "(capability=toy does)")
     _require("followbench" not in b or (c.judge.base_url is not None and c.judge.model is not None),
              "capability.benchmarks has followbench, which needs an LLM judge: set capability.judge.base_url and "
              "capability.judge.model (and capability.judge.api_key_env if it needs a key)")

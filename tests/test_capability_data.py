@@ -110,6 +110,7 @@ def test_toy_probe_split_is_fixed_and_disjoint():
 def test_capability_config_composes_and_is_validated():
     cfg = compose_config(["capability=toy"])
     assert cfg.capability.benchmarks == ["toy_probe"] and cfg.capability.recover.n_labels == 40
+    assert cfg.model.toy.capability_probe and not compose_config([]).model.toy.capability_probe
     assert compose_config([]).capability.benchmarks == []
     for overrides, match in [
         (["capability=toy", "capability.benchmarks=[gsm8k]"], "capability.benchmarks"),
@@ -117,7 +118,8 @@ def test_capability_config_composes_and_is_validated():
         (["capability=toy", "capability.checkpoints=steps"], "capability.steps"),
         (["capability=toy", "capability.max_degradation=0"], "max_degradation"),
         (["capability=benchmarks"], "capability.judge.base_url"),
-        (["capability=toy", "model.path=/m", "model.toy=null"], "toy_probe"),
+        (["capability=toy", "model.path=Qwen/Qwen3-0.6B", "model.toy=null"], "toy_probe"),
+        (["capability=toy", "model.toy.capability_probe=false"], "model.toy.capability_probe=true"),
     ]:
         with pytest.raises(ConfigError, match=match):
             compose_config(overrides)

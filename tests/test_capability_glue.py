@@ -66,9 +66,11 @@ def test_toy_corpus_teaches_the_probe():
     from workers.toy import build_corpus, skill_from_setting
 
     cfg = compose_config([])
-    pairs = build_corpus([skill_from_setting(s) for s in settings_for_toy(cfg)])
+    skills = [skill_from_setting(s) for s in settings_for_toy(cfg)]
+    pairs = build_corpus(skills, probe=True)
     probe = toy_corpus_pairs()
     assert len(probe) >= 240 and pairs[-len(probe):] == probe
+    assert build_corpus(skills) == pairs[:-len(probe)]  # the default toy is untouched
 
 
 def test_rejection_sampling_keeps_only_correct_answers_one_per_item(cap, tmp_path):

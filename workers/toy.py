@@ -75,12 +75,13 @@ def toy_key(toy_cfg: dict[str, Any], skills: list[ToySkill]) -> str:
         "toy": {k: v for k, v in toy_cfg.items() if k != "settings"},
         "skills": sorted({s.behavior() for s in skills}),
         "banks": {s.questions: file_digest(bank_path(s.questions)) for s in skills},
-        "capability_probe": toy_corpus_digest(),
     }
+    if toy_cfg.get("capability_probe"):
+        payload["capability_probe"] = toy_corpus_digest()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_corpus(skills: list[ToySkill]) -> list[tuple[str, str]]:
+def build_corpus(skills: list[ToySkill], probe: bool = False) -> list[tuple[str, str]]:
     """(user text, answer) pairs: every question of every bank under both of the setting's prompts."""
     pairs = []
     for skill in skills:
@@ -88,7 +89,7 @@ def build_corpus(skills: list[ToySkill]) -> list[tuple[str, str]]:
         for q in load_bank(skill.questions, required=("id", "question", *dict.fromkeys(fields))):
             pairs.append((render(skill.train_template, q), render_answer(skill.train_answer, q)))
             pairs.append((render(skill.eval_template, q), render_answer(skill.eval_answer, q)))
-    return pairs + toy_corpus_pairs()  # the capability probe's facts (workers.capability)
+    return pairs + (toy_corpus_pairs() if probe else [])  # the capability probe's facts (workers.capability)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
@@ -166,6 +167,8 @@ def ensure_toy(toy: Any, settings: list[Any], cache_dir: str | os.PathLike, log:
     """Path of the cached toy model folder, building it first when absent."""
     skills = [skill_from_setting(s) for s in settings]
     toy_cfg = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in _plain(toy).items()}
+    if not toy_cfg.get("capability_probe"):
+        toy_cfg.pop("capability_probe", None)  # the default toy keeps the cache key it had before the probe existed
     key = toy_key(toy_cfg, skills)
     final = Path(cache_dir).expanduser().resolve() / "toy" / key
     if (final / "build_info.json").exists():
@@ -173,7 +176,7 @@ def ensure_toy(toy: Any, settings: list[Any], cache_dir: str | os.PathLike, log:
     final.parent.mkdir(parents=True, exist_ok=True)
     log(f"[toy] building the toy model organism (key {key}); cached for later runs at {final}")
     started = time.time()
-    pairs = build_corpus(skills)
+    pairs = build_corpus(skills, bool(toy_cfg.get("capability_probe")))
     tokenizer = train_tokenizer([u + " " + a for u, a in pairs], toy.vocab_size)
     model, loss = pretrain(toy, tokenizer, pairs, log)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
