@@ -117,16 +117,6 @@ def lora_params(a: ArchConfig, modules: list[str], expert_params: list[str], ran
     return {"attention": attn, "experts": experts, "total": attn + experts}
 
 
-def batch_layout(batch: int, micro: int, world: int) -> tuple[int, int]:
-    """(micro-batch per GPU, accumulation steps) for `batch` sequences per step over `world` data-parallel
-    ranks; shared by the planner and the trainer's DeepSpeed config."""
-    if batch % world:
-        raise PlanError(f"train.batch_size={batch} does not split over {world} GPUs: use a GPU count that divides it")
-    per_rank = batch // world
-    mb = max(d for d in range(1, min(micro, per_rank) + 1) if per_rank % d == 0)
-    return mb, per_rank // mb
-
-
 def activation_bytes(a: ArchConfig, seqs: int, seq_len: int, wbytes: int, checkpointing: bool) -> dict[str, float]:
     """Activations of one micro-batch. Per token and layer: attention 2H + 2(nq+2nkv)*hd elements (norm and
     o_proj outputs; q, k, v before and after norm/RoPE; flash attention keeps no seq^2 matrix), MLP

@@ -150,6 +150,7 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
     from workers.capability import ensure_baseline, eval_items
     from workers.sampler import Sampler
     from workers.train import build_train_spec
+    from workers.tracking import OWN_WANDB_SERVICE
 
     started = time.time()
     cap, r = recovery_settings(cfg, args)
@@ -176,7 +177,7 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
     own_ray = not ray.is_initialized()
     if own_ray:
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"} | OWN_WANDB_SERVICE})
     actors: list[Any] = []
     try:
         def start(path: str) -> Any:

@@ -24,7 +24,7 @@ from orchestrator.schema import Config, ConfigError
 from orchestrator.trial import TrialContext, eval_prompts, run_trial
 from workers.sampler import SamplerSpec
 from workers.teacher import ensure_labels
-from workers.tracking import resolve_wandb_mode
+from workers.tracking import OWN_WANDB_SERVICE, resolve_wandb_mode
 from workers.train import build_train_spec
 
 
@@ -237,7 +237,8 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
         local = {"resources": {SAMPLER_RESOURCE: 1}} if not cfg.sweep.ray_address else {}
         ray.init(address=cfg.sweep.ray_address or "local", include_dashboard=False, log_to_driver=False,
                  configure_logging=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "LRSWEEP_CACHE": cfg.cache_dir}},
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "LRSWEEP_CACHE": cfg.cache_dir}
+                                          | OWN_WANDB_SERVICE},
                  **local)
     sampler_name = f"lrsweep-sampler-{os.getpid()}-{int(started)}"
     sampler = None

@@ -76,7 +76,8 @@ def test_sampler_wider_than_a_node_is_refused():
 
 @pytest.mark.parametrize(
     ("batch", "micro", "world", "shape"),
-    [(32, 32, 1, (32, 1)), (32, 8, 1, (8, 4)), (32, 32, 2, (16, 1)), (32, 4, 2, (4, 4)), (32, 16, 8, (4, 1))],
+    [(32, 32, 1, (32, 1)), (32, 8, 1, (8, 4)), (32, 32, 2, (16, 1)), (32, 4, 2, (4, 4)), (32, 16, 8, (4, 1)),
+     (32, 32, 16, (2, 1)), (4, 4, 4, (1, 1))],
 )
 def test_data_parallel_shape(batch, micro, world, shape):
     m, accum = data_parallel_shape(batch, micro, world)

@@ -14,7 +14,6 @@ from orchestrator.plan_time import trials_that_fit
 from orchestrator.planner import (
     GIB,
     PlanError,
-    batch_layout,
     lora_params,
     make_plan,
     param_counts,
@@ -56,25 +55,6 @@ def test_qwen3_235b_parameter_and_lora_counts_by_hand():
     assert lora["attention"] == 25_411_584
     # experts: 8*128*[(4096 + 2*1536) + (1536 + 4096)] = 13,107,200 per layer, x94 = 1,232,076,800 (48x attention)
     assert lora["experts"] == 1_232_076_800
-
-
-@pytest.mark.parametrize(
-    "batch, micro, world, expected",
-    [
-        (32, 32, 1, (32, 1)),
-        (32, 32, 16, (2, 1)),  # 32/16 = 2 sequences per GPU, one micro-batch
-        (32, 4, 2, (4, 4)),  # 16 per GPU in 4 micro-batches of 4
-        (32, 3, 1, (2, 16)),  # largest divisor of 32 that is <= 3
-        (4, 4, 4, (1, 1)),
-    ],
-)
-def test_batch_layout(batch, micro, world, expected):
-    assert batch_layout(batch, micro, world) == expected
-
-
-def test_batch_that_does_not_split_is_refused():
-    with pytest.raises(PlanError, match="does not split over 3 GPUs"):
-        batch_layout(32, 32, 3)
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,12 @@ def slurm(tmp_path_factory):
     missing = missing_binaries()
     if missing and os.environ.get("LRSWEEP_REQUIRE_SLURM") != "1":
         pytest.skip(f"Slurm not installed ({missing}): apt-get install -y slurm-wlm munge")
+    import wandb
+
+    # the submitting process runs a W&B service of its own (as a notebook or an earlier in-process sweep's
+    # report run would): sbatch exports its WANDB_SERVICE, and the job must not log into that service
+    wandb.setup()
+    assert os.environ.get("WANDB_SERVICE")
     with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
         before = os.environ.get("SLURM_CONF")
         os.environ["SLURM_CONF"] = str(cluster.conf)  # for the in-process `sweep_status`
@@ -40,6 +46,7 @@ def slurm(tmp_path_factory):
             os.environ.pop("SLURM_CONF")
         else:
             os.environ["SLURM_CONF"] = before
+    wandb.teardown()
 
 
 def cli(args, env, timeout=300):

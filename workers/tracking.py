@@ -13,6 +13,11 @@ from typing import Any
 
 from eval.runfiles import append_jsonl
 
+# W&B hands its service process to child processes through WANDB_SERVICE. A Ray worker or a Slurm job that
+# inherits it logs into another process's service: one on another host, or one that outlives a killed trial
+# and refuses the retry's run ("run ID ... is in use"). Empty means: start your own.
+OWN_WANDB_SERVICE = {"WANDB_SERVICE": ""}
+
 
 def resolve_wandb_mode(mode: str) -> str:
     """auto -> online with a key, offline without; online without a key is refused with the fix."""

@@ -125,10 +125,10 @@ def mean_over_ranks(value: float, device: Any) -> float:
 
 def deepspeed_config(spec: TrainSpec, world_size: int | None = None) -> dict[str, Any]:
     """DeepSpeed's config: spec.batch_size sequences per step over the data-parallel ranks."""
-    from orchestrator.planner import batch_layout
+    from orchestrator.placement import data_parallel_shape
 
     world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
-    micro, accum = batch_layout(spec.batch_size, spec.micro_batch_size, world)
+    micro, accum = data_parallel_shape(spec.batch_size, spec.micro_batch_size, world)
     zero: dict[str, Any] = {"stage": spec.zero_stage}
     if spec.zero_stage == 3:
         # adapters are saved from gathered LoRA tensors (save_adapter); a consolidated 16-bit copy of the
