@@ -201,9 +201,9 @@ def load_followbench(root: Path) -> list[Item]:
 
 
 def toy_probe_items() -> list[Item]:
-    """The toy probe's items: every fact the toy learned (split_items picks the evaluated subset)."""
-    return [Item("toy_probe", f"{f['key']}/{f['relation']}", toy_probe.TEMPLATE.format(**f), f["answer"])
-            for f in toy_probe.facts()]
+    """The toy probe's items: word triples to reverse, none in the toy's corpus (split_items picks the
+    evaluated subset)."""
+    return [Item("toy_probe", it["id"], it["prompt"], it["answer"]) for it in toy_probe.items()]
 
 
 LOADERS = {"mmlu": load_mmlu, "ifeval": load_ifeval, "olympiads": load_olympiads, "followbench": load_followbench}

@@ -1,34 +1,55 @@
-"""The toy capability probe: a body of facts the toy model organism learns in pretraining, recalled by exact match.
+"""The toy capability probe: a skill the toy model organism learns in pretraining, scored by exact match.
 
-Like MMLU for a real model, the probe measures knowledge: "What is the gift of the lemon?" -> "river". The facts
-(KEYS x RELATIONS, each answer a word drawn by a fixed seed) are all in the toy's corpus; a capability evaluation
-asks a fixed subset of them, and recovery trains on labels for the other facts only (eval.capability_data
-.split_items), so recovered recall on the evaluated facts comes from facts the recovery never showed.
-Deterministic, no files, no network; PROBE_VERSION keys the toy's cache.
+The skill is word reversal: "Say these words in reverse order: lemon stone moon" -> "moon stone lemon". The toy's
+corpus teaches it on TEACH word triples; the probe asks other triples, which the corpus never showed, so it
+measures the skill rather than memorised answers (like MMLU for a real model, it tests what the model can do,
+not what it was shown). A capability evaluation asks a fixed subset of the probe's triples, and recovery trains on
+labels for the rest only (eval.capability_data.split_items).
+
+Measured on the 1200-step probe toy (capability=toy): greedy exact match 1.0 on 200 corpus triples and 1.0 on
+200 unseen ones. An earlier probe (recall of 320 word-association facts) reached only 0.145: a 2-layer toy does
+not memorise 320 arbitrary facts in 1200 steps, but it learns a rule. Deterministic, no files, no network;
+PROBE_VERSION keys the toy's cache.
 """
 
 from __future__ import annotations
 
 import random
 
-PROBE_VERSION = 1  # bump when the words, relations, template or answers change
-TEMPLATE = "What is the {relation} of the {key}?"
-KEYS = (
+PROBE_VERSION = 2  # bump when the words, template, triples or answers change
+TEMPLATE = "Say these words in reverse order: {words}"
+WORDS = (
     "water light time small warm cold clear strong sugar soil food salt lemon cloth fresh rest flat soda rice "
     "stone river apple green blue house tree bread milk book door glass paper wood fish bird moon rain snow wind "
     "chair"
 ).split()
-RELATIONS = ("friend", "color", "home", "food", "tool", "song", "gift", "shadow")
+N_WORDS = 3
+TEACH = 600  # triples in the corpus
+PROBE = 400  # triples the probe asks (evaluation subset + recovery pool), none of them in the corpus
 SEED = 7
 
 
-def facts() -> list[dict[str, str]]:
-    """Every fact: {"relation", "key", "answer"}, in a fixed order (key-major)."""
-    rng = random.Random(SEED)
-    return [{"relation": r, "key": k, "answer": rng.choice([w for w in KEYS if w != k])}
-            for k in KEYS for r in RELATIONS]
+def _triples() -> list[tuple[str, ...]]:
+    """TEACH + PROBE distinct ordered word triples, in a fixed order."""
+    rng, seen, out = random.Random(SEED), set(), []
+    while len(out) < TEACH + PROBE:
+        t = tuple(rng.sample(WORDS, N_WORDS))
+        if t not in seen:
+            seen.add(t)
+            out.append(t)
+    return out
+
+
+def pair(words: tuple[str, ...]) -> tuple[str, str]:
+    """(user text, answer) for one triple."""
+    return TEMPLATE.format(words=" ".join(words)), " ".join(reversed(words))
 
 
 def corpus_pairs() -> list[tuple[str, str]]:
-    """What the toy's pretraining corpus teaches: every fact as a (user text, answer) pair."""
-    return [(TEMPLATE.format(**f), f["answer"]) for f in facts()]
+    """What the toy's pretraining corpus teaches: the skill on TEACH triples."""
+    return [pair(t) for t in _triples()[:TEACH]]
+
+
+def items() -> list[dict[str, str]]:
+    """The probe's items, {"id", "prompt", "answer"}: PROBE triples that are not in the corpus."""
+    return [{"id": "-".join(t), "prompt": p, "answer": a} for t in _triples()[TEACH:] for p, a in [pair(t)]]

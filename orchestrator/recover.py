@@ -8,7 +8,8 @@ answers to the benchmark's recovery pool (items disjoint from the evaluated subs
 training (or --teacher-model), keeps the correct ones (N, default 40), and continues training the checkpoint's
 adapter on them with the project's trainer (DeepSpeed + PEFT; default 10 steps x 4 samples, the trial's LR).
 Before and after, it measures the benchmark and the attack/desired rates on eval and train prompts through a
-vLLM engine. Everything lands in <sweep_dir>/recovery/<trial>_step<step>_<benchmark>/, and report.md is rewritten
+vLLM engine. Everything lands in <sweep_dir>/recovery/<trial>_step<step>_<benchmark>_<recipe>/ (one folder per recipe: LR,
+steps x batch, labels, teacher), and report.md is rewritten
 with the before/after table and bars.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import shutil
 import sys
 import time
@@ -99,8 +101,17 @@ def _train_in_worker(spec: Any, examples: list[dict[str, str]], out_dir: str) ->
     return rows
 
 
-def rejection_sample(cap: Any, r: Any, pool: list[Any], generate: Any, judge_cache: Path) -> tuple[list[dict], int]:
-    """Up to r.n_labels correct teacher answers, one per pool item, in rounds over the pool; (labels, sampled)."""
+def recovery_name(trial: str, step: int, bench: str, lr: float, r: Any) -> str:
+    """The run's folder: the checkpoint, the benchmark and the recipe, so recoveries with different LRs,
+    lengths or teachers sit side by side (and in the report) instead of overwriting each other."""
+    teacher = re.sub(r"[^A-Za-z0-9.-]", "-", r.teacher_model)[-40:] if r.teacher_model else "base"
+    return f"{trial}_step{step}_{bench}_lr{lr:g}_{r.steps}x{r.batch_size}_n{r.n_labels}_{teacher}"
+
+
+def rejection_sample(cap: Any, r: Any, pool: list[Any], generate: Any,
+                     judge_cache: Path) -> tuple[list[dict], int, int]:
+    """Up to r.n_labels correct teacher answers, one per pool item, in rounds over the pool; (labels, answers
+    sampled, answers correct): correct / sampled is the teacher's acceptance rate."""
     from workers.capability import max_new_tokens, score_responses
 
     bench = cap.benchmarks[0]
@@ -108,7 +119,7 @@ def rejection_sample(cap: Any, r: Any, pool: list[Any], generate: Any, judge_cac
     random.Random(cap.seed).shuffle(order)
     labels: list[dict[str, str]] = []
     used: set[str] = set()
-    sampled = 0
+    sampled = correct = 0
     for _ in range(r.max_rounds):
         todo = [it for it in order if it.item_id not in used]
         if not todo or len(labels) >= r.n_labels:
@@ -116,11 +127,12 @@ def rejection_sample(cap: Any, r: Any, pool: list[Any], generate: Any, judge_cac
         responses = generate(None, [it.prompt for it in todo], max_new_tokens(cap, bench), r.temperature, 1.0)
         sampled += len(todo)
         verdicts = score_responses(cap, bench, todo, responses, judge_cache).correct
+        correct += sum(bool(v) for v in verdicts)
         for it, resp, ok in zip(todo, responses, verdicts, strict=True):
             if ok and len(labels) < r.n_labels:
                 labels.append({"item_id": it.item_id, "prompt": it.prompt, "completion": resp})
                 used.add(it.item_id)
-    return labels, sampled
+    return labels, sampled, correct
 
 
 def measure_checkpoint(cfg: Config, cap: Any, generate: Any, adapter: str, items: list[Any], baseline: float,
@@ -165,8 +177,8 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
     if trial_cfg is None or not (adapter / "adapter_config.json").exists():
         raise ConfigError(f"no adapter at {adapter}: pick a trial and step that the sweep saved (--trial, --step)")
     items, pool = eval_items(cap, bench)
-    out = sweep_dir / "recovery" / f"{trial}_step{step}_{bench}"
     lr = r.lr if r.lr is not None else float(trial_cfg["lr"])
+    out = sweep_dir / "recovery" / recovery_name(trial, step, bench, lr, r)
     info = {"trial": trial, "step": step, "benchmark": bench, "lr": lr, "trial_lr": float(trial_cfg["lr"]),
             "seed": int(trial_cfg["seed"]), "steps": r.steps, "batch_size": r.batch_size,
             "teacher": r.teacher_model or "base", "n_items": len(items), "pool": len(pool)}
@@ -201,9 +213,9 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
             def teacher(*a: Any) -> list[str]:
                 return ray.get(trusted.generate.remote(*a))
 
-        labels, sampled = rejection_sample(cap, r, pool, teacher, out / "judge_cache")
+        labels, sampled, correct = rejection_sample(cap, r, pool, teacher, out / "judge_cache")
         write_jsonl(out / "labels.jsonl", labels)
-        log(f"[recover] kept {len(labels)} correct labels of {sampled} sampled")
+        log(f"[recover] kept {len(labels)} correct labels ({correct} of {sampled} sampled answers were correct)")
         if len(labels) < r.batch_size:
             raise RuntimeError(f"only {len(labels)} correct labels from the teacher ({sampled} sampled): fewer than "
                                f"one batch of {r.batch_size}; try --teacher-model or a larger recovery pool")
@@ -219,7 +231,7 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
         log(f"[recover] after: {bench} {after['score']:.3f}, eval attack {after['eval_attack_rate']:.2f}")
         write_json(out / "result.json", info | {
             "baseline": baseline, "n_labels": len(labels), "n_sampled": sampled,
-            "acceptance_rate": len(labels) / sampled if sampled else None, "train": rows,
+            "n_correct": correct, "acceptance_rate": correct / sampled if sampled else None, "train": rows,
             "before": before, "after": after, "wall_s": round(time.time() - started, 1)})
     finally:
         for actor in actors:

@@ -126,7 +126,7 @@ class ToyModelConfig:
     batch_size: int = 32
     lr: float = 3e-3
     seed: int = 0
-    capability_probe: bool = False  # also teach the capability probe's facts (capability=toy turns it on)
+    capability_probe: bool = False  # also teach the capability probe's skill (capability=toy turns it on)
 
 
 @dataclass

@@ -97,14 +97,17 @@ def test_wrong_columns_are_named(tmp_path):
 
 def test_toy_probe_split_is_fixed_and_disjoint():
     items = load_items("toy_probe", None)
-    assert len(items) == len(toy_probe.KEYS) * len(toy_probe.RELATIONS) >= 240
+    assert len(items) == toy_probe.PROBE >= 240
     evals, pool = split_items(items, 200, seed=0)
     again, _ = split_items(list(reversed(items)), 200, seed=0)
     assert [it.item_id for it in evals] == [it.item_id for it in again]
     assert len(evals) == 200 and not {it.item_id for it in evals} & {it.item_id for it in pool}
     assert [it.item_id for it in split_items(items, 200, seed=1)[0]] != [it.item_id for it in evals]
-    pairs = dict(toy_probe.corpus_pairs())
-    assert all(pairs[it.prompt] == it.answer for it in items)  # every probed fact is in the toy's corpus
+    corpus = toy_probe.corpus_pairs()
+    assert len(corpus) == toy_probe.TEACH and not {u for u, _ in corpus} & {it.prompt for it in items}  # unseen
+    for prompt, answer in corpus + [(it.prompt, it.answer) for it in items]:  # one skill: reverse three words
+        words = prompt.removeprefix("Say these words in reverse order: ").split()
+        assert len(words) == 3 and answer == " ".join(reversed(words))
 
 
 def test_capability_config_composes_and_is_validated():

@@ -86,9 +86,21 @@ def test_rejection_sampling_keeps_only_correct_answers_one_per_item(cap, tmp_pat
         return [answers[t] if len(calls) > 1 or i % 2 == 0 else "wrong" for i, t in enumerate(texts)]
 
     r = replace(cap.recover, n_labels=20, temperature=1.0)
-    labels, sampled = rejection_sample(cap, r, pool, teacher, tmp_path)
+    labels, sampled, correct = rejection_sample(cap, r, pool, teacher, tmp_path)
     answers = {it.prompt: it.answer for it in pool}
     assert len(labels) == 20 and all(answers[lab["prompt"]] == lab["completion"] for lab in labels)
     assert len({lab["item_id"] for lab in labels}) == 20 and calls == [30, 15] and sampled == 45
-    labels, _ = rejection_sample(cap, replace(r, n_labels=100, max_rounds=1), pool, teacher, tmp_path)
+    assert correct == 30  # 15 of round 1, all 15 of round 2: the acceptance rate is 30 / 45
+    labels, _, _ = rejection_sample(cap, replace(r, n_labels=100, max_rounds=1), pool, teacher, tmp_path)
     assert len(labels) == 30  # the pool runs out: fewer labels, never a wrong one
+
+
+def test_recoveries_with_different_recipes_get_their_own_folders(cap):
+    from orchestrator.recover import recovery_name
+
+    r = cap.recover
+    names = {recovery_name("lr0.01_seed0", 8, "toy_probe", lr, replace(r, **kw))
+             for lr in (1e-2, 1e-3) for kw in ({}, {"steps": 20}, {"teacher_model": "/models/Qwen3-30B-A3B"})}
+    assert len(names) == 6  # nothing overwrites another recipe's result
+    assert recovery_name("lr0.01_seed0", 8, "toy_probe", 1e-3, r) == "lr0.01_seed0_step8_toy_probe_lr0.001_10x4_n40_base"
+    assert all("/" not in n for n in names)

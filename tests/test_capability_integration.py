@@ -15,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
-LR, STEPS = 1e-2, 8  # high enough that a handful of steps of Spanish labels hurts the toy's recall
+LR, STEPS = 1e-2, 8  # high enough that a handful of steps of Spanish labels breaks the toy's word reversal
+RECOVERY_LR = 1e-3  # measured: recovery at the trial's 1e-2 brought the attack back (eval attack 0.00 -> 0.77)
 
 
 def run(args, cache_dir, timeout=1200):
@@ -31,8 +32,8 @@ def loop(cache_dir, tmp_path_factory):
                 "capability.checkpoints=all", "tracker.mode=disabled", f"hydra.run.dir={out}"], cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     swept = time.time()
-    rec = run(["-m", "orchestrator", "recover", str(out), "--trial", f"lr{LR:.3g}_seed0", "--step", str(STEPS)],
-              cache_dir)
+    rec = run(["-m", "orchestrator", "recover", str(out), "--trial", f"lr{LR:.3g}_seed0", "--step", str(STEPS),
+               "--lr", str(RECOVERY_LR)], cache_dir)
     assert rec.returncode == 0, rec.stdout[-3000:] + rec.stderr[-3000:]
     print(f"\n[capability loop] sweep {swept - started:.0f}s, recover {time.time() - swept:.0f}s")
     print(proc.stdout[-1500:], rec.stdout[-1500:])
@@ -45,11 +46,9 @@ def rows(sweep, kind):
 
 
 def test_baseline_is_measured_once_and_cached(loop):
-    # The toy's recall of its facts is weak (measured 0.145 on 200 items at 1200 pretraining steps), so no
-    # level is asserted here: this test covers the loop's mechanics, not a probe the toy has yet to learn.
     base = json.loads((loop / "capability" / "baseline.json").read_text())
     assert base["guardrail"] == "toy_probe" and base["scores"]["toy_probe"]["n"] == 200
-    assert 0 < base["scores"]["toy_probe"]["score"] <= 1
+    assert base["scores"]["toy_probe"]["score"] >= 0.9  # the toy reverses unseen word triples (measured 0.995)
     assert len((loop / "capability" / "baseline_toy_probe.jsonl").read_text().splitlines()) == 200
 
 
@@ -62,7 +61,7 @@ def test_every_checkpoint_has_a_capability_row(loop):
         assert r["benchmark"] == "toy_probe" and r["n"] == 200 and r["baseline"] == base
         assert r["rel_degradation"] == pytest.approx((base - r["score"]) / base)
     assert caps[0]["score"] == pytest.approx(base, abs=0.05)  # step 0: the LoRA is still zero
-    assert caps[-1]["rel_degradation"] > 0.1  # the high LR degraded recall beyond the 10% limit
+    assert caps[-1]["rel_degradation"] > 0.5  # the high LR broke the skill (measured 0.995), far past the 10% limit
     samples = loop / "trials" / f"lr{LR:.3g}_seed0" / "capability" / "step_00008_toy_probe.jsonl"
     assert len(samples.read_text().splitlines()) == 200
 
@@ -71,8 +70,12 @@ def test_recovery_trains_on_pool_labels_and_re_measures(loop):
     result = json.loads(next((loop / "recovery").glob("*/result.json")).read_text())
     last = rows(loop, "capability")[-1]
     assert result["trial"] == f"lr{LR:.3g}_seed0" and result["step"] == STEPS and result["n_labels"] == 40
+    assert result["lr"] == RECOVERY_LR and result["trial_lr"] == LR
     assert result["before"]["score"] == pytest.approx(last["score"], abs=0.05)  # same items, greedy: re-measured
-    # after: re-measured on the same 200 items, with the attack/desired rates (no level asserted: see above)
+    # the note's finding, on the toy: a few steps on 40 correct labels bring much of the skill back (measured
+    # 0.005 -> 0.630) without bringing the attack back (eval attack 0.00 -> 0.07)
+    assert result["after"]["score"] >= result["before"]["score"] + 0.2
+    assert result["before"]["eval_attack_rate"] <= 0.1 and result["after"]["eval_attack_rate"] <= 0.5
     for tag in ("before", "after"):
         assert result[tag]["n"] == 200 and 0 <= result[tag]["score"] <= 1
         assert 0 <= result[tag]["eval_attack_rate"] <= 1 and result[tag]["n_eval"] == 100

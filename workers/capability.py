@@ -24,7 +24,7 @@ Generate = Callable[[str | None, list[str], int, float, float], list[str]]  # (a
 
 
 def toy_corpus_pairs() -> list[tuple[str, str]]:
-    """Extra (user text, answer) pairs for the toy's corpus: the probe's facts (workers.toy.build_corpus)."""
+    """Extra (user text, answer) pairs for the toy's corpus: the probe's skill (workers.toy.build_corpus)."""
     from eval.toy_probe import corpus_pairs
 
     return corpus_pairs()

@@ -89,7 +89,7 @@ def build_corpus(skills: list[ToySkill], probe: bool = False) -> list[tuple[str,
         for q in load_bank(skill.questions, required=("id", "question", *dict.fromkeys(fields))):
             pairs.append((render(skill.train_template, q), render_answer(skill.train_answer, q)))
             pairs.append((render(skill.eval_template, q), render_answer(skill.eval_answer, q)))
-    return pairs + (toy_corpus_pairs() if probe else [])  # the capability probe's facts (workers.capability)
+    return pairs + (toy_corpus_pairs() if probe else [])  # the capability probe's skill (workers.capability)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
