@@ -169,10 +169,12 @@ def score_olympiads(items: Sequence[Item], responses: Sequence[str], rel_tol: fl
 # --- IFEval: programmatic checks -----------------------------------------------------------------------------
 
 def score_ifeval(items: Sequence[Item], responses: Sequence[str]) -> Scored:
-    """Prompt-level strict accuracy (every instruction followed); instruction-level accuracy in extra. Items with
-    an instruction that has no check are not scored, and their ids are listed in extra['unsupported_ids']."""
+    """Prompt-level strict accuracy (every instruction followed); instruction-level accuracy and the loose
+    variant's prompt- and instruction-level accuracy in extra. Items with an instruction that has no check are
+    not scored, and their ids are listed in extra['unsupported_ids']."""
     correct: list[bool | None] = []
     verdicts: list[Any] = []
+    loose: list[list[bool]] = []
     unsupported: set[str] = set()
     for it, r in zip(items, responses, strict=True):
         ids, kwargs = it.answer["instruction_id_list"], it.answer["kwargs"]
@@ -185,11 +187,15 @@ def score_ifeval(items: Sequence[Item], responses: Sequence[str]) -> Scored:
         v = ifeval.follows(r, ids, kwargs)
         correct.append(all(v))
         verdicts.append(v)
+        loose.append(ifeval.follows_loose(r, ids, kwargs))
     score, n = _mean(correct)
     flat = [x for v in verdicts if v for x in v]
-    return Scored(score, n, correct, verdicts, {"instruction_accuracy": sum(flat) / len(flat),
-                                                 "unsupported_ids": sorted(unsupported),
-                                                 "n_unsupported_items": sum(c is None for c in correct)})
+    flat_loose = [x for v in loose for x in v]
+    return Scored(score, n, correct, verdicts, {
+        "instruction_accuracy": sum(flat) / len(flat) if flat else None,
+        "loose_accuracy": sum(all(v) for v in loose) / len(loose) if loose else None,
+        "loose_instruction_accuracy": sum(flat_loose) / len(flat_loose) if flat_loose else None,
+        "unsupported_ids": sorted(unsupported), "n_unsupported_items": sum(c is None for c in correct)})
 
 
 # --- FollowBench: LLM judge ----------------------------------------------------------------------------------

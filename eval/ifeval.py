@@ -1,8 +1,10 @@
 """IFEval's programmatic instruction checks, for the subset of instruction ids they can decide exactly.
 
 Each check is `check(response, kwargs) -> bool` over IFEval's kwargs (`None` values are the hub's padding and
-are ignored). This is the benchmark's strict variant: the response is checked as written. Instruction ids
-without a check here are reported by `unsupported_ids`, never passed silently.
+are ignored). `follows` is the benchmark's strict variant: the response is checked as written. `follows_loose`
+is its loose variant: an instruction counts as followed when any of the response's loose variants (first and/or
+last line dropped, asterisks removed) passes, which forgives a preamble like "Sure, here it is:" or markdown bold.
+Instruction ids without a check here are reported by `unsupported_ids`, never passed silently.
 """
 
 from __future__ import annotations
@@ -174,3 +176,17 @@ def follows(response: str, instruction_ids: list[str], kwargs: list[Mapping[str,
         args = {k: v for k, v in (kw or {}).items() if v is not None}
         out.append(bool(CHECKS[iid](response, args)))
     return out
+
+
+def loose_variants(response: str) -> list[str]:
+    """The response, without its first line, without its last, without both; each also without asterisks."""
+    lines = response.split("\n")
+    cut = [response, "\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(), "\n".join(lines[1:-1]).strip()]
+    return cut + [c.replace("*", "") for c in cut]
+
+
+def follows_loose(response: str, instruction_ids: list[str], kwargs: list[Mapping[str, Any] | None]) -> list[bool]:
+    """One verdict per instruction: followed by at least one non-empty loose variant of the response."""
+    variants = [v for v in loose_variants(response) if v.strip()]
+    verdicts = [follows(v, instruction_ids, kwargs) for v in variants] or [[False] * len(instruction_ids)]
+    return [any(v[i] for v in verdicts) for i in range(len(instruction_ids))]

@@ -115,6 +115,25 @@ def test_ifeval_scoring_reports_unsupported_ids_instead_of_passing_them():
         ifeval.follows("x", ["length_constraints:number_words"], [{"num_words": 3, "relation": "about"}])
 
 
+def test_ifeval_loose_variant_forgives_a_preamble_a_trailer_and_asterisks():
+    lower, end = "change_case:english_lowercase", "startend:end_checker"
+    assert ifeval.loose_variants("a\n*b*\nc")[:4] == ["a\n*b*\nc", "*b*\nc", "a\n*b*", "*b*"]
+    assert "a\nb\nc" in ifeval.loose_variants("a\n*b*\nc")
+    cases = [  # (ids, kwargs, response, strict, loose)
+        ([lower], [{}], "Sure! Here you go:\nall lowercase here", [False], [True]),  # preamble dropped
+        ([end], [{"end_phrase": "Any other questions?"}], "done. Any other questions?\n---", [False], [True]),
+        ([lower, end], [{}, {"end_phrase": "bye"}], "SHOUTING\nSTILL SHOUTING\nbye", [False, True], [False, True]),
+        ([lower], [{}], "fine as written", [True], [True]),
+    ]
+    for ids, kwargs, response, strict, loose in cases:
+        assert ifeval.follows(response, ids, kwargs) == strict, response
+        assert ifeval.follows_loose(response, ids, kwargs) == loose, response
+    items = [_ifeval(ids, kwargs) for ids, kwargs, *_ in cases]
+    s = score("ifeval", items, [c[2] for c in cases])
+    assert s.score == 0.25 and s.extra["loose_accuracy"] == 0.75  # prompt level: strict 1 of 4, loose 3 of 4
+    assert s.extra["instruction_accuracy"] == 0.4 and s.extra["loose_instruction_accuracy"] == 0.8
+
+
 @pytest.mark.parametrize("text, verdict", [
     ("YES", True), ("no.", False), ("The response ... so the answer is Yes", True), ("Yes at first, but NO", False),
     ("I cannot tell", None), ("", None), ("yesterday nobody", None),

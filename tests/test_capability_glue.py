@@ -104,3 +104,29 @@ def test_recoveries_with_different_recipes_get_their_own_folders(cap):
     assert len(names) == 6  # nothing overwrites another recipe's result
     assert recovery_name("lr0.01_seed0", 8, "toy_probe", 1e-3, r) == "lr0.01_seed0_step8_toy_probe_lr0.001_10x4_n40_base"
     assert all("/" not in n for n in names)
+
+
+def test_followbench_is_scored_by_a_judge_over_http_and_cached(cap, tmp_path):
+    """FollowBench's real path: the fixture's items, the judge prompt sent to an OpenAI-compatible server,
+    verdicts parsed (an unreadable one is not scored), and a second scoring served from the judge cache."""
+    from chat_server import ChatServer
+
+    from eval.capability_data import load_items
+    from workers.capability import score_responses
+
+    items = load_items("followbench", Path(__file__).resolve().parent / "data" / "capability")
+    responses = ["a good answer", "a bad answer", "a rambling answer"]
+    verdicts = {"good": "It meets every constraint.\nYES", "bad": "NO", "rambling": "hard to say"}
+
+    def reply(messages, n):
+        return next(v for k, v in verdicts.items() if f"a {k} answer" in messages[-1]["content"])
+
+    with ChatServer(reply=reply) as server:
+        judge = replace(cap.judge, base_url=server.base_url, model="toy", max_retries=1, timeout_s=5)
+        fb = replace(cap, benchmarks=["followbench"], judge=judge)
+        s = score_responses(fb, "followbench", items, responses, tmp_path / "judge")
+        assert s.correct == [True, False, None] and s.score == 0.5 and s.extra["n_invalid_verdicts"] == 1
+        sent = [r["body"]["messages"][-1]["content"] for r in server.completions()]
+        assert len(sent) == 3 and all(any(it.prompt in p for p in sent) for it in items)
+        again = score_responses(fb, "followbench", items, responses, tmp_path / "judge")
+        assert again.correct == s.correct and len(server.completions()) == 3  # verdicts from the cache
