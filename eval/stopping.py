@@ -66,12 +66,14 @@ class StopState:
     """One trial's early-stopping state, fed its metrics rows as evaluations finish (pure; the trial holds it).
 
     `update` fires the rule at most once; `wait_for_pending` says whether the trainer should wait for the
-    evaluations in flight (only when the transfer rule, k > 1, lacks just the pending checkpoint); `close`
-    is called when training ends: a rule that fires after the last step saved nothing and is dropped.
+    evaluations in flight (when the pending checkpoint could complete the transfer rule); `close` is called
+    when training ends: a rule that fires after the last step saved nothing and is dropped.
     """
 
-    def __init__(self, threshold: float, k: int | None, max_rel_degradation: float | None) -> None:
+    def __init__(self, threshold: float, k: int | None, max_rel_degradation: float | None,
+                 wait_below: float | None = None) -> None:
         self.threshold, self.k, self.max_rel_degradation = threshold, k, max_rel_degradation
+        self.wait_below = wait_below
         self.step: int | None = None
         self.reason: str | None = None
         self.closed = False
@@ -89,10 +91,18 @@ class StopState:
             self.step, self.reason = step, reason
 
     def wait_for_pending(self, rows: Sequence[Mapping[str, Any]]) -> bool:
-        """With k=1 every checkpoint could fire, and waiting at each costs more than the few steps trained
-        past one; with k > 1 wait only once k-1 checkpoints in a row are in."""
-        return (not self.fired and self.k is not None and self.k > 1
-                and transfer_established(rows, self.threshold, self.k - 1))
+        """With k > 1, wait once k-1 checkpoints in a row are in. With k=1 every checkpoint could fire, and
+        waiting at each would idle the trainer through every evaluation; so wait only once the curve has
+        started to move (the latest eval attack rate at or under `wait_below`). Without that wait, a trainer
+        faster than its sampler runs past the transfer checkpoint to max_steps before the answer arrives
+        (measured on the toy: lr 3e-3 transferred at step 16 and still trained all 64 steps; with
+        wait_below=1.0 it stopped at 16)."""
+        if self.fired or self.k is None:
+            return False
+        if self.k > 1:
+            return transfer_established(rows, self.threshold, self.k - 1)
+        evals = _eval_rows(rows)
+        return self.wait_below is not None and bool(evals) and evals[-1]["eval_attack_rate"] <= self.wait_below
 
     def keeps(self, step: int) -> bool:
         """Whether checkpoint `step` belongs to the trial's curve (nothing after the stop does)."""

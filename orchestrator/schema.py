@@ -172,6 +172,10 @@ class EarlyStopConfig:
     enabled: bool = False
     k: int | None = 2  # transfer: attack rate <= threshold at k checkpoints in a row; null turns this rule off
     max_rel_degradation: float | None = None  # capability: stop past this relative drop; null turns it off
+    # k=1: once the latest eval attack rate is at or under this (the curve has started to fall), the trainer waits
+    # for each checkpoint's evaluation before training on, so it stops at the transfer checkpoint instead of
+    # running past it while that checkpoint is sampled; null: never wait
+    wait_below: float | None = 1.0
 
 
 @dataclass
@@ -405,6 +409,8 @@ def validate(cfg: Config) -> None:
     _require(sw.max_retries >= 0, f"sweep.max_retries={sw.max_retries}: must be >= 0")
     es = sw.early_stop
     _require(es.k is None or es.k >= 1, f"sweep.early_stop.k={es.k}: must be >= 1 (or null to stop only on capability)")
+    _require(es.wait_below is None or 0 <= es.wait_below <= 1,
+             f"sweep.early_stop.wait_below={es.wait_below}: must be an attack rate in [0, 1] (or null: never wait)")
     _require(es.max_rel_degradation is None or es.max_rel_degradation > 0,
              f"sweep.early_stop.max_rel_degradation={es.max_rel_degradation}: must be > 0 (or null to turn it off)")
     _require(tr.batch_size >= 1, f"train.batch_size={tr.batch_size}: must be >= 1")

@@ -153,7 +153,7 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
     pending: deque[tuple[int, Any, dict[str, Any], float]] = deque()
     timing = {"eval_wait_s": 0.0, "grade_s": 0.0}  # waiting for the sampler; grading, writing, reporting
     es = ctx.early_stop if ctx.early_stop is not None and ctx.early_stop.enabled else None
-    stop = StopState(ctx.threshold, es.k, es.max_rel_degradation) if es is not None else None
+    stop = StopState(ctx.threshold, es.k, es.max_rel_degradation, es.wait_below) if es is not None else None
     trainer: dict[str, float] = {}  # the trainer's timings and last step (workers/train.py)
 
     def finish(step: int, ref: Any, info: dict[str, Any], sent: float) -> None:

@@ -70,7 +70,8 @@ def test_early_stop_is_off_by_default_and_on_in_the_fast_preset():
 
 
 @pytest.mark.parametrize("override, message", [("sweep.early_stop.k=0", "early_stop.k=0"),
-                                               ("sweep.early_stop.max_rel_degradation=-0.1", "max_rel_degradation")])
+                                               ("sweep.early_stop.max_rel_degradation=-0.1", "max_rel_degradation"),
+                                               ("sweep.early_stop.wait_below=1.5", "wait_below")])
 def test_bad_early_stop_values_are_refused(override, message):
     from orchestrator.config import compose_config
     from orchestrator.schema import ConfigError
@@ -163,7 +164,9 @@ def test_stop_state_drops_a_rule_that_fired_after_the_last_step():
 @pytest.mark.parametrize(
     "k, points, expected",
     [
-        (1, [(0, 1.0), (1, 0.2)], False),  # k=1: never wait, any checkpoint could fire
+        (1, [(0, 1.0), (1, 0.95)], False),  # k=1: the curve has not moved, keep training while it is sampled
+        (1, [(0, 1.0), (8, 0.88)], True),  # k=1: it has started to fall, the pending checkpoint may transfer
+        (1, [], False),
         (2, [(0, 1.0), (1, 0.9)], False),  # nothing under the threshold yet
         (2, [(0, 1.0), (1, 0.4)], True),  # one in, the pending one can complete the rule
         (3, [(0, 1.0), (1, 0.4)], False),
@@ -174,4 +177,10 @@ def test_stop_state_drops_a_rule_that_fired_after_the_last_step():
 def test_stop_state_waits_only_when_the_pending_checkpoint_can_fire(k, points, expected):
     from eval.stopping import StopState
 
-    assert StopState(0.5, k=k, max_rel_degradation=0.3).wait_for_pending(evals(*points)) is expected
+    assert StopState(0.5, k=k, max_rel_degradation=0.3, wait_below=0.9).wait_for_pending(evals(*points)) is expected
+
+
+def test_k1_never_waits_without_wait_below():
+    from eval.stopping import StopState
+
+    assert not StopState(0.5, k=1, max_rel_degradation=None).wait_for_pending(evals((0, 1.0), (8, 0.3)))
