@@ -8,9 +8,8 @@ answers to the benchmark's recovery pool (items disjoint from the evaluated subs
 training (or --teacher-model), keeps the correct ones (N, default 40), and continues training the checkpoint's
 adapter on them with the project's trainer (DeepSpeed + PEFT; default 10 steps x 4 samples, the trial's LR).
 Before and after, it measures the benchmark and the attack/desired rates on eval and train prompts through a
-vLLM engine. Everything lands in <sweep_dir>/recovery/<trial>_step<step>_<benchmark>_<recipe>/ (one folder per recipe: LR,
-steps x batch, labels, teacher), and report.md is rewritten
-with the before/after table and bars.
+vLLM engine. Everything lands in <sweep_dir>/recovery/<trial>_step<step>_<benchmark>_<recipe>/ (one folder
+per recipe: LR, steps x batch, labels, teacher), and report.md is rewritten with the before/after table and bars.
 """
 
 from __future__ import annotations
