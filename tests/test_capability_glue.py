@@ -102,7 +102,8 @@ def test_recoveries_with_different_recipes_get_their_own_folders(cap):
     names = {recovery_name("lr0.01_seed0", 8, "toy_probe", lr, replace(r, **kw))
              for lr in (1e-2, 1e-3) for kw in ({}, {"steps": 20}, {"teacher_model": "/models/Qwen3-30B-A3B"})}
     assert len(names) == 6  # nothing overwrites another recipe's result
-    assert recovery_name("lr0.01_seed0", 8, "toy_probe", 1e-3, r) == "lr0.01_seed0_step8_toy_probe_lr0.001_10x4_n40_base"
+    name = recovery_name("lr0.01_seed0", 8, "toy_probe", 1e-3, r)
+    assert name == "lr0.01_seed0_step8_toy_probe_lr0.001_10x4_n40_base"
     assert all("/" not in n for n in names)
 
 
