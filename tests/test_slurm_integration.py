@@ -126,12 +126,21 @@ def test_a_requeued_job_resumes_its_sweep(slurm, cache_dir, tmp_path):
     """Requeue the running job (what preemption does): it restarts under the same id and the trial continues
     from its trainer state, ending with the rows of an undisturbed run."""
     sweep_dir = tmp_path / "sweep"
-    job_id, env, log = submit_toy(slurm, cache_dir, sweep_dir, "sweep.lrs=[1e-3]", "sweep.max_steps=8")
+    job_id, env, log = submit_toy(slurm, cache_dir, sweep_dir, "sweep.lrs=[1e-3]", "sweep.max_steps=16")
     trial = sweep_dir / "trials" / "lr0.001_seed0"
+
+    def trainer_step():
+        try:
+            return json.loads((trial / "state" / "resume.json").read_text())["step"]
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    # requeue as soon as the trainer has saved its state after step 1: waiting for that checkpoint's evaluation
+    # instead let a fast trainer finish the whole trial first (it did once in CI, at max_steps=8)
     deadline = time.time() + JOB_TIMEOUT_S
-    while not any(r["kind"] == "eval" and r["step"] >= 1 for r in read_jsonl(trial / "metrics.jsonl")):
-        assert time.time() < deadline, f"no checkpoint after step 0 within {JOB_TIMEOUT_S}s\n{log()}"
-        time.sleep(1)
+    while trainer_step() < 1:
+        assert time.time() < deadline, f"no trainer state after step 0 within {JOB_TIMEOUT_S}s\n{log()}"
+        time.sleep(0.2)
     assert not (trial / "result.json").exists(), "the trial ended before it could be requeued"
     proc = subprocess.run(["scontrol", "requeue", job_id], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -142,7 +151,7 @@ def test_a_requeued_job_resumes_its_sweep(slurm, cache_dir, tmp_path):
     attempts = read_jsonl(trial / "attempts.jsonl")
     assert len(attempts) == 2 and attempts[-1]["resumed_from"] >= 1, attempts  # from its state, not from scratch
     rows = read_jsonl(trial / "metrics.jsonl")
-    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 9))
-    assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 1, 2, 4, 8]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 17))
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 1, 2, 4, 8, 16]
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert len(summary) == 1 and summary[0]["complete"]
