@@ -65,8 +65,8 @@ def recovery_lines(label: str, recoveries: Sequence[dict[str, Any]]) -> list[str
     if not recoveries:
         return []
     lines = [f"### {label}", "", "Source: `recovery/<trial>_step<step>_<benchmark>_<recipe>/result.json` (samples "
-             "and labels beside it). Labels: teacher answers to the benchmark's recovery pool (disjoint from the scored items), "
-             "kept only when correct.", "",
+             "and labels beside it). Labels: teacher answers to the benchmark's recovery pool (disjoint from the "
+             "scored items), kept only when correct.", "",
              "| checkpoint | benchmark | labels (kept / sampled) | training | | score | rel. degradation | "
              "eval attack | eval desired | train desired |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in recoveries:

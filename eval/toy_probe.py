@@ -52,4 +52,8 @@ def corpus_pairs() -> list[tuple[str, str]]:
 
 def items() -> list[dict[str, str]]:
     """The probe's items, {"id", "prompt", "answer"}: PROBE triples that are not in the corpus."""
-    return [{"id": "-".join(t), "prompt": p, "answer": a} for t in _triples()[TEACH:] for p, a in [pair(t)]]
+    out = []
+    for t in _triples()[TEACH:]:
+        prompt, answer = pair(t)
+        out.append({"id": "-".join(t), "prompt": prompt, "answer": answer})
+    return out

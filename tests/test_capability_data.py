@@ -106,7 +106,7 @@ def test_toy_probe_split_is_fixed_and_disjoint():
     corpus = toy_probe.corpus_pairs()
     assert len(corpus) == toy_probe.TEACH and not {u for u, _ in corpus} & {it.prompt for it in items}  # unseen
     for prompt, answer in corpus + [(it.prompt, it.answer) for it in items]:  # one skill: reverse three words
-        words = prompt.removeprefix("Say these words in reverse order: ").split()
+        words = prompt.removeprefix(toy_probe.TEMPLATE.format(words="")).split()
         assert len(words) == 3 and answer == " ".join(reversed(words))
 
 

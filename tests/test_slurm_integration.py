@@ -19,6 +19,7 @@ from slurm_cluster import SlurmCluster, free_port, missing_binaries
 
 from eval.runfiles import read_jsonl
 from orchestrator.submit import sweep_status
+from workers.train import read_resume_point
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
@@ -130,10 +131,8 @@ def test_a_requeued_job_resumes_its_sweep(slurm, cache_dir, tmp_path):
     trial = sweep_dir / "trials" / "lr0.001_seed0"
 
     def trainer_step():
-        try:
-            return json.loads((trial / "state" / "resume.json").read_text())["step"]
-        except (OSError, ValueError, KeyError):
-            return 0
+        point = read_resume_point(trial / "state")  # written atomically: never half a file
+        return point["step"] if point else 0
 
     # requeue as soon as the trainer has saved its state after step 1: waiting for that checkpoint's evaluation
     # instead let a fast trainer finish the whole trial first (it did once in CI, at max_steps=8)
