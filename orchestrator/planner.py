@@ -117,7 +117,8 @@ def lora_params(a: ArchConfig, modules: list[str], expert_params: list[str], ran
     return {"attention": attn, "experts": experts, "total": attn + experts}
 
 
-def activation_bytes(a: ArchConfig, seqs: int, seq_len: int, wbytes: int, checkpointing: bool) -> dict[str, float]:
+def activation_bytes(a: ArchConfig, seqs: int, seq_len: int, wbytes: int, checkpointing: bool,
+                     loss_chunk_tokens: int | None = None) -> dict[str, float]:
     """Activations of one micro-batch. Per token and layer: attention 2H + 2(nq+2nkv)*hd elements (norm and
     o_proj outputs; q, k, v before and after norm/RoPE; flash attention keeps no seq^2 matrix), MLP
     k*(2H + 3I) (a routed token's copy, gate_up, activation, down; dense: k=1) + 2E for fp32 router logits.
@@ -128,7 +129,10 @@ def activation_bytes(a: ArchConfig, seqs: int, seq_len: int, wbytes: int, checkp
     tokens = seqs * seq_len
     layer = tokens * per_token * wbytes
     kept = a.num_layers * tokens * h * wbytes + 2 * layer if checkpointing else a.num_layers * layer
-    logits = tokens * a.vocab_size * (wbytes + 4 + 4)  # logits, their fp32 upcast for the loss, fp32 gradient
+    # logits, their fp32 upcast for the loss, fp32 gradient: at every position (train.loss=hf), or at most one
+    # chunk of answer tokens at a time (answer_chunks)
+    scored = tokens if loss_chunk_tokens is None else min(tokens, loss_chunk_tokens)
+    logits = scored * a.vocab_size * (wbytes + 4 + 4)
     return {"layer_working_set": layer, "layers": kept, "logits": logits}
 
 
@@ -144,7 +148,8 @@ def train_memory(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, 
     # ZeRO-3 gathers a whole leaf module (a sparse-MoE block with all its experts) at once: the live layer
     # plus the prefetched next one
     mem["zero3_gathered_layers"] = 2 * max(counts["layer"], counts["embeddings"]) * wbytes if stage == 3 else 0
-    act = activation_bytes(a, micro, cfg.model.max_model_len, wbytes, cfg.model.gradient_checkpointing)
+    chunk = cfg.train.loss_chunk_tokens if cfg.train.loss == "answer_chunks" else None
+    act = activation_bytes(a, micro, cfg.model.max_model_len, wbytes, cfg.model.gradient_checkpointing, chunk)
     mem["activations"], mem["logits"] = act["layers"], act["logits"]
     mem["total"] = sum(mem.values()) * cfg.plan.fragmentation + cfg.plan.overhead_gib * GIB
     return mem

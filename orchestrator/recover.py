@@ -160,8 +160,8 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
     from orchestrator.sweep import resolve_model, sampler_spec
     from workers.capability import ensure_baseline, eval_items
     from workers.sampler import Sampler
-    from workers.train import build_train_spec
     from workers.tracking import OWN_WANDB_SERVICE
+    from workers.train import build_train_spec
 
     started = time.time()
     cap, r = recovery_settings(cfg, args)

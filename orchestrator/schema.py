@@ -207,6 +207,11 @@ class TrainConfig:
     zero_stage: str = "auto"
     dist_backend: str = "auto"
     torch_threads: int = 1
+    # answer_chunks: loss on answer tokens only, the LM head applied loss_chunk_tokens rows at a time (full-vocab
+    # logits never materialise); hf: the model's own loss over logits at every position (benchmark baseline)
+    loss: str = "answer_chunks"
+    loss_chunk_tokens: int = 4096
+    compile: bool = False  # torch.compile each decoder layer; ZeRO stages 0-2 only
     num_workers: int = 1  # trainer processes per trial (one per GPU; a Ray placement group holds them)
 
 
@@ -424,6 +429,11 @@ def validate(cfg: Config) -> None:
     _require(str(tr.zero_stage) in ("auto", "0", "1", "2", "3"),
              f"train.zero_stage={tr.zero_stage!r}: must be auto, 0, 1, 2 or 3")
     _require(tr.dist_backend in ("auto", "gloo", "nccl"), "train.dist_backend must be auto, gloo or nccl")
+    _require(tr.loss in ("answer_chunks", "hf"), f"train.loss={tr.loss!r}: must be answer_chunks or hf")
+    _require(tr.loss_chunk_tokens >= 1, f"train.loss_chunk_tokens={tr.loss_chunk_tokens}: must be >= 1")
+    _require(not (tr.compile and str(tr.zero_stage) == "3"),
+             "train.compile=true with train.zero_stage=3: ZeRO-3's per-module parameter gathers are not compiled "
+             "here; use zero_stage auto, 0, 1 or 2, or set train.compile=false")
     _require(sa.n_eval_prompts >= 1 and sa.n_train_prompts >= 1,
              "sample.n_eval_prompts and sample.n_train_prompts must be >= 1")
     _require(sa.max_new_tokens >= 1, "sample.max_new_tokens must be >= 1")

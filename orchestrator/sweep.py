@@ -121,7 +121,7 @@ def resume_problems(trial_dir: Path) -> list[str]:
 
     from safetensors import safe_open
 
-    from workers.train import ResumeError, read_resume_point
+    from workers.trainer_state import ResumeError, read_resume_point
 
     try:
         point = read_resume_point(trial_dir / "state")

@@ -122,7 +122,7 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
 
     from workers.teacher import read_labels
     from workers.tracking import TrialLogger
-    from workers.train import read_resume_point
+    from workers.trainer_state import read_resume_point
 
     began = time.time()
     name = trial_name(lr, seed)

@@ -78,3 +78,26 @@ def test_sweep_bench_at_smoke_size_with_early_stopping(cache_dir, tmp_path):
             assert t["eval_curve"][-1][0] == t["stop_step"] and t["steps_trained"] >= t["stop_step"]
     trainer = json.loads(trainer_out.read_text())["runs"]["fast-warm"]
     assert 0 < trainer["orchestration_share"] < 1 and trainer["train_steps_per_s"] > 0
+
+
+def test_trainer_gpu_bench_counts_active_params_as_the_reference_figures_do():
+    """../shared/GPU.md's MFU figures imply N = 1.72B (dense: 10.1k tok/s at 7.0%) and 0.77B (MoE shape: 19.0k
+    tok/s at 5.9%): decoder layers (routed experts: top-8) plus the LM head, not the embedding lookup."""
+    from bench.trainer_gpu import SHAPES, active_params
+
+    assert active_params(SHAPES["dense"]) == pytest.approx(0.07 * 989e12 / (4 * 10.1e3), rel=0.02)
+    assert active_params(SHAPES["moe"]) == pytest.approx(0.059 * 989e12 / (4 * 19.0e3), rel=0.02)
+
+
+@pytest.mark.integration
+def test_trainer_gpu_bench_at_smoke_size(cache_dir, tmp_path):
+    out = tmp_path / "trainer_gpu.json"
+    _run(["bench/trainer_gpu.py", "--smoke", "--steps", "1", "--warmup", "1", "--levers", "hf_mb16,chunks_mb32",
+          "--out", str(out)], cache_dir)
+    r = json.loads(out.read_text())
+    assert [(row["shape"], row["lever"]) for row in r["rows"]] == [("tiny", "hf_mb16"), ("tiny", "chunks_mb32")]
+    for row in r["rows"]:
+        assert "error" not in row, row
+        assert row["tokens_per_s"] > 0 and row["active_params"] > 0 and row["peak_rss_gib"] > 0
+    # same random model, data and seed: the first step's loss does not depend on the loss's implementation
+    assert r["rows"][0]["last_loss"] == pytest.approx(r["rows"][1]["last_loss"], rel=1e-3)

@@ -135,12 +135,15 @@ def test_explicit_unsharded_stage_that_cannot_fit_is_refused():
         make_plan(compose_config(["model=qwen3_235b_a22b", "cluster.nodes=9", "train.zero_stage=0", *H100_NODES]))
 
 
-def test_a_model_that_fits_one_gpu_is_not_sharded():
-    # Qwen3-0.6B on one local GPU shared with vLLM (0.4 of it): weights 596,050,944*2 B = 1.11 GiB;
-    # micro-batch 32 needs ~46 GiB of logits alone, so the plan halves it until it fits 0.6*80 GiB
-    cfg = compose_config(["model=qwen3_0_6b", "cluster.gpus_per_node=1", "sample.engine.gpu_memory_utilization=0.4"])
+@pytest.mark.parametrize("loss, micro", [("hf", 8), ("answer_chunks", 16)])
+def test_a_model_that_fits_one_gpu_is_not_sharded(loss, micro):
+    # Qwen3-0.6B on one local GPU shared with vLLM (0.4 of it): weights 596,050,944*2 B = 1.11 GiB.
+    # train.loss=hf: micro-batch 32 needs ~46 GiB of logits alone, so the plan halves it until it fits 0.6*80 GiB;
+    # answer_chunks holds one chunk's logits (4096 tokens: ~5.8 GiB), so a micro-batch twice as large fits
+    cfg = compose_config(["model=qwen3_0_6b", "cluster.gpus_per_node=1", "sample.engine.gpu_memory_utilization=0.4",
+                          f"train.loss={loss}"])
     shape = trainer_shape(cfg)
-    assert (shape["gpus"], shape["stage"], shape["micro"], shape["accum"]) == (1, 0, 8, 4)
+    assert (shape["gpus"], shape["stage"], shape["micro"], shape["accum"]) == (1, 0, micro, 32 // micro)
     assert resolve_zero_stage(cfg) == 0
 
 

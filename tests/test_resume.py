@@ -10,7 +10,7 @@ from orchestrator.config import compose_config
 from orchestrator.schema import ConfigError
 from orchestrator.sweep import check_sweep_folder, config_yaml, pending_trials
 from orchestrator.trial import reconcile_trial_dir
-from workers.train import ResumeError, read_resume_point
+from workers.trainer_state import ResumeError, read_resume_point
 
 
 def _trial(tmp_path, rows, sample_steps):

@@ -19,7 +19,7 @@ from slurm_cluster import SlurmCluster, free_port, missing_binaries
 
 from eval.runfiles import read_jsonl
 from orchestrator.submit import sweep_status
-from workers.train import read_resume_point
+from workers.trainer_state import read_resume_point
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.runfiles import step_name
+from workers.trainer_state import load_state, read_resume_point, save_state
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class TrainSpec:
     lora_expert_parameters: list[str] = field(default_factory=list)
     gradient_checkpointing: bool = False
     init_adapter: str | None = None  # continue training this LoRA adapter (recovery) instead of a fresh one
+    # answer_chunks: loss on answer tokens only, LM head in chunks (workers/loss.py); hf: the model's own loss
+    # (logits at every position, a mean per micro-batch), kept as the benchmark's baseline
+    loss: str = "answer_chunks"
+    loss_chunk_tokens: int = 4096
+    compile: bool = False  # torch.compile each decoder layer (ZeRO stages 0-2)
 
 
 CheckpointHook = Callable[[int, Path, dict[str, Any]], None]
@@ -197,6 +203,64 @@ def build_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str],
     return model
 
 
+def build_engine(spec: TrainSpec, world: int, log: Callable[[str], None] = print) -> Any:
+    """The DeepSpeed engine around the PEFT model, with the spec's loss and compile levers applied."""
+    import deepspeed
+    import torch
+
+    from workers.loss import install_answer_loss
+
+    ds_config = deepspeed_config(spec, world)
+    model = build_model(spec, ds_config, log)
+    if spec.loss == "answer_chunks":
+        install_answer_loss(model, spec.loss_chunk_tokens)
+    if spec.compile:
+        layers = model.get_base_model().get_decoder().layers
+        for layer in layers:
+            layer.compile()
+        log(f"[train] torch.compile: {len(layers)} decoder layers")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+    return engine
+
+
+def answer_tokens(examples: list[dict[str, list[int]]]) -> int:
+    """Tokens that carry loss (what the label at the next position scores) in encoded examples."""
+    from workers.batching import IGNORE
+
+    return sum(sum(1 for y in e["labels"][1:] if y != IGNORE) for e in examples)
+
+
+def train_step(engine: Any, spec: TrainSpec, batch: list[dict[str, list[int]]], pad_id: int) -> float:
+    """One optimizer step on the step's whole batch (every rank passes the same one and trains its share, in
+    micro-batches); returns the mean loss per answer token over the batch, the same on every rank.
+
+    answer_chunks: every micro-batch's loss is its summed token loss over the batch's answer tokens, scaled
+    by accum x world because DeepSpeed divides by the accumulation steps and averages over ranks; the step's
+    gradient is thus the per-token mean over the batch, whatever the micro-batch size and the rank count."""
+    from workers.batching import collate
+
+    rank, world = rank_and_world()
+    micro, accum = engine.train_micro_batch_size_per_gpu(), engine.gradient_accumulation_steps()
+    share = batch[rank * micro * accum:(rank + 1) * micro * accum]  # this worker's share of the batch
+    if spec.loss == "answer_chunks":  # order-free loss: micro-batches of similar lengths carry less padding
+        share = sorted(share, key=lambda e: len(e["input_ids"]))
+    num_items = answer_tokens(batch) / (accum * world)
+    step_loss = 0.0
+    for k in range(accum):
+        part = collate(share[k * micro:(k + 1) * micro], pad_id)
+        inputs = {key: t.to(engine.device) for key, t in part.items()}
+        if spec.loss == "answer_chunks":
+            loss = engine(**inputs, num_items=num_items)
+        else:
+            loss = engine(**inputs).loss
+        engine.backward(loss)
+        engine.step()
+        step_loss += loss.item() / accum
+    return mean_over_ranks(step_loss, engine.device)
+
+
 def lora_state(engine: Any, dtype: str, group: int = 64) -> dict[str, Any]:
     """Every LoRA tensor, whole (gathered from its ZeRO-3 shards: a partitioned parameter holds an empty
     tensor), on CPU, in the serving dtype. Collective: every rank must call it. Gathers `group` tensors at a
@@ -235,65 +299,6 @@ def save_adapter(engine: Any, out_dir: Path, dtype: str = "float32") -> Path:
     return out_dir
 
 
-class ResumeError(RuntimeError):
-    """Trainer state on disk that cannot be loaded; the message names the folder and the fix."""
-
-
-def read_resume_point(state_dir: Path) -> dict[str, Any] | None:
-    """The last complete trainer state ({"step", "tag"}), or None when the trial never saved one."""
-    import json
-
-    path = state_dir / "resume.json"
-    if not path.exists():
-        return None
-    try:
-        point = json.loads(path.read_text())
-        return {"step": int(point["step"]), "tag": str(point["tag"])}
-    except (ValueError, KeyError, TypeError) as err:
-        raise ResumeError(f"{path} is corrupt ({err}): delete {state_dir.parent} to restart this trial") from None
-
-
-def save_state(engine: Any, state_dir: Path, step: int) -> None:
-    """Adapter + optimizer + RNG + data position (the step), frozen base weights excluded. Every rank
-    writes its own shards (DeepSpeed ends the save with a barrier); rank 0 then moves the resume
-    point and removes older states."""
-    import random
-    import shutil
-
-    import torch
-
-    from eval.runfiles import write_json
-
-    tag = step_name(step)
-    client = {"step": step, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
-    engine.save_checkpoint(str(state_dir), tag=tag, client_state=client, save_latest=False,
-                           exclude_frozen_parameters=True)
-    if rank_and_world()[0] != 0:
-        return
-    write_json(state_dir / "resume.json", {"step": step, "tag": tag})
-    for old in state_dir.glob("step_*"):
-        if old.name != tag:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def load_state(engine: Any, state_dir: Path, point: dict[str, Any]) -> int:
-    import random
-
-    import torch
-
-    try:
-        _, client = engine.load_checkpoint(str(state_dir), tag=point["tag"], load_module_strict=False)
-    except Exception as err:  # DeepSpeed raises several types for missing or truncated files
-        raise ResumeError(f"cannot load trainer state {state_dir / point['tag']} ({type(err).__name__}: {err}): "
-                          f"delete {state_dir.parent} to restart this trial from scratch") from err
-    if client is None or client.get("step") != point["step"]:
-        raise ResumeError(f"trainer state {state_dir / point['tag']} is incomplete: delete {state_dir.parent} "
-                          "to restart this trial from scratch")
-    torch.set_rng_state(client["torch_rng"])
-    random.setstate(client["python_rng"])
-    return point["step"]
-
-
 def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_checkpoint: CheckpointHook,
           log: Callable[[str], None] = print, should_stop: Callable[[int], bool] | None = None,
           timings: dict[str, float] | None = None) -> int:
@@ -304,39 +309,32 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
     after every step (early stopping); `timings` receives seconds per phase (setup_s, train_steps_s,
     checkpoint_save_s, hook_s, poll_s) and last_step, the last step trained.
     """
+    began = time.time()  # setup includes importing torch: a Ray trial process imports it here first (~1.3 s)
     import torch
 
     clock = timings if timings is not None else {}
     for key in ("setup_s", "train_steps_s", "checkpoint_save_s", "hook_s", "poll_s"):
         clock.setdefault(key, 0.0)
-    began = time.time()
 
     device, owned = init_distributed(spec.dist_backend)
     rank, world = rank_and_world()
     if rank != 0:
         log = _quiet
-    import deepspeed
     from transformers import AutoTokenizer
 
-    from workers.batching import batch_indices, collate, encode_example
+    from workers.batching import batch_indices, encode_example
     from workers.prompts import format_for_model
 
     if device == "cpu":
         torch.set_num_threads(spec.torch_threads)
     torch.manual_seed(spec.seed)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
-    ds_config = deepspeed_config(spec, world)
-    model = build_model(spec, ds_config, log)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+    engine = build_engine(spec, world, log)
     encoded = [
         encode_example(tokenizer, format_for_model(tokenizer, e["prompt"], spec.chat_template_kwargs),
                        e["completion"], spec.max_seq_len)
         for e in examples
     ]
-    micro, accum = engine.train_micro_batch_size_per_gpu(), engine.gradient_accumulation_steps()
-    share = micro * accum
     checkpoints = set(spec.checkpoint_steps)
     adapters, state_dir = out_dir / "adapters", out_dir / "state"
 
@@ -377,17 +375,8 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
                     log(f"[train] lr={spec.lr:g} stopping early after step {step - 1}")
                     break
             t0 = time.time()
-            idx = next(batches)[rank * share:(rank + 1) * share]  # this worker's share of the batch
-            step_loss = 0.0
-            for k in range(accum):
-                part = idx[k * micro:(k + 1) * micro]
-                batch = {key: t.to(engine.device) for key, t in collate([encoded[i] for i in part],
-                                                                        tokenizer.pad_token_id).items()}
-                loss = engine(**batch).loss
-                engine.backward(loss)
-                engine.step()
-                step_loss += loss.item() / accum
-            losses.append(mean_over_ranks(step_loss, engine.device))
+            step_loss = train_step(engine, spec, [encoded[i] for i in next(batches)], tokenizer.pad_token_id)
+            losses.append(step_loss)
             clock["train_steps_s"] += time.time() - t0
             clock["last_step"] = step
             if step in checkpoints:
@@ -433,6 +422,10 @@ def build_train_spec(cfg: Any, model_path: str, lr: float, seed: int) -> TrainSp
     from orchestrator.planner import resolve_zero_stage, trainer_shape
 
     t, m = cfg.train, cfg.model
+    zero_stage = resolve_zero_stage(cfg)
+    if t.compile and zero_stage == 3:
+        raise ValueError(f"train.compile=true but the plan shards {m.name} with ZeRO-3, whose per-module parameter "
+                         "gathers are not compiled here: set train.compile=false (or give the trial more memory)")
     micro = t.micro_batch_size
     if cfg.cluster.gpus_per_node:  # the largest micro-batch per GPU that fits, from the plan
         micro = trainer_shape(cfg)["micro"]
@@ -442,10 +435,11 @@ def build_train_spec(cfg: Any, model_path: str, lr: float, seed: int) -> TrainSp
         batch_size=t.batch_size, micro_batch_size=micro, optimizer=t.optimizer,
         lr_schedule=t.lr_schedule, lora_rank=t.lora_rank,
         lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, betas=tuple(t.betas), weight_decay=t.weight_decay,
-        zero_stage=resolve_zero_stage(cfg), dist_backend=t.dist_backend, torch_threads=t.torch_threads,
+        zero_stage=zero_stage, dist_backend=t.dist_backend, torch_threads=t.torch_threads,
         max_seq_len=m.max_model_len, chat_template_kwargs=dict(m.chat_template_kwargs),
         lora_expert_parameters=list(m.lora_expert_parameters) if m.lora_experts else [],
-        gradient_checkpointing=m.gradient_checkpointing,
+        gradient_checkpointing=m.gradient_checkpointing, loss=t.loss, loss_chunk_tokens=t.loss_chunk_tokens,
+        compile=t.compile,
     )
 
 
