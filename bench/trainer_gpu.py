@@ -2,7 +2,8 @@
 
     python bench/trainer_gpu.py                          # on a GPU: both shapes, every lever set
     python bench/trainer_gpu.py --shapes dense --levers hf_recompute_mb8,chunks_mb32_compile
-    python bench/trainer_gpu.py --shapes cpu151k --levers hf_mb8,chunks_mb8,chunks_mb32 --out bench/results/trainer_loss_cpu.json
+    python bench/trainer_gpu.py --shapes cpu151k --levers hf_mb8,chunks_mb8,chunks_mb32 \
+        --out bench/results/trainer_loss_cpu.json              # CPU: the loss levers
     python bench/trainer_gpu.py --smoke --out /tmp/t.json   # CPU, tiny shape: checks the script runs
 
 Random-init Qwen3 shapes (nothing downloaded): `dense` is Qwen3-1.7B's config; `moe` is Qwen3-30B-A3B's shape
