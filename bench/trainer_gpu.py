@@ -146,6 +146,8 @@ def run_lever(model_path: str, shape_name: str, lever: str, steps: int, warmup: 
                 "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
     except torch.OutOfMemoryError as err:
         row["error"] = f"out of memory: {str(err).splitlines()[0]}"
+    except Exception as err:  # a lever that fails here (a compile error, say) is a result, not the end of the run
+        row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     Path(out).write_text(json.dumps(row))
 
 
