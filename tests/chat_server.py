@@ -1,7 +1,7 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 that misbehaves on purpose, for endpoint tests.
 
-Each POST /chat/completions takes the next fault from `faults` ("429", "500", "hang", "drop", "400",
-"401", "garbled"); when none is left it answers with `reply(messages, n)`. Every request is recorded
+Each POST /chat/completions takes the next fault from `faults` ("429", "500", "hang", "drop", "trickle",
+"400", "401", "garbled"); when none is left it answers with `reply(messages, n)`. Every request is recorded
 (time, path, headers, body), so tests count what reached the server.
 """
 
@@ -21,8 +21,9 @@ def echo_reply(messages: list[dict], n: int) -> str:
 
 class ChatServer:
     def __init__(self, models: tuple[str, ...] = ("toy",), reply: Callable[[list[dict], int], str] = echo_reply,
-                 retry_after: str = "0.3", hang_s: float = 1.5) -> None:
+                 retry_after: str = "0.3", hang_s: float = 1.5, trickle_s: float = 0.1) -> None:
         self.models, self.reply, self.retry_after, self.hang_s = models, reply, retry_after, hang_s
+        self.trickle_s = trickle_s
         self.faults: list[str] = []
         self.down = False  # every completion request fails with 500 while set
         self.requests: list[dict[str, Any]] = []
@@ -75,6 +76,19 @@ class ChatServer:
                     self.wfile.write(b'{"choices": [')
                     self.wfile.flush()
                     self.close_connection = True
+                elif fault == "trickle":  # a whole answer, one byte every trickle_s: each read is quick
+                    data = json.dumps(_completion("too slow")).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    try:
+                        for i in range(len(data)):
+                            self.wfile.write(data[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(server.trickle_s)
+                    except OSError:  # the client gave up
+                        pass
                 elif fault == "garbled":
                     self._send(200, {"unexpected": True})
                 else:

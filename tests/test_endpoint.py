@@ -53,6 +53,19 @@ def test_every_fault_is_retried_until_the_server_recovers(server, tmp_path):
     assert all(r["headers"]["Authorization"] == f"Bearer {SECRET}" for r in reqs)
 
 
+def test_a_trickling_answer_is_abandoned_after_timeout_s(server, tmp_path):
+    """One byte every 0.1 s never trips httpx's per-read timeout (0.5 s), but the whole answer (~150 bytes)
+    would take 15 s: the attempt is dropped once timeout_s has passed and the retry gets the real answer."""
+    server.faults = ["trickle"]
+    client = ChatClient(endpoint(server.base_url, max_concurrency=1), tmp_path)
+    started = time.monotonic()
+    out = client.complete(convs(1))
+    elapsed = time.monotonic() - started
+    assert out == ["reply 2: question 0"]
+    assert client.stats["retries"] == 1
+    assert elapsed < 5.0, elapsed  # 0.5 s deadline + one read + a short backoff; the trickle alone takes 15 s
+
+
 def test_a_server_that_stays_down_gives_a_clear_error_in_bounded_time(server, tmp_path):
     server.down = True
     client = ChatClient(endpoint(server.base_url, max_retries=3), tmp_path)

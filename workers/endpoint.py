@@ -6,7 +6,9 @@
 
 Any server speaking `POST {base_url}/chat/completions` works: gpt-4o-mini, or `vllm serve MODEL` on localhost.
 Faults are retried (429, 408, 5xx, timeouts, dropped connections) with exponential backoff and jitter,
-honouring Retry-After; one request takes at most (max_retries + 1) * timeout_s + max_retries * max_wait_s.
+honouring Retry-After. An attempt whose whole answer has not arrived within timeout_s is abandoned at its
+next read (a server trickling bytes cannot hold it longer than 2 x timeout_s: each read waits at most
+timeout_s), so one request takes at most (max_retries + 1) * 2 * timeout_s + max_retries * max_wait_s.
 When a request stays down the batch stops with an EndpointError; every completion received before that
 is already in the cache, so running again sends only the missing requests.
 
@@ -146,7 +148,7 @@ class ChatClient:
             if stop is not None and stop.is_set():
                 raise _Stopped()
             try:
-                resp = http.request(method, self.base_url + path, json=body)
+                resp = self._whole_response(http, method, path, body)
                 if resp.status_code == 429 or resp.status_code == 408 or resp.status_code >= 500:
                     raise _Retryable(f"HTTP {resp.status_code}", parse_retry_after(resp.headers.get("retry-after")))
                 if resp.status_code >= 400:
@@ -180,6 +182,20 @@ class ChatClient:
             f"endpoint {self._where()} failed {int(cfg.max_retries) + 1} times in {time.monotonic() - started:.1f}s; "
             f"last error: {last}. It seems down or overloaded: check that it is up, or raise "
             f"endpoint.max_retries / endpoint.timeout_s / endpoint.max_wait_s"))
+
+    def _whole_response(self, http: Any, method: str, path: str, body: dict | None) -> Any:
+        """The whole response, read within timeout_s (httpx's own timeout is per read, not per answer)."""
+        import httpx
+
+        deadline = time.monotonic() + float(self.cfg.timeout_s)
+        with http.stream(method, self.base_url + path, json=body) as resp:
+            chunks = []
+            for chunk in resp.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the whole answer took longer than timeout_s", request=resp.request)
+            return httpx.Response(resp.status_code, headers=resp.headers, content=b"".join(chunks),
+                                  request=resp.request)
 
     def _refusal(self, resp: Any) -> str:
         hint = {401: f"the key in ${self.cfg.api_key_env} was refused: check it" if self.cfg.api_key_env
