@@ -160,6 +160,9 @@ def test_resolve_zero_stage(overrides, stage):
     "override, message",
     [
         (["train.zero_stage=4"], "must be auto, 0, 1, 2 or 3"),
+        (["train.loss=mean"], "must be answer_chunks or hf"),
+        (["train.loss_chunk_tokens=0"], "loss_chunk_tokens=0: must be >= 1"),
+        (["train.compile=true", "train.zero_stage=3"], "set train.compile=false"),
         (["model.lora_experts=true"], "has no experts"),
         (["model=qwen3_30b_a3b", "model.lora_experts=true", "train.lora_dropout=0.1"], "lora_dropout=0"),
         (["model=qwen3_30b_a3b", "model.lora_experts=true", "model.lora_expert_parameters=[]"],
@@ -205,3 +208,15 @@ def test_more_workers_than_sequences_is_refused():
     with pytest.raises(ConfigError, match="split evenly over train.num_workers=8"):  # refused while composing
         trainer_shape(compose_config(["model=qwen3_0_6b", "cluster.gpus_per_node=8", "train.batch_size=4",
                                       "train.micro_batch_size=4", "train.num_workers=8", "cluster.kind=slurm"]))
+
+
+def test_compile_is_refused_when_the_plan_shards_with_zero3():
+    """zero_stage=auto resolves to 3 for a model that does not fit one GPU: compile is refused there too."""
+    from workers.train import build_train_spec
+
+    cfg = compose_config(["model=qwen3_235b_a22b", "cluster.nodes=3", *H100_NODES, "train.compile=true"])
+    assert resolve_zero_stage(cfg) == 3
+    with pytest.raises(ValueError, match="train.compile=false"):
+        build_train_spec(cfg, "/models/qwen3", 1e-4, 0)
+    cfg = compose_config(["model=qwen3_0_6b", "cluster.gpus_per_node=1", "train.compile=true"])
+    assert build_train_spec(cfg, "/models/qwen3", 1e-4, 0).compile
