@@ -230,6 +230,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
     placement = trial_placement(cfg.train.num_workers, cfg.sweep.cpus_per_trial, cfg.cluster.gpus_per_node,
                                 cfg.train.dist_backend, cfg.cluster.nodes)
     model_path = resolve_model(cfg)
+    train_spec = build_train_spec(cfg, model_path, 0.0, 0)  # its refusals come before labels and engines
     onpolicy = cfg.setting.teacher.kind == "onpolicy"  # labelled by the sweep's engine, once it is up
     labels = None if onpolicy else ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir)
     own_ray = not ray.is_initialized()
@@ -266,7 +267,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
                 cfg, lambda *args: ray.get(sampler.generate.remote(*args))))
         ctx = TrialContext(
             sweep_dir=str(sweep_dir), sweep_id=sweep_id, sampler_name=sampler_name, setting=cfg.setting,
-            model_name=cfg.model.name, train=build_train_spec(cfg, model_path, 0.0, 0), labels_path=str(labels),
+            model_name=cfg.model.name, train=train_spec, labels_path=str(labels),
             sample=cfg.sample, tracker=cfg.tracker, threshold=cfg.sweep.threshold, early_stop=cfg.sweep.early_stop,
             placement=placement,
         )
