@@ -101,3 +101,12 @@ def test_trainer_gpu_bench_at_smoke_size(cache_dir, tmp_path):
         assert row["tokens_per_s"] > 0 and row["active_params"] > 0 and row["peak_rss_gib"] > 0
     # same random model, data and seed: the first step's loss does not depend on the loss's implementation
     assert r["rows"][0]["last_loss"] == pytest.approx(r["rows"][1]["last_loss"], rel=1e-3)
+
+
+def test_padding_share_counts_pad_tokens_per_micro_batch():
+    from bench.padding import padding_share
+
+    steps = [[1, 9, 2, 8]]  # micro-batches of 2: unsorted (1,9),(2,8) pad 8+6 of 36; sorted (1,2),(8,9) pad 1+1 of 22
+    assert padding_share(steps, 2, sort=False) == pytest.approx(14 / 36)
+    assert padding_share(steps, 2, sort=True) == pytest.approx(2 / 22)
+    assert padding_share(steps, 4, sort=True) == padding_share(steps, 4, sort=False) == pytest.approx(16 / 36)
