@@ -1,12 +1,14 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 that misbehaves on purpose, for endpoint tests.
 
 Each POST /chat/completions takes the next fault from `faults` ("429", "500", "hang", "drop", "trickle",
-"400", "401", "garbled"); when none is left it answers with `reply(messages, n)`. Every request is recorded
+"400", "401", "garbled"; "gzip" is a good answer, compressed); when none is left it answers with
+`reply(messages, n)`. Every request is recorded
 (time, path, headers, body), so tests count what reached the server.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -89,6 +91,14 @@ class ChatServer:
                             time.sleep(server.trickle_s)
                     except OSError:  # the client gave up
                         pass
+                elif fault == "gzip":  # a compressed answer, as hosted APIs send when asked
+                    data = gzip.compress(json.dumps(_completion(server.reply(body["messages"], n))).encode())
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
                 elif fault == "garbled":
                     self._send(200, {"unexpected": True})
                 else:

@@ -66,6 +66,13 @@ def test_a_trickling_answer_is_abandoned_after_timeout_s(server, tmp_path):
     assert elapsed < 5.0, elapsed  # 0.5 s deadline + one read + a short backoff; the trickle alone takes 15 s
 
 
+def test_a_compressed_answer_is_decoded_once(server, tmp_path):
+    server.faults = ["gzip"]
+    client = ChatClient(endpoint(server.base_url, max_concurrency=1), tmp_path)
+    assert client.complete(convs(1)) == ["reply 1: question 0"]
+    assert client.stats["retries"] == 0
+
+
 def test_a_server_that_stays_down_gives_a_clear_error_in_bounded_time(server, tmp_path):
     server.down = True
     client = ChatClient(endpoint(server.base_url, max_retries=3), tmp_path)

@@ -190,7 +190,7 @@ class ChatClient:
         deadline = time.monotonic() + float(self.cfg.timeout_s)
         with http.stream(method, self.base_url + path, json=body) as resp:
             chunks = []
-            for chunk in resp.iter_bytes():
+            for chunk in resp.iter_raw():  # as sent (gzip stays gzip): the new Response decodes it once
                 chunks.append(chunk)
                 if time.monotonic() > deadline:
                     raise httpx.ReadTimeout("the whole answer took longer than timeout_s", request=resp.request)
