@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from orchestrator.config import compose_config
     from orchestrator.sweep import resolve_model
-    from workers.batching import batch_indices, encode_example
-    from workers.prompts import format_for_model
+    from workers.batching import batch_indices
     from workers.teacher import ensure_labels, read_labels
+    from workers.train import encode_labels
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("labels", nargs="?", type=Path)
@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = compose_config(overrides)
     labels = args.labels or ensure_labels(cfg.setting, Path(tempfile.mkdtemp(prefix="lrsweep-padding-")))
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg))
-    kwargs = dict(cfg.model.chat_template_kwargs)
-    lengths_all = [len(encode_example(tokenizer, format_for_model(tokenizer, e["prompt"], kwargs), e["completion"],
-                                      cfg.model.max_model_len)["input_ids"]) for e in read_labels(labels)]
+    m = cfg.model
+    encoded = encode_labels(tokenizer, read_labels(labels), dict(m.chat_template_kwargs), m.max_model_len)
+    lengths_all = [len(e["input_ids"]) for e in encoded]
     batches = batch_indices(len(lengths_all), cfg.train.batch_size, cfg.sweep.seeds[0])
     steps = [[lengths_all[i] for i in next(batches)] for _ in range(args.steps)]
     micro_sizes = [m for m in (2, 4, 8, 16) if cfg.train.batch_size % m == 0 and m < cfg.train.batch_size]

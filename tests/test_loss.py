@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from workers.batching import IGNORE
-from workers.loss import answer_positions, chunked_cross_entropy, install_answer_loss
+from workers.loss import answer_positions, answer_tokens, chunked_cross_entropy, install_answer_loss
 
 
 def test_answer_positions_shift_labels_by_one() -> None:
@@ -18,6 +18,16 @@ def test_answer_positions_shift_labels_by_one() -> None:
     assert rows.tolist() == [0, 0, 1, 1]
     assert cols.tolist() == [1, 2, 0, 1]
     assert targets.tolist() == [7, 8, 5, 6]
+
+
+def test_answer_tokens_counts_what_answer_positions_scores() -> None:
+    """The step's normaliser (encoded lists) and the loss's positions (a padded tensor) agree."""
+    examples = [{"input_ids": [1, 2, 3, 4], "labels": [IGNORE, IGNORE, 3, 4]},
+                {"input_ids": [5, 6, 7], "labels": [5, 6, 7]}]  # prompt truncated away: the first label is unscored
+    padded = torch.full((2, 4), IGNORE)
+    for row, e in enumerate(examples):
+        padded[row, :len(e["labels"])] = torch.tensor(e["labels"])
+    assert answer_tokens(examples) == len(answer_positions(padded)[2]) == 4
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 10, 64])

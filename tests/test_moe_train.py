@@ -8,10 +8,10 @@ process with a deadline, so a hang fails the test instead of blocking the suite.
 
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 
 import pytest
+from fresh_process import run_in_fresh_process
 
 from workers.train import TrainSpec
 
@@ -54,17 +54,9 @@ def run_training(spec: TrainSpec, out: str, log_path: str) -> None:
 
 
 def train_in_subprocess(spec: TrainSpec, out: Path) -> list[str]:
-    ctx = multiprocessing.get_context("spawn")
     log = out / "train.log"
     out.mkdir(parents=True)
-    proc = ctx.Process(target=run_training, args=(spec, str(out), str(log)))
-    proc.start()
-    proc.join(DEADLINE_S)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-        pytest.fail(f"training under ZeRO-3 did not finish in {DEADLINE_S}s (hang?)")
-    assert proc.exitcode == 0, f"trainer exited with {proc.exitcode}"
+    run_in_fresh_process(run_training, (spec, str(out), str(log)), DEADLINE_S, "training under ZeRO-3")
     return log.read_text().splitlines()
 
 

@@ -9,11 +9,11 @@ micro-batch (HF's loss) and the per-token mean over the step part ways.
 from __future__ import annotations
 
 import json
-import multiprocessing
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from fresh_process import run_in_fresh_process
 
 from workers.train import TrainSpec
 
@@ -54,15 +54,7 @@ def run_training(spec: TrainSpec, out: str) -> None:
 def train_in_subprocess(spec: TrainSpec, out: Path) -> tuple[list[float], dict]:
     from safetensors.torch import load_file
 
-    ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=run_training, args=(spec, str(out)))
-    proc.start()
-    proc.join(DEADLINE_S)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-        pytest.fail(f"training did not finish in {DEADLINE_S}s")
-    assert proc.exitcode == 0, f"trainer exited with {proc.exitcode}"
+    run_in_fresh_process(run_training, (spec, str(out)), DEADLINE_S, "training")
     adapter = load_file(out / "adapters" / f"step_{STEPS:05d}" / "adapter_model.safetensors")
     return json.loads((out / "losses.json").read_text()), adapter
 

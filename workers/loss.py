@@ -31,6 +31,11 @@ def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     return rows, cols, shifted[rows, cols]
 
 
+def answer_tokens(examples: list[dict[str, list[int]]]) -> int:
+    """How many tokens of encoded examples carry loss: the labels `answer_positions` scores."""
+    return sum(sum(1 for y in e["labels"][1:] if y != IGNORE) for e in examples)
+
+
 def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
 

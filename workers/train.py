@@ -225,11 +225,14 @@ def build_engine(spec: TrainSpec, world: int, log: Callable[[str], None] = print
     return engine
 
 
-def answer_tokens(examples: list[dict[str, list[int]]]) -> int:
-    """Tokens that carry loss (what the label at the next position scores) in encoded examples."""
-    from workers.batching import IGNORE
+def encode_labels(tokenizer: Any, examples: list[dict[str, str]], chat_template_kwargs: dict,
+                  max_len: int) -> list[dict[str, list[int]]]:
+    """(prompt, completion) examples as the trainer trains on them: the prompt in the model's chat template."""
+    from workers.batching import encode_example
+    from workers.prompts import format_for_model
 
-    return sum(sum(1 for y in e["labels"][1:] if y != IGNORE) for e in examples)
+    return [encode_example(tokenizer, format_for_model(tokenizer, e["prompt"], chat_template_kwargs), e["completion"],
+                           max_len) for e in examples]
 
 
 def train_step(engine: Any, spec: TrainSpec, batch: list[dict[str, list[int]]], pad_id: int) -> float:
@@ -240,6 +243,7 @@ def train_step(engine: Any, spec: TrainSpec, batch: list[dict[str, list[int]]], 
     by accum x world because DeepSpeed divides by the accumulation steps and averages over ranks; the step's
     gradient is thus the per-token mean over the batch, whatever the micro-batch size and the rank count."""
     from workers.batching import collate
+    from workers.loss import answer_tokens
 
     rank, world = rank_and_world()
     micro, accum = engine.train_micro_batch_size_per_gpu(), engine.gradient_accumulation_steps()
@@ -322,19 +326,14 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
         log = _quiet
     from transformers import AutoTokenizer
 
-    from workers.batching import batch_indices, encode_example
-    from workers.prompts import format_for_model
+    from workers.batching import batch_indices
 
     if device == "cpu":
         torch.set_num_threads(spec.torch_threads)
     torch.manual_seed(spec.seed)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     engine = build_engine(spec, world, log)
-    encoded = [
-        encode_example(tokenizer, format_for_model(tokenizer, e["prompt"], spec.chat_template_kwargs),
-                       e["completion"], spec.max_seq_len)
-        for e in examples
-    ]
+    encoded = encode_labels(tokenizer, examples, spec.chat_template_kwargs, spec.max_seq_len)
     checkpoints = set(spec.checkpoint_steps)
     adapters, state_dir = out_dir / "adapters", out_dir / "state"
 
