@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "model": cfg.model.name, "toy_key": info.get("key"), "adapters": args.adapters, "prompts": len(texts),
         "new_tokens": args.tokens, "temperature": temp, "lora_rank": cfg.train.lora_rank,
         "vllm_max_num_seqs": spec.max_num_seqs, "vllm_max_loras": spec.max_loras,
+        "vllm_cpu_lora_kernel": spec.cpu_lora_kernel,
         "vllm_engine_start_s": round(engine_start_s, 2),
         "hf_generate_per_adapter": hf,
         "vllm_multi_lora_one_batch": batched,

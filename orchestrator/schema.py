@@ -224,6 +224,7 @@ class EngineConfig:
     tensor_parallel_size: int = 1
     enforce_eager: bool = True
     max_num_seqs: int | None = None  # sequences per engine step; null: vLLM's default (256 on CPU)
+    cpu_lora_kernel: str = "grouped"  # CPU builds of vLLM: grouped (workers/vllm_cpu_lora.py) or vllm (its own)
 
 
 @dataclass
@@ -345,6 +346,7 @@ def register_configs() -> None:
 GRADERS = ("language", "keyword", "case", "code", "judge")
 TEACHERS = ("scripted", "openai_compatible", "onpolicy", "file")
 TRACKER_MODES = ("auto", "online", "offline", "disabled")
+CPU_LORA_KERNELS = ("grouped", "vllm")  # workers.vllm_cpu_lora.KERNELS; kept here so configs load without vLLM
 
 
 def looks_local(path: str) -> bool:
@@ -437,6 +439,8 @@ def validate(cfg: Config) -> None:
     _require(sa.n_eval_prompts >= 1 and sa.n_train_prompts >= 1,
              "sample.n_eval_prompts and sample.n_train_prompts must be >= 1")
     _require(sa.max_new_tokens >= 1, "sample.max_new_tokens must be >= 1")
+    _require(sa.engine.cpu_lora_kernel in CPU_LORA_KERNELS,
+             f"sample.engine.cpu_lora_kernel={sa.engine.cpu_lora_kernel!r}: one of {list(CPU_LORA_KERNELS)}")
     _require(sa.temperature >= 0, "sample.temperature must be >= 0")
     st = cfg.setting
     validate_grader(st.grader)

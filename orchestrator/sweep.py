@@ -49,6 +49,7 @@ def sampler_spec(cfg: Config, model_path: str) -> SamplerSpec:
         gpu_memory_utilization=e.gpu_memory_utilization, cpu_kvcache_space_gib=e.cpu_kvcache_space_gib,
         max_loras=e.max_loras, max_cpu_loras=e.max_cpu_loras, tensor_parallel_size=e.tensor_parallel_size,
         enforce_eager=e.enforce_eager, seed=cfg.sample.seed, max_num_seqs=e.max_num_seqs,
+        cpu_lora_kernel=e.cpu_lora_kernel,
     )
 
 

@@ -7,6 +7,8 @@ Requests are batched across adapters: while the engine runs one batch, requests 
 and the next engine call takes them all at once, one LoRA request per prompt (vLLM batches different
 adapters together). Throughput then grows with the number of checkpoints waiting, instead of each
 checkpoint paying a full pass of the engine alone.
+
+On CPU builds of vLLM the LoRA ops are workers/vllm_cpu_lora.py's grouped kernels (`sample.engine.cpu_lora_kernel`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from workers.vllm_cpu_lora import ENV as CPU_LORA_ENV
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class SamplerSpec:
     enforce_eager: bool
     seed: int
     max_num_seqs: int | None = None  # None: vLLM's default
+    cpu_lora_kernel: str = "grouped"  # CPU builds of vLLM: workers/vllm_cpu_lora.py's kernels, or "vllm"'s own
 
 
 def _cuda_available() -> bool:
@@ -111,6 +116,7 @@ class Sampler:
     def __init__(self, spec: SamplerSpec) -> None:
         if not _cuda_available():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.cpu_kvcache_space_gib))
+        os.environ[CPU_LORA_ENV] = spec.cpu_lora_kernel  # read in vLLM's engine processes (they inherit it)
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         self.spec = spec
         self.restarts = 0
