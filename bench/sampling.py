@@ -7,7 +7,9 @@ Both sides sample the same prompts (a checkpoint's eval + train prompts of the s
 template) with the same adapters (real PEFT LoRA adapters of the trainer's shape, random nonzero weights),
 temperature 1 and exactly --tokens new tokens per prompt (EOS ignored, so both generate the same count).
 Model loading and engine start are one-off costs of a sweep: reported, not counted in tokens/s. Adapter
-loading is counted: every checkpoint is a new adapter. Writes bench/results/sampling_cpu.json.
+loading is counted: every checkpoint is a new adapter. On CPU builds of vLLM it runs one engine per LoRA kernel
+(--kernels: lrsweep's grouped kernels, then vLLM's own ops), so the two are compared in one run.
+Writes bench/results/sampling_cpu.json.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from orchestrator.config import compose_config
 from orchestrator.sweep import resolve_model, sampler_spec
 from orchestrator.trial import eval_prompts
+from workers.vllm_cpu_lora import KERNELS
 
 OUT = Path(__file__).resolve().parent / "results" / "sampling_cpu.json"
 
@@ -98,6 +101,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--scaling", default="1,4,16", help="adapter counts for the growth table")
     parser.add_argument("--max-num-seqs", type=int, default=2048, help="vLLM sequences per step (0: its default)")
+    parser.add_argument("--kernels", default="grouped,vllm",
+                        help="CPU LoRA kernels (sample.engine.cpu_lora_kernel), one engine each in this run; the first "
+                             "also runs the growth table")
     parser.add_argument("--out", type=Path, default=OUT)
     args, overrides = parser.parse_known_args(argv)
     scaling = [int(x) for x in args.scaling.split(",") if x]
@@ -127,20 +133,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from workers.sampler import Sampler
 
     most = max([args.adapters, *scaling])
-    spec = replace(sampler_spec(cfg, model_path), max_loras=most, max_cpu_loras=max(2 * most, 32),
-                   max_num_seqs=args.max_num_seqs or None)
-    started = time.time()
-    sampler = Sampler(spec)
-    sampler.generate(None, texts[:4], 2, temp, 1.0)  # warm-up: first-call costs are not sampling
-    engine_start_s = time.time() - started
-    try:
-        batched = vllm_generate(sampler, main_set, texts, args.tokens, temp, one_batch=True)
-        print(f"[bench] vLLM one batch: {batched['tokens_per_s']} tok/s", flush=True)
-        per_call = vllm_generate(sampler, seq_set, texts, args.tokens, temp, one_batch=False)
-        print(f"[bench] vLLM one call per adapter: {per_call['tokens_per_s']} tok/s", flush=True)
-        growth = [vllm_generate(sampler, scale_sets[n], texts, args.tokens, temp) for n in scaling]
-    finally:
-        sampler.shutdown()
+    kernels = [k for k in args.kernels.split(",") if k]
+    if not kernels or set(kernels) - set(KERNELS):
+        parser.error(f"--kernels {args.kernels!r}: a comma-separated list of {list(KERNELS)}")
+    runs: dict[str, dict[str, Any]] = {}
+    for i, kernel in enumerate(kernels):  # a fresh engine per kernel: its processes read the choice at start
+        spec = replace(sampler_spec(cfg, model_path), max_loras=most, max_cpu_loras=max(2 * most, 32),
+                       max_num_seqs=args.max_num_seqs or None, cpu_lora_kernel=kernel)
+        started = time.time()
+        sampler = Sampler(spec)
+        sampler.generate(None, texts[:4], 2, temp, 1.0)  # warm-up: first-call costs are not sampling
+        run: dict[str, Any] = {"engine_start_s": round(time.time() - started, 2)}
+        try:
+            run["one_batch"] = vllm_generate(sampler, main_set, texts, args.tokens, temp, one_batch=True)
+            print(f"[bench] vLLM ({kernel} LoRA kernels) one batch: {run['one_batch']['tokens_per_s']} tok/s",
+                  flush=True)
+            run["one_call_per_adapter"] = vllm_generate(sampler, seq_set, texts, args.tokens, temp, one_batch=False)
+            print(f"[bench] vLLM ({kernel}) one call per adapter: {run['one_call_per_adapter']['tokens_per_s']} tok/s",
+                  flush=True)
+            run["growth"] = [vllm_generate(sampler, scale_sets[n], texts, args.tokens, temp)
+                             for n in (scaling if i == 0 else [])]
+        finally:
+            sampler.shutdown()
+        runs[kernel] = run
+    first = runs[kernels[0]]
+    batched, per_call = first["one_batch"], first["one_call_per_adapter"]
     info = json.loads((Path(model_path) / "build_info.json").read_text()) if cfg.model.path is None else {}
     result = {
         "what": "every checkpoint of a sweep sampled on the same prompts: vLLM multi-LoRA in one batch vs HF "
@@ -153,19 +170,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "model": cfg.model.name, "toy_key": info.get("key"), "adapters": args.adapters, "prompts": len(texts),
         "new_tokens": args.tokens, "temperature": temp, "lora_rank": cfg.train.lora_rank,
         "vllm_max_num_seqs": spec.max_num_seqs, "vllm_max_loras": spec.max_loras,
-        "vllm_cpu_lora_kernel": spec.cpu_lora_kernel,
-        "vllm_engine_start_s": round(engine_start_s, 2),
+        "vllm_cpu_lora_kernel": kernels[0],
+        "vllm_engine_start_s": first["engine_start_s"],
         "hf_generate_per_adapter": hf,
         "vllm_multi_lora_one_batch": batched,
         "vllm_one_call_per_adapter": per_call,
         "speedup_vs_hf": round(batched["tokens_per_s"] / hf["tokens_per_s"], 2),
         "speedup_vs_one_call_per_adapter": round(batched["tokens_per_s"] / per_call["tokens_per_s"], 2),
-        "growth_with_adapters_in_one_engine": growth,
+        "growth_with_adapters_in_one_engine": first["growth"],
+        "cpu_lora_kernels": {k: {"engine_start_s": r["engine_start_s"], "one_batch": r["one_batch"],
+                                 "one_call_per_adapter": r["one_call_per_adapter"],
+                                 "speedup_vs_hf": round(r["one_batch"]["tokens_per_s"] / hf["tokens_per_s"], 2)}
+                             for k, r in runs.items()},
     }
+    if {"grouped", "vllm"} <= set(runs):  # the kernels side by side, same engine settings, same run
+        result["grouped_vs_vllm_ops_one_batch"] = round(
+            runs["grouped"]["one_batch"]["tokens_per_s"] / runs["vllm"]["one_batch"]["tokens_per_s"], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("growth_with_adapters_in_one_engine",)}, indent=2))
-    for g in growth:
+    for g in first["growth"]:
         print(f"[bench] {g['adapters']:>2} adapters in one engine call: {g['seconds']:.2f}s "
               f"({g['seconds_per_adapter']:.2f}s per adapter, {g['tokens_per_s']} tok/s)")
     return result

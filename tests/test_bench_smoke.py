@@ -61,6 +61,8 @@ def test_sampling_bench_at_smoke_size(cache_dir, tmp_path):
     assert r["hf_generate_per_adapter"]["generated_tokens"] == 2 * 8 * 4
     assert r["vllm_multi_lora_one_batch"]["engine_calls"] == 1 and r["vllm_one_call_per_adapter"]["engine_calls"] == 2
     assert r["speedup_vs_hf"] > 0 and [g["adapters"] for g in r["growth_with_adapters_in_one_engine"]] == [1, 2]
+    assert r["vllm_cpu_lora_kernel"] == "grouped" and r["grouped_vs_vllm_ops_one_batch"] > 0  # one engine each
+    assert [k["one_batch"]["generated_tokens"] for k in r["cpu_lora_kernels"].values()] == [2 * 8 * 4] * 2
 
 
 @pytest.mark.integration

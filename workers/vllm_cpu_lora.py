@@ -54,9 +54,8 @@ def _slot(weights: Any, slot: int, dtype: Any) -> Any:
 def bgmv_shrink(inputs: Any, lora_b_weights: Any, output_tensor: Any, lora_indices_tensor: Any,
                 scaling: float = 1.0) -> None:
     """output[t, :rank] = scaling * inputs[t] @ A[slot(t)].T; zero where slot(t) is -1 (no adapter)."""
-    inputs = inputs.to(output_tensor.dtype)
+    inputs, rank = inputs.to(output_tensor.dtype), lora_b_weights.shape[-2]  # vLLM names A "lora_b_weights" here
     for slot, start, end in runs(lora_indices_tensor):
-        rank = lora_b_weights.shape[-2]
         if slot < 0:
             output_tensor[start:end, :rank] = 0
             continue
