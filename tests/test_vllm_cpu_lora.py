@@ -120,6 +120,7 @@ def test_the_plugin_is_registered_with_vllm():
 
     found = {e.name: e.value for e in entry_points(group="vllm.general_plugins")}
     assert found.get("lrsweep_cpu_lora") == "workers.vllm_cpu_lora:register"
+    assert grouped.registered()
 
 
 def test_the_sweep_config_chooses_the_kernel_and_refuses_unknown_ones():

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers.vllm_cpu_lora import ENV as CPU_LORA_ENV
+from workers.vllm_cpu_lora import registered as cpu_lora_registered
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,9 @@ class Sampler:
     def __init__(self, spec: SamplerSpec) -> None:
         if not _cuda_available():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.cpu_kvcache_space_gib))
+            if spec.cpu_lora_kernel == "grouped" and not cpu_lora_registered():
+                print("[sampler] lrsweep's grouped CPU LoRA kernels are not registered with vLLM, so vLLM's own ops "
+                      "are used: install the package (pip install -e .) to register them", flush=True)
         os.environ[CPU_LORA_ENV] = spec.cpu_lora_kernel  # read in vLLM's engine processes (they inherit it)
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         self.spec = spec

@@ -134,6 +134,13 @@ def install() -> bool:
     return True
 
 
+def registered() -> bool:
+    """Whether vLLM will find the plugin: the package is installed with its entry points (`pip install -e .`)."""
+    from importlib.metadata import entry_points
+
+    return any(e.value == f"{__name__}:register" for e in entry_points(group="vllm.general_plugins"))
+
+
 def register() -> None:
     """vLLM general-plugin hook: runs in each vLLM process; acts only where lrsweep's sampler asked, on CPU."""
     kernel = os.environ.get(ENV, "vllm")
