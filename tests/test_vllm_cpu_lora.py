@@ -1,11 +1,32 @@
 """The grouped CPU LoRA kernels against vLLM's own torch ops and against the LoRA formula itself."""
 
+import importlib.util
+
 import pytest
 import torch
 
 from workers import vllm_cpu_lora as grouped
 
-ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
+_imported = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
+
+
+def _pristine_ops():
+    """A private copy of vLLM's torch LoRA ops module. The imported one may hold the grouped kernels already: a
+    Sampler earlier in this process sets LRSWEEP_VLLM_CPU_LORA, and vLLM loads its plugins here too."""
+    spec = importlib.util.spec_from_file_location("pristine_vllm_lora_ops", _imported.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ops = _pristine_ops()
+
+
+@pytest.fixture
+def vllm_as_shipped(monkeypatch):
+    """Every reference the plugin replaces set back to vLLM's own op for the test, and restored after it."""
+    for mod, name in grouped.targets():
+        monkeypatch.setattr(mod, name, getattr(ops, name))
 
 SLOTS, RANK, IN, OUT = 4, 8, 24, 40
 
@@ -85,9 +106,7 @@ def test_runs_split_the_batch_where_the_adapter_changes():
     assert grouped.runs(torch.tensor([], dtype=torch.long)) == []
 
 
-def test_install_replaces_every_reference_and_only_where_the_signatures_match(monkeypatch):
-    for mod, name in grouped.targets():
-        monkeypatch.setattr(mod, name, getattr(mod, name))  # restored after the test
+def test_install_replaces_every_reference_and_only_where_the_signatures_match(monkeypatch, vllm_as_shipped):
     assert grouped.mismatch() is None
     assert grouped.install() is True
     assert all(getattr(mod, name) is grouped.GROUPED[name] for mod, name in grouped.targets())
@@ -99,10 +118,9 @@ def test_install_replaces_every_reference_and_only_where_the_signatures_match(mo
     assert grouped.install() is False
 
 
-def test_the_plugin_does_nothing_unless_the_sampler_asked(monkeypatch):
-    for mod, name in grouped.targets():
-        monkeypatch.setattr(mod, name, getattr(mod, name))
+def test_the_plugin_does_nothing_unless_the_sampler_asked(monkeypatch, vllm_as_shipped):
     before = [getattr(mod, name) for mod, name in grouped.targets()]
+    assert all(getattr(fn, "__module__", "") != grouped.__name__ for fn in before)
     for value in (None, "vllm"):
         if value is None:
             monkeypatch.delenv(grouped.ENV, raising=False)
