@@ -54,11 +54,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lengths_all = [len(e["input_ids"]) for e in encoded]
     batches = batch_indices(len(lengths_all), cfg.train.batch_size, cfg.sweep.seeds[0])
     steps = [[lengths_all[i] for i in next(batches)] for _ in range(args.steps)]
-    micro_sizes = [m for m in (2, 4, 8, 16) if cfg.train.batch_size % m == 0 and m < cfg.train.batch_size]
+    micro_sizes = [mb for mb in (2, 4, 8, 16) if cfg.train.batch_size % mb == 0 and mb < cfg.train.batch_size]
     result = {"setting": cfg.setting.name, "model": cfg.model.name, "labels": str(labels), "steps": args.steps,
               "batch_size": cfg.train.batch_size, "date": time.strftime("%Y-%m-%d"),
-              "padding_share": {str(m): {"unsorted": round(padding_share(steps, m, False), 4),
-                                         "sorted": round(padding_share(steps, m, True), 4)} for m in micro_sizes}}
+              "padding_share": {str(mb): {"unsorted": round(padding_share(steps, mb, False), 4),
+                                          "sorted": round(padding_share(steps, mb, True), 4)} for mb in micro_sizes}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["padding_share"]))

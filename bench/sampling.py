@@ -136,12 +136,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     kernels = [k for k in args.kernels.split(",") if k]
     if not kernels or set(kernels) - set(KERNELS):
         parser.error(f"--kernels {args.kernels!r}: a comma-separated list of {list(KERNELS)}")
+    spec = replace(sampler_spec(cfg, model_path), max_loras=most, max_cpu_loras=max(2 * most, 32),
+                   max_num_seqs=args.max_num_seqs or None)
     runs: dict[str, dict[str, Any]] = {}
     for i, kernel in enumerate(kernels):  # a fresh engine per kernel: its processes read the choice at start
-        spec = replace(sampler_spec(cfg, model_path), max_loras=most, max_cpu_loras=max(2 * most, 32),
-                       max_num_seqs=args.max_num_seqs or None, cpu_lora_kernel=kernel)
         started = time.time()
-        sampler = Sampler(spec)
+        sampler = Sampler(replace(spec, cpu_lora_kernel=kernel))
         sampler.generate(None, texts[:4], 2, temp, 1.0)  # warm-up: first-call costs are not sampling
         run: dict[str, Any] = {"engine_start_s": round(time.time() - started, 2)}
         try:

@@ -14,6 +14,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from workers.vllm_cpu_lora import KERNELS as CPU_LORA_KERNELS  # a stdlib-only module: vLLM is not imported
+
 
 class ConfigError(ValueError):
     """A config value that would waste compute or corrupt results; the message names the fix."""
@@ -346,7 +348,6 @@ def register_configs() -> None:
 GRADERS = ("language", "keyword", "case", "code", "judge")
 TEACHERS = ("scripted", "openai_compatible", "onpolicy", "file")
 TRACKER_MODES = ("auto", "online", "offline", "disabled")
-CPU_LORA_KERNELS = ("grouped", "vllm")  # workers.vllm_cpu_lora.KERNELS; kept here so configs load without vLLM
 
 
 def looks_local(path: str) -> bool:
