@@ -78,7 +78,7 @@ def job_config(cfg: Config) -> Config:
         if path is not None and not Path(path).expanduser().is_dir():
             raise ConfigError(
                 f"model.path={path!r} is not a local folder, and compute nodes are offline (cluster.offline=true): "
-                "download the model to shared storage first (`huggingface-cli download <id> --local-dir DIR`) "
+                "download the model to shared storage first (`hf download <id> --local-dir DIR`) "
                 "and set model.path=DIR, or set cluster.offline=false")
     elif tracker.mode == "online" and not os.environ.get("WANDB_API_KEY"):
         raise ConfigError("tracker.mode=online but WANDB_API_KEY is not set here; sbatch passes this shell's "
