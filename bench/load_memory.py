@@ -71,6 +71,10 @@ def rank_main(rank: int, world: int, port: int, model_path: str, mode: str, dtyp
 
     init_distributed("auto")
     torch.set_num_threads(1)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    # the model's modeling module is imported before the baseline too: its import is not load memory
+    AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(model_path))]
     spec = TrainSpec(model_path=model_path, dtype=dtype, lora_target_modules=["q_proj", "v_proj"], lr=1e-3,
                      seed=0, max_steps=1, checkpoint_steps=[1], batch_size=world, micro_batch_size=1, zero_stage=3)
     ds_config = deepspeed_config(spec, world)
@@ -79,7 +83,6 @@ def rank_main(rank: int, world: int, port: int, model_path: str, mode: str, dtyp
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     began = time.time()
     if mode == "from_pretrained":  # the old route: transformers' own ZeRO-3 load
-        from transformers import AutoModelForCausalLM
         from transformers.integrations import HfDeepSpeedConfig
 
         keep = HfDeepSpeedConfig(ds_config)  # noqa: F841  (transformers sees ZeRO-3 while it lives)

@@ -70,7 +70,12 @@ class CheckpointIndex:
         for file in sorted(set(files.values())):
             with safe_open(self.path / file, "pt") as f:
                 for name in f.keys():
-                    self.shape_of[name] = tuple(f.get_slice(name).get_shape())
+                    if files.get(name) == file:  # the index is authoritative
+                        self.shape_of[name] = tuple(f.get_slice(name).get_shape())
+        absent = sorted(set(files) - set(self.shape_of))
+        if absent:
+            raise ValueError(f"{self.path}: the index names {len(absent)} tensors its files lack (e.g. {absent[:3]}): "
+                             "the checkpoint is incomplete; copy it again")
 
     def block(self, name: str) -> Block:
         shape = self.shape_of[name]
@@ -88,9 +93,10 @@ def sources(name: str, shape: tuple[int, ...], ckpt: CheckpointIndex) -> list[Bl
         return [ckpt.block(name)]
     prefix, _, leaf = name.rpartition(".")
     parts = FUSED_EXPERTS.get(leaf)
-    if parts is None or f"{prefix}.0.{parts[0]}" not in ckpt.shape_of:
+    names = [f"{prefix}.{e}.{part}" for e in range(shape[0]) for part in parts] if parts else []
+    if not names or any(n not in ckpt.shape_of for n in names):
         return None
-    return [ckpt.block(f"{prefix}.{e}.{part}") for e in range(shape[0]) for part in parts]
+    return [ckpt.block(n) for n in names]
 
 
 def read_flat(ckpt: CheckpointIndex, blocks: list[Block], start: int, end: int,
@@ -220,12 +226,33 @@ def restore_rotary_buffers(model: Any) -> int:
 @contextmanager
 def _zero3_construction(ds_config: dict[str, Any], dtype: Any) -> Iterator[None]:
     """zero.Init with transformers' own ZeRO-3 flags, and its random init skipped (every weight is loaded)."""
-    import deepspeed
+    import torch
     from transformers import initialization, modeling_utils
 
-    with initialization.no_init_weights(), deepspeed.zero.Init(config_dict_or_path=ds_config, dtype=dtype), \
+    # zero.Init casts parameters to the dtype its config enables (an explicit `dtype=` is ignored on accelerators
+    # without fp16, CPU included: DeepSpeed 0.19's `dtype or float16 if ... else ...`), so the config decides
+    enabled = {key: ds_config.get(key, {}).get("enabled", False) for key in ("bf16", "fp16")}
+    built = torch.bfloat16 if enabled["bf16"] else torch.float16 if enabled["fp16"] else torch.float32
+    if built != dtype:
+        raise ValueError(f"the DeepSpeed config builds the model in {built} but the model dtype is {dtype}: "
+                         "enable bf16 (or fp16) in the DeepSpeed config to match it")
+    with initialization.no_init_weights(), _init_without_broadcast()(config_dict_or_path=ds_config), \
             modeling_utils.set_zero3_state():
         yield
+
+
+def _init_without_broadcast() -> type:
+    """deepspeed.zero.Init minus its broadcast of each new parameter from rank 0, which only makes random init
+    agree across ranks: here every value is then read from the checkpoint, so the broadcast would move the whole
+    model's bytes (470 GB at 235B) for nothing, and on gloo it leaves the receiving ranks holding buffers."""
+    import deepspeed
+
+    class Init(deepspeed.zero.Init):
+        def _zero_init_param(self, param: Any) -> None:  # DeepSpeed 0.19: convert, broadcast, partition
+            self._convert_to_deepspeed_param(param)
+            param.partition()
+
+    return Init if hasattr(deepspeed.zero.Init, "_zero_init_param") else deepspeed.zero.Init
 
 
 def load_zero3(path: str | Path, dtype: Any, ds_config: dict[str, Any], log: Callable[[str], None] = print) -> Any:
@@ -237,6 +264,7 @@ def load_zero3(path: str | Path, dtype: Any, ds_config: dict[str, Any], log: Cal
     config = AutoConfig.from_pretrained(path)
     with _zero3_construction(ds_config, dtype):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.tie_weights()  # as transformers' own ZeRO-3 from_config does: a tied checkpoint holds one of the two
     restore_rotary_buffers(model)
     load_partitions(model, path, log)
     model.eval()  # as from_pretrained returns it
