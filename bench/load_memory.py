@@ -71,6 +71,7 @@ def rank_main(rank: int, world: int, port: int, model_path: str, mode: str, dtyp
 
     init_distributed("auto")
     torch.set_num_threads(1)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     from transformers import AutoConfig, AutoModelForCausalLM
 
     # the model's modeling module is imported before the baseline too: its import is not load memory

@@ -135,3 +135,21 @@ def test_dense_model_with_tied_embeddings_loads_under_zero3(tmp_path: Path) -> N
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     want = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     assert_same_weights(got, want)
+
+
+@pytest.mark.integration
+def test_gpu_moe_check_runs_its_cpu_smoke(tmp_path: Path) -> None:
+    """bench/gpu_moe_check.py (the one-GPU check) at toy size on CPU: every stage runs and reports."""
+    from bench.gpu_moe_check import main
+
+    out = main(["--cpu-smoke", "--compare-old", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "c.json")])
+    assert out["checkpoint"]["files"] > 1
+    for mode in ("build_model", "from_pretrained"):
+        assert "error" not in out["load"][mode], out["load"][mode]
+        assert out["load"][mode]["host_mib"]["peak"] > 0
+    train = out["train"]
+    assert "error" not in train, train
+    assert train["expert_adapter_tensors"] == 2 * 4  # 2 layers x gate_up/down x lora_A/B
+    moved, total = map(int, train["lora_B_moved"].split("/"))
+    assert moved == total > 0
+    assert train["tokens_per_s"] > 0 and train["steady_step_s"] > 0
