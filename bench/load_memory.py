@@ -2,7 +2,7 @@
 (transformers' `from_pretrained` under `HfDeepSpeedConfig`) and the trainer's (`workers.train.build_model`, which
 loads through `workers/load.py`), side by side in one run, each on `--world` fresh gloo ranks:
 
-    PYTHONPATH=$PWD python bench/load_memory.py --layers 24 --out bench/results/load_memory.json
+    PYTHONPATH=$PWD python bench/load_memory.py --layers 8,24 --out bench/results/load_memory.json
 
 Each rank resets its peak-RSS mark (/proc/self/clear_refs) after its imports and process group are up, loads,
 and reads the mark back (VmHWM): `increase` is that peak minus the RSS before the load, `partitions` the bytes of
@@ -139,35 +139,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from tiny_moe import build_tiny_moe
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--layers", type=int, default=24)
+    ap.add_argument("--layers", default="8,24", help="comma-separated layer counts: one checkpoint each")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--expert-width", type=int, default=256)
     ap.add_argument("--experts", type=int, default=32)
-    ap.add_argument("--shard-mb", type=int, default=64)
+    ap.add_argument("--shard-mb", type=int, default=48)
     ap.add_argument("--world", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("/tmp/lrsweep-load-memory"))
     ap.add_argument("--out", type=Path, default=Path("bench/results/load_memory.json"))
     args = ap.parse_args(argv)
-    model = args.work / f"moe_l{args.layers}_h{args.hidden}_w{args.expert_width}_e{args.experts}_s{args.shard_mb}"
-    if not (model / "config.json").exists():
-        build_tiny_moe(model, shard_bytes=args.shard_mb * 2**20, layers=args.layers, hidden=args.hidden,
-                       expert_width=args.expert_width, experts=args.experts)
-    runs = {mode: measure(model, mode, args.work / mode, args.world) for mode in MODES}
     mib = 2**20
-    out = {
-        "checkpoint": {"layers": args.layers, "hidden": args.hidden, "expert_width": args.expert_width,
-                       "experts": args.experts, "bytes": checkpoint_bytes(model),
-                       "files": len(list(model.glob("*.safetensors"))), "shard_mb": args.shard_mb},
-        "world": args.world, "load_average": os.getloadavg(),
-        "runs": runs,
-        "summary_mib": {mode: {"max_increase": round(max(r["increase"] for r in rs) / mib, 1),
-                               "max_transient": round(max(r["transient"] for r in rs) / mib, 1),
-                               "partitions": round(max(r["partitions"] for r in rs) / mib, 1),
-                               "load_s": max(r["load_s"] for r in rs)} for mode, rs in runs.items()},
-    }
+    out: dict[str, Any] = {"world": args.world, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                           "cpus": os.cpu_count(), "sizes": []}
+    for layers in [int(x) for x in args.layers.split(",")]:
+        model = args.work / f"moe_l{layers}_h{args.hidden}_w{args.expert_width}_e{args.experts}_s{args.shard_mb}"
+        if not (model / "config.json").exists():
+            build_tiny_moe(model, shard_bytes=args.shard_mb * mib, layers=layers, hidden=args.hidden,
+                           expert_width=args.expert_width, experts=args.experts)
+        runs = {mode: measure(model, mode, args.work / f"l{layers}_{mode}", args.world) for mode in MODES}
+        out["sizes"].append({
+            "checkpoint": {"layers": layers, "hidden": args.hidden, "expert_width": args.expert_width,
+                           "experts": args.experts, "mib": round(checkpoint_bytes(model) / mib, 1),
+                           "files": len(list(model.glob("*.safetensors"))), "shard_mib": args.shard_mb},
+            "load_average": os.getloadavg(),
+            "runs": runs,
+            "summary_mib": {mode: {"max_increase": round(max(r["increase"] for r in rs) / mib, 1),
+                                   "max_transient": round(max(r["transient"] for r in rs) / mib, 1),
+                                   "partitions": round(max(r["partitions"] for r in rs) / mib, 1),
+                                   "load_s": max(r["load_s"] for r in rs)} for mode, rs in runs.items()},
+        })
+        print(json.dumps(out["sizes"][-1]["checkpoint"]), json.dumps(out["sizes"][-1]["summary_mib"]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
-    print(json.dumps(out["checkpoint"]), json.dumps(out["summary_mib"], indent=1))
     return out
 
 
