@@ -88,8 +88,16 @@ def test_a_checkpoint_that_does_not_match_its_config_is_refused_before_loading(t
     config.num_experts += 1  # one expert more than the checkpoint holds
     with torch.device("meta"):
         bigger = AutoModelForCausalLM.from_config(config)
-    with pytest.raises(ValueError, match="does not match its config.json"):
-        plan_sources(bigger, CheckpointIndex(build_tiny_moe(tmp_path / "moe2")))
+    complete = CheckpointIndex(build_tiny_moe(tmp_path / "moe2"))
+    with pytest.raises(ValueError, match=r"mlp\.gate\.weight of shape \[5, 40\] .* has \[4, 40\]"):
+        plan_sources(bigger, complete)  # the router is checked first; the missing fifth expert would be next
+    config.num_experts -= 1
+    config.moe_intermediate_size *= 2  # experts twice as wide as the checkpoint's
+    with torch.device("meta"):
+        wider = AutoModelForCausalLM.from_config(config)
+    with pytest.raises(ValueError, match=r"gate_up_proj of shape \[4, 96, 40\] needs checkpoint tensors of shape "
+                                         r"\[48, 40\], but .*experts\.0\.gate_proj\.weight has \[24, 40\]"):
+        plan_sources(wider, complete)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="safetensors"):

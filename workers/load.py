@@ -136,14 +136,13 @@ def plan_sources(model: Any, ckpt: CheckpointIndex) -> list[tuple[Any, str, list
             missing.append(" = ".join(n for n, _ in names))
             continue
         name, blocks = found
-        total = sum(b.numel for b in blocks)
-        numel = 1
-        for d in shape:
-            numel *= d
-        if total != numel:
-            raise ValueError(f"{ckpt.path}: parameter {name} has shape {list(shape)} ({numel} elements) but the "
-                             f"checkpoint's {', '.join(b.name for b in blocks[:3])}{'...' if len(blocks) > 3 else ''} "
-                             f"hold {total}: the checkpoint does not match its config.json")
+        # one tensor: the parameter's shape; fused experts: each part one slice of the concatenated dimension
+        want = shape if len(blocks) == 1 else (shape[1] * shape[0] // len(blocks), *shape[2:])
+        wrong = [b.name for b in blocks if ckpt.shape_of[b.name] != tuple(want)]
+        if wrong:
+            raise ValueError(f"{ckpt.path}: parameter {name} of shape {list(shape)} needs checkpoint tensors of shape "
+                             f"{list(want)}, but {wrong[0]} has {list(ckpt.shape_of[wrong[0]])} ({len(wrong)} such): "
+                             "the checkpoint does not match its config.json")
         plan.append((p, name, blocks))
     if missing:
         raise ValueError(f"{ckpt.path} lacks tensors for {len(missing)} parameters (e.g. {missing[:3]}): the "
