@@ -162,7 +162,8 @@ def moe_block_classes(model: Any) -> list[type]:
 def build_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str], None] = print) -> Any:
     """The PEFT LoRA model, ready for deepspeed.initialize.
 
-    Under ZeRO-3: weights are partitioned while they load (no rank ever holds the whole model), and each
+    Under ZeRO-3: the model is partitioned as it is built and each rank reads only its partitions from the
+    checkpoint (workers/load.py: host memory per rank stays near one tensor's partition), and each
     sparse-MoE block is a ZeRO-3 leaf module, fetched whole: without it ranks whose tokens routed to
     different experts wait on different all-gathers and hang. With lora_expert_parameters the experts'
     3-D weights get LoRA through PEFT's target_parameters (target_modules, "all-linear" too, reaches only
@@ -172,11 +173,17 @@ def build_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str],
     from transformers import AutoModelForCausalLM
 
     dschf = None
+    dtype = getattr(torch, spec.dtype)
     if spec.zero_stage == 3:
         from transformers.integrations import HfDeepSpeedConfig
 
-        dschf = HfDeepSpeedConfig(ds_config)  # alive through from_pretrained: it loads under zero.Init
-    model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=getattr(torch, spec.dtype))
+        from workers.load import load_zero3
+
+        dschf = HfDeepSpeedConfig(ds_config)
+        # not from_pretrained: under ZeRO-3 it merges all shards and fuses the experts on every rank (host OOM)
+        model = load_zero3(spec.model_path, dtype, ds_config, log)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
     if spec.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     blocks = moe_block_classes(model)
