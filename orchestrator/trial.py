@@ -44,7 +44,11 @@ class TrialContext:
 
 
 def trial_spec(ctx: TrialContext, lr: float, seed: int) -> TrainSpec:
-    return TrainSpec(**{**asdict(ctx.train), "lr": lr, "seed": seed})
+    """The trial's trainer config; its trainers watch the sweep folder's save request (the Slurm job's warning)."""
+    from workers.trainer_state import SAVE_REQUEST
+
+    return TrainSpec(**{**asdict(ctx.train), "lr": lr, "seed": seed,
+                        "save_request_file": str(Path(ctx.sweep_dir) / SAVE_REQUEST)})
 
 
 def eval_prompts(setting: Any, sample: Any) -> tuple[list[Prompt], list[Prompt]]:
@@ -75,7 +79,9 @@ def reconcile_trial_dir(trial_dir: Path, resumed_from: int | None) -> set[int]:
     """Make the trial folder agree with the trainer state it resumes from; returns evaluated steps.
 
     Rows and samples past the resume point came from steps the trainer will replay: they are dropped,
-    so a restarted trial ends with exactly the rows of an undisturbed one. With no state at all the
+    so a restarted trial ends with exactly the rows of an undisturbed one. The resume point may lie between
+    checkpoints (state saved on a time interval or a request): the train rows of the steps since the last
+    checkpoint are only written at the next one, from the losses the state carries. With no state at all the
     trial starts afresh.
     """
     metrics = trial_dir / "metrics.jsonl"

@@ -30,12 +30,9 @@ def _as_rank(target: Callable[..., None], args: tuple[Any, ...], rank: int, worl
     target(*args, rank)
 
 
-def run_ranks_in_fresh_processes(target: Callable[..., None], args: tuple[Any, ...], world: int, deadline_s: float,
-                                 what: str) -> None:
-    """`target(*args, rank)` in `world` fresh processes that form one gloo group; a rank that fails ends the
-    others at once (its peers would wait on it until gloo's half-hour timeout), a hang fails at the deadline."""
+def start_ranks(target: Callable[..., None], args: tuple[Any, ...], world: int) -> list[Any]:
+    """`target(*args, rank)` in `world` fresh processes that form one torch.distributed group (env://)."""
     import socket
-    import time
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,6 +41,16 @@ def run_ranks_in_fresh_processes(target: Callable[..., None], args: tuple[Any, .
     procs = [ctx.Process(target=_as_rank, args=(target, args, rank, world, port)) for rank in range(world)]
     for proc in procs:
         proc.start()
+    return procs
+
+
+def run_ranks_in_fresh_processes(target: Callable[..., None], args: tuple[Any, ...], world: int, deadline_s: float,
+                                 what: str) -> None:
+    """`target(*args, rank)` in `world` fresh processes that form one gloo group; a rank that fails ends the
+    others at once (its peers would wait on it until gloo's half-hour timeout), a hang fails at the deadline."""
+    import time
+
+    procs = start_ranks(target, args, world)
     deadline = time.monotonic() + deadline_s
     try:
         while any(p.is_alive() for p in procs):
