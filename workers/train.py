@@ -239,18 +239,6 @@ def encode_labels(tokenizer: Any, examples: list[dict[str, str]], chat_template_
                            max_len) for e in examples]
 
 
-def micro_batches_by_rank(batch: list[dict[str, list[int]]], world: int, micro: int, accum: int,
-                          by_length: bool) -> list[list[list[dict[str, list[int]]]]]:
-    """[rank][k]: the k-th micro-batch of each rank's share of the step's batch. Every rank holds the whole batch,
-    so each knows every rank's micro-batches (and what their loss will cost) without a collective. by_length:
-    a share sorted by length, so micro-batches of similar lengths carry less padding (for an order-free loss)."""
-    per_rank = micro * accum
-    shares = [batch[r * per_rank:(r + 1) * per_rank] for r in range(world)]
-    if by_length:
-        shares = [sorted(share, key=lambda e: len(e["input_ids"])) for share in shares]
-    return [[share[k * micro:(k + 1) * micro] for k in range(accum)] for share in shares]
-
-
 def train_step(engine: Any, spec: TrainSpec, batch: list[dict[str, list[int]]], pad_id: int) -> float:
     """One optimizer step on the step's whole batch (every rank passes the same one and trains its share, in
     micro-batches); returns the mean loss per answer token over the batch, the same on every rank.
@@ -260,7 +248,7 @@ def train_step(engine: Any, spec: TrainSpec, batch: list[dict[str, list[int]]], 
     gradient is thus the per-token mean over the batch, whatever the micro-batch size and the rank count.
     Each micro-batch calls the LM head as often as the rank with most answer tokens in its k-th micro-batch
     needs: ZeRO-3 all-gathers the head's weight on each call, so every rank must make the same calls."""
-    from workers.batching import collate
+    from workers.batching import collate, micro_batches_by_rank
     from workers.loss import answer_tokens, loss_chunks
 
     rank, world = rank_and_world()
