@@ -105,6 +105,16 @@ def reconcile_trial_dir(trial_dir: Path, resumed_from: int | None) -> set[int]:
     return {r["step"] for r in kept if r["kind"] == "eval"}
 
 
+def checkpoint_train_loss(rows: list[dict[str, Any]], checkpoint_steps: list[int], step: int) -> float | None:
+    """The train_loss of checkpoint `step`'s eval row: the mean of the step losses since the previous checkpoint,
+    as the trainer computes it, rebuilt from the train rows (in step order) for a checkpoint whose evaluation an
+    interrupted attempt lost; None for step 0 or when those rows are missing."""
+    previous = max((c for c in checkpoint_steps if c < step), default=step)
+    losses = [r["train_loss"] for r in sorted((r for r in rows if r["kind"] == "train"), key=lambda r: r["step"])
+              if previous < r["step"] <= step]
+    return sum(losses) / len(losses) if len(losses) == step - previous and losses else None
+
+
 def cut_after_stop(trial_dir: Path, stop_step: int) -> None:
     """Drop rows, samples and adapters past the checkpoint early stopping fired on: the trainer may have run
     a few steps further while that checkpoint was being sampled, but the trial's curve ends where it stopped."""
@@ -215,12 +225,13 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
 
     started = time.time()
     try:
+        kept = read_jsonl(trial_dir / "metrics.jsonl")
         for step in spec.checkpoint_steps:  # checkpoints saved by an earlier attempt but never evaluated
             if resumed_from is not None and step <= resumed_from and step not in evaluated:
                 adapter = trial_dir / "adapters" / step_name(step)
                 if not (adapter / "adapter_config.json").exists():
                     raise FileNotFoundError(f"{adapter} is missing: delete {trial_dir} to restart this trial")
-                evaluate(step, adapter, {})
+                evaluate(step, adapter, {"train_loss": checkpoint_train_loss(kept, spec.checkpoint_steps, step)})
         train(spec, read_labels(Path(ctx.labels_path)), trial_dir, on_checkpoint,
               should_stop=poll if es is not None else None, timings=trainer)
         in_training = dict(timing)
