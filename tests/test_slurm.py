@@ -120,6 +120,8 @@ def test_script_carries_the_cluster_config(tmp_path):
     assert script.index("source /shared/venv") < script.index("ray.scripts.scripts start --head")
     assert '-m orchestrator sweep resume="$LRSWEEP_SWEEP_DIR" &' in script
     assert f"export LRSWEEP_SAVE_REQUEST={tmp_path}/sw/save_state.request" in script
+    # the warning's trap is set before Ray starts: an untrapped USR1 would end the job's shell
+    assert script.index("trap ask_trainers_to_save_state USR1") < script.index("ray.scripts.scripts start --head")
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
 
 
@@ -132,7 +134,9 @@ def test_the_warning_signal_asks_the_trainers_to_save_state(tmp_path):
 
     from orchestrator.submit import TEMPLATE
 
-    tail = TEMPLATE.read_text().split("\nask_trainers_to_save_state()", 1)[1]
+    template = TEMPLATE.read_text()
+    trap = template[template.index("ask_trainers_to_save_state() {"):template.index('cd "$LRSWEEP_ROOT"')]
+    tail = template[template.index("# in the background"):]
     driver = tmp_path / "driver"  # stands in for the sweep driver: ends with 7 once it sees the request
     driver.write_text('#!/bin/bash\nfor _ in $(seq 300); do [ -e "$LRSWEEP_SAVE_REQUEST" ] && exit 7; sleep 0.1; '
                       "done\nexit 1\n")
@@ -141,9 +145,9 @@ def test_the_warning_signal_asks_the_trainers_to_save_state(tmp_path):
     request.parent.mkdir()
     env = os.environ | {"LRSWEEP_PYTHON": str(driver), "LRSWEEP_SAVE_REQUEST": str(request),
                         "LRSWEEP_SWEEP_DIR": str(tmp_path / "sw")}
-    job = subprocess.Popen(["bash", "-c", "set -euo pipefail\nask_trainers_to_save_state()" + tail], env=env,
+    job = subprocess.Popen(["bash", "-c", "set -euo pipefail\n" + trap + tail], env=env,
                            stdout=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # the trap is set before the driver starts; a signal before it would end the shell
+    time.sleep(1.0)  # bash has set the trap and started the driver
     assert job.poll() is None and not request.exists()
     job.send_signal(signal.SIGUSR1)
     assert job.wait(timeout=30) == 7  # the driver saw the request; its status is the job's
