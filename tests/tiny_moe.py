@@ -30,7 +30,7 @@ def build_tiny_moe(path: Path, shard_bytes: int | None = None, layers: int = LAY
     config = Qwen3MoeConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, moe_intermediate_size=expert_width,
         num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1, head_dim=head_dim, num_experts=experts,
-        num_experts_per_tok=2, max_position_embeddings=128, tie_word_embeddings=False,
+        num_experts_per_tok=2, max_position_embeddings=512, tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)

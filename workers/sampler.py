@@ -56,6 +56,11 @@ class DeterministicError(Exception):
     """An error a retry would repeat (a bad adapter, a bad config): the trial fails once, without retries."""
 
 
+class RequestRefused(DeterministicError):
+    """vLLM refused a batch's requests before running them (a prompt longer than max_model_len, bad sampling
+    parameters): the config, not the engine, has to change."""
+
+
 class AdapterRefused(DeterministicError):
     """vLLM refused to load an adapter; only the requests that named it fail."""
 
@@ -232,8 +237,13 @@ class Sampler:
                 prompts.append(format_for_model(self.tokenizer, text, self.spec.chat_template_kwargs))
                 params.append(p)
                 loras.append(lora)
-        outputs = self._with_restarts(lambda: self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)) \
-            if prompts else []
+        from vllm.exceptions import VLLMValidationError
+
+        try:
+            outputs = self._with_restarts(
+                lambda: self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)) if prompts else []
+        except VLLMValidationError as err:
+            raise RequestRefused(f"vLLM refused the requests: {err}") from None
         self.generated_tokens += sum(len(o.outputs[0].token_ids) for o in outputs)
         texts = iter(o.outputs[0].text for o in outputs)
         return [refused[r.adapter_dir] if r.adapter_dir in refused else [next(texts) for _ in r.user_texts]
