@@ -218,6 +218,7 @@ class Sampler:
 
     def _run_batch(self, requests: list[Request]) -> list[list[str] | BaseException]:
         from vllm import SamplingParams
+        from vllm.exceptions import VLLMValidationError
 
         from workers.prompts import format_for_model
 
@@ -237,8 +238,6 @@ class Sampler:
                 prompts.append(format_for_model(self.tokenizer, text, self.spec.chat_template_kwargs))
                 params.append(p)
                 loras.append(lora)
-        from vllm.exceptions import VLLMValidationError
-
         try:
             outputs = self._with_restarts(
                 lambda: self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)) if prompts else []
