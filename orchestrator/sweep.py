@@ -21,7 +21,7 @@ from orchestrator.config import settings_for_toy
 from orchestrator.labels_cmd import preflight_labels, sampler_onpolicy
 from orchestrator.placement import SAMPLER_RESOURCE, sampler_placement, trial_placement
 from orchestrator.schema import Config, ConfigError
-from orchestrator.trial import TrialContext, eval_prompts, run_trial
+from orchestrator.trial import FAILED, TrialContext, eval_prompts, run_trial
 from workers.sampler import SamplerSpec
 from workers.teacher import ensure_labels
 from workers.tracking import OWN_WANDB_SERVICE, resolve_wandb_mode
@@ -50,6 +50,7 @@ def sampler_spec(cfg: Config, model_path: str) -> SamplerSpec:
         max_loras=e.max_loras, max_cpu_loras=e.max_cpu_loras, tensor_parallel_size=e.tensor_parallel_size,
         enforce_eager=e.enforce_eager, seed=cfg.sample.seed, max_num_seqs=e.max_num_seqs,
         cpu_lora_kernel=e.cpu_lora_kernel,
+        moe_lora_3d=cfg.model.lora_experts,  # the trainer saves expert LoRA in PEFT's fused 3-D format
     )
 
 
@@ -69,15 +70,25 @@ def summarize_sweep(sweep_dir: Path, threshold: float, title: str = "") -> list[
 
 
 def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
+    """One Tune trial. A deterministic error (run_trial wrote failed.json: a bad adapter, a bad config) ends
+    it here as a normal return, since Tune's FailureConfig retries every raised error and a retry would fail
+    the same way; run_sweep reports it as failed from that file."""
     from ray import tune
 
     lr, seed = float(config["trial"]["lr"]), int(config["trial"]["seed"])
-    if ctx.placement.num_workers > 1:  # trainer workers in their own placement group
-        from orchestrator.distributed import run_distributed_trial
+    failed = Path(ctx.sweep_dir) / "trials" / trial_name(lr, seed) / FAILED
+    failed.unlink(missing_ok=True)  # an earlier run's: this attempt decides afresh
+    try:
+        if ctx.placement.num_workers > 1:  # trainer workers in their own placement group
+            from orchestrator.distributed import run_distributed_trial
 
-        run_distributed_trial(ctx, lr, seed, tune.report)
-    else:  # the trainer runs in this process: fastest on a laptop
-        run_trial(ctx, lr, seed, tune.report)
+            run_distributed_trial(ctx, lr, seed, tune.report)
+        else:  # the trainer runs in this process: fastest on a laptop
+            run_trial(ctx, lr, seed, tune.report)
+    except Exception:
+        if failed.exists():
+            return
+        raise
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -113,6 +124,14 @@ def pending_trials(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
         for seed in cfg.sweep.seeds
         if not (sweep_dir / "trials" / trial_name(lr, seed) / "result.json").exists()
     ]
+
+
+def failed_trials(sweep_dir: Path, todo: list[dict[str, Any]]) -> dict[Path, str]:
+    """The failed.json of each trial that ended on a deterministic error (not retried), with its message."""
+    import json
+
+    paths = [sweep_dir / "trials" / trial_name(t["lr"], t["seed"]) / FAILED for t in todo]
+    return {p: json.loads(p.read_text())["message"] for p in paths if p.exists()}
 
 
 def resume_problems(trial_dir: Path) -> list[str]:
@@ -215,8 +234,11 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
         log_to_wandb(sweep_dir, cfg.tracker.mode)  # report tables and plots: a summary run of the group
     log(f"\n[sweep] done in {time.time() - started:.0f}s: {sweep_dir / 'summary.json'}, "
         f"{sweep_dir / 'attack_rate_vs_step.png'}, {report}")
-    if failed:
-        raise RuntimeError(f"{len(failed)} of {n_trials} trials failed; their errors are under {sweep_dir / 'tune'}")
+    refused = failed_trials(sweep_dir, todo)
+    if failed or refused:
+        lines = "".join(f"\n  {path}: {message}" for path, message in refused.items())
+        where = f"; Tune's errors are under {sweep_dir / 'tune'}" if failed else ""
+        raise RuntimeError(f"{len(failed) + len(refused)} of {n_trials} trials failed{where}{lines}")
     return summary
 
 

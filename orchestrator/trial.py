@@ -20,7 +20,10 @@ from eval.metrics import rates
 from eval.runfiles import append_jsonl, read_jsonl, step_name, trial_name, write_json, write_jsonl
 from eval.stopping import StopState
 from workers.prompts import Prompt, build_prompts, load_bank, pick, split_bank
+from workers.sampler import DeterministicError
 from workers.train import TrainSpec, train
+
+FAILED = "failed.json"  # a trial that ended on an error a retry would repeat: what it was, and when
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,11 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
             cut_after_stop(trial_dir, stop.step)
             logger.log({"step": stop.step, "kind": "stop", "reason": stop.reason,
                         "steps_trained": trainer.get("last_step")})
+    except DeterministicError as err:  # recorded, then raised: sweep.trainable ends the trial without a retry
+        cause = getattr(err, "cause", err)  # Ray wraps an actor's error; its cause holds the message
+        write_json(trial_dir / FAILED, {"error": type(cause).__name__, "message": str(cause),
+                                        "deterministic": True, "at": round(time.time(), 2)})
+        raise
     finally:
         ended = time.time()
         logger.finish()

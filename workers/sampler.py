@@ -8,7 +8,13 @@ and the next engine call takes them all at once, one LoRA request per prompt (vL
 adapters together). Throughput then grows with the number of checkpoints waiting, instead of each
 checkpoint paying a full pass of the engine alone.
 
-On CPU builds of vLLM the LoRA ops are workers/vllm_cpu_lora.py's grouped kernels (`sample.engine.cpu_lora_kernel`).
+On CPU builds of vLLM the LoRA ops are workers/vllm_cpu_lora.py's grouped kernels (`sample.engine.cpu_lora_kernel`),
+and MoE experts with LoRA run in torch (workers/vllm_cpu_moe_lora.py).
+
+Every adapter is checked by the engine (`add_lora`: read, validated, no forward pass) the first time a batch
+names it. One vLLM refuses becomes an AdapterRefused for the requests that named it, and the rest of the batch
+is served: a bad adapter sent to generate() would instead kill the engine process and every request with it.
+A dead engine is restarted; MAX_ENGINE_RESTARTS caps the restarts in a row (a success resets the count).
 """
 
 from __future__ import annotations
@@ -41,6 +47,30 @@ class SamplerSpec:
     seed: int
     max_num_seqs: int | None = None  # None: vLLM's default
     cpu_lora_kernel: str = "grouped"  # CPU builds of vLLM: workers/vllm_cpu_lora.py's kernels, or "vllm"'s own
+    # adapters hold PEFT's fused 3-D expert LoRA (target_parameters on mlp.experts.*): vLLM 0.32 takes them only
+    # with enable_mixed_moe_lora_format on the engine and is_3d_lora_weight on each request
+    moe_lora_3d: bool = False
+
+
+class DeterministicError(Exception):
+    """An error a retry would repeat (a bad adapter, a bad config): the trial fails once, without retries."""
+
+
+class RequestRefused(DeterministicError):
+    """vLLM refused a batch's requests before running them (a prompt longer than max_model_len, bad sampling
+    parameters): the config, not the engine, has to change."""
+
+
+class AdapterRefused(DeterministicError):
+    """vLLM refused to load an adapter; only the requests that named it fail."""
+
+    def __init__(self, adapter_dir: str, reason: str) -> None:
+        super().__init__(adapter_dir, reason)  # both in args, so the error pickles (Ray) whole
+        self.adapter_dir, self.reason = adapter_dir, reason
+
+    def __str__(self) -> str:
+        return (f"vLLM refused the adapter {self.adapter_dir}: {self.reason}. Its requests were not served; check "
+                "that the adapter was written whole and for this base model and sampler config (LoRA rank, targets)")
 
 
 def _cuda_available() -> bool:
@@ -79,7 +109,7 @@ class Batcher:
     requests wait in the queue; when it ends, the next caller takes the whole queue in one call.
     """
 
-    def __init__(self, run: Callable[[list[Request]], list[list[str]]]) -> None:
+    def __init__(self, run: Callable[[list[Request]], list[list[str] | BaseException]]) -> None:
         self._run = run
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
@@ -100,7 +130,10 @@ class Batcher:
                 self.batch_sizes.append(len(batch))
                 try:
                     for item, result in zip(batch, self._run([i.request for i in batch]), strict=True):
-                        item.result = result
+                        if isinstance(result, BaseException):  # this request alone failed (AdapterRefused)
+                            item.error = result
+                        else:
+                            item.result = result
                 except BaseException as err:  # every caller of the failed batch sees the error
                     for item in batch:
                         item.error = err
@@ -123,7 +156,9 @@ class Sampler:
         os.environ[CPU_LORA_ENV] = spec.cpu_lora_kernel  # read in vLLM's engine processes (they inherit it)
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         self.spec = spec
-        self.restarts = 0
+        self.restarts = 0  # engine restarts since start, for stats
+        self.failure_streak = 0  # engine deaths since the last successful call: capped by MAX_ENGINE_RESTARTS
+        self._checked: set[str] = set()  # adapters the engine accepted
         self.generated_tokens = 0
         self._lora_ids: dict[str, int] = {}
         self._batcher = Batcher(self._run_batch)
@@ -145,6 +180,7 @@ class Sampler:
             tensor_parallel_size=spec.tensor_parallel_size,
             enforce_eager=spec.enforce_eager,
             seed=spec.seed,
+            **({"enable_mixed_moe_lora_format": True} if spec.moe_lora_3d else {}),
             **({"max_num_seqs": spec.max_num_seqs} if spec.max_num_seqs else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
@@ -163,7 +199,7 @@ class Sampler:
         from vllm.lora.request import LoRARequest
 
         lora_id = self._lora_ids.setdefault(adapter_dir, len(self._lora_ids) + 1)
-        return LoRARequest(f"adapter{lora_id}", lora_id, adapter_dir)
+        return LoRARequest(f"adapter{lora_id}", lora_id, adapter_dir, is_3d_lora_weight=self.spec.moe_lora_3d)
 
     def generate(
         self, adapter_dir: str | None, user_texts: list[str], max_new_tokens: int, temperature: float,
@@ -180,13 +216,21 @@ class Sampler:
         """Several checkpoints' requests in one engine call (plus any others waiting); results in order."""
         return self._batcher.submit(requests)
 
-    def _run_batch(self, requests: list[Request]) -> list[list[str]]:
+    def _run_batch(self, requests: list[Request]) -> list[list[str] | BaseException]:
         from vllm import SamplingParams
+        from vllm.exceptions import VLLMValidationError
 
         from workers.prompts import format_for_model
 
+        refused: dict[str, AdapterRefused] = {}
+        for adapter_dir in dict.fromkeys(r.adapter_dir for r in requests if r.adapter_dir):
+            try:
+                self._check_adapter(adapter_dir)
+            except AdapterRefused as err:
+                refused[adapter_dir] = err
+        served = [r for r in requests if r.adapter_dir not in refused]
         prompts, params, loras = [], [], []
-        for r in requests:
+        for r in served:
             p = SamplingParams(max_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                                ignore_eos=r.ignore_eos)
             lora = self._lora(r.adapter_dir) if r.adapter_dir else None
@@ -195,23 +239,50 @@ class Sampler:
                 params.append(p)
                 loras.append(lora)
         try:
-            outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
-        except Exception as err:
-            if not _engine_dead(err) or self.restarts >= MAX_ENGINE_RESTARTS:
-                raise
-            # the engine process died (OOM killer, a crash): start a fresh one and retry this batch
-            self.restarts += 1
-            print(f"[sampler] vLLM engine died ({type(err).__name__}); restart {self.restarts}", flush=True)
-            self.shutdown()
-            self._start()
-            outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+            outputs = self._with_restarts(
+                lambda: self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)) if prompts else []
+        except VLLMValidationError as err:
+            raise RequestRefused(f"vLLM refused the requests: {err}") from None
         self.generated_tokens += sum(len(o.outputs[0].token_ids) for o in outputs)
-        texts = [o.outputs[0].text for o in outputs]
-        results, at = [], 0
-        for r in requests:
-            results.append(texts[at:at + len(r.user_texts)])
-            at += len(r.user_texts)
-        return results
+        texts = iter(o.outputs[0].text for o in outputs)
+        return [refused[r.adapter_dir] if r.adapter_dir in refused else [next(texts) for _ in r.user_texts]
+                for r in requests]
+
+    def _check_adapter(self, adapter_dir: str) -> None:
+        """Have the engine load the adapter now, outside a batch: raises AdapterRefused with vLLM's reason."""
+        if adapter_dir in self._checked:
+            return
+        lora = self._lora(adapter_dir)
+        try:
+            self._with_restarts(lambda: self.llm.llm_engine.add_lora(lora))
+        except Exception as err:
+            if _engine_dead(err):
+                raise
+            raise AdapterRefused(adapter_dir, _vllm_reason(err)) from None
+        self._checked.add(adapter_dir)
+
+    def _with_restarts(self, call: Callable[[], Any]) -> Any:
+        """call(), starting a fresh engine and calling again while the engine process dies, up to
+        MAX_ENGINE_RESTARTS times in a row; a call that returns ends the streak."""
+        while True:
+            try:
+                result = call()
+            except Exception as err:
+                if not _engine_dead(err):
+                    raise
+                if self.failure_streak >= MAX_ENGINE_RESTARTS:
+                    raise RuntimeError(f"the vLLM engine died {self.failure_streak + 1} times in a row (restarted "
+                                       f"{self.failure_streak} times); last error: {err}") from err
+                # the engine process died (OOM killer, a crash): start a fresh one and call again
+                self.failure_streak += 1
+                self.restarts += 1
+                print(f"[sampler] vLLM engine died ({type(err).__name__}); restart {self.failure_streak} of at most "
+                      f"{MAX_ENGINE_RESTARTS} in a row", flush=True)
+                self.shutdown()
+                self._start()
+                continue
+            self.failure_streak = 0
+            return result
 
     def shutdown(self) -> None:
         import gc
@@ -256,6 +327,16 @@ def watch_engine(llm: Any) -> threading.Event | None:
 
     threading.Thread(target=watch, name="lrsweep-engine-watch", daemon=True).start()
     return stop
+
+
+def _vllm_reason(err: BaseException) -> str:
+    """vLLM's own words from a failed add_lora, without the wrapping ("Call to add_lora method failed: Worker
+    failed with error '...', please check the stack trace above")."""
+    import re
+
+    text = str(err)
+    found = re.search(r"failed with error '(.*)', please check", text, re.S)
+    return found.group(1) if found else f"{type(err).__name__}: {text}"
 
 
 def _engine_dead(err: BaseException) -> bool:

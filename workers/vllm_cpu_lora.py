@@ -11,7 +11,8 @@ base-model prompt batched while every slot holds an adapter was sampled with tha
 
 The plugin (entry point `vllm.general_plugins` in pyproject.toml) runs in every vLLM process but changes nothing
 unless the process was asked: `LRSWEEP_VLLM_CPU_LORA=grouped` (the sampler sets it from
-`sample.engine.cpu_lora_kernel`) and vLLM's platform is the CPU. GPU builds keep vLLM's own kernels.
+`sample.engine.cpu_lora_kernel`) and vLLM's platform is the CPU. GPU builds keep vLLM's own kernels. On CPU it
+also gives vLLM's fused-MoE LoRA layer experts it can run (workers/vllm_cpu_moe_lora.py), with either kernel.
 """
 
 from __future__ import annotations
@@ -142,11 +143,19 @@ def registered() -> bool:
 
 
 def register() -> None:
-    """vLLM general-plugin hook: runs in each vLLM process; acts only where lrsweep's sampler asked, on CPU."""
-    kernel = os.environ.get(ENV, "vllm")
-    if kernel != "grouped":
+    """vLLM general-plugin hook: runs in each vLLM process; acts only where lrsweep's sampler asked, on CPU.
+
+    Either kernel choice gets the MoE experts with LoRA (workers/vllm_cpu_moe_lora.py): vLLM has no CPU path
+    for them at all. "grouped" also swaps the dense LoRA ops."""
+    kernel = os.environ.get(ENV)
+    if kernel not in KERNELS:
         return
     from vllm.platforms import current_platform
 
-    if current_platform.is_cpu():
+    if not current_platform.is_cpu():
+        return
+    from workers import vllm_cpu_moe_lora
+
+    vllm_cpu_moe_lora.install()
+    if kernel == "grouped":
         install()
