@@ -5,9 +5,9 @@ import io
 import os
 import pty
 import re
-import select
 import struct
 import termios
+import threading
 import time
 from fcntl import ioctl
 
@@ -154,17 +154,16 @@ def test_a_log_gets_a_whole_table_every_interval_even_without_changes():
     assert len(tables(stream.getvalue())) == 4  # at 0, 60, 120 and 180 s
 
 
-def read_all(fd):
-    out = b""
-    while select.select([fd], [], [], 0.2)[0]:
+def drain(fd, out):
+    """Read the terminal's screen side while the table is drawn: a full pty buffer would block the writer."""
+    while True:
         try:
             chunk = os.read(fd, 65536)
-        except OSError:
-            break
+        except OSError:  # the other side closed
+            return
         if not chunk:
-            break
-        out += chunk
-    return out.decode()
+            return
+        out.append(chunk)
 
 
 @pytest.mark.parametrize("columns", [120, 60])
@@ -172,13 +171,16 @@ def test_twelve_trials_on_a_terminal_are_redrawn_in_place(tmp_path, columns):
     master, slave = pty.openpty()
     ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     stream = os.fdopen(slave, "w", encoding="utf-8")
+    chunks = []
+    reader = threading.Thread(target=drain, args=(master, chunks), daemon=True)
+    reader.start()
     try:
         run_events(tmp_path, stream, tty=None)  # detected: the pseudo-terminal says it is one
-        stream.flush()
-        text = read_all(master).replace("\r\n", "\n")
     finally:
-        stream.close()
+        stream.close()  # the reader then sees the end
+        reader.join(timeout=10)
         os.close(master)
+    text = b"".join(chunks).decode().replace("\r\n", "\n")
     draws = text.split("\x1b[14F\x1b[J")  # cursor to the table's first line (title + header + 12 rows), clear
     assert len(draws) >= 8 and not draws[0].startswith("\x1b")  # the first draw moves nothing
     for draw in draws:
