@@ -155,7 +155,8 @@ RANGES: dict[str, Interval] = {
 }
 
 
-def _choices() -> dict[str, tuple[str, ...]]:
+def known_values() -> dict[str, tuple[str, ...]]:
+    """"<dataclass>.<field>" -> the values an enumerated field may take (lists: each element)."""
     from orchestrator import schema
     from workers.vllm_cpu_lora import KERNELS
 
@@ -182,7 +183,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
 def range_errors(obj: Any, path: str = "") -> list[str]:
     """One message per value out of its range or not among its known values, each naming the field (as the
     command line spells it), the value and what is allowed. `obj` is a schema dataclass (the Config)."""
-    choices = _choices()
+    choices = known_values()
     errors: list[str] = []
     for f in fields(obj):
         value = getattr(obj, f.name)

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator import schema
 from orchestrator.config import compose_config
-from orchestrator.ranges import RANGES, _choices
+from orchestrator.ranges import RANGES, known_values
 from orchestrator.schema import ArchConfig, ConfigError, validate
 
 # (field as the command line spells it, bad value, message the user sees)
@@ -181,9 +181,9 @@ def test_every_field_is_classified():
     numeric = {key for key, _, t in schema_fields() if t in (int, float)}
     strings = {key for key, _, t in schema_fields() if t is str}
     assert numeric - set(RANGES) == set(), "numeric fields without a range in orchestrator/ranges.py RANGES"
-    assert strings - set(_choices()) - FREE_TEXT == set(), "classify these string fields: enum or FREE_TEXT"
+    assert strings - set(known_values()) - FREE_TEXT == set(), "classify these string fields: enum or FREE_TEXT"
     checked = {key for key, path, _ in schema_fields() if path in {p for p, _, _ in CHECKS}}
-    assert set(RANGES) | set(_choices()) <= checked, "every ranged or enumerated field needs a row in CHECKS"
+    assert set(RANGES) | set(known_values()) <= checked, "every ranged or enumerated field needs a row in CHECKS"
 
 
 def set_path(obj, path, value):
