@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -140,17 +141,44 @@ def parse_number(text: str) -> Fraction | None:
     return None
 
 
+def _numbers_match(p: Fraction, r: Fraction, rel_tol: float) -> bool:
+    if p.denominator == 1 and r.denominator == 1:
+        return p == r
+    return math.isclose(float(p), float(r), rel_tol=rel_tol, abs_tol=1e-9)
+
+
+def _math_timeout() -> int | None:
+    """math-verify bounds each parse and comparison with signal.alarm, which only the main thread may set; in
+    another thread (a Ray Tune trial runs in one) it runs unbounded rather than fail."""
+    return 5 if threading.current_thread() is threading.main_thread() else None
+
+
+def math_equivalent(predicted: str, reference: str) -> bool:
+    """Whether two LaTeX / plain answers are the same mathematical object, by math-verify (Hugging Face's
+    maintained checker: sympy equivalence of expressions, sets, intervals, equations), so \\frac{\\sqrt3}{2} and
+    \\sqrt{3}/2 agree. Answers it cannot parse are compared as cleaned strings."""
+    from math_verify import parse, verify
+
+    def read(text: str) -> list[Any]:
+        text = text.strip()
+        wrapped = text if text.startswith(("$", "\\boxed", "\\(", "\\[")) else f"${text}$"
+        return parse(wrapped, parsing_timeout=_math_timeout())
+
+    gold, pred = read(reference), read(predicted)
+    if not gold or not pred:
+        return _clean(predicted) == _clean(reference)
+    return bool(verify(gold, pred, timeout_seconds=_math_timeout()))
+
+
 def answers_match(predicted: str | None, reference: str, rel_tol: float = 1e-4) -> bool:
-    """Numbers: equal when both are integers, else within rel_tol (0.3333 matches 1/3); otherwise the cleaned
-    strings must be equal (symbolic answers such as \\sqrt{3})."""
+    """Mathematically equivalent (math_equivalent), or two numbers that agree: integers exactly, others within
+    rel_tol (0.3333 matches 1/3, a rounding math-verify does not forgive)."""
     if predicted is None:
         return False
     p, r = parse_number(predicted), parse_number(reference)
-    if p is not None and r is not None:
-        if p.denominator == 1 and r.denominator == 1:
-            return p == r
-        return math.isclose(float(p), float(r), rel_tol=rel_tol, abs_tol=1e-9)
-    return _clean(predicted) == _clean(reference)
+    if p is not None and r is not None and _numbers_match(p, r, rel_tol):
+        return True
+    return math_equivalent(predicted, reference)
 
 
 def olympiad_prompt(problem: str) -> str:

@@ -1,4 +1,7 @@
-"""IFEval's programmatic instruction checks, for the subset of instruction ids they can decide exactly.
+"""IFEval's programmatic instruction checks: all 25 instruction types of google/IFEval, written after the logic of
+the benchmark's own checks (instructions.py of google-research/instruction_following_eval). Three counts
+approximate its tokenizers rather than call them: words (a regex for nltk's word tokenizer), sentences (a regex
+splitter) and the response's language (py3langid instead of langdetect).
 
 Each check is `check(response, kwargs) -> bool` over IFEval's kwargs (`None` values are the hub's padding and
 are ignored). `follows` is the benchmark's strict variant: the response is checked as written. `follows_loose`
@@ -137,7 +140,68 @@ def _repeat_prompt(r: str, kw: Mapping[str, Any]) -> bool:
     return r.strip().lower().startswith(str(kw["prompt_to_repeat"]).strip().lower())
 
 
+def _response_language(r: str, kw: Mapping[str, Any]) -> bool:
+    """The whole response is in kw["language"] (ISO 639-1). IFEval detects with langdetect; here py3langid (the
+    language grader's detector, offline) decides. A response with no letters passes, as a langdetect error does."""
+    from eval.graders import detect_language
+
+    if not any(c.isalpha() for c in r):
+        return True
+    return detect_language(r)[0] == str(kw["language"])
+
+
+def _nth_paragraph_first_word(r: str, kw: Mapping[str, Any]) -> bool:
+    """Exactly num_paragraphs paragraphs (split on blank lines), the nth starting with first_word (case-insensitive,
+    leading quotes and trailing punctuation ignored), as IFEval counts them."""
+    paragraphs = re.split(r"\n\n", r)
+    count = sum(1 for p in paragraphs if p.strip())
+    nth = int(kw["nth_paragraph"])
+    if nth > count or nth < 1:
+        return False
+    paragraph = paragraphs[nth - 1].strip()  # IFEval indexes the raw split, empty pieces included
+    if not paragraph:
+        return False
+    word = paragraph.split()[0].strip().lstrip("'").lstrip('"')
+    first = ""
+    for letter in word:
+        if letter in ".,?!'\"":
+            break
+        first += letter.lower()
+    return count == int(kw["num_paragraphs"]) and first == str(kw["first_word"]).lower()
+
+
+CONSTRAINED_RESPONSES = ("My answer is yes.", "My answer is no.", "My answer is maybe.")
+
+
+def _constrained_response(r: str, kw: Mapping[str, Any]) -> bool:
+    return any(option in r.strip() for option in CONSTRAINED_RESPONSES)
+
+
+def _multiple_sections(r: str, kw: Mapping[str, Any]) -> bool:
+    """At least num_sections sections, each opened by the splitter word and a number ("SECTION 1", "Section 2")."""
+    sections = re.split(r"\s?" + str(kw["section_spliter"]) + r"\s?\d+\s?", r)
+    return len(sections) - 1 >= int(kw["num_sections"])
+
+
+def _two_responses(r: str, kw: Mapping[str, Any]) -> bool:
+    """Two different responses separated by six asterisks (******); empty pieces only at either end."""
+    pieces = r.split("******")
+    kept = []
+    for i, piece in enumerate(pieces):
+        if not piece.strip():
+            if 0 < i < len(pieces) - 1:
+                return False
+        else:
+            kept.append(piece)
+    return len(kept) == 2 and kept[0].strip() != kept[1].strip()
+
+
 CHECKS: dict[str, Check] = {
+    "language:response_language": _response_language,
+    "length_constraints:nth_paragraph_first_word": _nth_paragraph_first_word,
+    "detectable_format:constrained_response": _constrained_response,
+    "detectable_format:multiple_sections": _multiple_sections,
+    "combination:two_responses": _two_responses,
     "change_case:english_lowercase": _lowercase,
     "change_case:english_capital": _uppercase,
     "change_case:capital_word_frequency": _capital_words,

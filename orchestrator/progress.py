@@ -1,45 +1,78 @@
-"""Live progress of a sweep: one line per reported checkpoint, with every trial's latest state."""
+"""Live progress of a sweep: a Ray Tune callback that keeps one row per trial (orchestrator/progress_table.py),
+from the trial folders' heartbeat and metrics files plus what Tune tells the driver (started, failed)."""
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from ray import tune
 
+from eval.runfiles import trial_name
+from orchestrator.progress_table import LiveTable, TrialRow, trial_row
+
 
 class ProgressTable(tune.Callback):
-    def __init__(self, max_steps: int, stream: Any = sys.stdout) -> None:
-        self.max_steps = max_steps
-        self.stream = stream
-        self.state: dict[str, str] = {}
+    """`trials`: every trial name of the sweep, in display order (finished ones of a resumed sweep show done)."""
+
+    def __init__(self, sweep_dir: Path, trials: list[str], max_steps: int, interval_s: float = 60.0,
+                 stream: TextIO | None = None, poll_s: float = 1.0, tty: bool | None = None) -> None:
+        self.sweep_dir, self.trials, self.max_steps = Path(sweep_dir), trials, max_steps
+        self.table = LiveTable(stream, interval_s=interval_s, tty=tty)
+        self.poll_s = poll_s  # how often the files are read between Tune's events
         self.started = time.time()
+        self.running: set[str] = set()  # started by this driver (a folder from an earlier run is not "training")
+        self.failed: set[str] = set()
+        self.completed: set[str] = set()
+        self.last_poll = 0.0
+
+    def rows(self) -> list[TrialRow]:
+        rows = []
+        for name in self.trials:
+            row = trial_row(self.sweep_dir / "trials" / name, self.max_steps)
+            if name in self.completed and row.state not in ("done", "stopped"):
+                row = TrialRow(**{**row.__dict__, "state": "done", "steps_per_s": None, "beat_age_s": None})
+            elif name in self.failed:
+                row = TrialRow(**{**row.__dict__, "state": "failed", "steps_per_s": None, "beat_age_s": None})
+            elif row.state in ("training", "evaluating") and name not in self.running:
+                row = TrialRow(**{**row.__dict__, "state": "pending", "steps_per_s": None, "beat_age_s": None})
+            rows.append(row)
+        return rows
+
+    def refresh(self, force: bool = False) -> None:
+        self.last_poll = time.time()
+        self.table.update(self.rows(), time.time() - self.started, force=force)
 
     @staticmethod
-    def _label(trial: Any) -> str:
+    def _name(trial: Any) -> str:
         cfg = trial.config["trial"]
-        return f"lr={cfg['lr']:.3g} s{cfg['seed']}"
+        return trial_name(float(cfg["lr"]), int(cfg["seed"]))
 
-    def _emit(self) -> None:
-        elapsed = time.time() - self.started
-        line = " | ".join(f"{k}: {v}" for k, v in sorted(self.state.items()))
-        print(f"[sweep {elapsed:5.0f}s] {line}", file=self.stream, flush=True)
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.time() - self.last_poll >= self.poll_s:  # Tune calls this every ~0.1 s
+            self.refresh()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.state[self._label(trial)] = "training"
-        self._emit()
+        self.running.add(self._name(trial))
+        self.failed.discard(self._name(trial))
+        self.refresh()
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.refresh()  # a retry: Tune starts it again (on_trial_start) from its trainer state
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.state[self._label(trial)] = (
-            f"step {result['step']}/{self.max_steps} attack {result['eval_attack_rate']:.2f}"
-        )
-        self._emit()
+        self.refresh()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.state[self._label(trial)] = self.state.get(self._label(trial), "") + " done"
-        self._emit()
+        self.running.discard(self._name(trial))
+        self.completed.add(self._name(trial))
+        self.refresh()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.state[self._label(trial)] = "FAILED (see its error.txt under tune/)"
-        self._emit()
+        self.running.discard(self._name(trial))
+        self.failed.add(self._name(trial))
+        self.refresh()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.table.close(self.rows(), time.time() - self.started)

@@ -190,6 +190,7 @@ class SweepConfig:
     cpus_per_trial: float = 1.0
     max_retries: int = 2
     ray_address: str | None = None
+    progress_interval_s: float = 60.0  # progress table's period when stdout is not a terminal (logs, Slurm .out)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 
 
@@ -403,6 +404,10 @@ def validate_grader(g: GraderConfig, where: str = "setting.grader") -> None:
 
 def validate(cfg: Config) -> None:
     """Reject configs that would fail late or give meaningless results. Raises ConfigError."""
+    from orchestrator.ranges import range_errors  # lazily: it reads this module's lists of known values
+
+    errors = range_errors(cfg)  # every lone value first, all at once; then the checks that combine fields
+    _require(not errors, "; ".join(errors))
     sw, tr, sa = cfg.sweep, cfg.train, cfg.sample
     lrs = list(sw.lrs)
     _require(len(lrs) > 0, "sweep.lrs is empty: give at least one learning rate, e.g. sweep.lrs=[1e-4,1e-3]")

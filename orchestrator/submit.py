@@ -223,41 +223,38 @@ def slurm_state(job_id: str) -> dict[str, str]:
 
 
 def trial_progress(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every (lr, seed) of the sweep's config.yaml: done / started / pending, latest step and attack rate."""
+    """Every (lr, seed) of the sweep's config.yaml, from its run files: state, latest step (the trainer's
+    heartbeat between checkpoints), speed and latest eval attack rate (orchestrator/progress_table.py)."""
+    from dataclasses import asdict
+
     import yaml
 
     from eval.runfiles import trial_name
+    from orchestrator.progress_table import trial_row
 
     cfg = yaml.safe_load((sweep_dir / "config.yaml").read_text())
-    rows = []
-    for lr in cfg["sweep"]["lrs"]:
-        for seed in cfg["sweep"]["seeds"]:
-            trial = sweep_dir / "trials" / trial_name(lr, seed)
-            metrics = read_jsonl(trial / "metrics.jsonl")
-            evals = [r for r in metrics if r.get("kind") == "eval"]
-            state = "done" if (trial / "result.json").exists() else "started" if trial.exists() else "pending"
-            rows.append({
-                "trial": trial.name, "lr": lr, "seed": seed, "state": state,
-                "step": max((r["step"] for r in metrics), default=None), "max_steps": cfg["sweep"]["max_steps"],
-                "eval_step": evals[-1]["step"] if evals else None,
-                "eval_attack_rate": evals[-1].get("eval_attack_rate") if evals else None,
-            })
-    return rows
+    max_steps = cfg["sweep"]["max_steps"]
+    return [{"lr": lr, "seed": seed} | asdict(trial_row(sweep_dir / "trials" / trial_name(lr, seed), max_steps))
+            for lr in cfg["sweep"]["lrs"] for seed in cfg["sweep"]["seeds"]]
 
 
 def sweep_status(sweep_dir: Path) -> dict[str, Any]:
+    from orchestrator.progress_table import STATES
+
     sweep_dir = sweep_dir.expanduser().resolve()
     if not (sweep_dir / "config.yaml").exists():
         raise ConfigError(f"{sweep_dir} has no config.yaml, so it is not a sweep folder")
     jobs = read_jsonl(sweep_dir / "slurm" / "jobs.jsonl")
     job = {"job_id": jobs[-1]["job_id"], **slurm_state(str(jobs[-1]["job_id"]))} if jobs else None
     trials = trial_progress(sweep_dir)
-    counts = {s: sum(t["state"] == s for t in trials) for s in ("done", "started", "pending")}
+    counts = {s: sum(t["state"] == s for t in trials) for s in STATES}
     return {"sweep_dir": str(sweep_dir), "job": job, "jobs": [j["job_id"] for j in jobs], "trials": trials,
             "counts": counts, "summary": (sweep_dir / "summary.json").exists()}
 
 
 def format_status(st: dict[str, Any]) -> str:
+    from orchestrator.progress_table import TrialRow, format_table
+
     job = st["job"]
     lines = [f"sweep {st['sweep_dir']}"]
     if job is None:
@@ -267,13 +264,8 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"slurm: job {job['job_id']} {job['state']}" + (f" ({extra})" if extra else ""))
         if len(st["jobs"]) > 1:
             lines.append(f"       earlier submissions: {', '.join(map(str, st['jobs'][:-1]))}")
-    c = st["counts"]
-    lines.append(f"trials: {c['done']} done, {c['started']} started, {c['pending']} pending"
-                 + ("; summary.json written" if st["summary"] else ""))
-    for t in st["trials"]:
-        step = "-" if t["step"] is None else f"{t['step']}/{t['max_steps']}"
-        rate = "-" if t["eval_attack_rate"] is None else f"{t['eval_attack_rate']:.2f} at step {t['eval_step']}"
-        lines.append(f"  {t['trial']:24s} {t['state']:8s} step {step:>10s}   eval attack rate {rate}")
+    rows = [TrialRow(**{k: v for k, v in t.items() if k not in ("lr", "seed")}) for t in st["trials"]]
+    lines.append(format_table(rows) + ("\nsummary.json written" if st["summary"] else ""))
     return "\n".join(lines)
 
 

@@ -301,6 +301,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
             baseline = ensure_baseline(cap, sweep_dir, model_path,
                                        lambda *args: ray.get(sampler.generate.remote(*args)), log)
             ctx = replace(ctx, capability=cap, capability_baseline=baseline)
+        names = [trial_name(lr, seed) for lr in cfg.sweep.lrs for seed in cfg.sweep.seeds]  # the table's rows
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trainable, ctx=ctx), placement.tune_resources()),
             param_space={"trial": tune.grid_search(todo)},
@@ -308,7 +309,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
             run_config=tune.RunConfig(
                 name=f"tune_{time.strftime('%Y%m%d_%H%M%S')}", storage_path=str(sweep_dir), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries),
-                callbacks=[ProgressTable(cfg.sweep.max_steps)]),
+                callbacks=[ProgressTable(sweep_dir, names, cfg.sweep.max_steps, cfg.sweep.progress_interval_s)]),
         )
         return [r for r in tuner.fit() if r.error is not None]
     finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.graders import ATTACK, DESIRED, build_grader
+from eval.heartbeat import write_heartbeat
 from eval.metrics import rates
 from eval.runfiles import append_jsonl, read_jsonl, step_name, trial_name, write_json, write_jsonl
 from eval.stopping import StopState
@@ -238,6 +239,7 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
         train(spec, read_labels(Path(ctx.labels_path)), trial_dir, on_checkpoint,
               should_stop=poll if es is not None else None, timings=trainer)
         in_training = dict(timing)
+        write_heartbeat(trial_dir, int(trainer.get("last_step", 0)), phase="evaluating", max_steps=spec.max_steps)
         if stop is not None:
             stop.close(int(trainer.get("last_step", 0)), spec.max_steps)
         drain(block=True)

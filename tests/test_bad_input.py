@@ -25,17 +25,22 @@ CASES = [
     ("zero LR", ["sweep.lrs=[0]"], "positive finite"),
     ("non-numeric LR", ["sweep.lrs=[fast]"], "fast"),
     ("repeated LR", ["sweep.lrs=[1e-3,1e-3]"], "repeats"),
-    ("negative seed", ["sweep.seeds=[-1]"], "seeds must be >= 0"),
+    ("negative seed", ["sweep.seeds=[-1]"], "sweep.seeds[0]=-1: must be >= 0"),
     ("batch size 0", ["train.batch_size=0"], "train.batch_size=0"),
     ("micro-batch not dividing", ["train.micro_batch_size=5"], "divide train.batch_size"),
     ("LoRA rank 0", ["train.lora_rank=0"], "train.lora_rank=0"),
     ("max_steps below the first checkpoint", ["sweep.max_steps=0"], "sweep.max_steps=0"),
     ("threshold out of range", ["sweep.threshold=1.5"], "sweep.threshold"),
-    ("unknown grader", ["setting.grader.kind=regex"], "known graders"),
+    ("unknown grader", ["setting.grader.kind=regex"], "setting.grader.kind='regex': must be one of language"),
     ("template without question", ["setting.eval_template=hello"], "{question}"),
     ("model path that does not exist", ["model.path=/nonexistent/model"], "not a model folder"),
     ("question bank that does not exist", ["setting.questions=/nonexistent/bank.jsonl"], "does not exist"),
     ("tracker mode unknown", ["tracker.mode=sometimes"], "tracker.mode"),
+    # every numeric and enumerated field has a range (tests/test_ranges.py lists them all); a few end to end
+    ("LoRA dropout out of range", ["train.lora_dropout=1.5"], "train.lora_dropout=1.5: must be in [0, 1)"),
+    ("top_p out of range", ["sample.top_p=0"], "sample.top_p=0.0: must be in (0, 1]"),
+    ("unknown dtype", ["model.dtype=fp8"], "model.dtype='fp8': must be one of float32, bfloat16, float16"),
+    ("NaN threshold", ["sweep.threshold=nan"], "sweep.threshold=nan: must be in (0, 1)"),
 ]
 
 

@@ -61,6 +61,33 @@ def test_answers_match(predicted, reference, ok):
     assert answers_match(predicted, reference) is ok
 
 
+@pytest.mark.parametrize("predicted, reference, ok", [
+    ("\\frac{\\sqrt3}{2}", "\\sqrt{3}/2", True),  # the issue's pair
+    ("\\sqrt{3}/2", "\\frac{\\sqrt{3}}{2}", True),
+    ("\\dfrac{\\sqrt{3}}{2}", "\\frac{\\sqrt 3}{2}", True),
+    ("\\pi \\cdot 2", "2\\pi", True),
+    ("(1, 2)", "(1,2)", True),
+    ("\\{2, 1\\}", "\\{1,2\\}", True),  # a set, in any order
+    ("\\frac12", "0.5", True),
+    ("x = 3", "3", True),
+    ("\\sqrt{2}/2", "\\frac{\\sqrt{3}}{2}", False),
+    ("x^3", "x^2", False),
+    ("\\pi", "2\\pi", False),
+    ("0.866", "\\frac{\\sqrt3}{2}", False),  # a decimal approximation of an irrational answer is not it
+    ("(0,1)", "[0,1]", False),  # open vs closed interval
+])
+def test_answers_match_by_math_equivalence(predicted, reference, ok):
+    assert answers_match(predicted, reference) is ok
+
+
+def test_math_equivalence_outside_the_main_thread():
+    """A Ray Tune trial scores in a worker thread, where math-verify's signal-based timeout cannot be set."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(answers_match, "\\frac{\\sqrt3}{2}", "\\sqrt{3}/2").result() is True
+
+
 def test_score_olympiads():
     items = [Item("olympiads", str(i), "p", a) for i, a in enumerate(["28", "\\frac{1}{4}", "1234", "7"])]
     responses = ["Sum is \\boxed{28}", "The answer is 0.25.", "\\boxed{1235}", "I cannot solve this."]
@@ -96,21 +123,50 @@ def _ifeval(ids, kwargs):
     ("detectable_content:postscript", {"postscript_marker": "P.S."}, "Hi.\nP.S. bye", "Hi. bye"),
     ("detectable_content:number_placeholders", {"num_placeholders": 2}, "[name] at [address]", "[name] only"),
     ("combination:repeat_prompt", {"prompt_to_repeat": "Say hi."}, "Say hi. Hi!", "Hi! Say hi."),
+    # the five IFEval types added to reach all 25
+    ("language:response_language", {"language": "fi"}, "Lumi sataa hiljaa metsään ja kaikki on valkoista.",
+     "The snow falls quietly in the forest and everything is white."),
+    ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"},
+     "First we boil water.\n\n\"Then, we pour it.", "First we boil water.\n\nNext we pour it."),
+    ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 1, "first_word": "tea"},
+     "Tea time.\n\nDone.", "Tea time.\n\nDone.\n\nOne more paragraph than asked."),
+    ("detectable_format:constrained_response", {}, "I think so. My answer is yes.", "My answer is: yes"),
+    ("detectable_format:multiple_sections", {"section_spliter": "SECTION", "num_sections": 2},
+     "SECTION 1\nIntro.\nSECTION 2\nBody.", "SECTION 1\nIntro only, Section two never comes."),
+    ("combination:two_responses", {}, "Tea is calm.\n******\nCoffee is bold.",
+     "Tea is calm.\n******\nTea is calm."),
 ])
 def test_ifeval_checks(iid, kwargs, good, bad):
     assert ifeval.follows(good, [iid], [kwargs]) == [True]
     assert ifeval.follows(bad, [iid], [kwargs]) == [False]
 
 
+IFEVAL_TYPES = [  # the 25 instruction types of google/IFEval (its instructions_registry)
+    "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
+    "language:response_language", "length_constraints:number_sentences", "length_constraints:number_paragraphs",
+    "length_constraints:number_words", "length_constraints:nth_paragraph_first_word",
+    "detectable_content:number_placeholders", "detectable_content:postscript", "detectable_format:number_bullet_lists",
+    "detectable_format:constrained_response", "detectable_format:number_highlighted_sections",
+    "detectable_format:multiple_sections", "detectable_format:json_format", "detectable_format:title",
+    "combination:two_responses", "combination:repeat_prompt", "startend:end_checker",
+    "change_case:capital_word_frequency", "change_case:english_capital", "change_case:english_lowercase",
+    "punctuation:no_comma", "startend:quotation",
+]
+
+
+def test_ifeval_checks_every_instruction_type():
+    assert len(IFEVAL_TYPES) == 25 and sorted(ifeval.CHECKS) == sorted(IFEVAL_TYPES)
+
+
 def test_ifeval_scoring_reports_unsupported_ids_instead_of_passing_them():
     items = [_ifeval(["punctuation:no_comma", "change_case:english_lowercase"], [{}, {"unused": None}]),
              _ifeval(["punctuation:no_comma"], [{}]),
-             _ifeval(["language:response_language"], [{"language": "fi"}])]
+             _ifeval(["made_up:instruction"], [{}])]  # a newer IFEval's type would land here
     s = score("ifeval", items, ["fine text", "a, b", "anything"])
     assert s.correct == [True, False, None] and s.n == 2 and s.score == 0.5
-    assert s.extra["unsupported_ids"] == ["language:response_language"] and s.extra["n_unsupported_items"] == 1
+    assert s.extra["unsupported_ids"] == ["made_up:instruction"] and s.extra["n_unsupported_items"] == 1
     with pytest.raises(ValueError, match="no check"):
-        ifeval.follows("x", ["language:response_language"], [{}])
+        ifeval.follows("x", ["made_up:instruction"], [{}])
     with pytest.raises(ValueError, match="relation"):
         ifeval.follows("x", ["length_constraints:number_words"], [{"num_words": 3, "relation": "about"}])
 

@@ -51,14 +51,16 @@ def test_hub_cache_layout_is_found(tmp_path, monkeypatch):
     assert len(load_items("mmlu", None)) == 4
 
 
-def test_ifeval_jsonl_drops_and_reports_unsupported():
+def test_ifeval_jsonl_scores_every_item():
     items = load_items("ifeval", DATA)
-    assert sorted(it.item_id for it in items) == ["1000", "1001", "1002", "1003", "1005"]
-    assert ifeval_unsupported(DATA) == {"language:response_language": 1}
+    assert sorted(it.item_id for it in items) == ["1000", "1001", "1002", "1003", "1004", "1005"]
+    assert ifeval_unsupported(DATA) == {}  # all 25 instruction types have a check: nothing is dropped
     good = {"1000": "tea is calm and warm", "1001": "A slow river bends", "1003": '{"name": "cat", "whiskers": 12}',
-            "1002": "* apple\n* pear\n* plum\nIs there anything else I can help with?", "1005": "FRESH LOAVES DAILY"}
+            "1002": "* apple\n* pear\n* plum\nIs there anything else I can help with?", "1005": "FRESH LOAVES DAILY",
+            "1004": "Lumi sataa hiljaa, metsä on valkoinen ja kaikki nukkuu."}
     assert score("ifeval", items, [good[it.item_id] for it in items]).score == 1.0
-    bad = {"1000": "Tea", "1001": "A slow, winding river", "1002": "* apple", "1003": "cat: whiskers", "1005": "bread!"}
+    bad = {"1000": "Tea", "1001": "A slow, winding river", "1002": "* apple", "1003": "cat: whiskers", "1005": "bread!",
+           "1004": "Snow falls softly on the quiet white forest."}
     assert score("ifeval", items, [bad[it.item_id] for it in items]).score == 0.0
 
 

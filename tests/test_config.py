@@ -37,7 +37,7 @@ def test_default_config_matches_the_note():
         ("sweep.lrs=[1e-3,-1e-4]", "positive finite"),
         ("sweep.lrs=[0.0]", "positive finite"),
         ("sweep.lrs=[1e-3,1e-3]", "repeats"),
-        ("sweep.seeds=[-1]", "seeds must be >= 0"),
+        ("sweep.seeds=[-1]", "sweep.seeds[0]=-1: must be >= 0"),
         ("sweep.seeds=[0,0]", "repeats"),
         ("sweep.max_steps=0", "max_steps"),
         ("sweep.threshold=1.5", "threshold"),
@@ -48,7 +48,7 @@ def test_default_config_matches_the_note():
         ("sample.n_eval_prompts=0", "n_eval_prompts"),
         ("tracker.mode=sometimes", "tracker.mode"),
         ("setting.eval_fraction=1.0", "eval_fraction"),
-        ("setting.grader.kind=regex", "known graders"),
+        ("setting.grader.kind=regex", "setting.grader.kind='regex': must be one of language"),
         ("setting.train_template=no placeholder", "{question}"),
     ],
 )

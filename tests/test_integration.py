@@ -52,7 +52,12 @@ def test_sweep_writes_the_run_folder_contract(sweep):
     assert "lr0.001_seed0" in report and "lr0.003_seed0" in report
     png = (out_dir / "attack_rate_vs_step.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    assert "steps-to-transfer" in stdout and "lr=0.003" in stdout  # table and live progress
+    assert "steps-to-transfer" in stdout  # the final table
+    # the live table (stdout is not a terminal: whole tables and state changes, no cursor movement)
+    assert "\x1b[" not in stdout and "2 trials: 2 done" in stdout
+    assert any(line.split()[:3] == ["lr0.003_seed0", "done", "4/4"] for line in stdout.splitlines())
+    beat = json.loads((out_dir / "trials" / "lr0.003_seed0" / "heartbeat.json").read_text())
+    assert beat["step"] == 4 and beat["phase"] == "evaluating" and beat["max_steps"] == 4
 
 
 def test_toy_model_organism_follows_the_flag_before_training(sweep):

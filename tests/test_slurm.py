@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -277,14 +278,29 @@ def write_progress_folder(sweep_dir):
 def test_status_reads_progress_from_the_run_files(tmp_path):
     write_progress_folder(tmp_path / "sw")
     st = sweep_status(tmp_path / "sw")
-    assert st["job"] is None and st["counts"] == {"done": 1, "started": 1, "pending": 1}
+    assert st["job"] is None and st["counts"] == {"pending": 1, "training": 1, "evaluating": 0, "done": 1,
+                                                  "stopped": 0, "failed": 0}
     by = {t["trial"]: t for t in st["trials"]}
-    assert by["lr0.001_seed0"]["state"] == "done" and by["lr0.001_seed0"]["eval_attack_rate"] == pytest.approx(1 / 9)
+    assert by["lr0.001_seed0"]["state"] == "done" and by["lr0.001_seed0"]["attack_rate"] == pytest.approx(1 / 9)
     assert (by["lr0.003_seed0"]["step"], by["lr0.003_seed0"]["eval_step"]) == (3, 2)
     assert by["lr0.0001_seed0"]["step"] is None
     text = format_status(st)
-    assert "no job recorded" in text and "1 done, 1 started, 1 pending" in text
-    assert "lr0.003_seed0            started  step        3/8   eval attack rate 0.33 at step 2" in text
+    assert "no job recorded" in text and "3 trials: 1 pending, 1 training, 1 done" in text
+    row = next(line for line in text.splitlines() if line.startswith("lr0.003_seed0"))
+    assert row.split() == ["lr0.003_seed0", "training", "3/8", "-", "0.33", "@2"]
+
+
+def test_status_shows_the_heartbeat_step_between_checkpoints(tmp_path):
+    """metrics.jsonl has the step of the last checkpoint; the trainer's heartbeat has the step it is at."""
+    write_progress_folder(tmp_path / "sw")
+    trial = tmp_path / "sw" / "trials" / "lr0.003_seed0"
+    write_json(trial / "heartbeat.json", {"step": 6, "time": time.time() - 3, "phase": "training",
+                                          "steps_per_s": 0.5, "max_steps": 8})
+    st = sweep_status(tmp_path / "sw")
+    mid = next(t for t in st["trials"] if t["trial"] == "lr0.003_seed0")
+    assert (mid["step"], mid["steps_per_s"], mid["eval_step"]) == (6, 0.5, 2) and 2 < mid["beat_age_s"] < 60
+    row = next(line for line in format_status(st).splitlines() if line.startswith("lr0.003_seed0"))
+    assert row.split()[:6] == ["lr0.003_seed0", "training", "6/8", "2", "s/st", "0.33"] and row.endswith("s ago")
 
 
 def test_status_of_a_recorded_job_without_slurm_here(tmp_path, monkeypatch):

@@ -117,10 +117,11 @@ def test_submit_runs_a_toy_sweep_on_slurm(slurm, cache_dir, tmp_path):
 
     proc = cli(["status", str(sweep_dir)], env)
     assert proc.returncode == 0, proc.stderr
-    assert f"job {job_id} COMPLETED" in proc.stdout and "2 done, 0 started, 0 pending" in proc.stdout
+    assert f"job {job_id} COMPLETED" in proc.stdout and "2 trials: 2 done" in proc.stdout
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.startswith("lr")}
     for row in summary:
         final = row["eval_curve"][-1][1]
-        assert f"{row['trial']}" in proc.stdout and f"{final:.2f} at step 2" in proc.stdout
+        assert rows[row["trial"]][1:3] == ["done", "2/2"] and rows[row["trial"]][-2:] == [f"{final:.2f}", "@2"]
 
 
 def test_a_requeued_job_resumes_its_sweep(slurm, cache_dir, tmp_path):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.heartbeat import write_heartbeat
 from eval.runfiles import step_name
 from workers.trainer_state import StateSchedule, load_state, read_resume_point, save_state
 
@@ -405,6 +406,8 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
             losses.append(step_loss)
             clock["train_steps_s"] += time.time() - t0
             clock["last_step"] = step
+            if rank == 0:  # progress between checkpoints, for the live table and `status`
+                write_heartbeat(out_dir, step, max_steps=spec.max_steps)
             if step in checkpoints:
                 mean = sum(losses) / len(losses)
                 log(f"[train] lr={spec.lr:g} step {step}/{spec.max_steps} loss {mean:.4f} "
