@@ -107,6 +107,7 @@ RANGES: dict[str, Interval] = {
     "TrainConfig.torch_threads": AT_LEAST_1,
     "TrainConfig.loss_chunk_tokens": AT_LEAST_1,
     "TrainConfig.num_workers": AT_LEAST_1,
+    "TrainConfig.state_every_s": Interval(0, note="seconds; 0: save state at checkpoints only"),
     "EngineConfig.gpu_memory_utilization": FRACTION_UP_TO_1,
     "EngineConfig.cpu_kvcache_space_gib": AT_LEAST_1,
     "EngineConfig.max_loras": AT_LEAST_1,
@@ -124,6 +125,7 @@ RANGES: dict[str, Interval] = {
     "ClusterConfig.gpu_memory_gib": POSITIVE,
     "ClusterConfig.cpus_per_node": NON_NEGATIVE,  # 0: whatever the node has
     "ClusterConfig.ray_port": Interval(1024, 65534),  # the Ray client server takes the next port
+    "ClusterConfig.state_signal_s": Interval(0, 65535, note="seconds before the job's end; 0: no signal"),
     "PlanConfig.overhead_gib": NON_NEGATIVE,
     "PlanConfig.fragmentation": Interval(1),  # a multiplier on top of the summed tensors
     "PlanConfig.tokens_per_example": AT_LEAST_1,

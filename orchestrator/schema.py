@@ -445,8 +445,6 @@ def validate(cfg: Config) -> None:
     _require(tr.dist_backend in ("auto", "gloo", "nccl"), "train.dist_backend must be auto, gloo or nccl")
     _require(tr.loss in ("answer_chunks", "hf"), f"train.loss={tr.loss!r}: must be answer_chunks or hf")
     _require(tr.loss_chunk_tokens >= 1, f"train.loss_chunk_tokens={tr.loss_chunk_tokens}: must be >= 1")
-    _require(math.isfinite(tr.state_every_s) and tr.state_every_s >= 0,
-             f"train.state_every_s={tr.state_every_s}: must be >= 0 seconds (0: save state at checkpoints only)")
     _require(not (tr.compile and str(tr.zero_stage) == "3"),
              "train.compile=true with train.zero_stage=3: ZeRO-3's per-module parameter gathers are not compiled "
              "here; use zero_stage auto, 0, 1 or 2, or set train.compile=false")

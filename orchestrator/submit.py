@@ -62,8 +62,6 @@ def check_cluster(c: ClusterConfig) -> None:
     need(all("\n" not in line for line in c.setup), "cluster.setup: one shell line per list entry, no newlines")
     need(c.storage is None or Path(c.storage).is_absolute(),
          f"cluster.storage={c.storage!r}: give an absolute path on a filesystem every node mounts")
-    need(0 <= c.state_signal_s <= 65535,
-         f"cluster.state_signal_s={c.state_signal_s}: seconds before the job's end, 0..65535 (0: no signal)")
 
 
 def job_config(cfg: Config) -> Config:
