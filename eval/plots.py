@@ -211,6 +211,8 @@ def plot_seed_variance(trials: Sequence[TrialAnalysis], summaries: Sequence[LRSu
                 dx = x + (j - (len(seeds) - 1) / 2) * min(0.1, 0.6 / max(1, len(seeds)))
                 if t.converged:
                     ax.scatter(dx, t.steps_to_transfer, color=colors[lr], edgecolor="black", s=36, zorder=3)
+                elif t.lower_bound is None:
+                    continue  # not an organism, or failed: no value and no bound to draw
                 elif t.lower_bound == t.max_steps:
                     ax.scatter(dx, t.lower_bound, facecolor="none", edgecolor=colors[lr], s=36, lw=1.5, zorder=3)
                     ax.annotate("", xy=(dx, t.lower_bound * 1.6), xytext=(dx, t.lower_bound),

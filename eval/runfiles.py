@@ -4,7 +4,8 @@
   config.yaml            resolved config (no secrets)
   labels.jsonl           teacher labels (+ labels.meta.json: what made them)
   trials/<name>/config.json, metrics.jsonl, samples/step_XXXXX.jsonl, adapters/step_XXXXX/
-  summary.json, attack_rate_vs_step.png
+  trials/<name>/result.json (it finished) or error.json (it failed for good: last error line, full error's file)
+  summary.json, curves.csv, attack_rate_vs_step.png
 Every file is written atomically (temporary file, then rename), so a crash never leaves half a file.
 """
 
@@ -74,4 +75,23 @@ def load_trials(sweep_dir: Path) -> list[tuple[dict[str, Any], list[dict[str, An
     out = []
     for cfg_path in sorted((sweep_dir / "trials").glob("*/config.json")):
         out.append((json.loads(cfg_path.read_text()), read_jsonl(cfg_path.parent / "metrics.jsonl")))
+    return out
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None when it is absent or torn."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def load_trial_records(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Everything a trial folder says about its outcome: config.json, metrics.jsonl rows, error.json (written by the
+    sweep driver when the trial failed for good) and whether result.json (written when it finished) exists."""
+    out = []
+    for cfg_path in sorted((Path(sweep_dir) / "trials").glob("*/config.json")):
+        d = cfg_path.parent
+        out.append({"config": json.loads(cfg_path.read_text()), "rows": read_jsonl(d / "metrics.jsonl"),
+                    "error": read_json(d / "error.json"), "finished": (d / "result.json").exists()})
     return out

@@ -41,5 +41,6 @@ class ProgressTable(tune.Callback):
         self._emit()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.state[self._label(trial)] = "FAILED (see its error.txt under tune/)"
+        where = getattr(trial, "error_file", None) or getattr(trial, "local_path", None) or "its tune_<date>/ folder"
+        self.state[self._label(trial)] = f"FAILED (error: {where})"
         self._emit()

@@ -41,6 +41,8 @@ class TrialContext:
     capability_baseline: dict | None = None  # benchmark -> {"score", "n"} of the model before training
     early_stop: Any = None  # EarlyStopConfig; None or enabled=False: full curves
     placement: Any = None  # orchestrator.placement.TrialPlacement: this trial's trainer workers
+    organism_min_train_desired: float = 0.5  # recorded in config.json: eval.analysis reads them from there
+    collapse_other_rate: float = 0.5
 
 
 def trial_spec(ctx: TrialContext, lr: float, seed: int) -> TrainSpec:
@@ -130,7 +132,9 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
     spec = trial_spec(ctx, lr, seed)
     trial_info = {"name": name, "setting": ctx.setting.name, "lr": lr, "seed": seed, "model": ctx.model_name,
                   "max_steps": spec.max_steps, "checkpoint_steps": spec.checkpoint_steps, "threshold": ctx.threshold,
-                  "sweep_id": ctx.sweep_id, "num_workers": ctx.placement.num_workers if ctx.placement else 1,
+                  "organism_min_train_desired": ctx.organism_min_train_desired,
+                  "collapse_other_rate": ctx.collapse_other_rate, "sweep_id": ctx.sweep_id,
+                  "num_workers": ctx.placement.num_workers if ctx.placement else 1,
                   "train": {k: v for k, v in asdict(spec).items() if k not in ("model_path", "lr", "seed")}}
     write_json(trial_dir / "config.json", trial_info)
     point = read_resume_point(trial_dir / "state")

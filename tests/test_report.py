@@ -72,7 +72,7 @@ def check_report(md: Path, settings=("alpha", "beta")) -> str:
     not_converged = text.split("## Runs that did not converge")[1].split("##")[0]
     for seed in SEEDS:
         assert f"`{trial_name(1e-4, seed)}`" in not_converged  # the unconverged LR, as a list entry
-    assert "> 16 (not converged)" in text
+    assert ">16 (not transferred)" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert len(links) == 4
     for link in links:
