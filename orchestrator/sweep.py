@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from eval.analysis import TrialAnalysis
 from eval.plots import plot_curves
 from eval.report import write_report
-from eval.runfiles import trial_name, write_json, write_text_atomic
+from eval.runfiles import trial_name, write_curves_csv, write_json, write_text_atomic
 from eval.summary import analyze_sweep_dir, failure_message, format_table, trial_summary
 from orchestrator.config import settings_for_toy
 from orchestrator.labels_cmd import preflight_labels, sampler_onpolicy
@@ -65,11 +65,13 @@ class SweepFailed(Exception):
 
 
 def summarize_sweep(sweep_dir: Path, threshold: float, title: str = "") -> list[TrialAnalysis]:
-    """summary.json and the plot from the run folder alone; returns the per-trial analyses the table is made of."""
+    """summary.json, curves.csv and the plot from the run folder alone; returns the per-trial analyses the table
+    is made of."""
     trials = analyze_sweep_dir(sweep_dir, threshold)
     summary = [trial_summary(t) for t in trials]
     write_json(sweep_dir / "summary.json", summary)
     if summary:
+        write_curves_csv(sweep_dir)
         plot_curves(summary, threshold, sweep_dir / "attack_rate_vs_step.png", title)
     return trials
 
