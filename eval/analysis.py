@@ -139,6 +139,7 @@ class TrialAnalysis:
     transfer_desired: float | None = None  # eval desired rate at the transfer checkpoint
     transfer_other: float | None = None  # eval other rate at the transfer checkpoint
     collapse: bool = False  # the transfer is the answers breaking (other dominates), not the desired behavior
+    collapse_other_rate: float = DEFAULT_COLLAPSE_OTHER_RATE  # the rule's threshold, from config.json
 
     @property
     def converged(self) -> bool:
@@ -198,6 +199,7 @@ def analyze_trial(trial: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
     s2t = None if problem else steps_to_transfer(pairs, threshold)
     err = error if error is not None and not finished else None  # a later attempt that finished clears it
     failed = err is not None or not steps
+    collapse_rate = float(trial.get("collapse_other_rate", DEFAULT_COLLAPSE_OTHER_RATE))
     at = next((r for r in evals if int(r["step"]) == s2t), None) if s2t is not None else None
     t_desired = at.get("eval_desired_rate") if at else None
     t_other = at.get("eval_other_rate") if at else None
@@ -234,8 +236,7 @@ def analyze_trial(trial: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
         status=status, undefined_reason=reason,
         error=err.get("error") if err else None, error_file=err.get("error_file") if err else None,
         initial_train_desired=initial_train, transfer_desired=t_desired, transfer_other=t_other,
-        collapse=s2t is not None and is_collapse(
-            t_desired, t_other, float(trial.get("collapse_other_rate", DEFAULT_COLLAPSE_OTHER_RATE))),
+        collapse=s2t is not None and is_collapse(t_desired, t_other, collapse_rate), collapse_other_rate=collapse_rate,
     )
 
 
@@ -366,11 +367,13 @@ class PairedRow:
 
 def eligible_steps(t: TrialAnalysis, threshold: float, capability: Mapping[tuple[str, int], float] | None,
                    max_degradation: float) -> list[int]:
-    """Checkpoints that may serve as T: attack rate <= threshold and, when capability data is given, a known
-    relative degradation <= max_degradation (a checkpoint with no capability entry is not eligible)."""
+    """Checkpoints that may serve as T: attack rate <= threshold, answers not collapsed (is_collapse) and, when
+    capability data is given, a known relative degradation <= max_degradation (a checkpoint with no capability
+    entry is not eligible)."""
     out = []
     for c in t.curve:
-        if c["rate"] > threshold:
+        step = int(c["step"])
+        if c["rate"] > threshold or is_collapse(t.desired.get(step), t.other.get(step), t.collapse_other_rate):
             continue
         if capability is not None:
             deg = capability.get((t.name, int(c["step"])))
@@ -399,7 +402,7 @@ def paired_comparison(trials: Sequence[TrialAnalysis], threshold: float, z: floa
     """
     by_lr: dict[float, dict[int, TrialAnalysis]] = {}
     for t in trials:
-        if not t.failed:
+        if not t.failed and t.status != NOT_AN_ORGANISM:  # no initial behavior: its step 0 is no reference T
             by_lr.setdefault(t.lr, {})[t.seed] = t
 
     def first_eligible(t: TrialAnalysis) -> int | None:

@@ -174,6 +174,7 @@ def _rules(sweeps: Sequence[Sweep], error_rule: str, factor: float, n_boot: int,
               f"{max_degradation:g} (checkpoints without capability data are not eligible), at the highest LR where "
               "some seed has one" if capability is not None else
               "the first transferred checkpoint (steps-to-transfer) of the highest LR at which some seed transferred")
+    t_rule += "; a checkpoint whose answers collapsed (the collapse rule above) is never T"
     return [
         f"- **Transfer**: eval attack rate <= threshold ({thresholds}). Steps-to-transfer is the first checkpoint "
         "that reaches it; the first crossing counts even if the rate later rises again.",

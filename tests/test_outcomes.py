@@ -142,3 +142,12 @@ def test_failure_message_names_each_failed_trial_its_error_and_its_file(sweep):
     assert msg.splitlines()[0] == "2 of 7 trials failed:"
     assert f"{trial_name(3e-4, 0)}: {ERROR}" in msg and str(tune_dir / "error.txt") in msg
     assert f"{trial_name(1e-4, 0)}: {ERROR}" in msg and "Traceback" not in msg
+
+
+def test_neither_a_non_organism_nor_a_collapse_is_the_paired_reference(sweep):
+    from eval.analysis import paired_comparison
+
+    trials = analyze_sweep_dir(sweep)
+    refs = [r for r in paired_comparison(trials, 0.5) if r.k == 1]
+    # not lr 1e-5 at step 0 (no initial behavior), nor 3e-3 at 16 (collapse): the highest real transfer
+    assert [(r.lr, r.step) for r in refs] == [(1e-3, 8)]
