@@ -246,10 +246,15 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
     lines += ["", "## Per LR across seeds", "",
               "Source: the per-trial table above (steps-to-transfer of each seed).", ""]
     rows = []
+
+    def left_out(s: LRSummary) -> str:  # each left-out seed with why (its status)
+        why = {t.seed: t.status.replace("_", " ") for t in trials if (t.setting, t.lr) == (s.setting, s.lr)}
+        return ", ".join(f"{seed} ({why.get(seed, '?')})" for seed in s.failed_seeds) or "-"
+
     for s in summaries:
         if s.median is None:
             rows.append([s.setting, f"{s.lr:.3g}", 0, "-", "no data", "-", "-", "-", "-",
-                         " ".join(map(str, s.failed_seeds)) or "-"])
+                         left_out(s)])
             continue
         med = f"> {s.median:g} (lower bound)" if s.median_is_lower_bound else f"{s.median:g}"
         lxm = f"> {s.lr_x_median:.3g}" if s.median_is_lower_bound else f"{s.lr_x_median:.3g}"
@@ -260,7 +265,7 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
         conv = f"{s.n_converged}/{len(s.seeds)}" + (f" ({collapsed} by collapse)" if collapsed else "")
         rows.append([s.setting, f"{s.lr:.3g}", len(s.seeds), conv, med,
                      f"[{_f(s.error_low, '.3g')}, {_f(s.error_high, '.3g')}]", f"{low} – {high}", lxm, interp,
-                     " ".join(map(str, s.failed_seeds)) or "-"])
+                     left_out(s)])
     lines += _table(["setting", "lr", "seeds", "converged", "median steps", "error bar (steps)", "min – max",
                      "lr x median", "median interpolated", "left out (no outcome)"], rows)
 
