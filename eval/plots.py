@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from eval.analysis import LRSummary, PairedRow, TrialAnalysis
+    from eval.analysis import LRSummary, TrialAnalysis
+    from eval.paired import PairedRow
 
 
 def plot_curves(summary: list[dict[str, Any]], threshold: float, path: Path, title: str = "") -> Path:

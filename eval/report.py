@@ -22,14 +22,13 @@ from eval.analysis import (
     ERROR_RULES,
     NOT_AN_ORGANISM,
     LRSummary,
-    PairedRow,
     TrialAnalysis,
     analyze_trial,
     lr_x_steps_text,
-    paired_comparison,
     steps_text,
     summarize_lrs,
 )
+from eval.paired import PairedRow, paired_comparison
 from eval.runfiles import load_trial_records, write_json, write_text_atomic
 from eval.summary import trial_notes
 

@@ -145,7 +145,7 @@ def test_failure_message_names_each_failed_trial_its_error_and_its_file(sweep):
 
 
 def test_neither_a_non_organism_nor_a_collapse_is_the_paired_reference(sweep):
-    from eval.analysis import paired_comparison
+    from eval.paired import paired_comparison
 
     trials = analyze_sweep_dir(sweep)
     refs = [r for r in paired_comparison(trials, 0.5) if r.k == 1]
