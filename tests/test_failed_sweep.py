@@ -1,6 +1,7 @@
 """A sweep whose trial fails for good ends with a clean message, no traceback: each failed trial, its error's last
 line and the real file of its full error (Tune's tune_<date>/.../error.txt). Real Ray, trainer and vLLM on the toy;
-the trial fails in PEFT (a LoRA target module the model does not have), before any checkpoint."""
+the trial fails in PEFT (a LoRA target module the model does not have), before any checkpoint. The toy is a tiny
+one built in seconds: no trial gets as far as needing its behavior."""
 
 import json
 import os
@@ -12,6 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
+TINY_TOY = ["model.toy.steps=2", "model.toy.vocab_size=400", "model.toy.hidden_size=32",
+            "model.toy.intermediate_size=64", "model.toy.num_layers=1", "model.toy.batch_size=4",
+            "sample.n_eval_prompts=4", "sample.n_train_prompts=4"]
 
 
 def test_a_failed_trial_is_reported_cleanly_with_its_error_and_its_file(cache_dir, tmp_path):
@@ -19,7 +23,7 @@ def test_a_failed_trial_is_reported_cleanly_with_its_error_and_its_file(cache_di
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | {"LRSWEEP_CACHE": str(cache_dir)}
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator", "sweep", "sweep.lrs=[1e-3]", "sweep.max_steps=2", "sweep.max_retries=0",
-         "model.lora_target_modules=[no_such_proj]", "tracker.mode=disabled", f"hydra.run.dir={out}"],
+         "model.lora_target_modules=[no_such_proj]", "tracker.mode=disabled", f"hydra.run.dir={out}", *TINY_TOY],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
