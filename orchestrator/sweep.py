@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import replace
@@ -253,6 +254,17 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     return summary
 
 
+class _QuietTrialErrors(logging.Filter):
+    """Drops Tune's own log of a failed trial (its traceback, "Trials did not complete"): the progress table names
+    the failed trial and its error file as it happens, and the sweep ends with each one's error, without tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Trial task failed", "Trials did not complete"))
+
+
+TUNE_ERROR_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune")
+
+
 def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str, Any]],
                 started: float) -> list[Any]:
     """Ray Tune over the pending trials, with one vLLM engine for all of them; returns failed results."""
@@ -322,7 +334,14 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries),
                 callbacks=[ProgressTable(cfg.sweep.max_steps)]),
         )
-        return [r for r in tuner.fit() if r.error is not None]
+        quiet = _QuietTrialErrors()
+        for name in TUNE_ERROR_LOGGERS:
+            logging.getLogger(name).addFilter(quiet)
+        try:
+            return [r for r in tuner.fit() if r.error is not None]
+        finally:
+            for name in TUNE_ERROR_LOGGERS:
+                logging.getLogger(name).removeFilter(quiet)
     finally:
         if sampler is not None:
             try:  # how much cross-trial batching happened: requests per engine call
