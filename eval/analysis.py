@@ -1,13 +1,19 @@
-"""Sweep analysis as plain functions over plain data: confidence intervals, transfer estimates, seed statistics
-and the note's paired comparison. Input is what eval.runfiles.load_trials returns (trial config.json dicts and
-metrics.jsonl rows), so every number here can be traced back to a run file.
+"""Sweep analysis as plain functions over plain data: what each trial shows (analyze_trial: the one per-trial
+analysis behind summary.json, the terminal table, report.md and W&B), confidence intervals, transfer estimates and
+seed statistics (the note's paired comparison is in eval.paired). Input is what eval.runfiles.load_trial_records
+returns (trial config.json dicts, metrics.jsonl rows, error.json), so every number can be traced to a run file.
 
 Rules (the report states them too):
 - transfer: the first checkpoint whose eval attack rate is <= threshold; a later rise does not undo it.
 - interpolated transfer: between the last checkpoint above the threshold and the first at/below it, linear in
   log(step); when the lower bracket is step 0 (log undefined) linear in step.
 - not converged: never reached the threshold; the trial carries a lower bound (max_steps when it ran to the end,
-  its last evaluated step when it stopped early), never a value.
+  its stop step when early stopping ended it, its last checkpoint when it is incomplete), never a value.
+- failed (error.json, no result.json) without a transfer: no value and no bound, only its error.
+- not an organism: step 0 shows no initial behavior (eval attack rate <= threshold, or train desired rate below
+  the config's organism_min_train_desired): steps-to-transfer is undefined, never 0.
+- collapse: a transfer whose eval other rate at the transfer checkpoint exceeds collapse_other_rate and the
+  desired rate is flagged: the attack rate fell because the answers broke.
 - seeds: the median is over seeds with an outcome (converged, or ran to max_steps); unconverged ones count as +inf,
   so a median of +inf is reported as a lower bound. Seeds that stopped early without converging are left out.
 """
@@ -84,9 +90,23 @@ def interpolated_transfer(curve: Sequence[tuple[int, float]], threshold: float =
     return None
 
 
+# What a trial shows; every output (summary.json, the terminal table, report.md) takes it from TrialAnalysis.status
+TRANSFERRED = "transferred"  # reached the threshold: steps_to_transfer is a value
+NOT_TRANSFERRED = "not_transferred"  # ran to max_steps without reaching it: a lower bound of max_steps
+STOPPED = "stopped"  # early stopping ended it before transfer (e.g. capability): a lower bound of its stop step
+INCOMPLETE = "incomplete"  # neither finished nor failed (e.g. the driver died): a lower bound of its last checkpoint
+FAILED = "failed"  # its process failed for good (error.json): no value, no bound
+NOT_AN_ORGANISM = "not_an_organism"  # no initial behavior at step 0: steps-to-transfer is undefined
+STATUSES = (TRANSFERRED, NOT_TRANSFERRED, STOPPED, INCOMPLETE, FAILED, NOT_AN_ORGANISM)
+
+# Defaults for trial config.json files written before these knobs were recorded (schema: sweep.*)
+DEFAULT_MIN_INITIAL_TRAIN_DESIRED = 0.5
+DEFAULT_COLLAPSE_OTHER_RATE = 0.5
+
+
 @dataclass(frozen=True)
 class TrialAnalysis:
-    """One trial's numbers, each taken from its config.json and metrics.jsonl eval rows."""
+    """One trial's numbers, each taken from its config.json, metrics.jsonl eval rows and error.json."""
 
     setting: str
     name: str
@@ -99,7 +119,7 @@ class TrialAnalysis:
     n_train: int | None
     steps_to_transfer: int | None
     interpolated: float | None
-    lower_bound: int | None  # only when not converged: max_steps, or the last evaluated step if it stopped early
+    lower_bound: int | None  # not transferred, stopped or incomplete: max_steps, the stop step or the last checkpoint
     lr_x_steps: float | None  # lr * steps_to_transfer, or lr * lower_bound (then a lower bound)
     initial_attack: tuple[float, float, float] | None  # (rate, low, high) at step 0
     final_attack: tuple[float, float, float] | None  # at the last evaluated checkpoint
@@ -107,8 +127,20 @@ class TrialAnalysis:
     final_train_desired: tuple[int, float] | None
     curve: list[dict[str, float]] = field(default_factory=list)  # attack_curve output
     desired: dict[int, float] = field(default_factory=dict)  # eval desired rate per step
+    other: dict[int, float] = field(default_factory=dict)  # eval other rate per step
+    train_desired: dict[int, float] = field(default_factory=dict)  # train desired rate per step
     missing_steps: list[int] = field(default_factory=list)
     stop_reason: str | None = None  # early stopping ("transfer" | "capability"); its later checkpoints are not missing
+    stop_step: int | None = None
+    status: str = TRANSFERRED
+    undefined_reason: str | None = None  # why steps-to-transfer has no value nor bound (failed, not an organism)
+    error: str | None = None  # the last line of the trial's error (error.json), when it failed
+    error_file: str | None = None  # where its full error is (Tune's error.txt)
+    initial_train_desired: float | None = None  # train desired rate at step 0
+    transfer_desired: float | None = None  # eval desired rate at the transfer checkpoint
+    transfer_other: float | None = None  # eval other rate at the transfer checkpoint
+    collapse: bool = False  # the transfer is the answers breaking (other dominates), not the desired behavior
+    collapse_other_rate: float = DEFAULT_COLLAPSE_OTHER_RATE  # the rule's threshold, from config.json
 
     @property
     def converged(self) -> bool:
@@ -116,30 +148,71 @@ class TrialAnalysis:
 
     @property
     def failed(self) -> bool:
-        """No checkpoint was evaluated at all."""
-        return not self.steps
+        """Failed for good (error.json), or no checkpoint was evaluated at all."""
+        return self.status == FAILED or not self.steps
 
     @property
     def complete(self) -> bool:
         return not self.missing_steps
 
 
+def organism_problem(initial_attack: float | None, initial_train_desired: float | None, threshold: float,
+                     min_train_desired: float) -> str | None:
+    """Why step 0 shows no model organism, or None. The sweep measures how fast the attack behavior on eval
+    prompts goes away while the desired behavior on train prompts stays; a model that does not attack at step 0
+    (or does not do the desired behavior on train prompts) has nothing to lose, so any "transfer" is vacuous."""
+    if initial_attack is not None and initial_attack <= threshold:
+        return (f"not a model organism: eval attack rate at step 0 is {initial_attack:.2f} <= threshold "
+                f"{threshold:g}, so the model does not show the initial behavior")
+    if initial_train_desired is not None and initial_train_desired < min_train_desired:
+        return (f"not a model organism: train desired rate at step 0 is {initial_train_desired:.2f} < "
+                f"{min_train_desired:g} (sweep.organism_min_train_desired)")
+    return None
+
+
+def is_collapse(desired: float | None, other: float | None, min_other: float) -> bool:
+    """Transfer by collapse: at the transfer checkpoint the eval answers are mostly neither behavior (other rate
+    above min_other and above the desired rate), so the attack rate fell because the answers broke."""
+    return other is not None and other > min_other and other > (desired or 0.0)
+
+
 def analyze_trial(trial: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], threshold: float,
-                  z: float = 1.96, setting: str | None = None) -> TrialAnalysis:
-    """All per-trial numbers of the report; `setting` overrides the config's name (to tell two sweeps apart)."""
+                  z: float = 1.96, setting: str | None = None, error: Mapping[str, Any] | None = None,
+                  finished: bool = False) -> TrialAnalysis:
+    """All per-trial numbers of every output; `setting` overrides the config's name (to tell two sweeps apart).
+
+    `error` is the trial's error.json (its process failed for good) and `finished` whether it wrote result.json;
+    the organism and collapse thresholds come from its config.json.
+    """
     evals = eval_rows(rows)
     curve = attack_curve(evals, z)
     pairs = [(c["step"], c["rate"]) for c in curve]
-    s2t = steps_to_transfer(pairs, threshold)
     max_steps = int(trial["max_steps"])
     # older config.json files have no schedule: it is always checkpoint_steps(max_steps)
     scheduled = [int(s) for s in trial.get("checkpoint_steps") or checkpoint_steps(max_steps)]
     steps = [int(r["step"]) for r in evals]
     stop = next((r for r in rows if r.get("kind") == "stop"), None)
     last_due = int(stop["step"]) if stop else max_steps  # checkpoints after an early stop were never due
-    lower = None
-    if s2t is None and steps:
+    first = evals[0] if evals and int(evals[0]["step"]) == 0 else None
+    initial_train = first.get("train_desired_rate") if first else None
+    problem = organism_problem(first["eval_attack_rate"] if first else None, initial_train, threshold,
+                               float(trial.get("organism_min_train_desired", DEFAULT_MIN_INITIAL_TRAIN_DESIRED)))
+    s2t = None if problem else steps_to_transfer(pairs, threshold)
+    err = error if error is not None and not finished else None  # a later attempt that finished clears it
+    failed = err is not None or not steps
+    collapse_rate = float(trial.get("collapse_other_rate", DEFAULT_COLLAPSE_OTHER_RATE))
+    at = next((r for r in evals if int(r["step"]) == s2t), None) if s2t is not None else None
+    t_desired = at.get("eval_desired_rate") if at else None
+    t_other = at.get("eval_other_rate") if at else None
+    lower, status, reason = None, TRANSFERRED, None
+    if problem:
+        status, reason = NOT_AN_ORGANISM, problem
+    elif s2t is None and failed:
+        status = FAILED
+        reason = "failed before any checkpoint" if not steps else f"failed after step {steps[-1]} of {max_steps}"
+    elif s2t is None:
         lower = max_steps if steps[-1] >= max_steps else steps[-1]
+        status = NOT_TRANSFERRED if lower == max_steps else (STOPPED if stop else INCOMPLETE)
     lr = float(trial["lr"])
     reached = s2t if s2t is not None else lower
     train = [(int(r["step"]), r["train_desired_rate"]) for r in evals if r.get("train_desired_rate") is not None]
@@ -151,16 +224,42 @@ def analyze_trial(trial: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
         setting=setting or trial["setting"], name=trial["name"], lr=lr, seed=int(trial["seed"]),
         max_steps=max_steps, scheduled_steps=scheduled, steps=steps,
         n_eval=evals[-1].get("n_eval") if evals else None, n_train=evals[-1].get("n_train") if evals else None,
-        steps_to_transfer=s2t, interpolated=interpolated_transfer(pairs, threshold), lower_bound=lower,
-        lr_x_steps=None if reached is None else lr * reached,
+        steps_to_transfer=s2t, interpolated=None if problem else interpolated_transfer(pairs, threshold),
+        lower_bound=lower, lr_x_steps=None if reached is None else lr * reached,
         initial_attack=_attack(curve[0]) if curve and curve[0]["step"] == 0 else None,
         final_attack=_attack(curve[-1]) if curve else None,
         min_train_desired=min(train, key=lambda p: (p[1], p[0])) if train else None,
         final_train_desired=train[-1] if train else None,
         curve=curve, desired={int(r["step"]): r.get("eval_desired_rate") for r in evals},
+        other={int(r["step"]): r.get("eval_other_rate") for r in evals}, train_desired=dict(train),
         missing_steps=[s for s in scheduled if s not in set(steps) and s <= last_due],
-        stop_reason=stop["reason"] if stop else None,
+        stop_reason=stop["reason"] if stop else None, stop_step=int(stop["step"]) if stop else None,
+        status=status, undefined_reason=reason,
+        error=err.get("error") if err else None, error_file=err.get("error_file") if err else None,
+        initial_train_desired=initial_train, transfer_desired=t_desired, transfer_other=t_other,
+        collapse=s2t is not None and is_collapse(t_desired, t_other, collapse_rate), collapse_other_rate=collapse_rate,
     )
+
+
+def steps_text(t: TrialAnalysis) -> str:
+    """Steps-to-transfer as every output writes it: a value, a lower bound (`>N`) with why, or why there is none."""
+    if t.status == NOT_AN_ORGANISM:
+        return "undefined (not an organism)"
+    if t.status == FAILED:
+        return "failed (no checkpoint)" if not t.steps else f"failed at step {t.steps[-1]}/{t.max_steps}"
+    if t.converged:
+        return str(t.steps_to_transfer) + (" (collapse)" if t.collapse else "")
+    if t.status == NOT_TRANSFERRED:
+        return f">{t.lower_bound} (not transferred)"
+    if t.status == STOPPED:
+        return f">{t.lower_bound} (stopped at {t.lower_bound}/{t.max_steps}: {t.stop_reason})"
+    return f">{t.lower_bound} (incomplete: {t.lower_bound}/{t.max_steps})"
+
+
+def lr_x_steps_text(t: TrialAnalysis) -> str:
+    if t.lr_x_steps is None:
+        return "-"
+    return f"{t.lr_x_steps:.3g}" if t.converged else f">{t.lr_x_steps:.3g}"
 
 
 def median_steps(values: Sequence[float]) -> float:
@@ -219,7 +318,7 @@ def summarize_seeds(trials: Sequence[TrialAnalysis], error_rule: str = "factor",
         raise ValueError(f"error_rule must be one of {ERROR_RULES}, got {error_rule!r}")
     if len({(t.setting, t.lr) for t in trials}) > 1:
         raise ValueError("summarize_seeds takes the trials of one (setting, lr)")
-    usable = [t for t in trials if t.converged or (t.steps and t.lower_bound == t.max_steps)]
+    usable = [t for t in trials if t.converged or t.status == NOT_TRANSFERRED]
     failed = sorted(t.seed for t in trials if not any(t is u for u in usable))
     setting, lr = (trials[0].setting, trials[0].lr) if trials else ("", float("nan"))
     if not usable:
@@ -247,89 +346,3 @@ def summarize_lrs(trials: Sequence[TrialAnalysis], **kwargs: Any) -> list[LRSumm
     for t in trials:
         groups.setdefault((t.setting, t.lr), []).append(t)
     return [summarize_seeds(groups[k], **kwargs) for k in sorted(groups)]
-
-
-@dataclass(frozen=True)
-class PairedRow:
-    """One bar of the paired comparison: the trial's eval desired rate at the checkpoint closest to k*T."""
-
-    setting: str
-    seed: int
-    lr: float
-    k: float  # ref_lr / lr (1 for the reference itself)
-    target_step: float  # k * T
-    step: int  # the checkpoint used
-    beyond_max_steps: bool  # k*T lies past this trial's max_steps: the read is the closest checkpoint short of it
-    beyond_last_checkpoint: bool  # k*T lies past the last evaluated checkpoint (differs when the trial stopped early)
-    desired_rate: float | None
-    desired_low: float | None
-    desired_high: float | None
-    trial: str
-
-
-def eligible_steps(t: TrialAnalysis, threshold: float, capability: Mapping[tuple[str, int], float] | None,
-                   max_degradation: float) -> list[int]:
-    """Checkpoints that may serve as T: attack rate <= threshold and, when capability data is given, a known
-    relative degradation <= max_degradation (a checkpoint with no capability entry is not eligible)."""
-    out = []
-    for c in t.curve:
-        if c["rate"] > threshold:
-            continue
-        if capability is not None:
-            deg = capability.get((t.name, int(c["step"])))
-            if deg is None or deg > max_degradation:
-                continue
-        out.append(int(c["step"]))
-    return out
-
-
-def closest_log_step(steps: Sequence[int], target: float) -> int:
-    """The checkpoint nearest target in log(step); step 0 is only chosen for a target of 0."""
-    if target <= 0 or not any(s > 0 for s in steps):
-        return min(steps)
-    return min((s for s in steps if s > 0), key=lambda s: (abs(math.log(s) - math.log(target)), s))
-
-
-def paired_comparison(trials: Sequence[TrialAnalysis], threshold: float, z: float = 1.96,
-                      capability: Mapping[tuple[str, int], float] | None = None, max_degradation: float = 0.1,
-                      ref_lr: float | None = None, ref_step: int | None = None) -> list[PairedRow]:
-    """The note's comparison for one setting: a high-LR checkpoint T vs each k-times-smaller LR at step k*T.
-
-    Reference LR (unless ref_lr is given): the highest LR at which some seed has an eligible checkpoint (see
-    eligible_steps; without capability data that is the highest LR that transferred). Pairs are per seed (same
-    seed = same data order): T is that seed's first eligible checkpoint at the reference LR (or ref_step), and each
-    lower-LR trial of the same seed is read at the checkpoint closest to k*T in log-step.
-    """
-    by_lr: dict[float, dict[int, TrialAnalysis]] = {}
-    for t in trials:
-        if not t.failed:
-            by_lr.setdefault(t.lr, {})[t.seed] = t
-
-    def first_eligible(t: TrialAnalysis) -> int | None:
-        if ref_step is not None:
-            return ref_step if ref_step in t.steps else None
-        steps = eligible_steps(t, threshold, capability, max_degradation)
-        return steps[0] if steps else None
-
-    if ref_lr is None:
-        ref_lr = next((lr for lr in sorted(by_lr, reverse=True)
-                       if any(first_eligible(t) is not None for t in by_lr[lr].values())), None)
-    if ref_lr is None or ref_lr not in by_lr:
-        return []
-    rows = []
-    for seed, ref in sorted(by_lr[ref_lr].items()):
-        T = first_eligible(ref)
-        if T is None:
-            continue
-        for lr in sorted((lr for lr in by_lr if lr <= ref_lr), reverse=True):
-            t = by_lr[lr].get(seed)
-            if t is None:
-                continue
-            k = ref_lr / lr
-            target = k * T
-            step = T if lr == ref_lr else closest_log_step(t.steps, target)
-            rate = t.desired.get(step)
-            low, high = rate_interval(rate, t.n_eval, z) if rate is not None else (None, None)
-            rows.append(PairedRow(t.setting, seed, lr, k, target, step, target > t.max_steps, target > t.steps[-1],
-                                  rate, low, high, t.name))
-    return rows

@@ -1,8 +1,7 @@
-"""Sweep metrics as plain functions over tables: rates, steps-to-transfer, per-trial summaries."""
+"""Sweep metrics as plain functions over tables: checkpoint schedule, rates, steps-to-transfer."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -45,56 +44,11 @@ def steps_to_transfer(curve: Sequence[tuple[int, float]], threshold: float = 0.5
     return None
 
 
-def summarize_trial(trial: dict[str, Any], rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
-    """One summary.json entry from a trial's config and its metrics.jsonl rows (checkpoint rows only)."""
-    evals = sorted((r for r in rows if "eval_attack_rate" in r), key=lambda r: r["step"])
-    curve = [(r["step"], r["eval_attack_rate"]) for r in evals]
-    s2t = steps_to_transfer(curve, threshold)
-    lr, max_steps = trial["lr"], trial["max_steps"]
-    last = evals[-1] if evals else {}
-    stop = next((r for r in rows if r.get("kind") == "stop"), None)  # early stopping (eval/stopping.py)
-    return {
-        "setting": trial["setting"],
-        "lr": lr,
-        "seed": trial["seed"],
-        "trial": trial["name"],
-        "steps_to_transfer": s2t,
-        "converged": s2t is not None,
-        "max_steps": max_steps,
-        # the note's bar height: LR x steps-to-transfer, or LR x max_steps (a lower bound) when not converged
-        "lr_x_steps": lr * (s2t if s2t is not None else max_steps),
-        "complete": bool(evals) and evals[-1]["step"] == max_steps,
-        "initial_attack_rate": evals[0]["eval_attack_rate"] if evals and evals[0]["step"] == 0 else None,
-        "initial_train_desired_rate": evals[0]["train_desired_rate"] if evals and evals[0]["step"] == 0 else None,
-        "final_attack_rate": last.get("eval_attack_rate"),
-        "final_eval_desired_rate": last.get("eval_desired_rate"),
-        "final_train_desired_rate": last.get("train_desired_rate"),
-        "eval_curve": [[s, a] for s, a in curve],
-        "train_desired_curve": [[r["step"], r["train_desired_rate"]] for r in evals],
-        "n_eval": last.get("n_eval"),
-        "n_train": last.get("n_train"),
-        "stopped_early": stop is not None,
-        "stop_reason": stop["reason"] if stop else None,
-        "stop_step": stop["step"] if stop else None,
-    }
+def summarize_trial(trial: dict[str, Any], rows: list[dict[str, Any]], threshold: float,
+                    error: dict[str, Any] | None = None, finished: bool = False) -> dict[str, Any]:
+    """One summary.json entry: eval.summary.trial_summary of eval.analysis.analyze_trial (the one per-trial
+    analysis that the table and the report also use)."""
+    from eval.analysis import analyze_trial
+    from eval.summary import trial_summary
 
-
-def format_rate(x: float | None) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
-
-
-def format_table(summary: list[dict[str, Any]], threshold: float) -> str:
-    """Terminal table: one row per trial, with the eval attack-rate curve per checkpoint."""
-    header = f"{'lr':>9} {'seed':>4} {'attack@0':>8} {'attack@end':>10} {'train desired':>13} " \
-             f"{'steps-to-transfer':>17} {'lr x steps':>10}  eval attack curve (step:rate)"
-    lines = [f"transfer = eval attack rate <= {threshold:g}", header, "-" * len(header)]
-    for row in sorted(summary, key=lambda r: (r["lr"], r["seed"])):
-        s2t = str(row["steps_to_transfer"]) if row["converged"] else f">{row['max_steps']} (never)"
-        lxs = f"{row['lr_x_steps']:.3g}" if row["converged"] else f">{row['lr_x_steps']:.3g}"
-        curve = " ".join(f"{s}:{a:.2f}" for s, a in row["eval_curve"])
-        lines.append(
-            f"{row['lr']:>9.3g} {row['seed']:>4} {format_rate(row['initial_attack_rate']):>8} "
-            f"{format_rate(row['final_attack_rate']):>10} {format_rate(row['final_train_desired_rate']):>13} "
-            f"{s2t:>17} {lxs:>10}  {curve}"
-        )
-    return "\n".join(lines)
+    return trial_summary(analyze_trial(trial, rows, threshold, error=error, finished=finished))

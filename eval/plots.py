@@ -1,4 +1,5 @@
-"""Plots of a sweep: matplotlib only (Agg), from summary rows or eval.analysis results (no Ray objects)."""
+"""Plots of a sweep from summary rows or eval.analysis results (no Ray objects). matplotlib's object API only
+(Figure, never pyplot): the caller's backend and open figures are left alone, so a notebook survives `report`."""
 
 from __future__ import annotations
 
@@ -8,19 +9,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from eval.analysis import LRSummary, PairedRow, TrialAnalysis
+    from eval.analysis import LRSummary, TrialAnalysis
+    from eval.paired import PairedRow
 
 
 def plot_curves(summary: list[dict[str, Any]], threshold: float, path: Path, title: str = "") -> Path:
     """Eval attack rate and train desired rate vs step, one line per (LR, seed); symlog x so step 0 shows."""
-    import matplotlib
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_eval, ax_train) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig = Figure(figsize=(11, 4.2))
+    ax_eval, ax_train = fig.subplots(1, 2, sharex=True)
     lrs = sorted({row["lr"] for row in summary})
-    cmap = plt.get_cmap("viridis")
+    cmap = colormaps["viridis"]
     for row in sorted(summary, key=lambda r: (r["lr"], r["seed"])):
         color = cmap(lrs.index(row["lr"]) / max(1, len(lrs) - 1))
         label = f"lr={row['lr']:.3g}" + (f" seed={row['seed']}" if len({r['seed'] for r in summary}) > 1 else "")
@@ -40,46 +41,38 @@ def plot_curves(summary: list[dict[str, Any]], threshold: float, path: Path, tit
     ax_eval.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # --- report figures: one panel per setting, built from eval.analysis results -------------------------------------
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _panels(plt: Any, names: Sequence[str], width: float = 5.2, height: float = 4.0) -> tuple[Any, list[Any]]:
+def _panels(names: Sequence[str], width: float = 5.2, height: float = 4.0) -> tuple[Any, list[Any]]:
     """One axis per setting, at most three per row (readable on a GitHub page)."""
     ncols = min(3, max(1, len(names)))
     nrows = math.ceil(max(1, len(names)) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     flat = list(axes.ravel())
     for ax in flat[len(names):]:
         ax.set_visible(False)
     return fig, flat[: len(names)]
 
 
-def _colors(plt: Any, lrs: Sequence[float]) -> dict[float, Any]:
-    cmap = plt.get_cmap("viridis")
+def _colors(lrs: Sequence[float]) -> dict[float, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
     lrs = sorted(lrs)
     return {lr: cmap(0.9 * i / max(1, len(lrs) - 1)) for i, lr in enumerate(lrs)}
 
 
-def _save(fig: Any, plt: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path) -> Path:
+    """Save a Figure made without pyplot: no global figure list, no backend switch (a notebook's plots survive)."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -92,12 +85,11 @@ def _by_setting(items: Sequence[Any]) -> dict[str, list[Any]]:
 
 def plot_attack_panels(trials: Sequence[TrialAnalysis], thresholds: Mapping[str, float], path: Path) -> Path:
     """Eval attack rate vs step, one line per trial coloured by LR, Wilson bands, the threshold; symlog x from 0."""
-    plt = _pyplot()
     groups = _by_setting([t for t in trials if not t.failed])
-    fig, axes = _panels(plt, list(groups))
+    fig, axes = _panels(list(groups))
     many_seeds = any(len({t.seed for t in ts}) > 1 for ts in groups.values())
     for ax, (setting, ts) in zip(axes, groups.items(), strict=True):
-        colors = _colors(plt, {t.lr for t in ts})
+        colors = _colors({t.lr for t in ts})
         labelled: set[float] = set()
         for t in sorted(ts, key=lambda t: (t.lr, t.seed)):
             xs = [c["step"] for c in t.curve]
@@ -117,17 +109,16 @@ def plot_attack_panels(trials: Sequence[TrialAnalysis], thresholds: Mapping[str,
         ax.set(title=f"{setting}: attack rate on eval prompts", xlabel="training step (symlog)", ylabel="attack rate")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="band: 95% Wilson CI", title_fontsize=7)
-    return _save(fig, plt, path)
+    return _save(fig, path)
 
 
 def plot_lr_x_steps(summaries: Sequence[LRSummary], path: Path, error_rule: str = "factor") -> Path:
     """The note's bar chart: LR x median steps-to-transfer per LR (log y); faded hatched bars are lower bounds."""
-    plt = _pyplot()
     groups = _by_setting(summaries)
-    fig, axes = _panels(plt, list(groups))
+    fig, axes = _panels(list(groups))
     for ax, (setting, ss) in zip(axes, groups.items(), strict=True):
         ss = sorted(ss, key=lambda s: s.lr)
-        colors = _colors(plt, [s.lr for s in ss])
+        colors = _colors([s.lr for s in ss])
         for x, s in enumerate(ss):
             if s.median is None:
                 ax.text(x, 0.03, "no data\n(all failed)", ha="center", fontsize=8, transform=ax.get_xaxis_transform())
@@ -154,17 +145,16 @@ def plot_lr_x_steps(summaries: Sequence[LRSummary], path: Path, error_rule: str 
         ax.margins(y=0.25)
         ax.grid(alpha=0.3, axis="y")
     fig.text(0.01, 0.005, f"error bars: {error_rule}; hatched/faded = did not converge (bar = lower bound)", fontsize=7)
-    return _save(fig, plt, path)
+    return _save(fig, path)
 
 
 def plot_paired(rows: Sequence[PairedRow], path: Path) -> Path:
     """High LR at T vs each lower LR at k*T: eval desired rate (bar = mean over seeds, dots = seeds)."""
-    plt = _pyplot()
     groups = _by_setting(rows)
-    fig, axes = _panels(plt, list(groups) or ["(no reference checkpoint)"])
+    fig, axes = _panels(list(groups) or ["(no reference checkpoint)"])
     for ax, (setting, rs) in zip(axes, groups.items(), strict=False):
         lrs = sorted({r.lr for r in rs}, reverse=True)
-        colors = _colors(plt, lrs)
+        colors = _colors(lrs)
         labels = []
         for x, lr in enumerate(lrs):
             sel = [r for r in rs if r.lr == lr and r.desired_rate is not None]
@@ -191,19 +181,18 @@ def plot_paired(rows: Sequence[PairedRow], path: Path) -> Path:
         ax.set_title(f"{setting}: paired comparison{sub}", fontsize=11)
         ax.set_ylabel("desired rate on eval prompts")
         ax.grid(alpha=0.3, axis="y")
-    return _save(fig, plt, path)
+    return _save(fig, path)
 
 
 def plot_seed_variance(trials: Sequence[TrialAnalysis], summaries: Sequence[LRSummary], path: Path) -> Path:
     """Steps-to-transfer per seed and LR: filled = converged, open + arrow = not converged by max_steps (more than),
     grey x = stopped early without converging (left out of the median); black tick = median."""
-    plt = _pyplot()
     groups = _by_setting([t for t in trials if not t.failed])
-    fig, axes = _panels(plt, list(groups))
+    fig, axes = _panels(list(groups))
     medians = {(s.setting, s.lr): s for s in summaries}
     for ax, (setting, ts) in zip(axes, groups.items(), strict=True):
         lrs = sorted({t.lr for t in ts})
-        colors = _colors(plt, lrs)
+        colors = _colors(lrs)
         top = max(t.max_steps for t in ts)
         for x, lr in enumerate(lrs):
             seeds = sorted((t for t in ts if t.lr == lr), key=lambda t: t.seed)
@@ -211,6 +200,8 @@ def plot_seed_variance(trials: Sequence[TrialAnalysis], summaries: Sequence[LRSu
                 dx = x + (j - (len(seeds) - 1) / 2) * min(0.1, 0.6 / max(1, len(seeds)))
                 if t.converged:
                     ax.scatter(dx, t.steps_to_transfer, color=colors[lr], edgecolor="black", s=36, zorder=3)
+                elif t.lower_bound is None:
+                    continue  # not an organism, or failed: no value and no bound to draw
                 elif t.lower_bound == t.max_steps:
                     ax.scatter(dx, t.lower_bound, facecolor="none", edgecolor=colors[lr], s=36, lw=1.5, zorder=3)
                     ax.annotate("", xy=(dx, t.lower_bound * 1.6), xytext=(dx, t.lower_bound),
@@ -238,7 +229,7 @@ def plot_seed_variance(trials: Sequence[TrialAnalysis], summaries: Sequence[LRSu
                Line2D([], [], color="grey", ls=":", label="max_steps")]
     if axes:
         axes[0].legend(handles=handles, fontsize=7, loc="lower left")
-    return _save(fig, plt, path)
+    return _save(fig, path)
 
 
 # --- capability: per checkpoint vs attack rate, and recovery before/after -------------------------------------
@@ -246,12 +237,11 @@ def plot_seed_variance(trials: Sequence[TrialAnalysis], summaries: Sequence[LRSu
 def plot_capability(table: Sequence[Mapping[str, Any]], limits: Mapping[str, float], path: Path) -> Path:
     """One panel per benchmark: capability score vs eval attack rate, one line per trial through its evaluated
     checkpoints (labelled by step), the baseline (dashed) and the degradation limit (dotted)."""
-    plt = _pyplot()
     benches = sorted({r["benchmark"] for r in table})
-    fig, axes = _panels(plt, benches)
+    fig, axes = _panels(benches)
     for ax, bench in zip(axes, benches, strict=True):
         rows = [r for r in table if r["benchmark"] == bench and r["eval_attack_rate"] is not None]
-        colors = _colors(plt, {r["lr"] for r in rows} or {0.0})
+        colors = _colors({r["lr"] for r in rows} or {0.0})
         for trial in sorted({r["trial"] for r in rows}):
             pts = sorted((r for r in rows if r["trial"] == trial), key=lambda r: r["step"])
             ax.plot([r["eval_attack_rate"] for r in pts], [r["score"] for r in pts], marker="o", ms=4, lw=1,
@@ -271,14 +261,13 @@ def plot_capability(table: Sequence[Mapping[str, Any]], limits: Mapping[str, flo
                ylabel=f"{bench} score")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return _save(fig, plt, path)
+    return _save(fig, path)
 
 
 def plot_recovery(results: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Before/after bars per recovery run: benchmark score (baseline as a dashed mark), eval attack rate, eval
     desired rate, train desired rate."""
-    plt = _pyplot()
-    fig, axes = _panels(plt, [f"{r['trial']} @ {r['step']}" for r in results])
+    fig, axes = _panels([f"{r['trial']} @ {r['step']}" for r in results])
     metrics = [("score", "capability"), ("eval_attack_rate", "eval attack"), ("eval_desired_rate", "eval desired"),
                ("train_desired_rate", "train desired")]
     for ax, r in zip(axes, results, strict=True):
@@ -296,4 +285,4 @@ def plot_recovery(results: Sequence[Mapping[str, Any]], path: Path) -> Path:
                      fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7, loc="upper center", ncol=3)
-    return _save(fig, plt, path)
+    return _save(fig, path)

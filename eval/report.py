@@ -17,15 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from eval.analysis import (
+    DEFAULT_COLLAPSE_OTHER_RATE,
+    DEFAULT_MIN_INITIAL_TRAIN_DESIRED,
     ERROR_RULES,
+    NOT_AN_ORGANISM,
     LRSummary,
-    PairedRow,
     TrialAnalysis,
     analyze_trial,
-    paired_comparison,
+    lr_x_steps_text,
+    steps_text,
     summarize_lrs,
 )
-from eval.runfiles import load_trials, write_json, write_text_atomic
+from eval.paired import PairedRow, paired_comparison
+from eval.runfiles import load_trial_records, write_json, write_text_atomic
+from eval.summary import trial_notes
 
 FIGURES = {
     "attack": ("report_attack_rate.png", "Eval attack rate vs step per LR (band: 95% Wilson CI)"),
@@ -71,17 +76,18 @@ def load_sweeps(sweep_dirs: Sequence[Path], threshold: float | None = None, z: f
     for d in sweep_dirs:
         d = Path(d).resolve()
         check_sweep_dir(d)
-        loaded.append((d, load_trials(d)))
-    names = [str(trials[0][0]["setting"]) for _, trials in loaded]
+        loaded.append((d, load_trial_records(d)))
+    names = [str(records[0]["config"]["setting"]) for _, records in loaded]
     sweeps = []
-    for (d, trials), name in zip(loaded, names, strict=True):
+    for (d, records), name in zip(loaded, names, strict=True):
         label = name if names.count(name) == 1 else f"{name} ({d.name})"
-        recorded = {float(c.get("threshold", 0.5)) for c, _ in trials}
+        recorded = {float(r["config"].get("threshold", 0.5)) for r in records}
         if threshold is None and len(recorded) > 1:
             raise ValueError(f"{d}: trials recorded different thresholds {sorted(recorded)}; pass --threshold")
         thr = threshold if threshold is not None else recorded.pop()
-        sweeps.append(Sweep(d, label, thr, [analyze_trial(c, rows, thr, z, label) for c, rows in trials],
-                            [c for c, _ in trials]))
+        sweeps.append(Sweep(d, label, thr, [analyze_trial(r["config"], r["rows"], thr, z, label, error=r["error"],
+                                                          finished=r["finished"]) for r in records],
+                            [r["config"] for r in records]))
     return sweeps
 
 
@@ -95,24 +101,17 @@ def _rate_ci(v: tuple[float, float, float] | None) -> str:
     return "-" if v is None else f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]"
 
 
-def steps_text(t: TrialAnalysis) -> str:
-    if t.failed:
-        return "no checkpoint (failed)"
-    if t.converged:
-        return str(t.steps_to_transfer)
-    if t.lower_bound == t.max_steps:
-        return f"> {t.max_steps} (not converged)"
-    return f"> {t.lower_bound} (not converged; stopped at step {t.lower_bound} of {t.max_steps})"
-
-
 def trial_row(t: TrialAnalysis) -> dict[str, Any]:
     """Flat row for report.json and W&B; lower-bound values are marked by lr_x_steps_is_lower_bound."""
     return {
         "setting": t.setting, "trial": t.name, "lr": t.lr, "seed": t.seed, "max_steps": t.max_steps,
+        "status": t.status, "steps_to_transfer_text": steps_text(t), "undefined_reason": t.undefined_reason,
+        "transfer_eval_desired_rate": t.transfer_desired, "transfer_eval_other_rate": t.transfer_other,
+        "collapse": t.collapse, "error": t.error, "error_file": t.error_file,
         "checkpoints_done": len(t.steps), "checkpoints_scheduled": len(t.scheduled_steps),
         "missing_steps": " ".join(map(str, t.missing_steps)), "converged": t.converged,
         "steps_to_transfer": t.steps_to_transfer, "interpolated_steps": t.interpolated, "lower_bound": t.lower_bound,
-        "lr_x_steps": t.lr_x_steps, "lr_x_steps_is_lower_bound": not t.converged,
+        "lr_x_steps": t.lr_x_steps, "lr_x_steps_is_lower_bound": t.lr_x_steps is not None and not t.converged,
         "initial_attack_rate": t.initial_attack[0] if t.initial_attack else None,
         "final_attack_rate": t.final_attack[0] if t.final_attack else None,
         "final_step": t.steps[-1] if t.steps else None,
@@ -174,23 +173,44 @@ def _rules(sweeps: Sequence[Sweep], error_rule: str, factor: float, n_boot: int,
               f"{max_degradation:g} (checkpoints without capability data are not eligible), at the highest LR where "
               "some seed has one" if capability is not None else
               "the first transferred checkpoint (steps-to-transfer) of the highest LR at which some seed transferred")
+    t_rule += "; a checkpoint whose answers collapsed (the collapse rule above) is never T"
     return [
         f"- **Transfer**: eval attack rate <= threshold ({thresholds}). Steps-to-transfer is the first checkpoint "
         "that reaches it; the first crossing counts even if the rate later rises again.",
         "- **Interpolated estimate**: between the last checkpoint above the threshold and the first at/below it, "
         "linear in log(step); when the earlier checkpoint is step 0 (no log), linear in step.",
         "- **Not converged**: never reached the threshold. Such a trial carries a lower bound, never a value: "
-        "`> max_steps`, or `> last evaluated step` when it stopped early; LR x steps is then LR x that bound.",
+        "`>max_steps` (not transferred), `>N` when early stopping ended it at step N, or `>N` with N its last "
+        "checkpoint when it is incomplete; LR x steps is then LR x that bound.",
+        "- **Failed**: the trial's process failed for good (`trials/<trial>/error.json`) before reaching the "
+        "threshold. It carries no value and no bound; its error's last line and the file of its full error are listed.",
+        f"- **Not a model organism**: at step 0 the eval attack rate is already <= threshold, or the train desired "
+        f"rate is below {_knob(sweeps, 'organism_min_train_desired', DEFAULT_MIN_INITIAL_TRAIN_DESIRED)} "
+        "(`sweep.organism_min_train_desired`): the model does not show the initial behavior, so steps-to-transfer "
+        "is undefined (not 0) and the trial is left out of every median.",
+        f"- **Transfer by collapse**: a transfer whose eval `other` rate at the transfer checkpoint is above "
+        f"{_knob(sweeps, 'collapse_other_rate', DEFAULT_COLLAPSE_OTHER_RATE)} (`sweep.collapse_other_rate`) and "
+        "above the eval desired rate there is flagged: the attack rate fell because the answers broke, not because "
+        "the desired behavior transferred. Its steps-to-transfer is kept but marked `(collapse)`.",
         "- **Across seeds**: the median is over seeds with an outcome (converged, or ran to max_steps), with "
         "unconverged seeds at +inf. If that median is +inf it is shown as `> m`, m being the median with each "
-        "unconverged seed at its max_steps: a lower bound. Seeds that stopped early without converging are left out "
-        "(listed in the table).",
+        "unconverged seed at its max_steps: a lower bound. Seeds without an outcome (stopped early or incomplete "
+        "without converging, failed, not an organism) are left out (listed in the table).",
         f"- **Error bars**: {err}.",
         f"- **Paired comparison**: T is {t_rule}; pairs share a seed. Each lower LR, k = LR_T / LR times smaller, is "
         "read at the checkpoint closest to k*T in log-step; `k*T > max_steps` marks reads that fall short of k*T.",
         f"- **Rates** are shares of n sampled answers; intervals are {z:g}-sigma Wilson score intervals "
         "(count = round(rate * n)).",
     ]
+
+
+def _knob(sweeps: Sequence[Sweep], key: str, default: float) -> str:
+    """A threshold each trial's config.json recorded, as one value or per sweep when they differ."""
+    per = {s.setting: sorted({float(c.get(key, default)) for c in s.configs}) for s in sweeps}
+    values = {v for vs in per.values() for v in vs}
+    if len(values) <= 1:
+        return f"{values.pop() if values else default:g}"
+    return "(" + ", ".join(f"{k}: {'/'.join(f'{v:g}' for v in vs)}" for k, vs in per.items()) + ")"
 
 
 def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], paired: Sequence[PairedRow],
@@ -209,34 +229,44 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
               "`train_desired_rate`. Rates with [95% Wilson CI].", ""]
     rows = []
     for t in sorted(trials, key=lambda t: (t.setting, t.lr, t.seed)):
-        lxs = "-" if t.lr_x_steps is None else (f"{t.lr_x_steps:.3g}" if t.converged else f"> {t.lr_x_steps:.3g}")
+        lxs = lr_x_steps_text(t)
+        at_t = "-" if not t.converged else f"{_f(t.transfer_desired)} / {_f(t.transfer_other)}" + (
+            " **collapse**" if t.collapse else "")
         final = "-" if not t.steps else f"{_rate_ci(t.final_attack)} @ {t.steps[-1]}"
         md = t.min_train_desired
         train = "-" if md is None else f"{md[1]:.2f} @ {md[0]} / {t.final_train_desired[1]:.2f}"
         rows.append([t.setting, t.name, f"{t.lr:.3g}", t.seed, steps_text(t), _f(t.interpolated, ".3g"), lxs,
-                     _rate_ci(t.initial_attack), final, train, f"{len(t.steps)}/{len(t.scheduled_steps)}"])
+                     at_t, _rate_ci(t.initial_attack), final, train, f"{len(t.steps)}/{len(t.scheduled_steps)}"])
     lines += _table(["setting", "trial", "lr", "seed", "steps-to-transfer", "interpolated", "lr x steps",
-                     "attack @ step 0", "attack @ last checkpoint", "train desired min @ step / final",
+                     "eval desired / other @ transfer", "attack @ step 0", "attack @ last checkpoint",
+                     "train desired min @ step / final",
                      "checkpoints"], rows)
 
     lines += ["", "## Per LR across seeds", "",
               "Source: the per-trial table above (steps-to-transfer of each seed).", ""]
     rows = []
+
+    def left_out(s: LRSummary) -> str:  # each left-out seed with why (its status)
+        why = {t.seed: t.status.replace("_", " ") for t in trials if (t.setting, t.lr) == (s.setting, s.lr)}
+        return ", ".join(f"{seed} ({why.get(seed, '?')})" for seed in s.failed_seeds) or "-"
+
     for s in summaries:
         if s.median is None:
             rows.append([s.setting, f"{s.lr:.3g}", 0, "-", "no data", "-", "-", "-", "-",
-                         " ".join(map(str, s.failed_seeds)) or "-"])
+                         left_out(s)])
             continue
         med = f"> {s.median:g} (lower bound)" if s.median_is_lower_bound else f"{s.median:g}"
         lxm = f"> {s.lr_x_median:.3g}" if s.median_is_lower_bound else f"{s.lr_x_median:.3g}"
         top = max(t.max_steps for t in trials if (t.setting, t.lr) == (s.setting, s.lr))
         low, high = (f"> {top}" if math.isinf(v) else _f(v, "g") for v in (s.min_steps, s.max_steps_seen))
         interp = "- (not converged)" if math.isinf(s.median_interpolated) else _f(s.median_interpolated, ".3g")
-        rows.append([s.setting, f"{s.lr:.3g}", len(s.seeds), f"{s.n_converged}/{len(s.seeds)}", med,
+        collapsed = sum(t.collapse for t in trials if (t.setting, t.lr) == (s.setting, s.lr) and t.seed in s.seeds)
+        conv = f"{s.n_converged}/{len(s.seeds)}" + (f" ({collapsed} by collapse)" if collapsed else "")
+        rows.append([s.setting, f"{s.lr:.3g}", len(s.seeds), conv, med,
                      f"[{_f(s.error_low, '.3g')}, {_f(s.error_high, '.3g')}]", f"{low} – {high}", lxm, interp,
-                     " ".join(map(str, s.failed_seeds)) or "-"])
+                     left_out(s)])
     lines += _table(["setting", "lr", "seeds", "converged", "median steps", "error bar (steps)", "min – max",
-                     "lr x median", "median interpolated", "left out (stopped early)"], rows)
+                     "lr x median", "median interpolated", "left out (no outcome)"], rows)
 
     lines += ["", "## Paired comparison", "", "Source: `eval_desired_rate` and `n_eval` in the eval row of "
               "`trials/<trial>/metrics.jsonl` at the step read.", ""]
@@ -251,7 +281,12 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
     else:
         lines.append("No reference checkpoint: no LR has a checkpoint that meets the T rule.")
 
-    unconverged = [t for t in trials if not t.converged and not t.failed]
+    for title, chosen in (("Not a model organism", [t for t in trials if t.status == NOT_AN_ORGANISM]),
+                          ("Transfer by collapse", [t for t in trials if t.collapse])):
+        lines += ["", f"## {title}", ""]
+        lines += [f"- {t.setting} / `{t.name}` (lr {t.lr:.3g}, seed {t.seed}): " + "; ".join(trial_notes(t))
+                  for t in chosen] or ["None."]
+    unconverged = [t for t in trials if t.lower_bound is not None]
     lines += ["", "## Runs that did not converge", ""]
     lines += [f"- {t.setting} / `{t.name}` (lr {t.lr:.3g}, seed {t.seed}): {steps_text(t)}, final attack rate "
               f"{_rate_ci(t.final_attack)}" for t in unconverged] or ["None."]
@@ -260,7 +295,9 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
               "in `config.json`.", ""]
     lines += [f"- {t.setting} / `{t.name}` (lr {t.lr:.3g}, seed {t.seed}): {len(t.steps)} of "
               f"{len(t.scheduled_steps)} checkpoints; missing steps {', '.join(map(str, t.missing_steps))}"
-              + (" (failed: no checkpoint)" if t.failed else "") for t in broken] or ["None."]
+              + (" (failed: no checkpoint)" if not t.steps else "")
+              + (f"; {'; '.join(trial_notes(t))}" if t.error else "")
+              for t in broken] or ["None."]
     return "\n".join(lines) + "\n"
 
 

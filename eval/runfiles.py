@@ -4,7 +4,8 @@
   config.yaml            resolved config (no secrets)
   labels.jsonl           teacher labels (+ labels.meta.json: what made them)
   trials/<name>/config.json, metrics.jsonl, samples/step_XXXXX.jsonl, adapters/step_XXXXX/
-  summary.json, attack_rate_vs_step.png
+  trials/<name>/result.json (it finished) or error.json (it failed for good: last error line, full error's file)
+  summary.json, curves.csv, attack_rate_vs_step.png
 Every file is written atomically (temporary file, then rename), so a crash never leaves half a file.
 """
 
@@ -13,8 +14,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -75,3 +80,74 @@ def load_trials(sweep_dir: Path) -> list[tuple[dict[str, Any], list[dict[str, An
     for cfg_path in sorted((sweep_dir / "trials").glob("*/config.json")):
         out.append((json.loads(cfg_path.read_text()), read_jsonl(cfg_path.parent / "metrics.jsonl")))
     return out
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None when it is absent or torn."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def load_trial_records(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Everything a trial folder says about its outcome: config.json, metrics.jsonl rows, error.json (written by the
+    sweep driver when the trial failed for good) and whether result.json (written when it finished) exists."""
+    out = []
+    for cfg_path in sorted((Path(sweep_dir) / "trials").glob("*/config.json")):
+        d = cfg_path.parent
+        out.append({"config": json.loads(cfg_path.read_text()), "rows": read_jsonl(d / "metrics.jsonl"),
+                    "error": read_json(d / "error.json"), "finished": (d / "result.json").exists()})
+    return out
+
+
+TRIAL_COLUMNS = ("sweep", "sweep_id", "setting", "model", "trial", "lr", "seed", "max_steps", "threshold", "status",
+                 "steps_to_transfer", "lower_bound", "collapse")
+
+
+def load_sweep(path: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """One tidy row per (trial, step, kind) of every metrics.jsonl row (kind eval, train, capability, stop; a
+    capability row per benchmark), with the trial's setting, lr, seed, its outcome from eval.analysis (status,
+    steps_to_transfer, lower_bound, collapse) and every metric as a column. From the run files alone; give several
+    sweep folders (a list) to get them concatenated. Trials with no rows at all (failed before any checkpoint) are
+    absent here; summary.json lists them."""
+    import pandas as pd
+
+    from eval.analysis import analyze_trial
+
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    rows: list[dict[str, Any]] = []
+    for p in paths:
+        sweep = Path(p).expanduser().resolve()
+        records = load_trial_records(sweep)
+        if not records:
+            raise ValueError(f"{sweep} is not a sweep folder (no trials/*/config.json in it)")
+        for rec in records:
+            cfg = rec["config"]
+            t = analyze_trial(cfg, rec["rows"], float(cfg.get("threshold", 0.5)), error=rec["error"],
+                              finished=rec["finished"])
+            base = {"sweep": str(sweep), "sweep_id": cfg.get("sweep_id"), "setting": cfg["setting"],
+                    "model": cfg.get("model"), "trial": cfg["name"], "lr": float(cfg["lr"]), "seed": int(cfg["seed"]),
+                    "max_steps": int(cfg["max_steps"]), "threshold": float(cfg.get("threshold", 0.5)),
+                    "status": t.status, "steps_to_transfer": t.steps_to_transfer, "lower_bound": t.lower_bound,
+                    "collapse": t.collapse}
+            latest: dict[tuple[Any, ...], dict[str, Any]] = {}  # a resumed trial may repeat a row: the last wins
+            for r in rec["rows"]:
+                latest[(int(r["step"]), r.get("kind", "eval"), r.get("benchmark"))] = r
+            for r in latest.values():
+                rows.append(base | {k: v for k, v in r.items() if k not in base} | {"kind": r.get("kind", "eval")})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=[*TRIAL_COLUMNS, "step", "kind"])
+    first = [*TRIAL_COLUMNS, "step", "kind"]
+    df = df[first + sorted(c for c in df.columns if c not in first)]
+    for col in ("steps_to_transfer", "lower_bound"):
+        df[col] = df[col].astype("Int64")  # null stays null (not NaN-as-float): no value, not a number
+    return df.sort_values(["sweep", "setting", "lr", "seed", "step", "kind"], kind="stable").reset_index(drop=True)
+
+
+def write_curves_csv(sweep_dir: Path) -> Path:
+    """curves.csv beside summary.json: load_sweep(sweep_dir) as CSV, for spreadsheets and other languages."""
+    path = Path(sweep_dir) / "curves.csv"
+    write_text_atomic(path, load_sweep(sweep_dir).to_csv(index=False))
+    return path

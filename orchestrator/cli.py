@@ -61,9 +61,13 @@ def sweep_main(dcfg: DictConfig) -> None:
         cfg = to_typed(dcfg)
         if cfg.model.path is None:  # model=toy: refuse a setting the toy was not taught before any work
             settings_for_toy(cfg)
-        from orchestrator.sweep import run_sweep
+        from orchestrator.sweep import SweepFailed, run_sweep
 
-        run_sweep(cfg, run_dir)
+        try:
+            run_sweep(cfg, run_dir)
+        except SweepFailed as err:  # the trials' own errors are in their files: no traceback of the driver
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
     except (ConfigError, DataError) as err:  # bad input: refused before compute, nothing left to clean
         print(f"error: {err}", file=sys.stderr)
         discard_bookkeeping(run_dir)

@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import textwrap
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +72,16 @@ def model_section(cfg: Config) -> list[str]:
     m = cfg.model
     if m.path is not None:
         return [f"model      {m.name}: {m.path} ({m.dtype}, max_model_len {m.max_model_len})"]
-    from workers.toy import skill_from_setting, toy_key
+    from workers.toy import toy_dir
 
     try:
         settings = settings_for_toy(cfg)
     except ConfigError as err:
         return [f"model      {m.name}: CANNOT RUN THIS SETTING: {err}"]
-    toy_cfg = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(m.toy).items()}
-    key = toy_key(toy_cfg, [skill_from_setting(s) for s in settings])
-    cached = (Path(cfg.cache_dir) / "toy" / key / "build_info.json").exists()
-    return [f"model      toy pretrained for {list(m.toy.settings)}: key {key}, "
-            f"{'cached' if cached else 'not built yet (built on first run, minutes on CPU)'} under {cfg.cache_dir}"]
+    folder = toy_dir(m.toy, settings, cfg.cache_dir)  # the very key the sweep's build uses
+    state = (f"built, cached at {folder}" if (folder / "build_info.json").exists() else
+             f"not built yet (built on first run, minutes on CPU) into {folder}")
+    return [f"model      toy pretrained for {list(m.toy.settings)}: key {folder.name}, {state}"]
 
 
 def label_section(cfg: Config, trains: list[Any], sweep_dir: Path | None) -> list[str]:

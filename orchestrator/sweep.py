@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import replace
@@ -13,10 +14,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from eval.metrics import format_table, summarize_trial
+from eval.analysis import TrialAnalysis
 from eval.plots import plot_curves
 from eval.report import write_report
-from eval.runfiles import load_trials, trial_name, write_json, write_text_atomic
+from eval.runfiles import trial_name, write_curves_csv, write_json, write_text_atomic
+from eval.summary import analyze_sweep_dir, failure_message, format_table, trial_summary
 from orchestrator.config import settings_for_toy
 from orchestrator.labels_cmd import preflight_labels, sampler_onpolicy
 from orchestrator.placement import SAMPLER_RESOURCE, sampler_placement, trial_placement
@@ -60,13 +62,42 @@ def resolve_capability(cfg: Config) -> Any:
     return resolve(cfg.capability, cfg.cache_dir)
 
 
-def summarize_sweep(sweep_dir: Path, threshold: float, title: str = "") -> list[dict[str, Any]]:
-    """summary.json, the plot and the terminal table, from the run folder alone."""
-    summary = [summarize_trial(t, rows, threshold) for t, rows in load_trials(sweep_dir)]
+class SweepFailed(RuntimeError):
+    """Some trials failed for good; the message names each one, its error's last line and its full error's file."""
+
+
+def summarize_sweep(sweep_dir: Path, threshold: float, title: str = "") -> list[TrialAnalysis]:
+    """summary.json, curves.csv and the plot from the run folder alone; returns the per-trial analyses the table
+    is made of."""
+    trials = analyze_sweep_dir(sweep_dir, threshold)
+    summary = [trial_summary(t) for t in trials]
     write_json(sweep_dir / "summary.json", summary)
     if summary:
+        write_curves_csv(sweep_dir)
         plot_curves(summary, threshold, sweep_dir / "attack_rate_vs_step.png", title)
-    return summary
+    return trials
+
+
+def last_error_line(error: Any) -> str:
+    """The last non-empty line of an exception's text: for a Ray task error, the original exception's line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def record_failures(sweep_dir: Path, results: list[Any]) -> dict[str, dict[str, Any]]:
+    """error.json in each failed trial's folder (so the run files say it failed, and how), from Tune's results:
+    the error's last line and Tune's error.txt under the real tune_<date>/ folder."""
+    errors = {}
+    for r in results:
+        t = r.config["trial"]
+        name = trial_name(float(t["lr"]), int(t["seed"]))
+        error_file = Path(r.path) / "error.txt" if r.path else None
+        err = {"error": last_error_line(r.error),
+               "error_file": str(error_file if error_file is None or error_file.exists() else r.path),
+               "recorded": time.time()}
+        write_json(sweep_dir / "trials" / name / "error.json", err)
+        errors[name] = err
+    return errors
 
 
 def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -126,12 +157,20 @@ def pending_trials(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
-def failed_trials(sweep_dir: Path, todo: list[dict[str, Any]]) -> dict[Path, str]:
-    """The failed.json of each trial that ended on a deterministic error (not retried), with its message."""
+def record_refusals(sweep_dir: Path, todo: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """error.json beside each failed.json (a trial that ended on a deterministic error, which Tune saw as a
+    normal return): the analysis then lists it as failed, like a trial whose retries ran out."""
     import json
 
-    paths = [sweep_dir / "trials" / trial_name(t["lr"], t["seed"]) / FAILED for t in todo]
-    return {p: json.loads(p.read_text())["message"] for p in paths if p.exists()}
+    errors = {}
+    for t in todo:
+        name = trial_name(t["lr"], t["seed"])
+        path = sweep_dir / "trials" / name / FAILED
+        if path.exists():
+            errors[name] = {"error": json.loads(path.read_text())["message"], "error_file": str(path),
+                            "recorded": time.time()}
+            write_json(sweep_dir / "trials" / name / "error.json", errors[name])
+    return errors
 
 
 def resume_problems(trial_dir: Path) -> list[str]:
@@ -215,7 +254,7 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
         f"folder {sweep_dir}")
     if resuming:
         log(f"[sweep] resuming: {n_trials - len(todo)} trials finished, {len(todo)} to run")
-    failed: list[Any] = []
+    failed: dict[str, dict[str, Any]] = {}
     if todo and cfg.capability.benchmarks:
         from workers.capability import check_data
 
@@ -224,9 +263,13 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
         except FileNotFoundError as err:
             raise ConfigError(str(err)) from None
     if todo:
-        failed = _run_trials(cfg, sweep_dir, sweep_id, todo, started)
-    summary = summarize_sweep(sweep_dir, cfg.sweep.threshold, f"{cfg.setting.name} ({cfg.model.name})")
-    log("\n" + format_table(summary, cfg.sweep.threshold))
+        for t in todo:  # an error of an earlier run of this trial is not this run's
+            (sweep_dir / "trials" / trial_name(t["lr"], t["seed"]) / "error.json").unlink(missing_ok=True)
+        failed = record_failures(sweep_dir, _run_trials(cfg, sweep_dir, sweep_id, todo, started))
+        failed |= record_refusals(sweep_dir, todo)
+    trials = summarize_sweep(sweep_dir, cfg.sweep.threshold, f"{cfg.setting.name} ({cfg.model.name})")
+    summary = [trial_summary(t) for t in trials]
+    log("\n" + format_table(trials, cfg.sweep.threshold, cfg.sweep.collapse_other_rate))
     report = write_report([sweep_dir], sweep_dir) if summary else None
     if report and cfg.tracker.backend == "wandb" and wandb_mode != "disabled":
         from orchestrator.report_cmd import log_to_wandb
@@ -234,12 +277,20 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
         log_to_wandb(sweep_dir, cfg.tracker.mode)  # report tables and plots: a summary run of the group
     log(f"\n[sweep] done in {time.time() - started:.0f}s: {sweep_dir / 'summary.json'}, "
         f"{sweep_dir / 'attack_rate_vs_step.png'}, {report}")
-    refused = failed_trials(sweep_dir, todo)
-    if failed or refused:
-        lines = "".join(f"\n  {path}: {message}" for path, message in refused.items())
-        where = f"; Tune's errors are under {sweep_dir / 'tune'}" if failed else ""
-        raise RuntimeError(f"{len(failed) + len(refused)} of {n_trials} trials failed{where}{lines}")
+    if failed:
+        raise SweepFailed(failure_message([t for t in trials if t.name in failed], n_trials, failed))
     return summary
+
+
+class _QuietTrialErrors(logging.Filter):
+    """Drops Tune's own log of a failed trial (its traceback, "Trials did not complete"): the progress table names
+    the failed trial and its error file as it happens, and the sweep ends with each one's error, without tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Trial task failed", "Trials did not complete"))
+
+
+TUNE_ERROR_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune")
 
 
 def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str, Any]],
@@ -292,7 +343,8 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
             sweep_dir=str(sweep_dir), sweep_id=sweep_id, sampler_name=sampler_name, setting=cfg.setting,
             model_name=cfg.model.name, train=train_spec, labels_path=str(labels),
             sample=cfg.sample, tracker=cfg.tracker, threshold=cfg.sweep.threshold, early_stop=cfg.sweep.early_stop,
-            placement=placement,
+            placement=placement, organism_min_train_desired=cfg.sweep.organism_min_train_desired,
+            collapse_other_rate=cfg.sweep.collapse_other_rate,
         )
         if cfg.capability.benchmarks:  # the model before training, once per sweep (cached in the sweep folder)
             from workers.capability import ensure_baseline
@@ -311,7 +363,14 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries),
                 callbacks=[ProgressTable(sweep_dir, names, cfg.sweep.max_steps, cfg.sweep.progress_interval_s)]),
         )
-        return [r for r in tuner.fit() if r.error is not None]
+        quiet = _QuietTrialErrors()
+        for name in TUNE_ERROR_LOGGERS:
+            logging.getLogger(name).addFilter(quiet)
+        try:
+            return [r for r in tuner.fit() if r.error is not None]
+        finally:
+            for name in TUNE_ERROR_LOGGERS:
+                logging.getLogger(name).removeFilter(quiet)
     finally:
         if sampler is not None:
             try:  # how much cross-trial batching happened: requests per engine call

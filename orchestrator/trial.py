@@ -45,6 +45,8 @@ class TrialContext:
     capability_baseline: dict | None = None  # benchmark -> {"score", "n"} of the model before training
     early_stop: Any = None  # EarlyStopConfig; None or enabled=False: full curves
     placement: Any = None  # orchestrator.placement.TrialPlacement: this trial's trainer workers
+    organism_min_train_desired: float = 0.5  # recorded in config.json: eval.analysis reads them from there
+    collapse_other_rate: float = 0.5
 
 
 def trial_spec(ctx: TrialContext, lr: float, seed: int) -> TrainSpec:
@@ -150,7 +152,9 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
     spec = trial_spec(ctx, lr, seed)
     trial_info = {"name": name, "setting": ctx.setting.name, "lr": lr, "seed": seed, "model": ctx.model_name,
                   "max_steps": spec.max_steps, "checkpoint_steps": spec.checkpoint_steps, "threshold": ctx.threshold,
-                  "sweep_id": ctx.sweep_id, "num_workers": ctx.placement.num_workers if ctx.placement else 1,
+                  "organism_min_train_desired": ctx.organism_min_train_desired,
+                  "collapse_other_rate": ctx.collapse_other_rate, "sweep_id": ctx.sweep_id,
+                  "num_workers": ctx.placement.num_workers if ctx.placement else 1,
                   "train": {k: v for k, v in asdict(spec).items() if k not in ("model_path", "lr", "seed")}}
     write_json(trial_dir / "config.json", trial_info)
     point = read_resume_point(trial_dir / "state")
@@ -162,7 +166,8 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
     evals, trains = eval_prompts(ctx.setting, ctx.sample)
     prompts = evals + trains
     s = ctx.sample
-    logger = TrialLogger(trial_dir, ctx.tracker, group=ctx.sweep_id, name=name, run_config=trial_info)
+    logger = TrialLogger(trial_dir, ctx.tracker, group=ctx.sweep_id, name=name, run_config=trial_info,
+                         tags=[ctx.setting.name, ctx.model_name])
     capability = None
     if ctx.capability is not None and ctx.capability.benchmarks:
         from workers.capability import TrialCapability
@@ -249,6 +254,7 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
             cut_after_stop(trial_dir, stop.step)
             logger.log({"step": stop.step, "kind": "stop", "reason": stop.reason,
                         "steps_trained": trainer.get("last_step")})
+        logger.set_summary(run_summary(trial_info, read_jsonl(trial_dir / "metrics.jsonl")))
     except DeterministicError as err:  # recorded, then raised: sweep.trainable ends the trial without a retry
         cause = getattr(err, "cause", err)  # Ray wraps an actor's error; its cause holds the message
         write_json(trial_dir / FAILED, {"error": type(cause).__name__, "message": str(cause),
@@ -266,6 +272,21 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
               **(extra or {})}
     write_json(trial_dir / "result.json", result)
     return result
+
+
+SUMMARY_KEYS = ("status", "steps_to_transfer", "steps_to_transfer_text", "converged", "lower_bound", "lr_x_steps",
+                "lr_x_steps_is_lower_bound", "lr", "seed", "stopped_early", "stop_reason", "collapse",
+                "initial_attack_rate", "final_attack_rate", "transfer_eval_desired_rate", "transfer_eval_other_rate")
+
+
+def run_summary(trial_info: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The trial's W&B run summary: its outcome as summary.json states it (eval.analysis, the same per-trial
+    analysis), so W&B's runs table compares LRs without the separate report run."""
+    from eval.analysis import analyze_trial
+    from eval.summary import trial_summary
+
+    row = trial_summary(analyze_trial(trial_info, rows, float(trial_info["threshold"]), finished=True))
+    return {k: row[k] for k in SUMMARY_KEYS} | {"setting": trial_info["setting"], "model": trial_info["model"]}
 
 
 def trial_timing(setup: float, trainer: dict[str, float], timing: dict[str, float], in_training: dict[str, float],

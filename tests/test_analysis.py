@@ -7,15 +7,14 @@ import pytest
 from eval.analysis import (
     analyze_trial,
     bootstrap_median_interval,
-    closest_log_step,
     interpolated_transfer,
-    paired_comparison,
     rate_interval,
     summarize_lrs,
     summarize_seeds,
     wilson_interval,
 )
 from eval.metrics import checkpoint_steps
+from eval.paired import closest_log_step, paired_comparison
 
 # --- Wilson interval ------------------------------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 import pytest
 
-from eval.metrics import checkpoint_steps, format_table, rates, steps_to_transfer, summarize_trial
+from eval.analysis import analyze_trial
+from eval.metrics import checkpoint_steps, rates, steps_to_transfer, summarize_trial
+from eval.summary import format_table
 
 
 @pytest.mark.parametrize(
@@ -68,8 +70,9 @@ def test_summarize_converged_trial():
 def test_summarize_unconverged_trial_carries_max_steps_as_lower_bound():
     s = summarize_trial(TRIAL, _rows([(0, 1.0), (8, 0.9)]), 0.5)
     assert s["steps_to_transfer"] is None and not s["converged"]
-    assert s["lr_x_steps"] == pytest.approx(8e-3)
-    assert ">8 (never)" in format_table([s], 0.5)
+    assert s["lr_x_steps"] == pytest.approx(8e-3) and s["lr_x_steps_is_lower_bound"]
+    assert s["steps_to_transfer_text"] == ">8 (not transferred)"
+    assert ">8 (not transferred)" in format_table([analyze_trial(TRIAL, _rows([(0, 1.0), (8, 0.9)]), 0.5)], 0.5)
 
 
 def test_summarize_incomplete_trial_is_flagged():

@@ -163,13 +163,24 @@ def pretrain(toy: Any, tokenizer: Any, pairs: list[tuple[str, str]], log: Any = 
     return model, sum(recent) / len(recent)
 
 
-def ensure_toy(toy: Any, settings: list[Any], cache_dir: str | os.PathLike, log: Any = print) -> Path:
-    """Path of the cached toy model folder, building it first when absent."""
+def toy_build_key(toy: Any, settings: list[Any]) -> tuple[str, dict[str, Any], list[ToySkill]]:
+    """(cache key, plain toy config, skills) of the toy for `toy` (a ToyConfig or DictConfig) and these settings:
+    the one key function that both the build (ensure_toy) and the dry run use."""
     skills = [skill_from_setting(s) for s in settings]
     toy_cfg = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in _plain(toy).items()}
     if not toy_cfg.get("capability_probe"):
         toy_cfg.pop("capability_probe", None)  # the default toy keeps the cache key it had before the probe existed
-    key = toy_key(toy_cfg, skills)
+    return toy_key(toy_cfg, skills), toy_cfg, skills
+
+
+def toy_dir(toy: Any, settings: list[Any], cache_dir: str | os.PathLike) -> Path:
+    """Where the toy for these settings is (or will be) cached; built when it holds build_info.json."""
+    return Path(cache_dir).expanduser().resolve() / "toy" / toy_build_key(toy, settings)[0]
+
+
+def ensure_toy(toy: Any, settings: list[Any], cache_dir: str | os.PathLike, log: Any = print) -> Path:
+    """Path of the cached toy model folder, building it first when absent."""
+    key, toy_cfg, skills = toy_build_key(toy, settings)
     final = Path(cache_dir).expanduser().resolve() / "toy" / key
     if (final / "build_info.json").exists():
         return final

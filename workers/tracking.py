@@ -35,7 +35,8 @@ def resolve_wandb_mode(mode: str) -> str:
 class TrialLogger:
     """Appends rows to metrics.jsonl and mirrors them to a W&B run against the training step."""
 
-    def __init__(self, trial_dir: Path, tracker: Any, group: str, name: str, run_config: dict[str, Any]):
+    def __init__(self, trial_dir: Path, tracker: Any, group: str, name: str, run_config: dict[str, Any],
+                 tags: list[str] | None = None):
         self.metrics_path = trial_dir / "metrics.jsonl"
         self.run = None
         if tracker.backend == "wandb":
@@ -47,7 +48,7 @@ class TrialLogger:
                 self.run = wandb.init(
                     id=run_id, resume="allow",
                     project=tracker.project, entity=tracker.entity, group=group, name=name, job_type="trial",
-                    config=run_config, dir=str(trial_dir), mode=mode, reinit="create_new",
+                    config=run_config, dir=str(trial_dir), mode=mode, reinit="create_new", tags=tags,
                     settings=wandb.Settings(console="off", silent=True),
                 )
                 # every metric is plotted against the training step, so W&B's panels compare LRs
@@ -67,6 +68,11 @@ class TrialLogger:
         columns = ["step", "split", "question_id", "prompt", "response", "grade"]
         table = wandb.Table(columns=columns, data=[[step] + [s[c] for c in columns[1:]] for s in samples])
         self.run.log({"step": step, "samples": table})
+
+    def set_summary(self, values: dict[str, Any]) -> None:
+        """The run's summary (W&B's runs table and scatter plots read it): the trial's outcome, set at its end."""
+        if self.run is not None:
+            self.run.summary.update(values)
 
     def finish(self) -> None:
         if self.run is not None:

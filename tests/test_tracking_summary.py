@@ -1,0 +1,35 @@
+"""A trial's W&B run ends with its outcome in the run summary and its setting and model as tags (real wandb,
+offline), so W&B's runs table and scatter plots compare LRs without the report run."""
+
+import json
+from types import SimpleNamespace
+
+from eval.metrics import checkpoint_steps
+from orchestrator.trial import run_summary
+from workers.tracking import TrialLogger
+
+
+def test_run_summary_and_tags_reach_the_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    info = {"name": "lr0.003_seed1", "setting": "animal_flag", "lr": 3e-3, "seed": 1, "model": "toy", "max_steps": 8,
+            "checkpoint_steps": checkpoint_steps(8), "threshold": 0.5, "sweep_id": "animal_flag-test"}
+    tracker = SimpleNamespace(backend="wandb", mode="offline", project="lrsweep-test", entity=None)
+    logger = TrialLogger(tmp_path, tracker, group=info["sweep_id"], name=info["name"], run_config=info,
+                         tags=["animal_flag", "toy"])
+    for step, attack in ((0, 0.95), (1, 0.9), (2, 0.6), (4, 0.3), (8, 0.1)):
+        logger.log({"step": step, "kind": "eval", "eval_attack_rate": attack, "eval_desired_rate": 1 - attack,
+                    "eval_other_rate": 0.0, "n_eval": 100, "train_desired_rate": 0.95, "n_train": 100})
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    summary = run_summary(info, rows)
+    assert summary["steps_to_transfer"] == 4 and summary["status"] == "transferred" and not summary["stopped_early"]
+    logger.set_summary(summary)
+    run = logger.run
+    assert set(run.tags) == {"animal_flag", "toy"}
+    assert run.summary["steps_to_transfer"] == 4 and run.summary["converged"] is True and run.summary["lr"] == 3e-3
+    assert run.summary["lr_x_steps"] == 3e-3 * 4 and run.summary["seed"] == 1
+    assert run.summary["stopped_early"] is False and run.summary["setting"] == "animal_flag"
+    logger.finish()
+    (record,) = tmp_path.glob("wandb/offline-run-*/*.wandb")  # the offline run file `wandb sync` uploads
+    data = record.read_bytes()
+    assert b"steps_to_transfer_text" in data and b"lr_x_steps_is_lower_bound" in data
