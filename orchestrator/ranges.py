@@ -97,6 +97,8 @@ RANGES: dict[str, Interval] = {
     "SweepConfig.cpus_per_trial": POSITIVE,
     "SweepConfig.max_retries": NON_NEGATIVE,
     "SweepConfig.progress_interval_s": POSITIVE,
+    "SweepConfig.organism_min_train_desired": Interval(0, 1, note="0 turns the check off"),
+    "SweepConfig.collapse_other_rate": Interval(0, 1, hi_open=True),
     "TrainConfig.batch_size": AT_LEAST_1,
     "TrainConfig.micro_batch_size": AT_LEAST_1,
     "TrainConfig.lora_rank": AT_LEAST_1,

@@ -428,10 +428,6 @@ def validate(cfg: Config) -> None:
     _require(len(set(seeds)) == len(seeds), f"sweep.seeds {seeds} repeats a value")
     _require(sw.max_steps >= 1, f"sweep.max_steps={sw.max_steps}: must be >= 1")
     _require(0 < sw.threshold < 1, f"sweep.threshold={sw.threshold}: must lie strictly between 0 and 1")
-    _require(0 <= sw.organism_min_train_desired <= 1,
-             f"sweep.organism_min_train_desired={sw.organism_min_train_desired}: must lie in [0, 1] (0 turns it off)")
-    _require(0 <= sw.collapse_other_rate < 1,
-             f"sweep.collapse_other_rate={sw.collapse_other_rate}: must lie in [0, 1)")
     _require(sw.max_concurrent_trials >= 1, "sweep.max_concurrent_trials must be >= 1")
     _require(sw.cpus_per_trial > 0, "sweep.cpus_per_trial must be > 0")
     _require(sw.max_retries >= 0, f"sweep.max_retries={sw.max_retries}: must be >= 0")
