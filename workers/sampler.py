@@ -41,6 +41,7 @@ class SamplerSpec:
     seed: int
     max_num_seqs: int | None = None  # None: vLLM's default
     cpu_lora_kernel: str = "grouped"  # CPU builds of vLLM: workers/vllm_cpu_lora.py's kernels, or "vllm"'s own
+    fully_sharded_loras: bool = False  # the plan's: both LoRA factors split over the TP ranks (TP > 1)
 
 
 def _cuda_available() -> bool:
@@ -143,6 +144,7 @@ class Sampler:
             max_lora_rank=spec.max_lora_rank,
             gpu_memory_utilization=spec.gpu_memory_utilization,
             tensor_parallel_size=spec.tensor_parallel_size,
+            fully_sharded_loras=spec.fully_sharded_loras,
             enforce_eager=spec.enforce_eager,
             seed=spec.seed,
             **({"max_num_seqs": spec.max_num_seqs} if spec.max_num_seqs else {}),
