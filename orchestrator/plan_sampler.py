@@ -25,7 +25,7 @@ def slot_bytes_per_gpu(cfg: Config, a: ArchConfig, rank: int, tp: int, fully_sha
     out = {"linear": linear_total * wbytes / (tp if fully_sharded else 1), "experts": 0.0}
     if m.lora_experts and a.num_experts:
         h, inter, e = a.hidden_size, a.moe_intermediate_size, a.num_experts
-        sharded_h = h / tp if fully_sharded else h  # lora_A of gate/up and lora_B of down: split only when fully sharded
+        sharded_h = h / tp if fully_sharded else h  # gate/up lora_A, down lora_B: split only when fully sharded
         per_layer_elems = e * rank * (3 * sharded_h + 3 * inter / tp)  # the intermediate dim is always TP-split
         out["experts"] = per_layer_elems * a.num_layers * wbytes
     out["total"] = out["linear"] + out["experts"]
@@ -61,9 +61,9 @@ def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound
     else:
         rank = plan.put(sec, "max_lora_rank", e.max_lora_rank, text=f"{e.max_lora_rank} (sample.engine.max_lora_rank)")
     if not is_auto(e.moe_lora_3d) and experts_trained and not e.moe_lora_3d:
-        raise ConfigError("sample.engine.moe_lora_3d=false but model.lora_experts=true: vLLM 0.32 refuses PEFT's fused "
-                          "3-D expert adapters without enable_mixed_moe_lora_format; set sample.engine.moe_lora_3d=auto "
-                          "(or true), or model.lora_experts=false")
+        raise ConfigError("sample.engine.moe_lora_3d=false but model.lora_experts=true: vLLM 0.32 refuses PEFT's "
+                          "fused 3-D expert adapters without enable_mixed_moe_lora_format; set "
+                          "sample.engine.moe_lora_3d=auto (or true), or model.lora_experts=false")
     moe3d = experts_trained if is_auto(e.moe_lora_3d) else bool(e.moe_lora_3d)
     plan.put(sec, "moe_lora_3d", moe3d, text=f"{moe3d} (vLLM enable_mixed_moe_lora_format; "
              + ("PEFT's fused 3-D expert adapters)" if experts_trained else "no expert LoRA)"))

@@ -262,9 +262,8 @@ def _record_trainer(cfg: Config, plan: Plan, sec: str, gpus: int, stage: int, mi
 
 
 def make_plan(cfg: Config) -> Plan:
-    """The whole plan; raises PlanError (naming the fix) when the sweep does not fit the cluster."""
-    from orchestrator.plan_time import plan_placement, plan_time
-
+    """The whole plan; raises PlanError (naming the fix) when the sweep does not fit the cluster. Explicit values
+    of the planner-owned fields are the plan's own, checked; `auto` ones are chosen (orchestrator/resolve.py)."""
     plan = Plan()
     a, m, sec = arch_of(cfg), cfg.model, "model"
     counts = param_counts(a)
