@@ -25,6 +25,7 @@ from eval.analysis import (
     paired_comparison,
     summarize_lrs,
 )
+from eval.parametrization import describe, parametrization_lines
 from eval.runfiles import load_trials, write_json, write_text_atomic
 
 FIGURES = {
@@ -204,9 +205,12 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
     lines += _sweep_section(sweeps) + ["", "## Rules", ""] + list(rules) + ["", "## Figures", ""]
     lines += [f"![{FIGURES[k][1]}]({name})\n\n*{FIGURES[k][1]}*\n" for k, name in figures.items()]
 
+    params = parametrization_lines([(s.setting, s.configs) for s in sweeps])
     lines += ["## Per trial", "", "Source: `trials/<trial>/config.json` (lr, seed, max_steps) and the eval rows "
               "(`kind: eval`) of `trials/<trial>/metrics.jsonl`: `eval_attack_rate`, `n_eval`, "
-              "`train_desired_rate`. Rates with [95% Wilson CI].", ""]
+              "`train_desired_rate`. Rates with [95% Wilson CI]. Every LR below is under this parametrization "
+              "(`train` in `trials/<trial>/config.json`; under Adam the update scales with alpha/rank):", ""]
+    lines += params + [""]
     rows = []
     for t in sorted(trials, key=lambda t: (t.setting, t.lr, t.seed)):
         lxs = "-" if t.lr_x_steps is None else (f"{t.lr_x_steps:.3g}" if t.converged else f"> {t.lr_x_steps:.3g}")
@@ -220,7 +224,7 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
                      "checkpoints"], rows)
 
     lines += ["", "## Per LR across seeds", "",
-              "Source: the per-trial table above (steps-to-transfer of each seed).", ""]
+              "Source: the per-trial table above (steps-to-transfer of each seed).", ""] + params + [""]
     rows = []
     for s in summaries:
         if s.median is None:
@@ -318,7 +322,8 @@ def write_report(sweep_dirs: list[Path], out_dir: Path, threshold: float | None 
         command = " ".join(shlex.quote(a) for a in args)
     write_json(out_dir / "report.json", {
         "sweeps": [{"path": str(s.path), "setting": s.setting, "threshold": s.threshold, "sweep_ids": s.sweep_ids,
-                    "has_wandb": s.has_wandb} for s in sweeps],
+                    "has_wandb": s.has_wandb,
+                    "lr_parametrization": sorted({describe(c.get("train")) for c in s.configs})} for s in sweeps],
         "rules": list(rules), "figures": list(figures.values()),
         "trials": [trial_row(t) for t in trials], "lrs": [lr_row(s) for s in summaries],
         "paired": [paired_row(r) for r in paired], "capability": table, "recovery": recoveries,
