@@ -100,7 +100,12 @@ def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound
         utils = [p.sampler_gpu_memory_utilization]
     else:
         utils = [round(0.05 * i, 2) for i in range(1, 19)]  # 0.05 .. 0.9
-    fully_of = lambda tp: tp > 1 if is_auto(e.fully_sharded_loras) else bool(e.fully_sharded_loras)  # noqa: E731
+    # fully sharded LoRA splits lora_A's rank dimension over the TP ranks (vLLM divides max_lora_rank by TP)
+    fully_of = lambda tp: tp > 1 and rank % tp == 0 if is_auto(e.fully_sharded_loras) else bool(  # noqa: E731
+        e.fully_sharded_loras)
+    if not is_auto(e.fully_sharded_loras) and e.fully_sharded_loras and explicit_tp and rank % sizes[0]:
+        raise ConfigError(f"sample.engine.fully_sharded_loras=true needs max_lora_rank ({rank}) divisible by "
+                          f"tensor_parallel_size ({sizes[0]}): set sample.engine.fully_sharded_loras=auto")
     tried, pick = [], None
     for tp in sizes:
         shapes = [_kv(cfg, a, counts, tp, u, loras, rank, fully_of(tp), seq_tokens) for u in utils]
@@ -145,10 +150,10 @@ def _record(cfg: Config, a: ArchConfig, counts: dict[str, int], plan: Plan, s: d
 
     adapter = lora_params(a, list(cfg.model.lora_target_modules), experts, rank)["total"] * wbytes
     plan.put(sec, "lora_slot_gib", round(adapter / GIB, 3), f"adapter at rank {rank} x {wbytes} B", gib(adapter))
-    fully = tp > 1 if is_auto(e.fully_sharded_loras) else bool(e.fully_sharded_loras)
+    fully = tp > 1 and rank % tp == 0 if is_auto(e.fully_sharded_loras) else bool(e.fully_sharded_loras)
     plan.put(sec, "fully_sharded_loras", fully, text=f"{fully} (" + ("sample.engine.fully_sharded_loras)" if not
-             is_auto(e.fully_sharded_loras) else "both LoRA factors split over the TP ranks)" if tp > 1 else
-             "one GPU: nothing to shard)"))
+             is_auto(e.fully_sharded_loras) else "both LoRA factors split over the TP ranks)" if fully else
+             "one GPU, or max_lora_rank not divisible by TP)"))
     slot = s["slot"]
     plan.put(sec, "vllm_slot_per_gpu_gib", round(slot["total"] / GIB, 3), "linear LoRA buffers "
              f"{gib(slot['linear'])} + MoE LoRA stacks {gib(slot['experts'])} (mixed format: gate and up lora_A apart)",

@@ -206,3 +206,12 @@ def test_a_local_machine_with_room_gives_the_sampler_its_own_gpu():
     with pytest.raises(PlanError, match="no trial fits beside the sampler"):
         resolve(compose_config(["model=qwen3_0_6b", "cluster.gpus_per_node=1",
                                 "sample.engine.dedicated_gpus=true"]))
+
+
+def test_fully_sharded_loras_needs_the_rank_to_split_over_tp():
+    """vLLM splits lora_A's rank dimension over the TP ranks (max_lora_rank / TP)."""
+    assert resolve(compose_config(H100)).sample.engine.fully_sharded_loras  # rank 8 over TP 8
+    assert not resolve(compose_config([*H100, "train.lora_rank=1"])).sample.engine.fully_sharded_loras
+    with pytest.raises(ConfigError, match="fully_sharded_loras=auto"):
+        resolve(compose_config([*H100, "train.lora_rank=1", "sample.engine.fully_sharded_loras=true",
+                                "sample.engine.tensor_parallel_size=8"]))
