@@ -215,3 +215,22 @@ def test_fully_sharded_loras_needs_the_rank_to_split_over_tp():
     with pytest.raises(ConfigError, match="fully_sharded_loras=auto"):
         resolve(compose_config([*H100, "train.lora_rank=1", "sample.engine.fully_sharded_loras=true",
                                 "sample.engine.tensor_parallel_size=8"]))
+
+
+def test_a_folder_written_before_resolution_still_resumes(tmp_path):
+    """A toy sweep's config.yaml from before this change (zero_stage auto, no new engine keys) is the same sweep
+    once resolved, so `sweep resume=` accepts it; another sweep's folder is still refused."""
+    from omegaconf import OmegaConf
+
+    from orchestrator.config import to_typed
+    from orchestrator.schema import Config
+
+    data = yaml.safe_load(config_yaml(resolve(compose_config(["train.lora_alpha=16"]))))
+    data["train"]["zero_stage"] = "auto"
+    for key in ("fully_sharded_loras", "max_lora_rank", "moe_lora_3d", "dedicated_gpus"):
+        del data["sample"]["engine"][key]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    loaded = to_typed(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(tmp_path / "config.yaml")))
+    assert check_sweep_folder(tmp_path, config_yaml(resolve(loaded)))
+    with pytest.raises(ConfigError, match="already holds a different sweep"):
+        check_sweep_folder(tmp_path, config_yaml(resolve(compose_config([]))))  # alpha 32: another sweep
