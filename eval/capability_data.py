@@ -86,7 +86,7 @@ def find_dataset(benchmark: str, data_dir: str | os.PathLike | None) -> Path:
     target = (Path(data_dir).expanduser() if data_dir is not None else Path("<capability.data_dir>")) / benchmark
     raise DatasetMissingError(
         f"{benchmark} data not found (looked in {', '.join(looked)}); nothing is downloaded at run time. Fetch it "
-        f"once, e.g. `huggingface-cli download {HUB_REPOS[benchmark]} --repo-type dataset --local-dir {target}`, "
+        f"once, e.g. `hf download {HUB_REPOS[benchmark]} --repo-type dataset --local-dir {target}`, "
         f"or put {FORMATS[benchmark]} under {target}")
 
 

@@ -10,12 +10,17 @@
     python -m orchestrator recover SWEEP_DIR [--trial T --step S]  # retrain a checkpoint on correct benchmark answers
     python -m orchestrator submit setting=... model=... cluster=slurm  # the sweep as one Slurm job
     python -m orchestrator status SWEEP_DIR                    # its Slurm state and per-trial progress
+
+`lrsweep <command> ...` (the package's console script) is the same command line.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+# conf/ and slurm/ are read from the source tree beside the packages (Hydra's config_path, the sbatch template)
+SOURCE_TREE = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "sweep": "run an LR sweep: train every (lr, seed), sample and grade every checkpoint, summarise",
     "labels": "make the teacher labels for a setting (cached; a sweep reuses them); --help for where they go",
@@ -33,7 +38,21 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def check_source_tree(root: Path = SOURCE_TREE) -> str | None:
+    """Why lrsweep cannot run from where it is installed, or None: it needs its conf/ and slurm/ folders."""
+    missing = [name for name in ("conf", "slurm") if not (root / name).is_dir()]
+    if not missing:
+        return None
+    return (f"lrsweep's {' and '.join(f'{m}/' for m in missing)} folder(s) are not beside its packages in {root}: "
+            "lrsweep runs from its source checkout. Clone it and install it editable: pip install -e \".[cpu]\" "
+            "(\".[gpu]\" on a GPU machine), then run it from there")
+
+
 def main() -> None:
+    problem = check_source_tree()
+    if problem:
+        print(problem, file=sys.stderr)
+        sys.exit(2)
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(usage(), file=sys.stderr)
         sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)

@@ -220,6 +220,9 @@ class TrainConfig:
     loss_chunk_tokens: int = 4096
     compile: bool = False  # torch.compile each decoder layer; ZeRO stages 0-2 only
     num_workers: Any = AUTO  # trainer processes per trial (one per GPU; a Ray placement group holds them); auto: plan
+    # trainer state (LoRA, Adam, RNG, data position) also every this many seconds, at a step boundary, so a
+    # preempted trial repeats at most this much training; 0: at checkpoint steps only
+    state_every_s: float = 600.0
 
 
 @dataclass
@@ -276,6 +279,9 @@ class ClusterConfig:
     setup: list[str] = field(default_factory=list)  # shell lines run on every node first (modules, venv)
     storage: str | None = None  # shared filesystem path for sweep folders and adapters (null: local folder)
     requeue: bool = True  # let Slurm requeue a preempted job; the sweep resumes from its run files
+    # Slurm signals the job this many seconds before its end (--signal=B:USR1@...; also at preemption where the site
+    # sets PreemptParameters=send_user_signal): every trainer saves its state at its next step. 0: no signal
+    state_signal_s: int = 600
     # slurm only
     offline: bool = True  # compute nodes have no internet: W&B offline (auto -> offline), HF hub off, local model
     ray_port: int = 6379  # the job's Ray head (GCS) port; the Ray client server takes the next one
@@ -449,6 +455,8 @@ def validate(cfg: Config) -> None:
     _require(tr.dist_backend in ("auto", "gloo", "nccl"), "train.dist_backend must be auto, gloo or nccl")
     _require(tr.loss in ("answer_chunks", "hf"), f"train.loss={tr.loss!r}: must be answer_chunks or hf")
     _require(tr.loss_chunk_tokens >= 1, f"train.loss_chunk_tokens={tr.loss_chunk_tokens}: must be >= 1")
+    _require(math.isfinite(tr.state_every_s) and tr.state_every_s >= 0,
+             f"train.state_every_s={tr.state_every_s}: must be >= 0 seconds (0: save state at checkpoints only)")
     _require(not (tr.compile and tr.zero_stage == 3),
              "train.compile=true with train.zero_stage=3: ZeRO-3's per-module parameter gathers are not compiled "
              "here; use zero_stage auto, 0, 1 or 2, or set train.compile=false")

@@ -26,6 +26,7 @@ from typing import Any
 
 from eval.runfiles import append_jsonl, read_jsonl, write_text_atomic
 from orchestrator.schema import ClusterConfig, Config, ConfigError
+from workers.trainer_state import SAVE_REQUEST
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "slurm" / "sweep.sbatch"
@@ -61,6 +62,8 @@ def check_cluster(c: ClusterConfig) -> None:
     need(all("\n" not in line for line in c.setup), "cluster.setup: one shell line per list entry, no newlines")
     need(c.storage is None or Path(c.storage).is_absolute(),
          f"cluster.storage={c.storage!r}: give an absolute path on a filesystem every node mounts")
+    need(0 <= c.state_signal_s <= 65535,
+         f"cluster.state_signal_s={c.state_signal_s}: seconds before the job's end, 0..65535 (0: no signal)")
 
 
 def job_config(cfg: Config) -> Config:
@@ -82,7 +85,7 @@ def job_config(cfg: Config) -> Config:
         if path is not None and not Path(path).expanduser().is_dir():
             raise ConfigError(
                 f"model.path={path!r} is not a local folder, and compute nodes are offline (cluster.offline=true): "
-                "download the model to shared storage first (`huggingface-cli download <id> --local-dir DIR`) "
+                "download the model to shared storage first (`hf download <id> --local-dir DIR`) "
                 "and set model.path=DIR, or set cluster.offline=false")
     elif tracker.mode == "online" and not os.environ.get("WANDB_API_KEY"):
         raise ConfigError("tracker.mode=online but WANDB_API_KEY is not set here; sbatch passes this shell's "
@@ -114,6 +117,8 @@ def sbatch_directives(cfg: Config, sweep_dir: Path) -> list[str]:
             f"--time={c.time_limit}", f"--output={sweep_dir}/slurm/slurm-%j.out",
             "--open-mode=append",  # a requeued run appends to the same log
             "--requeue" if c.requeue else "--no-requeue"]
+    if c.state_signal_s:  # to the batch shell only (B:): its trap asks the trainers to save state (sweep.sbatch)
+        opts.append(f"--signal=B:USR1@{c.state_signal_s}")
     opts.append(f"--cpus-per-task={c.cpus_per_node}" if c.cpus_per_node else "--exclusive")
     if c.gpus_per_node:
         opts.append(f"--gpus-per-node={c.gpus_per_node}")
@@ -132,6 +137,7 @@ def render_script(cfg: Config, sweep_dir: Path, python: str, template: str | Non
         "LRSWEEP_GPUS_PER_NODE": str(c.gpus_per_node),
         "LRSWEEP_RAY_PORT": str(c.ray_port),
         "LRSWEEP_RAY_WAIT_S": str(RAY_WAIT_S),
+        "LRSWEEP_SAVE_REQUEST": str(sweep_dir / SAVE_REQUEST),
         "TOKENIZERS_PARALLELISM": "false",
     }
     if c.offline:

@@ -44,7 +44,11 @@ class TrialContext:
 
 
 def trial_spec(ctx: TrialContext, lr: float, seed: int) -> TrainSpec:
-    return TrainSpec(**{**asdict(ctx.train), "lr": lr, "seed": seed})
+    """The trial's trainer config; its trainers watch the sweep folder's save request (the Slurm job's warning)."""
+    from workers.trainer_state import SAVE_REQUEST
+
+    return TrainSpec(**{**asdict(ctx.train), "lr": lr, "seed": seed,
+                        "save_request_file": str(Path(ctx.sweep_dir) / SAVE_REQUEST)})
 
 
 def eval_prompts(setting: Any, sample: Any) -> tuple[list[Prompt], list[Prompt]]:
@@ -75,7 +79,9 @@ def reconcile_trial_dir(trial_dir: Path, resumed_from: int | None) -> set[int]:
     """Make the trial folder agree with the trainer state it resumes from; returns evaluated steps.
 
     Rows and samples past the resume point came from steps the trainer will replay: they are dropped,
-    so a restarted trial ends with exactly the rows of an undisturbed one. With no state at all the
+    so a restarted trial ends with exactly the rows of an undisturbed one. The resume point may lie between
+    checkpoints (state saved on a time interval or a request): the train rows of the steps since the last
+    checkpoint are only written at the next one, from the losses the state carries. With no state at all the
     trial starts afresh.
     """
     metrics = trial_dir / "metrics.jsonl"
@@ -97,6 +103,16 @@ def reconcile_trial_dir(trial_dir: Path, resumed_from: int | None) -> set[int]:
         if int(sample_file.stem.split("_")[1]) > resumed_from:
             sample_file.unlink()
     return {r["step"] for r in kept if r["kind"] == "eval"}
+
+
+def checkpoint_train_loss(rows: list[dict[str, Any]], checkpoint_steps: list[int], step: int) -> float | None:
+    """The train_loss of checkpoint `step`'s eval row: the mean of the step losses since the previous checkpoint,
+    as the trainer computes it, rebuilt from the train rows (in step order) for a checkpoint whose evaluation an
+    interrupted attempt lost; None for step 0 or when those rows are missing."""
+    previous = max((c for c in checkpoint_steps if c < step), default=step)
+    losses = [r["train_loss"] for r in sorted((r for r in rows if r["kind"] == "train"), key=lambda r: r["step"])
+              if previous < r["step"] <= step]
+    return sum(losses) / len(losses) if len(losses) == step - previous and losses else None
 
 
 def cut_after_stop(trial_dir: Path, stop_step: int) -> None:
@@ -209,12 +225,13 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
 
     started = time.time()
     try:
+        kept = read_jsonl(trial_dir / "metrics.jsonl")
         for step in spec.checkpoint_steps:  # checkpoints saved by an earlier attempt but never evaluated
             if resumed_from is not None and step <= resumed_from and step not in evaluated:
                 adapter = trial_dir / "adapters" / step_name(step)
                 if not (adapter / "adapter_config.json").exists():
                     raise FileNotFoundError(f"{adapter} is missing: delete {trial_dir} to restart this trial")
-                evaluate(step, adapter, {})
+                evaluate(step, adapter, {"train_loss": checkpoint_train_loss(kept, spec.checkpoint_steps, step)})
         train(spec, read_labels(Path(ctx.labels_path)), trial_dir, on_checkpoint,
               should_stop=poll if es is not None else None, timings=trainer)
         in_training = dict(timing)

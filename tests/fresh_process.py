@@ -19,3 +19,51 @@ def run_in_fresh_process(target: Callable[..., None], args: tuple[Any, ...], dea
         proc.join()
         pytest.fail(f"{what} did not finish in {deadline_s}s (hang?)")
     assert proc.exitcode == 0, f"{what} exited with {proc.exitcode}"
+
+
+def _as_rank(target: Callable[..., None], args: tuple[Any, ...], rank: int, world: int, port: int) -> None:
+    """One rank of a torch.distributed group built from the environment, as a launcher would set it."""
+    import os
+
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    target(*args, rank)
+
+
+def start_ranks(target: Callable[..., None], args: tuple[Any, ...], world: int) -> list[Any]:
+    """`target(*args, rank)` in `world` fresh processes that form one torch.distributed group (env://)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_as_rank, args=(target, args, rank, world, port)) for rank in range(world)]
+    for proc in procs:
+        proc.start()
+    return procs
+
+
+def run_ranks_in_fresh_processes(target: Callable[..., None], args: tuple[Any, ...], world: int, deadline_s: float,
+                                 what: str) -> None:
+    """`target(*args, rank)` in `world` fresh processes that form one gloo group; a rank that fails ends the
+    others at once (its peers would wait on it until gloo's half-hour timeout), a hang fails at the deadline."""
+    import time
+
+    procs = start_ranks(target, args, world)
+    deadline = time.monotonic() + deadline_s
+    try:
+        while any(p.is_alive() for p in procs):
+            failed = [rank for rank, p in enumerate(procs) if p.exitcode not in (None, 0)]
+            if failed:
+                pytest.fail(f"{what}: rank {failed[0]} exited with {procs[failed[0]].exitcode}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not finish in {deadline_s}s (hang?)")
+            time.sleep(0.2)
+        codes = [p.exitcode for p in procs]
+        assert codes == [0] * world, f"{what}: exit codes {codes}"
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+            proc.join()

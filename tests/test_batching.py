@@ -41,3 +41,16 @@ def test_batch_order_is_seeded_full_and_covers_every_example():
     assert [next(batch_indices(10, 4, seed=4)) for _ in range(1)] != first[:1]
     resumed = batch_indices(10, 4, seed=3, start_step=2)
     assert next(resumed) == first[2]
+
+
+def test_micro_batches_by_rank_split_the_batch_into_equal_shares():
+    """Every rank computes every rank's micro-batches from the batch they all hold (train_step sizes the loss's
+    LM-head calls from them): disjoint shares in batch order, each sorted by length when asked."""
+    from workers.batching import micro_batches_by_rank
+
+    batch = [{"input_ids": [0] * n} for n in (5, 1, 4, 2, 8, 3, 7, 6)]
+    parts = micro_batches_by_rank(batch, world=2, micro=2, accum=2, by_length=True)
+    assert [[[len(e["input_ids"]) for e in mb] for mb in rank] for rank in parts] == [[[1, 2], [4, 5]],
+                                                                                        [[3, 6], [7, 8]]]
+    plain = micro_batches_by_rank(batch, world=2, micro=2, accum=2, by_length=False)
+    assert [e for rank in plain for mb in rank for e in mb] == batch

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from workers.batching import IGNORE
-from workers.loss import answer_positions, answer_tokens, chunked_cross_entropy, install_answer_loss
+from workers.loss import answer_positions, answer_tokens, chunked_cross_entropy, install_answer_loss, loss_chunks
 
 
 def test_answer_positions_shift_labels_by_one() -> None:
@@ -43,6 +43,36 @@ def test_chunked_cross_entropy_matches_one_pass(chunk: int) -> None:
     torch.testing.assert_close(got, ref)
     for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 7, 9])
+def test_the_head_is_called_num_chunks_times_whatever_the_answer_length(n: int) -> None:
+    """Under ZeRO-3 each head call all-gathers its weight: ranks with 0 to 9 answer tokens (1 to 3 chunks of 3)
+    that pass the same num_chunks make the same calls in forward and backward, and padding changes nothing."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    hidden = torch.randn(n, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (n,))
+    calls = {"forward": 0, "backward": 0}
+    head.register_forward_hook(lambda *_: calls.__setitem__("forward", calls["forward"] + 1))
+    head.register_full_backward_hook(lambda *_: calls.__setitem__("backward", calls["backward"] + 1))
+    got = chunked_cross_entropy(hidden, head, targets, chunk_tokens=3, num_chunks=4)
+    got.backward()
+    assert calls == {"forward": 2 * 4, "backward": 4}  # each chunk: forward, recompute in backward, backward
+    ref = F.cross_entropy(head(hidden), targets, reduction="sum")
+    torch.testing.assert_close(got, ref)
+    if n:
+        torch.testing.assert_close(hidden.grad, torch.autograd.grad(ref, hidden)[0])
+    calls.update(forward=0, backward=0)
+    chunked_cross_entropy(hidden, head, targets, chunk_tokens=100, num_chunks=1).backward()
+    assert calls == {"forward": 1, "backward": 1}  # one chunk: logits kept, no recompute
+    assert loss_chunks(n, 3) == max(1, -(-n // 3))
+
+
+def test_too_few_chunks_is_refused() -> None:
+    head = torch.nn.Linear(4, 5, bias=False)
+    with pytest.raises(ValueError, match="need 3 chunks"):
+        chunked_cross_entropy(torch.randn(7, 4), head, torch.zeros(7, dtype=torch.long), chunk_tokens=3, num_chunks=2)
 
 
 def tiny_lora_model() -> torch.nn.Module:

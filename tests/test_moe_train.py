@@ -1,6 +1,6 @@
 """The trainer on a Qwen3-MoE-shaped model under ZeRO-3: no hang, and adapters that vLLM can serve.
 
-A tiny random Qwen3MoeForCausalLM (2 layers, 4 experts, hidden 40) is built and saved here, then trained
+A tiny random Qwen3MoeForCausalLM (2 layers, 4 experts, hidden 40; tests/tiny_moe.py) is saved, then trained
 for a few steps through `workers.train.train`, the sweep's own entry point, with LoRA on attention only
 and on attention + experts (PEFT target_parameters on the experts' 3-D weights). Each run is a separate
 process with a deadline, so a hang fails the test instead of blocking the suite.
@@ -12,35 +12,13 @@ from pathlib import Path
 
 import pytest
 from fresh_process import run_in_fresh_process
+from tiny_moe import EXPERT_PARAMETERS, EXPERT_WIDTH, EXPERTS, HIDDEN, build_tiny_moe
 
 from workers.train import TrainSpec
 
 STEPS = 3
 DEADLINE_S = 300
-EXPERT_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
-HIDDEN, EXPERT_WIDTH, EXPERTS, RANK = 40, 24, 4, 8  # distinct sizes, so every LoRA shape is checked;
-# bf16 rows of HIDDEN and EXPERT_WIDTH are multiples of 16 bytes, as torch grouped_mm (v5 experts) requires
-
-
-def build_tiny_moe(path: Path) -> None:
-    """Qwen3-MoE layout at toy size, random weights; tokenizer from the toy's BPE builder."""
-    import torch
-    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
-
-    from workers.toy import train_tokenizer
-
-    texts = [f"question {i}: how do clouds form? answer {i}: warm air rises and cools." for i in range(64)]
-    tokenizer = train_tokenizer(texts, vocab_size=320)
-    config = Qwen3MoeConfig(
-        vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=64, moe_intermediate_size=EXPERT_WIDTH,
-        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_experts=EXPERTS,
-        num_experts_per_tok=2, max_position_embeddings=128, tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    model = Qwen3MoeForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+RANK = 8
 
 
 def run_training(spec: TrainSpec, out: str, log_path: str) -> None:

@@ -9,7 +9,7 @@ from orchestrator.cli import load_resumed, resume_argv
 from orchestrator.config import compose_config
 from orchestrator.schema import ConfigError
 from orchestrator.sweep import check_sweep_folder, config_yaml, pending_trials
-from orchestrator.trial import reconcile_trial_dir
+from orchestrator.trial import checkpoint_train_loss, reconcile_trial_dir
 from workers.trainer_state import ResumeError, read_resume_point
 
 
@@ -33,6 +33,19 @@ def test_rows_past_the_resume_point_are_dropped_and_duplicates_removed(tmp_path)
     assert [(r["step"], r["kind"]) for r in read_jsonl(trial / "metrics.jsonl")] == [
         (0, "eval"), (1, "train"), (1, "eval"), (2, "train")]
     assert sorted(p.name for p in (trial / "samples").iterdir()) == ["step_00000.jsonl", "step_00001.jsonl"]
+
+
+def test_a_lost_evaluation_gets_the_train_loss_an_undisturbed_run_writes():
+    """Killed after checkpoint 8's hook (train rows 5..8 written) but before its evaluation came back, resumed
+    from a state at step 12: the re-evaluated checkpoint's row carries the trainer's own mean over steps 5..8."""
+    losses = [0.9, 0.7, 0.61, 0.5, 0.43, 0.41, 0.37, 0.3]
+    rows = [{"step": 0, "kind": "eval"}] + [{"step": i + 1, "kind": "train", "train_loss": x}
+                                            for i, x in enumerate(losses)]
+    steps = [0, 1, 2, 4, 8, 16]
+    assert checkpoint_train_loss(rows, steps, 8) == sum(losses[4:8]) / 4  # the trainer's arithmetic, bit for bit
+    assert checkpoint_train_loss(rows, steps, 1) == losses[0]
+    assert checkpoint_train_loss(rows, steps, 0) is None
+    assert checkpoint_train_loss(rows[:-1], steps, 8) is None  # a missing row: unknown, not a wrong mean
 
 
 def test_no_state_means_a_fresh_start(tmp_path):

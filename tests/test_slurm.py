@@ -108,8 +108,9 @@ def test_script_carries_the_cluster_config(tmp_path):
     script = render_script(cfg, tmp_path / "sw", "/usr/bin/python3")
     assert directives(script) == [
         "--job-name=lrsweep-wronglang_spanish", "--nodes=4", "--ntasks-per-node=1", "--time=2-00:00:00",
-        f"--output={tmp_path}/sw/slurm/slurm-%j.out", "--open-mode=append", "--requeue", "--cpus-per-task=96",
-        "--gpus-per-node=8", "--partition=gpu", "--account=proj", "--qos=high", "--constraint=h100", "--mem=0"]
+        f"--output={tmp_path}/sw/slurm/slurm-%j.out", "--open-mode=append", "--requeue", "--signal=B:USR1@600",
+        "--cpus-per-task=96", "--gpus-per-node=8", "--partition=gpu", "--account=proj", "--qos=high",
+        "--constraint=h100", "--mem=0"]
     for line in (f"export LRSWEEP_SWEEP_DIR={tmp_path}/sw", f"export LRSWEEP_ROOT={ROOT}",
                  "export LRSWEEP_PYTHON=/usr/bin/python3", f"export LRSWEEP_CACHE={cfg.cache_dir}",
                  "export LRSWEEP_GPUS_PER_NODE=8", "export LRSWEEP_RAY_PORT=7000", "export WANDB_MODE=offline",
@@ -117,8 +118,47 @@ def test_script_carries_the_cluster_config(tmp_path):
         assert line in script
     # set-up runs before anything uses Python; the driver always resumes the folder (first start = requeue)
     assert script.index("source /shared/venv") < script.index("ray.scripts.scripts start --head")
-    assert script.rstrip().endswith('-m orchestrator sweep resume="$LRSWEEP_SWEEP_DIR"')
+    assert '-m orchestrator sweep resume="$LRSWEEP_SWEEP_DIR" &' in script
+    assert f"export LRSWEEP_SAVE_REQUEST={tmp_path}/sw/save_state.request" in script
+    # the warning's trap is set before Ray starts: an untrapped USR1 would end the job's shell
+    assert script.index("trap ask_trainers_to_save_state USR1") < script.index("ray.scripts.scripts start --head")
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def test_the_warning_signal_asks_the_trainers_to_save_state(tmp_path):
+    """The script's last part, run by bash as Slurm runs it: USR1 (the --signal warning, to the batch shell only)
+    touches the save request the trainers poll, the driver keeps running, and its exit status is the job's."""
+    import os
+    import signal
+    import time
+
+    from orchestrator.submit import TEMPLATE
+
+    template = TEMPLATE.read_text()
+    trap = template[template.index("ask_trainers_to_save_state() {"):template.index('cd "$LRSWEEP_ROOT"')]
+    tail = template[template.index("# in the background"):]
+    driver = tmp_path / "driver"  # stands in for the sweep driver: ends with 7 once it sees the request
+    driver.write_text('#!/bin/bash\nfor _ in $(seq 300); do [ -e "$LRSWEEP_SAVE_REQUEST" ] && exit 7; sleep 0.1; '
+                      "done\nexit 1\n")
+    driver.chmod(0o755)
+    request = tmp_path / "sw" / "save_state.request"
+    request.parent.mkdir()
+    env = os.environ | {"LRSWEEP_PYTHON": str(driver), "LRSWEEP_SAVE_REQUEST": str(request),
+                        "LRSWEEP_SWEEP_DIR": str(tmp_path / "sw")}
+    job = subprocess.Popen(["bash", "-c", "set -euo pipefail\n" + trap + tail], env=env,
+                           stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # bash has set the trap and started the driver
+    assert job.poll() is None and not request.exists()
+    job.send_signal(signal.SIGUSR1)
+    assert job.wait(timeout=30) == 7  # the driver saw the request; its status is the job's
+    assert request.exists() and "warning signal" in job.stdout.read()
+
+
+def test_no_signal_when_turned_off(tmp_path):
+    script = render_script(job_config(slurm_cfg("cluster.state_signal_s=0")), tmp_path, "/usr/bin/python3")
+    assert not any(d.startswith("--signal") for d in directives(script))
+    with pytest.raises(ConfigError, match="cluster.state_signal_s=-1"):
+        check_cluster(slurm_cfg("cluster.state_signal_s=-1").cluster)
 
 
 def test_whole_nodes_no_requeue_online_and_own_python(tmp_path):

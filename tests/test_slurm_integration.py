@@ -154,3 +154,87 @@ def test_a_requeued_job_resumes_its_sweep(slurm, cache_dir, tmp_path):
     assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 1, 2, 4, 8, 16]
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert len(summary) == 1 and summary[0]["complete"]
+
+
+def test_slurm_delivers_the_warning_to_the_scripts_trap(slurm, tmp_path):
+    """The batch script's warning trap under a real slurmd: `--signal=B:USR1@<s>` signals the batch shell, as
+    `scancel --batch --signal=USR1` does at once; the trap touches the save request while the driver (here a
+    stand-in that ends once it sees the request) keeps running, and the driver's status is the job's."""
+    from orchestrator.submit import TEMPLATE
+
+    template = TEMPLATE.read_text()
+    trap = template[template.index("ask_trainers_to_save_state() {"):template.index('cd "$LRSWEEP_ROOT"')]
+    tail = template[template.index("# in the background"):]
+    request = tmp_path / "save_state.request"
+    driver = tmp_path / "driver"
+    driver.write_text('#!/bin/bash\nfor _ in $(seq 600); do [ -e "$LRSWEEP_SAVE_REQUEST" ] && exit 0; sleep 0.1; '
+                      "done\nexit 1\n")
+    driver.chmod(0o755)
+    script = tmp_path / "job.sbatch"
+    script.write_text(f"#!/bin/bash\n#SBATCH --signal=B:USR1@600\n#SBATCH --output={tmp_path}/job.out\n"
+                      f"set -euo pipefail\nexport LRSWEEP_PYTHON={driver} LRSWEEP_SAVE_REQUEST={request} "
+                      f"LRSWEEP_SWEEP_DIR={tmp_path}\n"
+                      f"echo started\n{trap}{tail}")
+    env = slurm.env()
+    proc = subprocess.run(["sbatch", "--parsable", str(script)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip().split(";")[0]
+    out = tmp_path / "job.out"
+
+    def state():
+        q = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout
+        return dict(f.split("=", 1) for f in q.split() if "=" in f)
+
+    deadline = time.time() + 120
+    while not (out.exists() and "started" in out.read_text()):
+        assert time.time() < deadline, f"job {job_id} did not start: {state().get('JobState')}"
+        time.sleep(0.5)
+    time.sleep(1.0)  # past `echo started`: the driver runs and the shell waits on it
+    assert not request.exists()
+    proc = subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    while state().get("JobState") not in ENDED:
+        assert time.time() < deadline, f"job {job_id} did not end after the signal\n{out.read_text()}"
+        time.sleep(0.5)
+    job = state()
+    assert (job["JobState"], job["ExitCode"]) == ("COMPLETED", "0:0"), f"{job}\n{out.read_text()}"
+    assert request.exists() and "[slurm] warning signal" in out.read_text()
+
+
+def test_the_warning_signal_saves_state_between_checkpoints_and_a_requeue_resumes_there(slurm, cache_dir, tmp_path):
+    """Slurm's warning (`--signal=B:USR1`, sent here at once with `scancel --batch --signal=USR1`) reaches the
+    trainer inside Ray through the batch script's trap and the sweep folder's save request: the trainer saves its
+    state after its current step, between checkpoints; a requeue then resumes from that step, not the checkpoint
+    before it, and the trial still ends with the rows of an undisturbed run."""
+    sweep_dir = tmp_path / "sweep"
+    job_id, env, log = submit_toy(slurm, cache_dir, sweep_dir, "sweep.lrs=[1e-3]", "sweep.max_steps=32")
+    assert "--signal=B:USR1@600" in (sweep_dir / "slurm" / "sweep.sbatch").read_text()
+    trial = sweep_dir / "trials" / "lr0.001_seed0"
+    checkpoints = [0, 1, 2, 4, 8, 16, 32]
+
+    def state_step():
+        point = read_resume_point(trial / "state")
+        return point["step"] if point else 0
+
+    deadline = time.time() + JOB_TIMEOUT_S
+    while state_step() < 8:  # then steps 9..15 lie between checkpoints
+        assert time.time() < deadline, f"no trainer state at step 8 within {JOB_TIMEOUT_S}s\n{log()}"
+        time.sleep(0.2)
+    proc = subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    while state_step() in checkpoints:
+        assert state_step() < 16, f"no state saved between checkpoints 8 and 16 after the signal\n{log()}"
+        time.sleep(0.05)
+    saved = state_step()
+    proc = subprocess.run(["scontrol", "requeue", job_id], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+    seen, st = wait_for_job(sweep_dir, env, log)
+    assert st["job"]["state"] == "COMPLETED", f"{st['job']}\n{log()}"
+    assert "[slurm] warning signal" in log() and f"job {job_id} (restart 1)" in log()
+    attempts = read_jsonl(trial / "attempts.jsonl")
+    assert len(attempts) == 2 and attempts[-1]["resumed_from"] >= saved, (attempts, saved)
+    assert attempts[-1]["resumed_from"] not in checkpoints or attempts[-1]["resumed_from"] >= 16, attempts
+    rows = read_jsonl(trial / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 33))
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == checkpoints

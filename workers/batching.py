@@ -37,6 +37,18 @@ def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torc
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def micro_batches_by_rank(batch: list[dict[str, list[int]]], world: int, micro: int, accum: int,
+                          by_length: bool) -> list[list[list[dict[str, list[int]]]]]:
+    """[rank][k]: the k-th micro-batch of each rank's share of the step's batch. Every rank holds the whole batch,
+    so each knows every rank's micro-batches (and what their loss will cost) without a collective. by_length:
+    a share sorted by length, so micro-batches of similar lengths carry less padding (for an order-free loss)."""
+    per_rank = micro * accum
+    shares = [batch[r * per_rank:(r + 1) * per_rank] for r in range(world)]
+    if by_length:
+        shares = [sorted(share, key=lambda e: len(e["input_ids"])) for share in shares]
+    return [[share[k * micro:(k + 1) * micro] for k in range(accum)] for share in shares]
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     order = list(range(n))
     random.Random(seed * 1_000_003 + epoch).shuffle(order)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.runfiles import step_name
-from workers.trainer_state import load_state, read_resume_point, save_state
+from workers.trainer_state import StateSchedule, load_state, read_resume_point, save_state
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,10 @@ class TrainSpec:
     loss: str = "answer_chunks"
     loss_chunk_tokens: int = 4096
     compile: bool = False  # torch.compile each decoder layer (ZeRO stages 0-2)
+    # trainer state also every state_every_s seconds (0: at checkpoints only) and when save_request_file changes
+    # (the sweep folder's SAVE_REQUEST, touched by the Slurm job on its warning signal; "": not watched)
+    state_every_s: float = 600.0
+    save_request_file: str = ""
 
 
 CheckpointHook = Callable[[int, Path, dict[str, Any]], None]
@@ -162,7 +166,8 @@ def moe_block_classes(model: Any) -> list[type]:
 def build_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str], None] = print) -> Any:
     """The PEFT LoRA model, ready for deepspeed.initialize.
 
-    Under ZeRO-3: weights are partitioned while they load (no rank ever holds the whole model), and each
+    Under ZeRO-3: the model is partitioned as it is built and each rank reads only its partitions from the
+    checkpoint (workers/load.py: host memory per rank stays near one tensor's partition), and each
     sparse-MoE block is a ZeRO-3 leaf module, fetched whole: without it ranks whose tokens routed to
     different experts wait on different all-gathers and hang. With lora_expert_parameters the experts'
     3-D weights get LoRA through PEFT's target_parameters (target_modules, "all-linear" too, reaches only
@@ -172,11 +177,17 @@ def build_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str],
     from transformers import AutoModelForCausalLM
 
     dschf = None
+    dtype = getattr(torch, spec.dtype)
     if spec.zero_stage == 3:
         from transformers.integrations import HfDeepSpeedConfig
 
-        dschf = HfDeepSpeedConfig(ds_config)  # alive through from_pretrained: it loads under zero.Init
-    model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=getattr(torch, spec.dtype))
+        from workers.load import load_zero3
+
+        dschf = HfDeepSpeedConfig(ds_config)
+        # not from_pretrained: under ZeRO-3 it merges all shards and fuses the experts on every rank (host OOM)
+        model = load_zero3(spec.model_path, dtype, ds_config, log)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
     if spec.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     blocks = moe_block_classes(model)
@@ -241,22 +252,23 @@ def train_step(engine: Any, spec: TrainSpec, batch: list[dict[str, list[int]]], 
 
     answer_chunks: every micro-batch's loss is its summed token loss over the batch's answer tokens, scaled
     by accum x world because DeepSpeed divides by the accumulation steps and averages over ranks; the step's
-    gradient is thus the per-token mean over the batch, whatever the micro-batch size and the rank count."""
-    from workers.batching import collate
-    from workers.loss import answer_tokens
+    gradient is thus the per-token mean over the batch, whatever the micro-batch size and the rank count.
+    Each micro-batch calls the LM head as often as the rank with most answer tokens in its k-th micro-batch
+    needs: ZeRO-3 all-gathers the head's weight on each call, so every rank must make the same calls."""
+    from workers.batching import collate, micro_batches_by_rank
+    from workers.loss import answer_tokens, loss_chunks
 
     rank, world = rank_and_world()
     micro, accum = engine.train_micro_batch_size_per_gpu(), engine.gradient_accumulation_steps()
-    share = batch[rank * micro * accum:(rank + 1) * micro * accum]  # this worker's share of the batch
-    if spec.loss == "answer_chunks":  # order-free loss: micro-batches of similar lengths carry less padding
-        share = sorted(share, key=lambda e: len(e["input_ids"]))
+    chunked = spec.loss == "answer_chunks"
+    parts = micro_batches_by_rank(batch, world, micro, accum, by_length=chunked)
     num_items = answer_tokens(batch) / (accum * world)
     step_loss = 0.0
     for k in range(accum):
-        part = collate(share[k * micro:(k + 1) * micro], pad_id)
-        inputs = {key: t.to(engine.device) for key, t in part.items()}
-        if spec.loss == "answer_chunks":
-            loss = engine(**inputs, num_items=num_items)
+        inputs = {key: t.to(engine.device) for key, t in collate(parts[rank][k], pad_id).items()}
+        if chunked:
+            num_chunks = max(loss_chunks(answer_tokens(mine[k]), spec.loss_chunk_tokens) for mine in parts)
+            loss = engine(**inputs, num_items=num_items, num_chunks=num_chunks)
         else:
             loss = engine(**inputs).loss
         engine.backward(loss)
@@ -309,9 +321,12 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
     """SFT on (prompt, completion) examples for spec.max_steps steps of spec.batch_size examples.
 
     Resumes from out_dir/state when a previous attempt saved one (returns the step it resumed from);
-    at every checkpoint step: adapter, then `on_checkpoint`, then trainer state. `should_stop(step)` is asked
-    after every step (early stopping); `timings` receives seconds per phase (setup_s, train_steps_s,
-    checkpoint_save_s, hook_s, poll_s) and last_step, the last step trained.
+    at every checkpoint step: adapter, then `on_checkpoint`, then trainer state. Between checkpoints the state
+    is also saved every spec.state_every_s seconds and on a save request (StateSchedule), with the losses
+    `on_checkpoint` has not received yet, so a resume repeats at most that interval and the hook still gets
+    every step's loss once. `should_stop(step)` is asked after every step (early stopping); `timings`
+    receives seconds per phase (setup_s, train_steps_s, checkpoint_save_s, hook_s, poll_s) and last_step, the
+    last step trained.
     """
     began = time.time()  # setup includes importing torch: a Ray trial process imports it here first (~1.3 s)
     import torch
@@ -320,6 +335,7 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
     for key in ("setup_s", "train_steps_s", "checkpoint_save_s", "hook_s", "poll_s"):
         clock.setdefault(key, 0.0)
 
+    schedule = StateSchedule(spec.state_every_s, spec.save_request_file)  # a request from now on is new
     device, owned = init_distributed(spec.dist_backend)
     rank, world = rank_and_world()
     if rank != 0:
@@ -345,13 +361,15 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
         if rank == 0:
             on_checkpoint(step, adapter, info)
         t2 = time.time()
-        save_state(engine, state_dir, step)
+        save_state(engine, state_dir, step, [])
+        schedule.saved()
         clock["checkpoint_save_s"] += (t1 - t0) + (time.time() - t2)
         clock["hook_s"] += t2 - t1
 
     try:
         point = broadcast_from_rank0(read_resume_point(state_dir) if rank == 0 else None)
-        start = load_state(engine, state_dir, point) if point else 0
+        # the losses of the steps since the last checkpoint: the state may be from between checkpoints
+        start, losses = load_state(engine, state_dir, point) if point else (0, [])
         clock["last_step"] = start
         clock["setup_s"] += time.time() - began
         if start:
@@ -359,17 +377,26 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
         elif 0 in checkpoints:
             checkpoint(0, {"train_loss": None})
         batches = batch_indices(len(encoded), spec.batch_size, spec.seed, start_step=start)
-        losses: list[float] = []
         started = time.time()
+        schedule.saved()  # the interval counts training time, not the set-up
         engine.train()
         for step in range(start + 1, spec.max_steps + 1):
-            if should_stop is not None or world > 1:
+            if should_stop is not None or world > 1 or schedule.active:
                 t0 = time.time()
-                # rank 0 holds the evaluations the rule reads (the other ranks get no rule); every rank joins
-                # this broadcast each step, so all of them leave the loop at the same step
-                asked = rank == 0 and should_stop is not None
-                stop = broadcast_from_rank0(bool(should_stop(step - 1)) if asked else False)
+                # rank 0 holds the evaluations the rule reads (the other ranks get no rule) and decides when to
+                # save state; every rank joins this broadcast each step, so all of them leave the loop, and
+                # save (a collective), at the same step
+                stop, save = False, None
+                if rank == 0:
+                    stop, save = should_stop is not None and bool(should_stop(step - 1)), schedule.due()
+                stop, save = broadcast_from_rank0((stop, save))
                 clock["poll_s"] += time.time() - t0
+                if save and step - 1 > start and step - 1 not in checkpoints:  # else: nothing new, or just saved
+                    t0 = time.time()
+                    save_state(engine, state_dir, step - 1, losses)
+                    schedule.saved()
+                    clock["checkpoint_save_s"] += time.time() - t0
+                    log(f"[train] lr={spec.lr:g} state saved after step {step - 1} ({save})")
                 if stop:
                     log(f"[train] lr={spec.lr:g} stopping early after step {step - 1}")
                     break
@@ -433,7 +460,7 @@ def build_train_spec(cfg: Any, model_path: str, lr: float, seed: int) -> TrainSp
         max_seq_len=m.max_model_len, chat_template_kwargs=dict(m.chat_template_kwargs),
         lora_expert_parameters=list(m.lora_expert_parameters) if m.lora_experts else [],
         gradient_checkpointing=m.gradient_checkpointing, loss=t.loss, loss_chunk_tokens=t.loss_chunk_tokens,
-        compile=t.compile,
+        compile=t.compile, state_every_s=t.state_every_s,
     )
 
 
