@@ -29,6 +29,7 @@ from eval.analysis import (
     summarize_lrs,
 )
 from eval.paired import PairedRow, paired_comparison
+from eval.parametrization import describe, parametrization_lines
 from eval.runfiles import load_trial_records, write_json, write_text_atomic
 from eval.summary import trial_notes
 
@@ -224,9 +225,12 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
     lines += _sweep_section(sweeps) + ["", "## Rules", ""] + list(rules) + ["", "## Figures", ""]
     lines += [f"![{FIGURES[k][1]}]({name})\n\n*{FIGURES[k][1]}*\n" for k, name in figures.items()]
 
+    params = parametrization_lines([(s.setting, s.configs) for s in sweeps])
     lines += ["## Per trial", "", "Source: `trials/<trial>/config.json` (lr, seed, max_steps) and the eval rows "
               "(`kind: eval`) of `trials/<trial>/metrics.jsonl`: `eval_attack_rate`, `n_eval`, "
-              "`train_desired_rate`. Rates with [95% Wilson CI].", ""]
+              "`train_desired_rate`. Rates with [95% Wilson CI]. Every LR below is under this parametrization "
+              "(`train` in `trials/<trial>/config.json`; under Adam the update scales with alpha/rank):", ""]
+    lines += params + [""]
     rows = []
     for t in sorted(trials, key=lambda t: (t.setting, t.lr, t.seed)):
         lxs = lr_x_steps_text(t)
@@ -243,7 +247,7 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
                      "checkpoints"], rows)
 
     lines += ["", "## Per LR across seeds", "",
-              "Source: the per-trial table above (steps-to-transfer of each seed).", ""]
+              "Source: the per-trial table above (steps-to-transfer of each seed).", ""] + params + [""]
     rows = []
 
     def left_out(s: LRSummary) -> str:  # each left-out seed with why (its status)
@@ -355,7 +359,8 @@ def write_report(sweep_dirs: list[Path], out_dir: Path, threshold: float | None 
         command = " ".join(shlex.quote(a) for a in args)
     write_json(out_dir / "report.json", {
         "sweeps": [{"path": str(s.path), "setting": s.setting, "threshold": s.threshold, "sweep_ids": s.sweep_ids,
-                    "has_wandb": s.has_wandb} for s in sweeps],
+                    "has_wandb": s.has_wandb,
+                    "lr_parametrization": sorted({describe(c.get("train")) for c in s.configs})} for s in sweeps],
         "rules": list(rules), "figures": list(figures.values()),
         "trials": [trial_row(t) for t in trials], "lrs": [lr_row(s) for s in summaries],
         "paired": [paired_row(r) for r in paired], "capability": table, "recovery": recoveries,

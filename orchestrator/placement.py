@@ -91,13 +91,14 @@ def trial_placement(num_workers: int, cpus_per_trial: float, gpus_per_node: int,
 
 
 def sampler_placement(tensor_parallel_size: int, gpus_per_node: int, marker_offered: bool, nodes: int = 1,
-                      trial_gpus: int = 1) -> SamplerPlacement:
+                      trial_gpus: int = 1, dedicated: bool | None = None) -> SamplerPlacement:
     """The sampler's own resources: its tensor-parallel GPUs on GPU nodes; and the marker resource when
     some node offers it, which pins the sampler there (without it, on CPU nodes it shares the trials' nodes).
 
-    A cluster too small to give both the sampler and one trial their own GPUs (a single-GPU workstation)
-    gets the sampler on the trainers' GPU, holding none, as before placement existed: vLLM then keeps
-    to its `gpu_memory_utilization` share of that GPU."""
+    `dedicated` is the plan's decision (sample.engine.dedicated_gpus): True holds the GPUs, False shares the
+    trainers' (holding none; vLLM keeps to its gpu_memory_utilization share). None decides here as the plan
+    does on one machine: a cluster too small to give both the sampler and one trial their own GPUs (a
+    single-GPU workstation) gets the sampler on the trainers' GPU."""
     if tensor_parallel_size < 1:
         raise ConfigError(f"sample.engine.tensor_parallel_size={tensor_parallel_size}: must be >= 1")
     marker = {SAMPLER_RESOURCE: 1.0} if marker_offered else {}
@@ -106,7 +107,7 @@ def sampler_placement(tensor_parallel_size: int, gpus_per_node: int, marker_offe
             raise ConfigError(
                 f"sample.engine.tensor_parallel_size={tensor_parallel_size} exceeds cluster.gpus_per_node="
                 f"{gpus_per_node}: one vLLM engine spans one node; lower the tensor parallel size")
-        if gpus_per_node * nodes >= tensor_parallel_size + trial_gpus:
+        if dedicated or (dedicated is None and gpus_per_node * nodes >= tensor_parallel_size + trial_gpus):
             return SamplerPlacement(num_cpus=1, num_gpus=tensor_parallel_size, resources=marker)
     # no CPU held: on a laptop the trials need every core, and the engine idles between checkpoints
     return SamplerPlacement(num_cpus=0, num_gpus=0, resources=marker)

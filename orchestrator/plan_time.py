@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from orchestrator.planner import DTYPE_BYTES, Plan, PlanError, colocated
-from orchestrator.schema import ArchConfig, Config
+from orchestrator.planner import DTYPE_BYTES, Plan, PlanError
+from orchestrator.schema import ArchConfig, Config, is_auto
 
 
 def trials_that_fit(per_node: int, nodes: int, trial_gpus: int, sampler_gpus: int) -> int:
@@ -26,7 +26,7 @@ def plan_placement(cfg: Config, trainer: dict[str, Any], sampler: dict[str, Any]
         fit = n_trials
         plan.note(sec, "CPU cluster: trials are limited by sweep.max_concurrent_trials and cores only")
     else:
-        own = 0 if colocated(cfg) else sampler["tp"]
+        own = sampler["tp"] if sampler["dedicated"] else 0
         fit = trials_that_fit(cl.gpus_per_node, cl.nodes, trainer["gpus"], own)
         plan.put(sec, "trials_that_fit", fit, f"{cl.nodes} nodes x {cl.gpus_per_node} GPUs, minus {own} "
                  f"sampler GPUs on node 0, in blocks of {trainer['gpus']} GPUs")
@@ -40,8 +40,19 @@ def plan_placement(cfg: Config, trainer: dict[str, Any], sampler: dict[str, Any]
                        f"min(fit {fit}, trials {n_trials}, sweep.max_concurrent_trials {sw.max_concurrent_trials})")
     if at_once < min(fit, n_trials):
         plan.note(sec, f"note: raise sweep.max_concurrent_trials to {min(fit, n_trials)} to use every free GPU")
-    plan.put(sec, "max_loras", at_once, text=f"{at_once} (one adapter per running trial in a vLLM batch)")
-    plan.put(sec, "max_cpu_loras", 2 * at_once, "2 x max_loras (a trial may have its next checkpoint queued)")
+    e, p = cfg.sample.engine, cfg.plan
+    if not is_auto(e.max_loras):
+        loras = plan.put(sec, "max_loras", e.max_loras, text=f"{e.max_loras} (sample.engine.max_loras)")
+    elif cl.gpus_per_node == 0:
+        loras = plan.put(sec, "max_loras", p.cpu_max_loras, text=f"{p.cpu_max_loras} (CPU: plan.cpu_max_loras)")
+    else:
+        loras = plan.put(sec, "max_loras", at_once, text=f"{at_once} (one adapter per running trial in a vLLM batch)")
+    if not is_auto(e.max_cpu_loras):
+        plan.put(sec, "max_cpu_loras", e.max_cpu_loras, text=f"{e.max_cpu_loras} (sample.engine.max_cpu_loras)")
+    elif cl.gpus_per_node == 0:
+        plan.put(sec, "max_cpu_loras", p.cpu_max_cpu_loras, text=f"{p.cpu_max_cpu_loras} (CPU: plan.cpu_max_cpu_loras)")
+    else:
+        plan.put(sec, "max_cpu_loras", 2 * loras, "2 x max_loras (a trial may have its next checkpoint queued)")
     return at_once
 
 
@@ -105,7 +116,7 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
     wall = plan.put(sec, "wall_h", max(train_wall, busy) / 3600, "max(training_wall_h, sampler_busy_h)") * 3600
     if cl.gpus_per_node:
         plan.put(sec, "trainer_gpu_h", n_trials * gpus * trial_s / 3600, f"{n_trials} trials x {gpus} GPUs x trial_h")
-        if not colocated(cfg):
+        if sampler["dedicated"]:
             plan.put(sec, "sampler_gpu_h", sampler["tp"] * wall / 3600, f"{sampler['tp']} GPUs x wall_h")
         plan.put(sec, "allocation_gpu_h", cl.nodes * cl.gpus_per_node * wall / 3600,
                  f"{cl.nodes} nodes x {cl.gpus_per_node} GPUs x wall_h (what the allocation is charged)")

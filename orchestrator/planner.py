@@ -16,11 +16,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.schema import ArchConfig, Config, ConfigError
+from orchestrator.schema import VLLM_LORA_RANKS, ArchConfig, Config, ConfigError, is_auto
 
 GIB = 1024**3
-# the values vLLM 0.32 accepts for LoRAConfig.max_lora_rank (vllm/config/lora.py, MaxLoRARanks)
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+__all__ = ["VLLM_LORA_RANKS", "make_plan", "trainer_shape", "resolve_zero_stage"]
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 EXPERT_SHAPES = {"gate_up_proj": lambda a: (a.hidden_size, 2 * a.moe_intermediate_size),
                  "down_proj": lambda a: (a.moe_intermediate_size, a.hidden_size)}
@@ -92,9 +91,9 @@ def param_counts(a: ArchConfig) -> dict[str, int]:
 
 
 def linear_shape(a: ArchConfig, name: str) -> tuple[int, int]:
-    """(in, out) of a LoRA-targetable nn.Linear by its suffix."""
+    """(in, out) of a LoRA-targetable nn.Linear by its suffix (lm_head: the unembedding, once per model)."""
     q, kv, h = a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim, a.hidden_size
-    shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h)}
+    shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h), "lm_head": (h, a.vocab_size)}
     if not a.num_experts:
         shapes |= {"gate_proj": (h, a.intermediate_size), "up_proj": (h, a.intermediate_size),
                    "down_proj": (a.intermediate_size, h)}
@@ -107,7 +106,8 @@ def linear_shape(a: ArchConfig, name: str) -> tuple[int, int]:
 def lora_params(a: ArchConfig, modules: list[str], expert_params: list[str], rank: int) -> dict[str, int]:
     """LoRA parameters: r*(in+out) per targeted linear; per targeted 3-D expert weight PEFT's ParamWrapper
     holds lora_A [r*E, in] and lora_B [out, r*E], i.e. r*E*(in+out)."""
-    attn = sum(rank * sum(linear_shape(a, m)) for m in modules) * a.num_layers
+    attn = sum(rank * sum(linear_shape(a, m)) for m in modules if m != "lm_head") * a.num_layers
+    attn += rank * sum(linear_shape(a, "lm_head")) if "lm_head" in modules else 0
     experts = 0
     for p in expert_params:
         kind = p.rsplit(".", 1)[-1]
@@ -151,14 +151,23 @@ def train_memory(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, 
     chunk = cfg.train.loss_chunk_tokens if cfg.train.loss == "answer_chunks" else None
     act = activation_bytes(a, micro, cfg.model.max_model_len, wbytes, cfg.model.gradient_checkpointing, chunk)
     mem["activations"], mem["logits"] = act["layers"], act["logits"]
+    mem["expert_lora_materialized"] = expert_materialization_bytes(cfg, a)
     mem["total"] = sum(mem.values()) * cfg.plan.fragmentation + cfg.plan.overhead_gib * GIB
     return mem
 
 
-def colocated(cfg: Config) -> bool:
-    """On one local machine the sampler shares the GPUs with the trainers (sample.engine.gpu_memory_utilization
-    of each); on a cluster it has GPUs of its own."""
-    return cfg.cluster.kind == "local"
+def expert_materialization_bytes(cfg: Config, a: ArchConfig) -> float:
+    """PEFT's ParamWrapper (target_parameters) folds LoRA into a 3-D expert weight as a parametrization: each forward
+    computes W + s*B@A for the whole expert stack (one baddbmm, peft/tuners/lora/layer.py _LoraFactorsProxy), a new
+    tensor of the weight's size, held for backward, whose gradient is as large again. With checkpointing one layer
+    is live at a time: 2 x one layer's targeted expert weights per GPU (ZeRO-3 gathers the layer whole); without it
+    every layer keeps its folded copy."""
+    m = cfg.model
+    if not (m.lora_experts and a.num_experts):
+        return 0.0
+    layer = sum(a.num_experts * math.prod(EXPERT_SHAPES[p.rsplit(".", 1)[-1]](a)) for p in m.lora_expert_parameters)
+    copies = 2 if m.gradient_checkpointing else a.num_layers + 1
+    return copies * layer * DTYPE_BYTES[m.dtype]
 
 
 def gpu_counts(cfg: Config) -> list[int]:
@@ -168,35 +177,41 @@ def gpu_counts(cfg: Config) -> list[int]:
     return inside + [per_node * n for n in range(2, nodes + 1)]
 
 
-def plan_trainer(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, plan: Plan) -> dict[str, Any]:
-    """The fewest GPUs per trial that fit, and the ZeRO stage: 0 (replicated) when the model fits one GPU,
-    else 3 (bf16 weights sharded); ZeRO-3 on a model that fits only adds all-gathers."""
+def plan_trainer(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, plan: Plan,
+                 limit: float) -> dict[str, Any]:
+    """The fewest GPUs per trial that fit in `limit` bytes each, and the ZeRO stage: 0 (replicated) when the model
+    fits one GPU, else 3 (bf16 weights sharded); ZeRO-3 on a model that fits only adds all-gathers. Explicit
+    train.num_workers / zero_stage / micro_batch_size are the only candidates tried for their field."""
     tr, cl, sec = cfg.train, cfg.cluster, "trainer"
-    requested, workers = str(tr.zero_stage), tr.num_workers
+    auto_workers, auto_stage, auto_micro = is_auto(tr.num_workers), is_auto(tr.zero_stage), is_auto(tr.micro_batch_size)
     if cl.gpus_per_node == 0:  # CPU (the toy): no accelerator memory to fit; one process per worker
-        stage = 0 if requested == "auto" else int(requested)
-        tries = [(workers, stage)]
-    elif requested == "auto":
-        tries = [(workers, 0)] + [(g, 3) for g in gpu_counts(cfg) if g >= max(2, workers)]
+        gpus = 1 if auto_workers else tr.num_workers
+        tries = [(gpus, 0 if auto_stage else tr.zero_stage)]
+    elif auto_workers:
+        tries = ([(1, 0)] if auto_stage else []) + [(g, 3 if auto_stage else tr.zero_stage) for g in gpu_counts(cfg)
+                                                     if g >= (2 if auto_stage else 1)]
     else:
-        tries = [(g, int(requested)) for g in gpu_counts(cfg) if g >= workers]
-    limit = cl.gpu_memory_gib * GIB * (1 - cfg.sample.engine.gpu_memory_utilization if colocated(cfg) else 1)
-    smallest: tuple[float, int, int] | None = None
+        tries = [(tr.num_workers, s) for s in ([0, 3] if auto_stage else [tr.zero_stage])]
+    smallest: tuple[float, int, int, int] | None = None
     for gpus, stage in tries:
         if gpus > tr.batch_size or tr.batch_size % gpus:
             continue
         per_rank = tr.batch_size // gpus
-        for micro in sorted((d for d in range(1, min(tr.micro_batch_size, per_rank) + 1) if per_rank % d == 0),
-                            reverse=True):
+        micros = ([min(tr.micro_batch_size, per_rank)] if not auto_micro else
+                  sorted((d for d in range(1, per_rank + 1) if per_rank % d == 0), reverse=True))
+        for micro in micros:
+            if per_rank % micro:
+                continue  # an explicit micro-batch that does not divide this GPU count's share
             mem = train_memory(cfg, a, counts, lora, gpus, stage, micro)
             if cl.gpus_per_node == 0 or mem["total"] <= limit:
-                return _record_trainer(cfg, plan, sec, gpus, stage, micro, per_rank // micro, mem)
+                return _record_trainer(cfg, plan, sec, gpus, stage, micro, per_rank // micro, mem, limit)
             if smallest is None or mem["total"] < smallest[0]:
-                smallest = (mem["total"], gpus, stage)
+                smallest = (mem["total"], gpus, stage, micro)
     if smallest is None:
         raise PlanError(f"train.batch_size={tr.batch_size} cannot be split over the {[g for g, _ in tries]} GPUs a "
-                        "trial could take: use a batch size that a GPU count divides, or lower train.num_workers")
-    total, gpus, stage = smallest
+                        f"trial could take with train.micro_batch_size={tr.micro_batch_size}: use a batch size that "
+                        "a GPU count divides, or set train.num_workers and train.micro_batch_size to auto")
+    total, gpus, stage, micro = smallest
     fixes = ["add nodes (cluster.nodes)", "use GPUs with more memory (cluster.gpu_memory_gib)",
              "shorten model.max_model_len"]
     if stage < 3:
@@ -205,98 +220,50 @@ def plan_trainer(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, 
         fixes.append("set model.gradient_checkpointing=true")
     if cfg.model.lora_experts:
         fixes.append("set model.lora_experts=false")
-    room = (f"{limit / GIB:.1f} GiB left beside vLLM (sample.engine.gpu_memory_utilization)" if colocated(cfg)
-            else f"cluster.gpu_memory_gib={cl.gpu_memory_gib:g}")
-    raise PlanError(f"model {cfg.model.name} does not fit: at best {total / GIB:.1f} GiB per GPU (ZeRO-{stage} over "
-                    f"{gpus} GPUs, micro-batch 1) > {room}. To fix: " + "; or ".join(fixes))
+    explicit = [f"train.{k}={getattr(tr, k)}" for k in ("num_workers", "zero_stage", "micro_batch_size")
+                if not is_auto(getattr(tr, k))]
+    if explicit:
+        fixes.insert(0, f"set {' and '.join(e.split('=')[0] + '=auto' for e in explicit)}{_auto_shape(cfg, limit)}")
+    room = (f"{limit / GIB:.1f} GiB left beside vLLM (sample.engine.gpu_memory_utilization)" if limit <
+            cl.gpu_memory_gib * GIB else f"cluster.gpu_memory_gib={cl.gpu_memory_gib:g}")
+    given = f" with {', '.join(explicit)}" if explicit else ""
+    raise PlanError(f"model {cfg.model.name} does not fit{given}: at best {total / GIB:.1f} GiB per GPU (ZeRO-{stage} "
+                    f"over {gpus} GPUs, micro-batch {micro}) > {room}. To fix: " + "; or ".join(fixes))
+
+
+def _auto_shape(cfg: Config, limit: float) -> str:
+    """What the plan would choose with the trainer's fields on auto, for a refusal's message."""
+    from dataclasses import replace
+
+    auto = replace(cfg, train=replace(cfg.train, num_workers="auto", zero_stage="auto", micro_batch_size="auto"))
+    a = arch_of(auto)
+    try:
+        t = plan_trainer(auto, a, param_counts(a), trained_lora_params(auto, a), Plan(), limit)
+    except PlanError:
+        return ""
+    return f" (the plan: {t['gpus']} GPUs per trial, ZeRO-{t['stage']}, micro-batch {t['micro']})"
 
 
 def _record_trainer(cfg: Config, plan: Plan, sec: str, gpus: int, stage: int, micro: int, accum: int,
-                    mem: dict[str, float]) -> dict[str, Any]:
+                    mem: dict[str, float], limit: float) -> dict[str, Any]:
     plan.put(sec, "gpus_per_trial", gpus, text=f"{gpus} (= trainer workers per trial, one per GPU)")
     plan.put(sec, "zero_stage", stage, text=f"{stage}" + (" (weights sharded)" if stage == 3 else " (replicated)"))
     plan.put(sec, "micro_batch_per_gpu", micro, f"largest divisor of batch {cfg.train.batch_size}/{gpus} GPUs that "
-             f"fits and is <= train.micro_batch_size={cfg.train.micro_batch_size}")
+             "fits" if is_auto(cfg.train.micro_batch_size) else f"train.micro_batch_size={cfg.train.micro_batch_size}")
     plan.put(sec, "grad_accum_steps", accum, f"{cfg.train.batch_size} / ({gpus} x {micro})")
     for key in ("base_weights", "lora_weights_and_grads", "lora_fp32_master_and_adam", "zero3_gathered_layers",
-                "activations", "logits"):
+                "activations", "logits", "expert_lora_materialized"):
         plan.put(sec, f"{key}_gib", round(mem[key] / GIB, 3), text=gib(mem[key]))
     plan.put(sec, "memory_per_gpu_gib", round(mem["total"] / GIB, 2),
              f"sum x fragmentation {cfg.plan.fragmentation:g} + overhead {cfg.plan.overhead_gib:g} GiB",
-             gib(mem["total"]) + (f" of {cfg.cluster.gpu_memory_gib:g} GiB" if cfg.cluster.gpus_per_node else
+             gib(mem["total"]) + (f" of {limit / GIB:.4g} GiB" if cfg.cluster.gpus_per_node else
                                   " (CPU: RAM per trainer process, not checked)"))
     return {"gpus": gpus, "stage": stage, "micro": micro, "accum": accum}
 
 
-def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound: int, plan: Plan) -> dict[str, Any]:
-    """vLLM's shape: the smallest tensor-parallel size (inside a node; vLLM's fused-MoE LoRA has no expert
-    parallelism) whose KV cache holds one checkpoint's prompts after the weights and LoRA slots."""
-    m, sa, p, sec = cfg.model, cfg.sample, cfg.plan, "sampler"
-    wbytes = DTYPE_BYTES[m.dtype]
-    rank = next((r for r in VLLM_LORA_RANKS if r >= cfg.train.lora_rank), None)
-    if rank is None:
-        raise PlanError(f"train.lora_rank={cfg.train.lora_rank} exceeds vLLM's largest max_lora_rank "
-                        f"{VLLM_LORA_RANKS[-1]}: lower train.lora_rank")
-    experts = list(m.lora_expert_parameters) if m.lora_experts else []
-    slot = lora_params(a, list(m.lora_target_modules), experts, rank)["total"] * wbytes
-    n_prompts = sa.n_eval_prompts + sa.n_train_prompts
-    seq_tokens = min(m.max_model_len, p.sampler_prompt_tokens + sa.max_new_tokens)
-    per_node = cfg.cluster.gpus_per_node
-    plan.put(sec, "max_lora_rank", rank, f"smallest of vLLM's {list(VLLM_LORA_RANKS)} >= train.lora_rank")
-    plan.put(sec, "lora_target_modules", list(m.lora_target_modules) + (["experts"] if experts else []),
-             text=f"{list(m.lora_target_modules) + (['experts'] if experts else [])} (vLLM allocates LoRA slots "
-             "only for these)")
-    if per_node == 0:
-        tp = sa.engine.tensor_parallel_size
-        plan.put(sec, "tensor_parallel_size", tp, text=f"{tp} (CPU: sample.engine.tensor_parallel_size)")
-        return {"tp": tp, "kv_seqs": n_prompts, "weights_per_gpu": counts["total"] * wbytes / tp}
-    util = sa.engine.gpu_memory_utilization if colocated(cfg) else p.sampler_gpu_memory_utilization
-    budget = util * cfg.cluster.gpu_memory_gib * GIB
-    sizes = [t for t in range(1, per_node + 1) if per_node % t == 0 and a.num_heads % t == 0]
-    if colocated(cfg):
-        sizes = [sa.engine.tensor_parallel_size]
-    tried = []
-    for tp in sizes:
-        weights = counts["total"] * wbytes / tp
-        share = 1 / tp if tp > 1 else 1.0  # fully_sharded_loras on: A and B both split over the TP ranks
-        slots = loras_bound * slot * share
-        kv_token = 2 * a.num_layers * max(1, a.num_kv_heads // tp) * a.head_dim * wbytes
-        room = budget - weights - slots - p.sampler_overhead_gib * GIB
-        seqs = int(room // (kv_token * seq_tokens)) if room > 0 else 0
-        tried.append(f"TP{tp}: {seqs} sequences")
-        if seqs >= n_prompts or (tp == sizes[-1] and seqs >= 1):
-            break
-    else:
-        where = (f"sample.engine.gpu_memory_utilization={util:g} of a {cfg.cluster.gpu_memory_gib:g} GiB GPU at "
-                 f"tensor_parallel_size={sizes[0]} (raise it, or run on a cluster where the sampler has its own "
-                 "GPUs)" if colocated(cfg) else f"one node of {per_node} x {cfg.cluster.gpu_memory_gib:g} GiB "
-                 "(use bigger GPUs)")
-        raise PlanError(f"the sampler does not fit {where}: {', '.join(tried)} of {seq_tokens} tokens; lowering "
-                        "sample.max_new_tokens or model.max_model_len, or model.lora_experts=false, also helps")
-    plan.put(sec, "tensor_parallel_size", tp, f"sample.engine.tensor_parallel_size, sharing the trainers' GPUs "
-             f"({util:g} of each)" if colocated(cfg) else f"smallest TP (divides {per_node} GPUs and {a.num_heads} "
-             f"heads) whose KV cache holds {n_prompts} prompts x {seq_tokens} tokens, else a full node")
-    plan.put(sec, "weights_per_gpu_gib", round(weights / GIB, 2), f"{counts['total'] / 1e9:.2f}B x {wbytes} B / {tp}",
-             gib(weights))
-    plan.put(sec, "lora_slot_gib", round(slot / GIB, 3), f"adapter at rank {rank} x {wbytes} B", gib(slot))
-    plan.put(sec, "fully_sharded_loras", tp > 1, text="True (both LoRA factors split over the TP ranks)" if tp > 1
-             else "False (one GPU: nothing to shard)")
-    plan.put(sec, "lora_slots_per_gpu_gib", round(slots / GIB, 3), f"{loras_bound} slots x slot / {tp}", gib(slots))
-    plan.put(sec, "kv_bytes_per_token_per_gpu", kv_token,
-             f"2 x {a.num_layers} layers x {max(1, a.num_kv_heads // tp)} kv heads x {a.head_dim} x {wbytes} B")
-    plan.put(sec, "kv_cache_gib", round(max(room, 0) / GIB, 2), f"{util:g} x "
-             f"{cfg.cluster.gpu_memory_gib:g} GiB - weights - LoRA slots - {p.sampler_overhead_gib:g} GiB overhead",
-             gib(max(room, 0)))
-    plan.put(sec, "kv_cache_sequences", seqs, f"KV cache / ({kv_token} B x {seq_tokens} tokens)")
-    if seqs < n_prompts:
-        plan.note(sec, f"note: a checkpoint's {n_prompts} prompts run in {math.ceil(n_prompts / seqs)} waves")
-    return {"tp": tp, "kv_seqs": seqs, "weights_per_gpu": weights}
-
-
 def make_plan(cfg: Config) -> Plan:
-    """The whole plan; raises PlanError (naming the fix) when the sweep does not fit the cluster."""
-    from orchestrator.plan_time import plan_placement, plan_time
-
+    """The whole plan; raises PlanError (naming the fix) when the sweep does not fit the cluster. Explicit values
+    of the planner-owned fields are the plan's own, checked; `auto` ones are chosen (orchestrator/resolve.py)."""
     plan = Plan()
     a, m, sec = arch_of(cfg), cfg.model, "model"
     counts = param_counts(a)
@@ -308,10 +275,13 @@ def make_plan(cfg: Config) -> Plan:
              "expert MLP(s), + embeddings", f"{counts['active'] / 1e9:.4g}B"
              + (f" (published {a.active_params_b:g}B)" if a.active_params_b else ""))
     rank, experts = cfg.train.lora_rank, list(m.lora_expert_parameters)
+    if rank > VLLM_LORA_RANKS[-1]:  # before any memory arithmetic: no plan can serve it
+        raise PlanError(f"train.lora_rank={rank} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}: "
+                        "lower train.lora_rank")
     sizes = lora_params(a, list(m.lora_target_modules), experts if a.num_experts else [], rank)
     wbytes = DTYPE_BYTES[m.dtype]
     plan.put("lora", "attention_only_params_m", round(sizes["attention"] / 1e6, 2),
-             f"rank {rank} x sum(in+out) of {list(m.lora_target_modules)} x {a.num_layers} layers",
+             f"rank {rank} x sum(in+out) of {list(m.lora_target_modules)} (x {a.num_layers} layers, lm_head once)",
              f"{sizes['attention'] / 1e6:.2f}M ({sizes['attention'] * wbytes / 1e6:.1f} MB in {m.dtype})")
     if a.num_experts and experts:
         plan.put("lora", "attention_and_experts_params_m", round(sizes["total"] / 1e6, 2),
@@ -320,13 +290,50 @@ def make_plan(cfg: Config) -> Plan:
                  f"{sizes['total'] / sizes['attention']:.0f}x attention-only)")
     lora = trained_lora_params(cfg, a)
     plan.put("lora", "trained", "attention + experts" if m.lora_experts else "attention only",
-             text=("attention + experts" if m.lora_experts else "attention only") + " (model.lora_experts)")
-    trainer = plan_trainer(cfg, a, counts, lora, plan)
+             text=("attention + experts" if m.lora_experts else "attention only") + " (model.lora_experts)"
+             + (" + lm_head" if "lm_head" in m.lora_target_modules else ""))
+    e, cl = cfg.sample.engine, cfg.cluster
+    if not is_auto(e.dedicated_gpus):
+        return _plan_jobs(cfg, a, counts, lora, plan, bool(e.dedicated_gpus))
+    if cl.gpus_per_node == 0 or cl.kind != "local":  # CPU: nothing to hold; a cluster: the sampler has its own GPUs
+        return _plan_jobs(cfg, a, counts, lora, plan, cl.gpus_per_node > 0)
+    # one machine: the sampler gets GPUs of its own when they leave room for a trial, else shares the trainers'
+    try:
+        own = _plan_jobs(cfg, a, counts, lora, _copy(plan), True)
+        if own.sections["placement"].get("trials_that_fit", 0) >= 1:
+            return own
+    except PlanError:
+        pass
+    return _plan_jobs(cfg, a, counts, lora, plan, False)
+
+
+def _copy(plan: Plan) -> Plan:
+    return Plan({k: dict(v) for k, v in plan.sections.items()}, list(plan.lines))
+
+
+def _plan_jobs(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, plan: Plan, dedicated: bool) -> Plan:
+    """Trainer, sampler, placement and time, with the sampler on GPUs of its own (`dedicated`) or sharing."""
+    from orchestrator.plan_sampler import plan_sampler
+    from orchestrator.plan_time import plan_placement, plan_time
+
     bound = min(len(cfg.sweep.lrs) * len(cfg.sweep.seeds), cfg.sweep.max_concurrent_trials)
-    sampler = plan_sampler(cfg, a, counts, bound, plan)
+    gpu = cfg.cluster.gpu_memory_gib * GIB
+    if dedicated or cfg.cluster.gpus_per_node == 0:
+        trainer = plan_trainer(cfg, a, counts, lora, plan, gpu)
+        sampler = plan_sampler(cfg, a, counts, bound, plan, dedicated)
+    else:  # the sampler's share first: the trainers get what it leaves
+        sampler = plan_sampler(cfg, a, counts, bound, plan, dedicated)
+        trainer = plan_trainer(cfg, a, counts, lora, plan, gpu * (1 - sampler["util"]))
     at_once = plan_placement(cfg, trainer, sampler, plan)
     plan_time(cfg, a, counts, lora, trainer, sampler, at_once, plan)
     return plan
+
+
+def check_compile(cfg: Config, stage: int) -> None:
+    if cfg.train.compile and stage == 3:
+        raise ConfigError(f"train.compile=true but the plan shards {cfg.model.name} with ZeRO-3, whose per-module "
+                          "parameter gathers are not compiled here: set train.compile=false (or give the trial more "
+                          "memory)")
 
 
 def trained_lora_params(cfg: Config, a: ArchConfig) -> int:
@@ -336,13 +343,12 @@ def trained_lora_params(cfg: Config, a: ArchConfig) -> int:
 
 
 def trainer_shape(cfg: Config) -> dict[str, Any]:
-    """What the trainer needs from the plan: {"gpus", "stage", "micro", "accum"} (a PlanError when it cannot fit)."""
-    a = arch_of(cfg)
-    return plan_trainer(cfg, a, param_counts(a), trained_lora_params(cfg, a), Plan())
+    """What the trainer runs with, from the resolved plan: {"gpus", "stage", "micro", "accum"}."""
+    t = make_plan(cfg).sections["trainer"]
+    return {"gpus": t["gpus_per_trial"], "stage": t["zero_stage"], "micro": t["micro_batch_per_gpu"],
+            "accum": t["grad_accum_steps"]}
 
 
 def resolve_zero_stage(cfg: Config) -> int:
-    """train.zero_stage as an int: explicit values as given, `auto` from the plan."""
-    if str(cfg.train.zero_stage) != "auto":
-        return int(cfg.train.zero_stage)
+    """train.zero_stage as an int: explicit values as given (and checked), `auto` from the plan."""
     return int(trainer_shape(cfg)["stage"])

@@ -199,20 +199,25 @@ class SweepConfig:
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 
 
+# Planner-owned fields hold AUTO ("auto") until orchestrator/resolve.py replaces them with the plan's numbers; an
+# explicit value wins but is checked against the plan's memory arithmetic. Their type is Any (int/float/bool or
+# "auto"): OmegaConf has no unions of a primitive with a string, and `null` would read as "unset", not "plan it".
+AUTO = "auto"
+
+
 @dataclass
 class TrainConfig:
     batch_size: int = 32
-    micro_batch_size: int = 32
+    micro_batch_size: Any = AUTO  # per GPU (per worker); auto: the largest that fits (the rest is accumulation)
     lora_rank: int = 8
-    lora_alpha: int = 16
+    lora_alpha: int = 32  # as Tinker (the note's authors' platform): 32 whatever the rank, so scale = 32 / rank
     lora_dropout: float = 0.0
     optimizer: str = "adam"
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
     # auto: the planner's choice (3 only when the model does not fit one GPU unsharded); or 0, 1, 2, 3.
-    # A string so `auto` and numbers share one field (OmegaConf unions do not survive Hydra's composition).
-    zero_stage: str = "auto"
+    zero_stage: Any = AUTO
     dist_backend: str = "auto"
     torch_threads: int = 1
     # answer_chunks: loss on answer tokens only, the LM head applied loss_chunk_tokens rows at a time (full-vocab
@@ -220,7 +225,7 @@ class TrainConfig:
     loss: str = "answer_chunks"
     loss_chunk_tokens: int = 4096
     compile: bool = False  # torch.compile each decoder layer; ZeRO stages 0-2 only
-    num_workers: int = 1  # trainer processes per trial (one per GPU; a Ray placement group holds them)
+    num_workers: Any = AUTO  # trainer processes per trial (one per GPU; a Ray placement group holds them); auto: plan
     # trainer state (LoRA, Adam, RNG, data position) also every this many seconds, at a step boundary, so a
     # preempted trial repeats at most this much training; 0: at checkpoint steps only
     state_every_s: float = 600.0
@@ -228,11 +233,18 @@ class TrainConfig:
 
 @dataclass
 class EngineConfig:
-    gpu_memory_utilization: float = 0.1
+    """vLLM's knobs. AUTO fields come from the plan (orchestrator/resolve.py); on CPU from PlanConfig's cpu_*."""
+
+    gpu_memory_utilization: Any = AUTO  # float in (0, 1]
     cpu_kvcache_space_gib: int = 1
-    max_loras: int = 4
-    max_cpu_loras: int = 16
-    tensor_parallel_size: int = 1
+    max_loras: Any = AUTO  # int: adapters in one batch (one per running trial)
+    max_cpu_loras: Any = AUTO  # int >= max_loras
+    tensor_parallel_size: Any = AUTO  # int
+    fully_sharded_loras: Any = AUTO  # bool: both LoRA factors split over the TP ranks
+    max_lora_rank: Any = AUTO  # int, one of vLLM's allowed ranks >= train.lora_rank
+    # bool: vLLM's enable_mixed_moe_lora_format, which PEFT's fused 3-D expert adapters need (model.lora_experts)
+    moe_lora_3d: Any = AUTO
+    dedicated_gpus: Any = AUTO  # bool: the sampler holds tensor_parallel_size GPUs of its own (else shares)
     enforce_eager: bool = True
     max_num_seqs: int | None = None  # sequences per engine step; null: vLLM's default (256 on CPU)
     cpu_lora_kernel: str = "grouped"  # CPU builds of vLLM: grouped (workers/vllm_cpu_lora.py) or vllm (its own)
@@ -296,7 +308,11 @@ class PlanConfig:
     intranode_gb_s: float = 150.0  # per-GPU all-gather bandwidth inside a node
     internode_gb_s: float = 40.0  # per-GPU all-gather bandwidth across nodes
     storage_read_gb_s: float = 2.0  # base weights read at each trial start
-    sampler_gpu_memory_utilization: float = 0.9  # vLLM's share of each sampler GPU
+    sampler_gpu_memory_utilization: float = 0.9  # vLLM's share of each sampler GPU of its own
+    # CPU (cluster.gpus_per_node=0): what the engine's auto fields become (vLLM CPU: memory is a share of RAM)
+    cpu_gpu_memory_utilization: float = 0.1
+    cpu_max_loras: int = 4
+    cpu_max_cpu_loras: int = 16
     sampler_overhead_gib: float = 6.0  # per sampler GPU: activations of a full batch, CUDA context, LoRA kernels
     sampler_prompt_tokens: int = 256  # prompt tokens per sampled question
     sampler_tokens_per_s: float | None = None  # measured decode tokens/s of the sampler; null: estimate
@@ -438,14 +454,13 @@ def validate(cfg: Config) -> None:
     _require(es.max_rel_degradation is None or es.max_rel_degradation > 0,
              f"sweep.early_stop.max_rel_degradation={es.max_rel_degradation}: must be > 0 (or null to turn it off)")
     _require(tr.batch_size >= 1, f"train.batch_size={tr.batch_size}: must be >= 1")
-    _require(
-        tr.micro_batch_size >= 1 and tr.batch_size % tr.micro_batch_size == 0,
-        f"train.micro_batch_size={tr.micro_batch_size} must be >= 1 and divide train.batch_size={tr.batch_size}",
-    )
+    _planned(tr.micro_batch_size, "train.micro_batch_size", int, lambda v: v >= 1 and tr.batch_size % v == 0,
+             f"an integer >= 1 to divide train.batch_size={tr.batch_size}")
+    _planned(tr.num_workers, "train.num_workers", int, lambda v: v >= 1, "an integer >= 1")
     _require(tr.lora_rank >= 1, f"train.lora_rank={tr.lora_rank}: must be >= 1")
     _require(tr.optimizer == "adam", f"train.optimizer={tr.optimizer!r}: only 'adam' is supported")
     _require(tr.lr_schedule == "constant", f"train.lr_schedule={tr.lr_schedule!r}: only 'constant' is supported")
-    _require(str(tr.zero_stage) in ("auto", "0", "1", "2", "3"),
+    _require(is_auto(tr.zero_stage) or (type(tr.zero_stage) is int and tr.zero_stage in (0, 1, 2, 3)),
              f"train.zero_stage={tr.zero_stage!r}: must be auto, 0, 1, 2 or 3")
     _require(tr.dist_backend in ("auto", "gloo", "nccl"), "train.dist_backend must be auto, gloo or nccl")
     _require(tr.loss in ("answer_chunks", "hf"), f"train.loss={tr.loss!r}: must be answer_chunks or hf")
@@ -459,6 +474,7 @@ def validate(cfg: Config) -> None:
     _require(sa.engine.cpu_lora_kernel in CPU_LORA_KERNELS,
              f"sample.engine.cpu_lora_kernel={sa.engine.cpu_lora_kernel!r}: one of {list(CPU_LORA_KERNELS)}")
     _require(sa.temperature >= 0, "sample.temperature must be >= 0")
+    validate_engine(sa.engine, tr)
     st = cfg.setting
     validate_grader(st.grader)
     if st.grader.kind == "judge":
@@ -484,8 +500,47 @@ def validate(cfg: Config) -> None:
     # last: these combine train, sweep and cluster values, each already checked alone above
     from orchestrator.placement import data_parallel_shape, trial_placement  # lazily: it imports this module
 
-    trial_placement(tr.num_workers, sw.cpus_per_trial, cfg.cluster.gpus_per_node, tr.dist_backend, cfg.cluster.nodes)
-    data_parallel_shape(tr.batch_size, tr.micro_batch_size, tr.num_workers)
+    # (auto values are checked when the plan resolves them: orchestrator/resolve.py)
+    if not is_auto(tr.num_workers):
+        trial_placement(tr.num_workers, sw.cpus_per_trial, cfg.cluster.gpus_per_node, tr.dist_backend,
+                        cfg.cluster.nodes)
+        micro = tr.batch_size if is_auto(tr.micro_batch_size) else tr.micro_batch_size
+        data_parallel_shape(tr.batch_size, micro, tr.num_workers)
+
+
+# the values vLLM 0.32 accepts for LoRAConfig.max_lora_rank (vllm/config/lora.py, MaxLoRARanks)
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value == AUTO
+
+
+def _planned(value: Any, where: str, kind: type, ok: Any = None, rule: str = "") -> None:
+    """A planner-owned field: AUTO, or a value of `kind` (bool is not an int here) that satisfies `ok`."""
+    if is_auto(value):
+        return
+    if kind is float:
+        typed = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        typed = type(value) is kind
+    _require(typed and (ok is None or ok(value)),
+             f"{where}={value!r}: must be auto (the plan decides) or {rule or kind.__name__}")
+
+
+def validate_engine(e: EngineConfig, tr: TrainConfig) -> None:
+    _planned(e.gpu_memory_utilization, "sample.engine.gpu_memory_utilization", float, lambda v: 0 < v <= 1,
+             "a share in (0, 1]")
+    _planned(e.max_loras, "sample.engine.max_loras", int, lambda v: v >= 1, "an integer >= 1")
+    _planned(e.max_cpu_loras, "sample.engine.max_cpu_loras", int,
+             lambda v: v >= 1 and (is_auto(e.max_loras) or v >= e.max_loras),
+             "an integer >= sample.engine.max_loras (vLLM keeps every GPU slot's adapter in its CPU cache)")
+    _planned(e.tensor_parallel_size, "sample.engine.tensor_parallel_size", int, lambda v: v >= 1, "an integer >= 1")
+    _planned(e.max_lora_rank, "sample.engine.max_lora_rank", int,
+             lambda v: v in VLLM_LORA_RANKS and v >= tr.lora_rank,
+             f"one of vLLM's {list(VLLM_LORA_RANKS)} >= train.lora_rank={tr.lora_rank}")
+    for name in ("fully_sharded_loras", "moe_lora_3d", "dedicated_gpus"):
+        _planned(getattr(e, name), f"sample.engine.{name}", bool, rule="true or false")
 
 
 DTYPES = ("float32", "bfloat16", "float16")

@@ -65,8 +65,12 @@ def check_cluster(c: ClusterConfig) -> None:
 
 
 def job_config(cfg: Config) -> Config:
-    """The config the job runs: joins the job's Ray cluster; W&B offline when compute nodes have no internet."""
+    """The config the job runs: the plan's numbers in place of `auto` (orchestrator/resolve.py), joins the job's Ray
+    cluster; W&B offline when compute nodes have no internet."""
+    from orchestrator.resolve import resolve
+
     check_cluster(cfg.cluster)
+    cfg = resolve(cfg)  # a sweep that cannot fit is refused here, before sbatch, naming the fix
     tracker, sweep = cfg.tracker, cfg.sweep
     if cfg.cluster.offline:
         if tracker.mode == "online":

@@ -22,6 +22,7 @@ from eval.summary import analyze_sweep_dir, failure_message, format_table, trial
 from orchestrator.config import settings_for_toy
 from orchestrator.labels_cmd import preflight_labels, sampler_onpolicy
 from orchestrator.placement import SAMPLER_RESOURCE, sampler_placement, trial_placement
+from orchestrator.resolve import resolve
 from orchestrator.schema import Config, ConfigError
 from orchestrator.trial import FAILED, TrialContext, eval_prompts, run_trial
 from workers.sampler import SamplerSpec
@@ -44,15 +45,16 @@ def resolve_model(cfg: Config) -> str:
 
 
 def sampler_spec(cfg: Config, model_path: str) -> SamplerSpec:
-    e = cfg.sample.engine
+    """The engine's knobs from the resolved plan (orchestrator/resolve.py; a resolved config resolves to itself)."""
+    e = resolve(cfg).sample.engine
     return SamplerSpec(
         model_path=model_path, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
-        max_lora_rank=cfg.train.lora_rank, chat_template_kwargs=dict(cfg.model.chat_template_kwargs),
+        max_lora_rank=e.max_lora_rank, chat_template_kwargs=dict(cfg.model.chat_template_kwargs),
         gpu_memory_utilization=e.gpu_memory_utilization, cpu_kvcache_space_gib=e.cpu_kvcache_space_gib,
         max_loras=e.max_loras, max_cpu_loras=e.max_cpu_loras, tensor_parallel_size=e.tensor_parallel_size,
         enforce_eager=e.enforce_eager, seed=cfg.sample.seed, max_num_seqs=e.max_num_seqs,
-        cpu_lora_kernel=e.cpu_lora_kernel,
-        moe_lora_3d=cfg.model.lora_experts,  # the trainer saves expert LoRA in PEFT's fused 3-D format
+        cpu_lora_kernel=e.cpu_lora_kernel, fully_sharded_loras=e.fully_sharded_loras,
+        moe_lora_3d=e.moe_lora_3d,  # the plan's: the trainer saves expert LoRA in PEFT's fused 3-D format
     )
 
 
@@ -135,7 +137,7 @@ def check_sweep_folder(sweep_dir: Path, config_text: str) -> bool:
     if not path.exists():
         return False
     old = path.read_text()
-    if old == config_text:
+    if old == config_text or _resolved_text(old) == config_text:  # a folder from before resolution: auto values
         return True
     import yaml
 
@@ -145,6 +147,18 @@ def check_sweep_folder(sweep_dir: Path, config_text: str) -> bool:
         f"{sweep_dir} already holds a different sweep (differs in: {', '.join(keys[:8])}). "
         f"Choose a new folder (hydra.run.dir=...), or finish that sweep with resume={sweep_dir}"
     )
+
+
+def _resolved_text(text: str) -> str | None:
+    """config.yaml text as the plan resolves it, or None when it no longer composes."""
+    from orchestrator.config import to_typed
+    from orchestrator.schema import Config as Schema
+
+    try:
+        loaded = OmegaConf.merge(OmegaConf.structured(Schema), OmegaConf.create(text))
+        return config_yaml(resolve(to_typed(loaded)))
+    except Exception:  # any failure means "not the same sweep"; the caller names the differing keys
+        return None
 
 
 def pending_trials(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
@@ -239,6 +253,7 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     started = time.time()
     sweep_dir = sweep_dir.resolve()
     sweep_id = f"{cfg.setting.name}-{sweep_dir.name}"
+    cfg = resolve(cfg)  # the plan's numbers in place of `auto`: config.yaml records what runs
     wandb_mode = preflight(cfg)
     text = config_yaml(cfg)
     resuming = check_sweep_folder(sweep_dir, text)
@@ -322,7 +337,8 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
 
         where = sampler_placement(cfg.sample.engine.tensor_parallel_size, cfg.cluster.gpus_per_node,
                                   SAMPLER_RESOURCE in ray.cluster_resources(), cfg.cluster.nodes,
-                                  int(placement.gpus_per_worker * placement.num_workers))
+                                  int(placement.gpus_per_worker * placement.num_workers),
+                                  dedicated=cfg.sample.engine.dedicated_gpus)
         log(f"[sampler] starting one vLLM engine for the whole sweep (multi-LoRA) with {where.actor_options()}...")
         # a dead actor process is restarted (engine and all) and its pending calls retried; threaded so
         # that requests of concurrent trials queue up inside the actor and share one engine call

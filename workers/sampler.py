@@ -50,6 +50,7 @@ class SamplerSpec:
     # adapters hold PEFT's fused 3-D expert LoRA (target_parameters on mlp.experts.*): vLLM 0.32 takes them only
     # with enable_mixed_moe_lora_format on the engine and is_3d_lora_weight on each request
     moe_lora_3d: bool = False
+    fully_sharded_loras: bool = False  # the plan's: both LoRA factors split over the TP ranks (TP > 1)
 
 
 class DeterministicError(Exception):
@@ -178,6 +179,7 @@ class Sampler:
             max_lora_rank=spec.max_lora_rank,
             gpu_memory_utilization=spec.gpu_memory_utilization,
             tensor_parallel_size=spec.tensor_parallel_size,
+            fully_sharded_loras=spec.fully_sharded_loras,
             enforce_eager=spec.enforce_eager,
             seed=spec.seed,
             **({"enable_mixed_moe_lora_format": True} if spec.moe_lora_3d else {}),

@@ -39,7 +39,7 @@ class TrainSpec:
     optimizer: str = "adam"
     lr_schedule: str = "constant"
     lora_rank: int = 8
-    lora_alpha: int = 16
+    lora_alpha: int = 32
     lora_dropout: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
@@ -446,18 +446,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def build_train_spec(cfg: Any, model_path: str, lr: float, seed: int) -> TrainSpec:
-    """The trainer's narrow config; `train.zero_stage: auto` and the micro-batch come from the plan."""
+    """The trainer's narrow config, from the resolved plan (orchestrator/resolve.py): ZeRO stage and micro-batch."""
     from eval.metrics import checkpoint_steps
-    from orchestrator.planner import resolve_zero_stage, trainer_shape
+    from orchestrator.resolve import resolve
 
+    cfg = resolve(cfg)  # refuses train.compile with ZeRO-3, and anything that cannot fit, naming the fix
     t, m = cfg.train, cfg.model
-    zero_stage = resolve_zero_stage(cfg)
-    if t.compile and zero_stage == 3:
-        raise ValueError(f"train.compile=true but the plan shards {m.name} with ZeRO-3, whose per-module parameter "
-                         "gathers are not compiled here: set train.compile=false (or give the trial more memory)")
-    micro = t.micro_batch_size
-    if cfg.cluster.gpus_per_node:  # the largest micro-batch per GPU that fits, from the plan
-        micro = trainer_shape(cfg)["micro"]
+    zero_stage, micro = int(t.zero_stage), int(t.micro_batch_size)
     return TrainSpec(
         model_path=model_path, dtype=m.dtype, lora_target_modules=list(m.lora_target_modules), lr=lr, seed=seed,
         max_steps=cfg.sweep.max_steps, checkpoint_steps=checkpoint_steps(cfg.sweep.max_steps),
