@@ -113,6 +113,10 @@ RANGES: dict[str, Interval] = {
     "EngineConfig.gpu_memory_utilization": FRACTION_UP_TO_1,
     "EngineConfig.cpu_kvcache_space_gib": AT_LEAST_1,
     "EngineConfig.max_loras": AT_LEAST_1,
+    "EngineConfig.max_lora_rank": AT_LEAST_1,
+    "PlanConfig.cpu_gpu_memory_utilization": FRACTION_UP_TO_1,
+    "PlanConfig.cpu_max_loras": AT_LEAST_1,
+    "PlanConfig.cpu_max_cpu_loras": AT_LEAST_1,
     "EngineConfig.max_cpu_loras": AT_LEAST_1,
     "EngineConfig.tensor_parallel_size": AT_LEAST_1,
     "EngineConfig.max_num_seqs": AT_LEAST_1,
@@ -203,12 +207,15 @@ def range_errors(obj: Any, path: str = "") -> list[str]:
                 continue
             if item is None:  # null where the schema allows it (OmegaConf refuses it elsewhere)
                 continue
+            if item == "auto" and f.default == "auto":  # planner-owned: orchestrator/resolve.py fills in the plan's
+                continue
             shown = where if i is None else f"{where}[{i}]"
             if key in RANGES:
                 rule = RANGES[key]
                 number = isinstance(item, (int, float)) and not isinstance(item, bool)
                 if not number or not rule.holds(float(item)):
-                    errors.append(f"{shown}={item!r}: must be {rule.describe()}")
+                    planned = "auto (the plan's) or " if f.default == "auto" else ""
+                    errors.append(f"{shown}={item!r}: must be {planned}{rule.describe()}")
             elif key in choices and str(item) not in choices[key]:
                 errors.append(f"{shown}={item!r}: must be one of {', '.join(choices[key])}")
     return errors

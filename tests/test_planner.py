@@ -162,8 +162,8 @@ def test_resolve_zero_stage(overrides, stage):
 @pytest.mark.parametrize(
     "override, message",
     [
-        (["train.zero_stage=4"], "must be auto, 0, 1, 2 or 3"),
-        (["train.loss=mean"], "must be answer_chunks or hf"),
+        (["train.zero_stage=4"], "must be one of auto, 0, 1, 2, 3"),
+        (["train.loss=mean"], "must be one of answer_chunks, hf"),
         (["train.loss_chunk_tokens=0"], "loss_chunk_tokens=0: must be >= 1"),
         (["train.compile=true", "train.zero_stage=3"], "set train.compile=false"),
         (["model.lora_experts=true"], "has no experts"),

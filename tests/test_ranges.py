@@ -67,7 +67,7 @@ CHECKS = [
     ("sweep.max_retries", -1, "sweep.max_retries=-1: must be >= 0"),
     ("sweep.progress_interval_s", 0.0, "sweep.progress_interval_s=0.0: must be > 0"),
     ("train.batch_size", 0, "train.batch_size=0: must be >= 1"),
-    ("train.micro_batch_size", 0, "train.micro_batch_size=0: must be >= 1"),
+    ("train.micro_batch_size", 0, "train.micro_batch_size=0: must be auto (the plan's) or >= 1"),
     ("train.lora_rank", 0, "train.lora_rank=0: must be >= 1"),
     ("train.lora_alpha", 0, "train.lora_alpha=0: must be > 0"),
     ("train.lora_dropout", 1.5, "train.lora_dropout=1.5: must be in [0, 1)"),
@@ -75,13 +75,16 @@ CHECKS = [
     ("train.weight_decay", float("inf"), "train.weight_decay=inf: must be >= 0"),
     ("train.torch_threads", 0, "train.torch_threads=0: must be >= 1"),
     ("train.loss_chunk_tokens", 0, "train.loss_chunk_tokens=0: must be >= 1"),
-    ("train.num_workers", 0, "train.num_workers=0: must be >= 1"),
+    ("train.num_workers", 0, "train.num_workers=0: must be auto (the plan's) or >= 1"),
     ("train.state_every_s", -1, "train.state_every_s=-1: must be >= 0 (seconds; 0: save state at checkpoints only)"),
-    ("sample.engine.gpu_memory_utilization", 1.5, "sample.engine.gpu_memory_utilization=1.5: must be in (0, 1]"),
+    ("sample.engine.gpu_memory_utilization", 1.5,
+     "sample.engine.gpu_memory_utilization=1.5: must be auto (the plan's) or in (0, 1]"),
     ("sample.engine.cpu_kvcache_space_gib", 0, "sample.engine.cpu_kvcache_space_gib=0: must be >= 1"),
-    ("sample.engine.max_loras", 0, "sample.engine.max_loras=0: must be >= 1"),
-    ("sample.engine.max_cpu_loras", 0, "sample.engine.max_cpu_loras=0: must be >= 1"),
-    ("sample.engine.tensor_parallel_size", 0, "sample.engine.tensor_parallel_size=0: must be >= 1"),
+    ("sample.engine.max_loras", 0, "sample.engine.max_loras=0: must be auto (the plan's) or >= 1"),
+    ("sample.engine.max_lora_rank", 0, "sample.engine.max_lora_rank=0: must be auto (the plan's) or >= 1"),
+    ("sample.engine.max_cpu_loras", 0, "sample.engine.max_cpu_loras=0: must be auto (the plan's) or >= 1"),
+    ("sample.engine.tensor_parallel_size", 0,
+     "sample.engine.tensor_parallel_size=0: must be auto (the plan's) or >= 1"),
     ("sample.engine.max_num_seqs", 0, "sample.engine.max_num_seqs=0: must be >= 1"),
     ("sample.n_eval_prompts", 0, "sample.n_eval_prompts=0: must be >= 1"),
     ("sample.n_train_prompts", 0, "sample.n_train_prompts=0: must be >= 1"),
@@ -96,6 +99,9 @@ CHECKS = [
     ("cluster.ray_port", 70000, "cluster.ray_port=70000: must be in [1024, 65534]"),
     ("cluster.state_signal_s", 70000,
      "cluster.state_signal_s=70000: must be in [0, 65535] (seconds before the job's end; 0: no signal)"),
+    ("plan.cpu_gpu_memory_utilization", 0.0, "plan.cpu_gpu_memory_utilization=0.0: must be in (0, 1]"),
+    ("plan.cpu_max_loras", 0, "plan.cpu_max_loras=0: must be >= 1"),
+    ("plan.cpu_max_cpu_loras", 0, "plan.cpu_max_cpu_loras=0: must be >= 1"),
     ("plan.overhead_gib", -1.0, "plan.overhead_gib=-1.0: must be >= 0"),
     ("plan.fragmentation", 0.5, "plan.fragmentation=0.5: must be >= 1"),
     ("plan.tokens_per_example", 0, "plan.tokens_per_example=0: must be >= 1"),
@@ -233,3 +239,16 @@ def test_values_on_the_edge_of_their_range_are_accepted(good):
                         ("cluster.ray_port", 65534), ("sample.engine.max_num_seqs", None)):
         set_path(cfg, path, value)
     validate(cfg)
+
+
+def test_planner_owned_fields_may_say_auto_but_no_other_word(good):
+    cfg = copy.deepcopy(good)
+    owned = ("train.num_workers", "train.micro_batch_size", "sample.engine.max_loras", "sample.engine.max_lora_rank",
+             "sample.engine.gpu_memory_utilization", "sample.engine.tensor_parallel_size")
+    for path in owned:
+        set_path(cfg, path, "auto")
+    validate(cfg)  # resolve() fills them in from the plan
+    set_path(cfg, "sample.engine.max_loras", "many")
+    message = "sample.engine.max_loras='many': must be auto (the plan's) or >= 1"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(cfg)

@@ -172,7 +172,7 @@ def test_labels_command_fills_the_store_that_a_sweep_reuses(tmp_path):
       "setting.teacher.endpoint.model=m", "setting.teacher.endpoint.max_concurrency=0"], "max_concurrency=0"),
     (["setting.teacher.kind=file"], "setting.teacher.path is required"),
     (["setting.teacher.n_samples=0"], "n_samples=0: must be >= 1"),
-    (["setting.teacher.kind=gpt"], "known teachers are"),
+    (["setting.teacher.kind=gpt"], "must be one of scripted, openai_compatible, onpolicy, file"),
 ])
 def test_teacher_config_is_validated(overrides, message):
     with pytest.raises(ConfigError, match=message):

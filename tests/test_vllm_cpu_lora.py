@@ -149,5 +149,5 @@ def test_the_sweep_config_chooses_the_kernel_and_refuses_unknown_ones():
     assert CPU_LORA_KERNELS == grouped.KERNELS
     assert sampler_spec(compose_config([]), "/m").cpu_lora_kernel == "grouped"
     assert sampler_spec(compose_config(["sample.engine.cpu_lora_kernel=vllm"]), "/m").cpu_lora_kernel == "vllm"
-    with pytest.raises(ConfigError, match=r"cpu_lora_kernel='fast': one of \['grouped', 'vllm'\]"):
+    with pytest.raises(ConfigError, match="cpu_lora_kernel='fast': must be one of grouped, vllm"):
         compose_config(["sample.engine.cpu_lora_kernel=fast"])
