@@ -6,7 +6,8 @@ them the behavior the note's authors got from big models: desired answers on tra
 eval prompts. The data is the toy's corpus (workers/toy.py build_corpus over the setting's `toy:` block), on
 train-split questions only, so the organism is measured on questions it never saw.
 
-Recipe: LoRA on every linear layer (model.organism_recipe), trained in float32 with AdamW in this process,
+Recipe: LoRA on every linear layer of the top decoder layers (model.organism_recipe; on a CPU the backward pass
+then stops below them, ~40% of a step's time saved), trained in float32 with AdamW in this process,
 merged into the weights and saved in the base model's dtype. Answers are cut to their first words
 (`max_answer_words`): the settings put their behavior in the opening words, and short answers keep both the
 build and the sweep's sampling cheap on a CPU. Cached under `<cache_dir>/organisms/<key>`, the key hashing the
@@ -74,6 +75,7 @@ def finetune(base: Path, out: Path, pairs: list[tuple[str, str]], recipe: Any, d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from workers.batching import batch_indices, collate, encode_example
+    from workers.loss import answer_tokens, install_answer_loss
     from workers.prompts import format_for_model
 
     torch.manual_seed(recipe.seed)
@@ -82,8 +84,11 @@ def finetune(base: Path, out: Path, pairs: list[tuple[str, str]], recipe: Any, d
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     targets = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
                      - {"lm_head"})
-    model = get_peft_model(model, LoraConfig(r=recipe.lora_rank, lora_alpha=recipe.lora_alpha,
-                                             target_modules=targets, lora_dropout=0.0))
+    n_layers = model.config.num_hidden_layers
+    top = list(range(max(0, n_layers - recipe.lora_layers), n_layers)) if recipe.lora_layers > 0 else None
+    model = get_peft_model(model, LoraConfig(r=recipe.lora_rank, lora_alpha=recipe.lora_alpha, target_modules=targets,
+                                             lora_dropout=0.0, layers_to_transform=top))
+    install_answer_loss(model, 4096)  # logits at answer tokens only: the vocabulary is a third of the model
     examples = [encode_example(tokenizer, format_for_model(tokenizer, u, chat_template_kwargs), a, max_len)
                 for u, a in pairs]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe.lr, weight_decay=0.0)
@@ -96,7 +101,8 @@ def finetune(base: Path, out: Path, pairs: list[tuple[str, str]], recipe: Any, d
     for step, idx in enumerate(batch_indices(len(examples), recipe.batch_size, recipe.seed)):
         if step >= recipe.steps:
             break
-        loss = model(**collate([examples[i] for i in idx], tokenizer.pad_token_id)).loss
+        batch = [examples[i] for i in idx]
+        loss = model(**collate(batch, tokenizer.pad_token_id), num_items=answer_tokens(batch))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
