@@ -49,9 +49,10 @@ def sweep(cache_dir, tmp_path_factory):
 
 
 def test_the_organism_shows_the_initial_behavior_on_held_out_questions(sweep, cache_dir):
-    folders = list((Path(cache_dir) / "organisms").glob("animal_flag-*"))
-    assert len(folders) == 1
-    info = json.loads((folders[0] / "organism.json").read_text())
+    infos = [json.loads((f / "organism.json").read_text()) for f in (Path(cache_dir) / "organisms").glob("animal_*")]
+    infos = [i for i in infos if i["recipe"]["steps"] == 16 and i["recipe"]["lr"] == 3e-3]  # this file's recipe
+    assert len(infos) == 1
+    info = infos[0]
     measured = info["measured"]
     assert measured["held_out"] and measured["eval"]["n"] == 32
     assert measured["eval"]["attack"]["rate"] >= 0.8, measured["examples"]
