@@ -177,7 +177,8 @@ def test_vllm_serve_as_the_judge(server, cache_dir, tmp_path):
     assert all(isinstance(a, str) for a in answers)  # every verdict is in the cache
     parsed = [parse_verdict(a) for a in answers]
     assert grades == [v or "other" for v in parsed]
-    assert grader.last_stats == {"judge_calls": 4, "judge_unparseable": sum(v is None for v in parsed)}
+    assert grader.last_stats["judge_calls"] == 4
+    assert grader.last_stats["judge_unparseable"] == sum(v is None for v in parsed)
     before = settled_requests(server, float("inf"), timeout=0)
     assert build_judge_grader(grader_cfg, cache_dir=tmp_path)(responses, prompts) == grades
     assert settled_requests(server, float("inf"), timeout=0) == before  # verdicts from the cache
