@@ -78,7 +78,7 @@ def test_sweep_labels_onpolicy_once_its_engine_is_up(toy, cache_dir, tmp_path):
 
 def test_vllm_serve_as_the_teacher(server, small_bank, cache_dir, tmp_path):
     cfg = compose_config([f"cache_dir={cache_dir}"])
-    ep = EndpointConfig(base_url=server, model=SERVED_NAME, max_tokens=24, temperature=1.0, max_concurrency=4,
+    ep = EndpointConfig(base_url=server, model=SERVED_NAME, max_tokens=160, temperature=1.0, max_concurrency=4,
                         timeout_s=60)
     st = replace(cfg.setting, questions=str(small_bank),
                  teacher=TeacherConfig(kind="openai_compatible", endpoint=ep, n_samples=2,
