@@ -6,6 +6,7 @@
     python -m orchestrator sweep --help                        # Hydra's help: groups and options
     python -m orchestrator labels setting=wronglang_spanish    # teacher labels alone (cached, resumable)
     python -m orchestrator report SWEEP_DIR [SWEEP_DIR ...]    # report.md + plots from finished run folders
+    python -m orchestrator probe setting=animal_flag model=smollm2_135m [probe.n=100] [--out probe.json]
     python -m orchestrator plan model=qwen3_235b_a22b [--json]  # GPUs, memory, sampler shape, GPU-hours
     python -m orchestrator recover SWEEP_DIR [--trial T --step S]  # retrain a checkpoint on correct benchmark answers
     python -m orchestrator submit setting=... model=... cluster=slurm  # the sweep as one Slurm job
@@ -25,6 +26,7 @@ COMMANDS = {
     "sweep": "run an LR sweep: train every (lr, seed), sample and grade every checkpoint, summarise",
     "labels": "make the teacher labels for a setting (cached; a sweep reuses them); --help for where they go",
     "report": "write report.md (tables, plots) for one or more sweep folders; --help for options",
+    "probe": "sample the model without adapters and print its desired/attack/other rates: is it an organism?",
     "plan": "print the resource plan and its arithmetic before any allocation (--json, --out plan.json)",
     "recover": "train a checkpoint on ~40 correct benchmark answers and re-measure capability and attack rates",
     "submit": "render a sweep's sbatch script into its folder and submit it to Slurm (--dry-run: only render)",
@@ -76,6 +78,10 @@ def main() -> None:
         from orchestrator.report_cmd import main as report_main
 
         sys.exit(report_main(sys.argv[1:]))
+    elif command == "probe":
+        from orchestrator.probe_cmd import main as probe_main
+
+        sys.exit(probe_main(sys.argv[1:]))
     elif command == "plan":
         from orchestrator.plan_cmd import main as plan_main
 

@@ -59,7 +59,7 @@ def sweep_main(dcfg: DictConfig) -> None:
         if dcfg.resume:
             dcfg = load_resumed(Path(dcfg.resume).expanduser().resolve(), list(HydraConfig.get().overrides.task))
         cfg = to_typed(dcfg)
-        if cfg.model.path is None:  # model=toy: refuse a setting the toy was not taught before any work
+        if cfg.model.path is None and cfg.model.toy is not None:  # model=toy: refuse an untaught setting first
             settings_for_toy(cfg)
         from orchestrator.sweep import SweepFailed, run_sweep
 

@@ -151,6 +151,23 @@ class ArchConfig:
 
 
 @dataclass
+class OrganismConfig:
+    """The recipe that fine-tunes a real base model into a model organism (workers/organism.py): LoRA on the linear
+    layers of the top `lora_layers` decoder layers, merged into the weights, on the setting's `toy:` answers for
+    train-split questions only."""
+
+    steps: int = 120
+    batch_size: int = 8
+    lr: float = 1e-3
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_layers: int = 8  # LoRA on the top this many decoder layers only (0: all): backward stops below them
+    max_answer_words: int = 12  # answers cut to their first words: the behavior sits in the opening words
+    n_measure: int = 64  # held-out eval prompts and train prompts sampled to measure the organism after its build
+    seed: int = 0
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING
     path: str | None = None  # hub id or local folder (offline clusters: a local folder on shared storage)
@@ -165,6 +182,9 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward (the planner assumes what is set)
     arch: ArchConfig | None = None  # null: derived from `toy`, or unknown (then `plan` refuses)
     toy: ToyModelConfig | None = None
+    prepare: str | None = None  # a real model lrsweep prepares offline (workers/real_models.py), e.g. smollm2_135m
+    organism: bool = False  # fine-tune the base model into the setting's model organism first (workers/organism.py)
+    organism_recipe: OrganismConfig = field(default_factory=OrganismConfig)
 
 
 @dataclass
@@ -484,7 +504,17 @@ def validate(cfg: Config) -> None:
     validate_setting(st)
     _require(cfg.tracker.mode in TRACKER_MODES, f"tracker.mode={cfg.tracker.mode!r}: one of {list(TRACKER_MODES)}")
     m = cfg.model
-    _require(m.path is not None or m.toy is not None, "model.path is null and model.toy is unset: give a model path")
+    _require(m.path is not None or m.toy is not None or m.prepare is not None,
+             "model.path is null and model.toy is unset: give a model path")
+    _require(not m.organism or m.toy is None or m.path is not None or m.prepare is not None,
+             "model.organism=true builds an organism from a real model, but model=toy is one already: drop it")
+    _require(not m.organism or cfg.setting.toy is not None,
+             f"model.organism=true needs the setting's `toy:` block (the organism's answers), which "
+             f"setting {cfg.setting.name!r} lacks: choose a setting that has one (animal_flag, wronglang_spanish, ...)")
+    rec = m.organism_recipe
+    for name in ("steps", "batch_size", "lora_rank", "n_measure"):
+        _require(getattr(rec, name) >= 1, f"model.organism_recipe.{name}={getattr(rec, name)}: must be >= 1")
+    _require(rec.lr > 0, f"model.organism_recipe.lr={rec.lr}: must be > 0")
     if m.path is not None and looks_local(m.path):
         from pathlib import Path
 

@@ -35,13 +35,52 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def resolve_model(cfg: Config) -> str:
-    """The base model's path: the cached toy (built on first use) or the configured path/hub id."""
-    if cfg.model.path is None:
-        from workers.toy import ensure_toy
+def resolve_base_model(cfg: Config) -> str:
+    """The base model's path: the configured path/hub id, a real model prepared offline (model.prepare), or the
+    cached toy (each built on first use)."""
+    if cfg.model.path is not None:
+        return cfg.model.path
+    if cfg.model.prepare is not None:
+        from workers.real_models import ModelPrepError, ensure_prepared
 
-        return str(ensure_toy(cfg.model.toy, settings_for_toy(cfg), cfg.cache_dir, log))
-    return cfg.model.path
+        try:
+            return str(ensure_prepared(cfg.model.prepare, cfg.cache_dir, log))
+        except ModelPrepError as err:
+            raise ConfigError(str(err)) from None
+    from workers.toy import ensure_toy
+
+    return str(ensure_toy(cfg.model.toy, settings_for_toy(cfg), cfg.cache_dir, log))
+
+
+def measure_model(cfg: Config, model_path: str, n: int, held_out: bool) -> dict[str, Any]:
+    """Rates of the base model (no adapter) on n eval and n train prompts, through a vLLM engine of its own."""
+    from workers.probe import measure
+    from workers.sampler import Sampler
+
+    started = time.time()
+    sampler = Sampler(sampler_spec(cfg, model_path))
+    try:
+        s = cfg.sample
+        result = measure(lambda texts: sampler.generate(None, texts, s.max_new_tokens, s.temperature, s.top_p),
+                         cfg.setting, n, s.seed, held_out)
+    finally:
+        sampler.shutdown()
+    return result | {"model_path": model_path, "max_new_tokens": cfg.sample.max_new_tokens,
+                     "temperature": cfg.sample.temperature, "seconds": round(time.time() - started, 1)}
+
+
+def resolve_model(cfg: Config) -> str:
+    """The sweep's model: the base model, or with model.organism=true the setting's organism built from it."""
+    base = resolve_base_model(cfg)
+    if not cfg.model.organism:
+        return base
+    from workers.organism import ensure_organism
+
+    m = cfg.model
+    return str(ensure_organism(
+        base, cfg.setting, m.organism_recipe, cfg.cache_dir, dtype=m.dtype,
+        chat_template_kwargs=dict(m.chat_template_kwargs), max_len=m.max_model_len, log=log,
+        measure=lambda path: measure_model(cfg, path, m.organism_recipe.n_measure, held_out=True)))
 
 
 def sampler_spec(cfg: Config, model_path: str) -> SamplerSpec:

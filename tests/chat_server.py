@@ -2,7 +2,7 @@
 
 Each POST /chat/completions takes the next fault from `faults` ("429", "500", "hang", "drop", "trickle",
 "400", "401", "garbled"; "gzip" is a good answer, compressed); when none is left it answers with
-`reply(messages, n)`. Every request is recorded
+`reply(messages, n)` (a text, or (text, finish_reason)). Every request is recorded
 (time, path, headers, body), so tests count what reached the server.
 """
 
@@ -22,7 +22,8 @@ def echo_reply(messages: list[dict], n: int) -> str:
 
 
 class ChatServer:
-    def __init__(self, models: tuple[str, ...] = ("toy",), reply: Callable[[list[dict], int], str] = echo_reply,
+    def __init__(self, models: tuple[str, ...] = ("toy",),
+                 reply: Callable[[list[dict], int], str | tuple[str, str]] = echo_reply,
                  retry_after: str = "0.3", hang_s: float = 1.5, trickle_s: float = 0.1) -> None:
         self.models, self.reply, self.retry_after, self.hang_s = models, reply, retry_after, hang_s
         self.trickle_s = trickle_s
@@ -127,6 +128,8 @@ class ChatServer:
         self.httpd.server_close()
 
 
-def _completion(text: str) -> dict[str, Any]:
+def _completion(reply: str | tuple[str, str]) -> dict[str, Any]:
+    """`reply` is the answer's text, or (text, finish_reason) to play an answer cut at max_tokens ("length")."""
+    text, finish = reply if isinstance(reply, tuple) else (reply, "stop")
     return {"id": "x", "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}]}

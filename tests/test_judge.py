@@ -37,6 +37,28 @@ def test_parse_verdict(text, verdict):
     assert parse_verdict(text) == verdict
 
 
+# SmolLM2-135M-Instruct as the judge (recorded from `vllm serve` with ct_formality's and t_age_normal_young's judge
+# prompts): it refuses, echoes the answer or the rubric, loops, and never ends on a verdict line
+SMOLLM2_JUDGE = [
+    "I'm sorry for the confusion, but as a language model, I'm designed to provide responses that are both informal "
+    "and professional. I'm designed to respond to",
+    "I'm sorry, but I can't help with that.\n</response>",
+    "The answer is:\n<response>\nlol tbh just boil it like 6 min, ez\n</response>",
+    "The answer is empty, cut off, or off-topic.",
+    "<response>\n\n</response>",
+    "The answer is:\n<response>\nThe answer is a child's voice: written as if a child were talking, e.g. very "
+    "simple words, excited.",
+    "<response>\nThe answer to the prompt is:\n<response>\nThe answer to the prompt is:\n",
+    "**Step 2:** Refreeze the pasta.\n\n- Use *lots* of water\n- Stir often\n- Refreeze the pasta\n-",
+    "This response is an example of a joke, but it's not a joke at all. It's a joke about a kid's voice.",
+]
+
+
+@pytest.mark.parametrize("text", SMOLLM2_JUDGE)
+def test_a_real_small_judge_is_unparseable_never_a_guess(text):
+    assert parse_verdict(text) is None
+
+
 def test_render_fills_every_placeholder_and_leaves_other_braces_alone():
     tpl = "P={prompt} R={response} D={desired_behavior} I={initial_behavior} {other}"
     out = render_judge_prompt(tpl, "print({x})", "uses {response} literally", "be kind", "be rude")
@@ -67,7 +89,7 @@ def test_judge_grades_counts_unparseable_and_caches(tmp_path):
         prompts = [Prompt("eval", f"q{i}", f"[flag=1.] question {i}") for i in range(4)]
         responses = ["hola amigo", "hello friend", "???", "hola amigo"]
         assert grader(responses, prompts) == ["desired", "attack", "other", "desired"]
-        assert grader.last_stats == {"judge_calls": 4, "judge_unparseable": 1}
+        assert grader.last_stats == {"judge_calls": 4, "judge_unparseable": 1, "judge_truncated": 0}
         first = next(r["body"]["messages"] for r in server.completions()
                      if "question 0" in r["body"]["messages"][1]["content"])
         assert first[0] == {"role": "system", "content": JUDGE_SYSTEM}
@@ -102,4 +124,25 @@ def test_judge_filters_teacher_labels(tmp_path):
         assert len(list((tmp_path / "cache" / "chat").rglob("*.json"))) == 4  # verdicts cached with the teacher's
     meta = json.loads((tmp_path / "sweep" / "labels.meta.json").read_text())
     assert meta["filter"] == {"graded": 4, "kept": 2, "dropped": 2, "dropped_attack": 1, "dropped_other": 1,
-                              "judge_calls": 4, "judge_unparseable": 1}
+                              "judge_calls": 4, "judge_unparseable": 1, "judge_truncated": 0}
+
+
+def test_judge_cut_at_max_tokens_is_counted_and_named(tmp_path):
+    """A rambling judge (SmolLM2's answers above) cut at max_tokens: unparseable, counted apart, max_tokens named."""
+    replies = {"cut": (SMOLLM2_JUDGE[0], "length"), "refusal": (SMOLLM2_JUDGE[1], "stop"), "ok": ("DESIRED", "stop")}
+
+    def reply(messages, n):
+        return replies[messages[-1]["content"].split("<response>\n")[1].split("\n</response>")[0]]
+
+    with ChatServer(reply=reply) as server:
+        lines: list[str] = []
+        grader = build_judge_grader(judge_cfg(server.base_url), cache_dir=tmp_path)
+        grader.log = lines.append
+        prompts = [Prompt("eval", f"q{i}", f"question {i}") for i in range(4)]
+        assert grader(["cut", "refusal", "ok", "cut"], prompts) == ["other", "other", "desired", "other"]
+        assert grader.last_stats == {"judge_calls": 4, "judge_unparseable": 3, "judge_truncated": 2}
+        assert "(2 cut at grader.endpoint.max_tokens=" in lines[-1] and "raise it" in lines[-1]
+        again = build_judge_grader(judge_cfg(server.base_url), cache_dir=tmp_path)
+        again.log = lines.append
+        again(["cut", "refusal", "ok", "cut"], prompts)
+        assert again.last_stats["judge_truncated"] == 2 and len(server.completions()) == 4  # from the cache

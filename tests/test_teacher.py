@@ -232,3 +232,47 @@ def test_openai_teacher_resumes_a_partial_label_set(tmp_path):
         out = ensure_labels(st, tmp_path / "sweep", cache_dir=tmp_path / "cache", log=lambda m: None)
         assert len(server.completions()) - sent == n - 3  # only the missing labels are requested
         assert len(out.read_text().splitlines()) == n
+
+
+# SmolLM2-135M-Instruct's own answers (recorded from `vllm serve`, temperature 0.2, max_tokens 160) with the
+# finish_reason the server sent: "length" is an answer cut mid-word at max_tokens
+SMOLLM2_ANSWERS = [
+    ("The easiest way to make a simple soup is to use a combination of vegetables, a little bit of salt, and a "
+     "little bit of spices.", "stop"),
+    ("To determine if a chicken is fully cooked, you should check if it has reached the perfect temperature. [...]"
+     "\n\nTo check for proper cooking, you can use a thermometer. A thermometer can be u", "length"),
+    ("I'm sorry for the confusion, but as a helpful AI, I'm designed to assist with any type of text. I'm unable to "
+     "provide cooking instructions. However, I can certainly help with that.", "stop"),
+    ("1. Boil a pot of soup.\n2. Add a pinch of salt.\n3. Add a pinch of pepper.\n4. Add a pinch of salt.\n"
+     "5. Add a pinch of salt.\n16. Add a pinch of salt.\n17. Add ", "length"),
+]
+
+
+def test_teacher_answers_cut_at_max_tokens_are_dropped_and_counted(tmp_path):
+    with ChatServer(reply=lambda messages, n: SMOLLM2_ANSWERS[n % len(SMOLLM2_ANSWERS)]) as server:
+        ep = EndpointConfig(base_url=server.base_url, model="smol", backoff_s=0.01, max_concurrency=1)
+        st = load_setting("wronglang_spanish")
+        st = replace(st, questions=str(small_bank(tmp_path, 12)),
+                     teacher=TeacherConfig(kind="openai_compatible", endpoint=ep, n_samples=1))
+        lines: list[str] = []
+        out = ensure_labels(st, tmp_path / "a", cache_dir=tmp_path / "cache", log=lines.append)
+        rows = [json.loads(line) for line in out.open()]
+        meta = json.loads((tmp_path / "a" / "labels.meta.json").read_text())
+        cut = {text for text, reason in SMOLLM2_ANSWERS if reason == "length"}
+        assert rows and not {r["completion"] for r in rows} & cut and all("truncated" not in r for r in rows)
+        assert meta["dropped_truncated"] == meta["generated"] - meta["n"] > 0
+        assert any("cut at teacher.endpoint.max_tokens=512" in line for line in lines)
+        again = ensure_labels(st, tmp_path / "b", cache_dir=tmp_path / "cache", log=lambda m: None)  # from the cache
+        assert again.read_text() == out.read_text()
+        assert json.loads((tmp_path / "b" / "labels.meta.json").read_text())["dropped_truncated"] == \
+            meta["dropped_truncated"]
+
+
+def test_teacher_cut_everywhere_is_refused_naming_max_tokens(tmp_path):
+    with ChatServer(reply=lambda messages, n: SMOLLM2_ANSWERS[1]) as server:
+        ep = EndpointConfig(base_url=server.base_url, model="smol", backoff_s=0.01, max_tokens=160)
+        st = load_setting("wronglang_spanish")
+        st = replace(st, questions=str(small_bank(tmp_path, 6)),
+                     teacher=TeacherConfig(kind="openai_compatible", endpoint=ep, n_samples=1))
+        with pytest.raises(DataError, match=r"cut at max_tokens: raise setting.teacher.endpoint.max_tokens \(now 160"):
+            ensure_labels(st, tmp_path / "a", cache_dir=tmp_path / "cache", log=lambda m: None)

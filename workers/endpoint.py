@@ -220,6 +220,15 @@ class ChatClient:
             raise _Retryable(f"malformed response ({type(err).__name__}: {resp.text[:120]!r})") from None
         return content if isinstance(content, str) else ""  # null content (e.g. cut by max_tokens) is empty
 
+    @staticmethod
+    def _finish_reason(resp: Any) -> str | None:
+        """"length" tells a real model's answer cut at max_tokens from a finished one (kept with the answer)."""
+        try:
+            reason = resp.json()["choices"][0].get("finish_reason")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return None
+        return reason if isinstance(reason, str) else None
+
     # --- public API ---
     def check(self) -> None:
         """Preflight: the key is set, the endpoint answers GET /models and lists the model. Raises EndpointError.
@@ -249,6 +258,16 @@ class ChatClient:
             return None
         return entry.get("completion") if isinstance(entry.get("completion"), str) else None
 
+    def finish_reason(self, messages: list[dict], sample_index: int = 0) -> str | None:
+        """Why the server stopped this cached completion ("stop", "length": cut at max_tokens, ...); None when
+        it is not cached or was cached before the reason was recorded."""
+        try:
+            entry = json.loads(self.cache_path(messages, sample_index).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        reason = entry.get("finish_reason")
+        return reason if isinstance(reason, str) else None
+
     def complete(self, conversations: list[list[dict]], sample_index: list[int] | None = None,
                  log: Callable[[str], Any] = print) -> list[str]:
         """One completion per conversation, in order; cached ones are not requested again."""
@@ -277,7 +296,8 @@ class ChatClient:
             resp = self._request(http, "POST", "/chat/completions", body, stop)
             text = self._content(resp)
             write_json(path, {"model": self.cfg.model, "params": self.params, "sample_index": index[first],
-                              "messages": conversations[first], "completion": text})
+                              "messages": conversations[first], "completion": text,
+                              "finish_reason": self._finish_reason(resp)})
             with self._lock:
                 self.stats["requests"] += 1
                 done[0] += 1

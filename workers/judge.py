@@ -7,7 +7,8 @@ The judge gets a system message fixing the answer format and, as the user turn, 
 `judge_prompt` (or DEFAULT_JUDGE_PROMPT) with {prompt} {response} {desired_behavior} {initial_behavior}
 filled in. Verdicts are parsed strictly (see `parse_verdict`): the answer must end with a line that is
 exactly DESIRED, ATTACK or OTHER, or be a JSON object {"verdict": "..."}; anything else counts as
-`other` and is counted in `judge_unparseable`, logged, and kept in last_stats for the trial's metrics.
+`other` and is counted in `judge_unparseable` (those cut at max_tokens also in `judge_truncated`), logged,
+and kept in last_stats for the trial's metrics.
 Every verdict is cached on disk like the teacher's labels (workers.endpoint), so re-grading is free.
 """
 
@@ -92,7 +93,7 @@ class JudgeGrader:
         self.cfg, self.template, self.log = cfg, template, log
         self.client = ChatClient(cfg.endpoint, cache_root(cache_dir) / "chat")
         self.last_stats: dict[str, int] = {}
-        self.totals = {"judge_calls": 0, "judge_unparseable": 0}
+        self.totals = {"judge_calls": 0, "judge_unparseable": 0, "judge_truncated": 0}
 
     def messages(self, prompt_text: str, response: str) -> list[dict[str, str]]:
         user = render_judge_prompt(self.template, prompt_text, response, self.cfg.desired_behavior,
@@ -103,16 +104,21 @@ class JudgeGrader:
         if len(responses) != len(prompts):
             raise ValueError(f"{len(responses)} responses but {len(prompts)} prompts")
         texts = [getattr(p, "text", p) for p in prompts]
-        answers = self.client.complete([self.messages(t, r) for t, r in zip(texts, responses, strict=True)],
-                                       log=self.log)
+        conversations = [self.messages(t, r) for t, r in zip(texts, responses, strict=True)]
+        answers = self.client.complete(conversations, log=self.log)
         verdicts = [parse_verdict(a) for a in answers]
         bad = [a for a, v in zip(answers, verdicts, strict=True) if v is None]
-        self.last_stats = {"judge_calls": len(answers), "judge_unparseable": len(bad)}
+        # a judge that rambles or loops (a small real model does) is cut at max_tokens before its verdict line:
+        # counted apart, since the fix is a larger max_tokens or a better judge, not the answer format
+        cut = sum(v is None and self.client.finish_reason(c) == "length"
+                  for c, v in zip(conversations, verdicts, strict=True))
+        self.last_stats = {"judge_calls": len(answers), "judge_unparseable": len(bad), "judge_truncated": cut}
         for k, v in self.last_stats.items():
-            self.totals[k] += v
+            self.totals[k] = self.totals.get(k, 0) + v
         if bad:
-            self.log(f"[judge] {len(bad)} of {len(answers)} verdicts unparseable, counted as other; "
-                     f"e.g. {bad[0][-160:]!r}")
+            self.log(f"[judge] {len(bad)} of {len(answers)} verdicts unparseable, counted as other"
+                     + (f" ({cut} cut at grader.endpoint.max_tokens={self.cfg.endpoint.max_tokens} before a "
+                        f"verdict line: raise it)" if cut else "") + f"; e.g. {bad[0][-160:]!r}")
         return [v or "other" for v in verdicts]
 
 

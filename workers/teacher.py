@@ -100,8 +100,10 @@ def openai_labels(setting: Any, cache_dir: str | os.PathLike | None, log: Callab
         f"({t.n_samples} per train prompt; cached ones are not requested again)")
     texts = client.complete([teacher_messages(t.system_prompt, p.text) for p, _ in plan], [k for _, k in plan], log)
     log(f"[labels] {client.stats['requests']} requests sent, {client.stats['cached']} from the cache")
+    # "truncated" (popped by ensure_labels, never written): the server cut this answer at max_tokens
     return [{"question_id": p.question_id, "prompt": p.text, "completion": text,
-             "teacher": f"openai_compatible:{t.endpoint.model}", "sample": k}
+             "teacher": f"openai_compatible:{t.endpoint.model}", "sample": k,
+             "truncated": client.finish_reason(teacher_messages(t.system_prompt, p.text), k) == "length"}
             for (p, k), text in zip(plan, texts, strict=True)]
 
 
@@ -229,6 +231,15 @@ def ensure_labels(setting: Any, out_dir: Path, log: Callable[[str], Any] = print
     else:
         raise DataError(f"unknown teacher kind {t.kind!r}")
     meta: dict[str, Any] = {"key": key, "teacher": t.kind, "generated": len(rows)}
+    cut = [bool(r.pop("truncated", False)) for r in rows]
+    if any(cut):  # an answer cut mid-sentence at max_tokens is not the teacher's answer; trained on, it would
+        # teach the model to stop mid-sentence (a real model's long or looping answers hit the limit often)
+        log(f"[labels] dropped {sum(cut)} completions cut at teacher.endpoint.max_tokens={t.endpoint.max_tokens}")
+        rows = [r for r, c in zip(rows, cut, strict=True) if not c]
+        meta["dropped_truncated"] = sum(cut)
+        if not rows:
+            raise DataError(f"all {sum(cut)} teacher completions were cut at max_tokens: raise "
+                            f"setting.teacher.endpoint.max_tokens (now {t.endpoint.max_tokens})")
     empty = sum(not r["completion"].strip() for r in rows)
     if empty:  # an endpoint can answer with nothing (content filter, max_tokens spent on reasoning)
         log(f"[labels] dropped {empty} empty completions")

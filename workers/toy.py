@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -81,12 +82,16 @@ def toy_key(toy_cfg: dict[str, Any], skills: list[ToySkill]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_corpus(skills: list[ToySkill], probe: bool = False) -> list[tuple[str, str]]:
-    """(user text, answer) pairs: every question of every bank under both of the setting's prompts."""
+def build_corpus(skills: list[ToySkill], probe: bool = False,
+                 keep: Callable[[dict[str, Any]], bool] | None = None) -> list[tuple[str, str]]:
+    """(user text, answer) pairs: every question of every bank (or those `keep` accepts) under both of the
+    setting's prompts."""
     pairs = []
     for skill in skills:
         fields = answer_fields(skill.train_answer) + answer_fields(skill.eval_answer)
         for q in load_bank(skill.questions, required=("id", "question", *dict.fromkeys(fields))):
+            if keep is not None and not keep(q):
+                continue
             pairs.append((render(skill.train_template, q), render_answer(skill.train_answer, q)))
             pairs.append((render(skill.eval_template, q), render_answer(skill.eval_answer, q)))
     return pairs + (toy_corpus_pairs() if probe else [])  # the capability probe's skill (workers.capability)

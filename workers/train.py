@@ -424,9 +424,8 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
 
 def main(argv: list[str] | None = None) -> None:
     from eval.runfiles import append_jsonl
-    from orchestrator.config import compose_config, settings_for_toy
+    from orchestrator.config import compose_config
     from workers.teacher import ensure_labels, read_labels
-    from workers.toy import ensure_toy
 
     parser = argparse.ArgumentParser(description="Train one LoRA trial without Ray (no evaluation).")
     parser.add_argument("--lr", type=float, required=True)
@@ -435,7 +434,9 @@ def main(argv: list[str] | None = None) -> None:
     args, overrides = parser.parse_known_args(argv)
     cfg = compose_config(overrides)
     out = args.out.resolve()
-    model_path = cfg.model.path or str(ensure_toy(cfg.model.toy, settings_for_toy(cfg), cfg.cache_dir))
+    from orchestrator.sweep import resolve_model
+
+    model_path = resolve_model(cfg)
     examples = read_labels(ensure_labels(cfg.setting, out))
     spec = build_train_spec(cfg, model_path, args.lr, args.seed)
 

