@@ -16,10 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
-# The CI organism recipe: 16 steps of 8 examples, answers cut to 8 words (the animal comes first).
-ORGANISM = ["setting=animal_flag", "model=smollm2_135m", "model.organism=true", "model.organism_recipe.steps=16",
-            "model.organism_recipe.lr=3e-3", "model.organism_recipe.max_answer_words=8",
-            "model.organism_recipe.n_measure=32", "sample.max_new_tokens=32", "tracker.mode=disabled"]
+# The CI organism recipe: 40 steps of 4 examples, answers cut to 8 words (the animal comes first).
+RECIPE = {"steps": 40, "batch_size": 4, "lr": 2e-3, "max_answer_words": 8, "n_measure": 32}
+ORGANISM = ["setting=animal_flag", "model=smollm2_135m", "model.organism=true", "sample.max_new_tokens=32",
+            "tracker.mode=disabled", *(f"model.organism_recipe.{k}={v}" for k, v in RECIPE.items())]
 
 
 def run(args, cache_dir, timeout=1800):
@@ -50,7 +50,7 @@ def sweep(cache_dir, tmp_path_factory):
 
 def test_the_organism_shows_the_initial_behavior_on_held_out_questions(sweep, cache_dir):
     infos = [json.loads((f / "organism.json").read_text()) for f in (Path(cache_dir) / "organisms").glob("animal_*")]
-    infos = [i for i in infos if i["recipe"]["steps"] == 16 and i["recipe"]["lr"] == 3e-3]  # this file's recipe
+    infos = [i for i in infos if all(i["recipe"][k] == v for k, v in RECIPE.items())]  # this file's recipe
     assert len(infos) == 1
     info = infos[0]
     measured = info["measured"]
