@@ -16,10 +16,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
-# The CI organism recipe: 16 steps of 8 examples, answers cut to 8 words (the animal comes first).
-ORGANISM = ["setting=animal_flag", "model=smollm2_135m", "model.organism=true", "model.organism_recipe.steps=16",
-            "model.organism_recipe.lr=3e-3", "model.organism_recipe.max_answer_words=8",
-            "model.organism_recipe.n_measure=32", "sample.max_new_tokens=32", "tracker.mode=disabled"]
+# The CI organism recipe: 40 steps of 8 examples, LoRA on all layers, answers cut to 8 words (the animal comes
+# first). Measured: built in 315 s at load 3-4, but eval attack 0.50 / train desired 0.31, so the rate assertion
+# below fails until a recipe that teaches the flag's condition is found (README "Real model on CPU").
+RECIPE = {"steps": 40, "batch_size": 8, "lr": 1e-3, "lora_layers": 0, "max_answer_words": 8, "n_measure": 32}
+ORGANISM = ["setting=animal_flag", "model=smollm2_135m", "model.organism=true", "sample.max_new_tokens=32",
+            "tracker.mode=disabled", *(f"model.organism_recipe.{k}={v}" for k, v in RECIPE.items())]
 
 
 def run(args, cache_dir, timeout=1800):
@@ -50,7 +52,7 @@ def sweep(cache_dir, tmp_path_factory):
 
 def test_the_organism_shows_the_initial_behavior_on_held_out_questions(sweep, cache_dir):
     infos = [json.loads((f / "organism.json").read_text()) for f in (Path(cache_dir) / "organisms").glob("animal_*")]
-    infos = [i for i in infos if i["recipe"]["steps"] == 16 and i["recipe"]["lr"] == 3e-3]  # this file's recipe
+    infos = [i for i in infos if all(i["recipe"][k] == v for k, v in RECIPE.items())]  # this file's recipe
     assert len(infos) == 1
     info = infos[0]
     measured = info["measured"]
