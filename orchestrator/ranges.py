@@ -99,6 +99,15 @@ RANGES: dict[str, Interval] = {
     "SweepConfig.progress_interval_s": POSITIVE,
     "SweepConfig.organism_min_train_desired": Interval(0, 1, note="0 turns the check off"),
     "SweepConfig.collapse_other_rate": Interval(0, 1, hi_open=True),
+    "OrganismConfig.steps": AT_LEAST_1,
+    "OrganismConfig.batch_size": AT_LEAST_1,
+    "OrganismConfig.lr": POSITIVE,
+    "OrganismConfig.lora_rank": AT_LEAST_1,
+    "OrganismConfig.lora_alpha": POSITIVE,
+    "OrganismConfig.lora_layers": Interval(0, note="top decoder layers with LoRA; 0: all"),
+    "OrganismConfig.max_answer_words": AT_LEAST_1,
+    "OrganismConfig.n_measure": AT_LEAST_1,
+    "OrganismConfig.seed": NON_NEGATIVE,
     "TrainConfig.batch_size": AT_LEAST_1,
     "TrainConfig.micro_batch_size": AT_LEAST_1,
     "TrainConfig.lora_rank": AT_LEAST_1,
@@ -166,6 +175,7 @@ RANGES: dict[str, Interval] = {
 def known_values() -> dict[str, tuple[str, ...]]:
     """"<dataclass>.<field>" -> the values an enumerated field may take (lists: each element)."""
     from orchestrator import schema
+    from workers.real_models import PREPARERS
     from workers.vllm_cpu_lora import KERNELS
 
     return {
@@ -173,6 +183,7 @@ def known_values() -> dict[str, tuple[str, ...]]:
         "TeacherConfig.kind": schema.TEACHERS,
         "ExampleConfig.expect": schema.EXPECTED_GRADES,
         "ModelConfig.dtype": schema.DTYPES,
+        "ModelConfig.prepare": tuple(PREPARERS),  # real models lrsweep prepares offline (workers/real_models.py)
         "TrainConfig.optimizer": ("adam",),
         "TrainConfig.lr_schedule": ("constant",),
         "TrainConfig.zero_stage": ("auto", "0", "1", "2", "3"),

@@ -511,10 +511,6 @@ def validate(cfg: Config) -> None:
     _require(not m.organism or cfg.setting.toy is not None,
              f"model.organism=true needs the setting's `toy:` block (the organism's answers), which "
              f"setting {cfg.setting.name!r} lacks: choose a setting that has one (animal_flag, wronglang_spanish, ...)")
-    rec = m.organism_recipe
-    for name in ("steps", "batch_size", "lora_rank", "n_measure"):
-        _require(getattr(rec, name) >= 1, f"model.organism_recipe.{name}={getattr(rec, name)}: must be >= 1")
-    _require(rec.lr > 0, f"model.organism_recipe.lr={rec.lr}: must be > 0")
     if m.path is not None and looks_local(m.path):
         from pathlib import Path
 

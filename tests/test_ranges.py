@@ -102,6 +102,8 @@ CHECKS = [
     ("plan.cpu_gpu_memory_utilization", 0.0, "plan.cpu_gpu_memory_utilization=0.0: must be in (0, 1]"),
     ("plan.cpu_max_loras", 0, "plan.cpu_max_loras=0: must be >= 1"),
     ("plan.cpu_max_cpu_loras", 0, "plan.cpu_max_cpu_loras=0: must be >= 1"),
+    ("model.prepare", "gemma", "model.prepare='gemma': must be one of smollm2_135m"),
+    ("model.organism_recipe.lr", 0.0, "model.organism_recipe.lr=0.0: must be > 0"),
     ("plan.overhead_gib", -1.0, "plan.overhead_gib=-1.0: must be >= 0"),
     ("plan.fragmentation", 0.5, "plan.fragmentation=0.5: must be >= 1"),
     ("plan.tokens_per_example", 0, "plan.tokens_per_example=0: must be >= 1"),
