@@ -11,6 +11,7 @@
     python -m orchestrator recover SWEEP_DIR [--trial T --step S]  # retrain a checkpoint on correct benchmark answers
     python -m orchestrator submit setting=... model=... cluster=slurm  # the sweep as one Slurm job
     python -m orchestrator status SWEEP_DIR                    # its Slurm state and per-trial progress
+    python -m orchestrator dashboard --entity E --project P [--group SWEEP_ID]  # save the W&B workspace (LR panels)
 
 `lrsweep <command> ...` (the package's console script) is the same command line.
 """
@@ -31,12 +32,13 @@ COMMANDS = {
     "recover": "train a checkpoint on ~40 correct benchmark answers and re-measure capability and attack rates",
     "submit": "render a sweep's sbatch script into its folder and submit it to Slurm (--dry-run: only render)",
     "status": "a submitted sweep's Slurm state and each trial's progress from its run files (--json)",
+    "dashboard": "save a W&B workspace with the note's panels (needs WANDB_API_KEY and the [dashboard] extra)",
 }
 
 
 def usage() -> str:
     lines = ["usage: python -m orchestrator <command> [hydra overrides | report options]", "", "commands:"]
-    lines += [f"  {name:8s} {text}" for name, text in COMMANDS.items()]
+    lines += [f"  {name:9s} {text}" for name, text in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -94,6 +96,10 @@ def main() -> None:
         from orchestrator.submit import status_main, submit_main
 
         sys.exit((submit_main if command == "submit" else status_main)(sys.argv[1:]))
+    elif command == "dashboard":
+        from orchestrator.dashboard_cmd import main as dashboard_main
+
+        sys.exit(dashboard_main(sys.argv[1:]))
 
 
 if __name__ == "__main__":
