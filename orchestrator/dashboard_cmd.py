@@ -18,8 +18,9 @@ import sys
 from typing import Any
 
 from orchestrator.trial import SUMMARY_KEYS
+from workers.tracking import STEP_METRIC
 
-STEP_KEY = "step"  # TrialLogger defines every metric against "step" (workers/tracking.py)
+STEP_KEY = STEP_METRIC  # TrialLogger defines every metric against it
 EVAL_ATTACK_KEY = "eval_attack_rate"  # orchestrator.trial.grade_checkpoint's f"{split}_attack_rate" for eval
 LR_KEY = "lr"  # run config (trial_info) and run summary both hold it
 # the runs table's pinned columns: how each trial ended, beside its LR and seed
@@ -82,7 +83,7 @@ def build_workspace(spec: dict[str, Any], entity: str, project: str) -> Any:
                                          log_x=p["log_x"], log_y=p["log_y"]))
     columns = [f"{section}:{key}" for section, key in spec["table_columns"]]
     # a filter expression, not a formatted string: a sweep id with quotes cannot break the query
-    runset = ws.RunsetSettings(filters=[ws.Metric("Group") == spec["group"]] if spec["group"] else "",
+    runset = ws.RunsetSettings(filters=ws.And(ws.Metric("Group") == spec["group"]) if spec["group"] else "",
                                pinned_columns=columns)
     return ws.Workspace(entity=entity, project=project, name=spec["name"], runset_settings=runset,
                         sections=[ws.Section(name=spec["section"], panels=panels, is_open=True)])

@@ -17,6 +17,7 @@ from eval.runfiles import append_jsonl
 # inherits it logs into another process's service: one on another host, or one that outlives a killed trial
 # and refuses the retry's run ("run ID ... is in use"). Empty means: start your own.
 OWN_WANDB_SERVICE = {"WANDB_SERVICE": ""}
+STEP_METRIC = "step"  # every row's training step; W&B plots all metrics against it (the dashboard's x axis)
 
 
 def resolve_wandb_mode(mode: str) -> str:
@@ -52,8 +53,8 @@ class TrialLogger:
                     settings=wandb.Settings(console="off", silent=True),
                 )
                 # every metric is plotted against the training step, so W&B's panels compare LRs
-                self.run.define_metric("step")
-                self.run.define_metric("*", step_metric="step")
+                self.run.define_metric(STEP_METRIC)
+                self.run.define_metric("*", step_metric=STEP_METRIC)
 
     def log(self, row: dict[str, Any]) -> None:
         append_jsonl(self.metrics_path, row)
