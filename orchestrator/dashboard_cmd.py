@@ -51,7 +51,7 @@ def dashboard_spec(group: str | None = None, name: str | None = None) -> dict[st
     ]
     return {
         "name": name or (f"lrsweep {group}" if group else "lrsweep LR sweeps"),
-        "group": group,  # runs are grouped in W&B by sweep id (TrialLogger's group=ctx.sweep_id)
+        "group": group,  # TrialLogger's group=ctx.sweep_id, f"{setting}-{sweep_dir.name}" (orchestrator/sweep.py)
         "section": "Learning rate",
         "panels": panels,
         "table_columns": [("config", LR_KEY), ("config", "seed")]
@@ -94,7 +94,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                  description="Save lrsweep's W&B workspace (the note's panels) to a project.")
     ap.add_argument("--entity", required=True, help="W&B entity (user or team) that owns the project")
     ap.add_argument("--project", required=True, help="W&B project the trials logged to (tracker.project)")
-    ap.add_argument("--group", help="only this sweep's runs: its W&B group, the sweep id")
+    ap.add_argument("--group", help="only this sweep's runs: its W&B group, the sweep id <setting>-<sweep folder name>")
     ap.add_argument("--name", help="the saved view's name (default: 'lrsweep <group>')")
     return ap.parse_args(argv)
 
