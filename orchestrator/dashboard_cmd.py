@@ -24,7 +24,8 @@ STEP_KEY = STEP_METRIC  # TrialLogger defines every metric against it
 EVAL_ATTACK_KEY = "eval_attack_rate"  # orchestrator.trial.grade_checkpoint's f"{split}_attack_rate" for eval
 LR_KEY = "lr"  # run config (trial_info) and run summary both hold it
 # the runs table's pinned columns: how each trial ended, beside its LR and seed
-TABLE_SUMMARY_KEYS = ("steps_to_transfer", "converged", "lr_x_steps", "stopped_early", "collapse", "status")
+TABLE_SUMMARY_KEYS = ("steps_to_transfer", "converged", "lr_x_steps", "lr_x_steps_is_lower_bound", "stopped_early",
+                      "collapse", "status")
 
 
 def summary_key(name: str) -> str:
