@@ -1,7 +1,7 @@
 """`python -m orchestrator dashboard`: save the note's W&B panels as a workspace view of a project.
 
     export WANDB_API_KEY=...   # from the environment only; never a flag or a config value
-    python -m orchestrator dashboard --entity ENTITY --project lrsweep [--group SWEEP_ID] [--name "lrsweep LRs"]
+    python -m orchestrator dashboard --entity ENTITY --project lrsweep [--group SWEEP_ID] [--tag SETTING] [--name NAME]
 
 Three panels over the trials' W&B runs (one run per trial, see workers/tracking.py):
 eval attack rate vs step grouped by the run config's `lr`; steps-to-transfer vs lr; lr x steps vs lr (both from
@@ -36,8 +36,9 @@ def summary_key(name: str) -> str:
     return name
 
 
-def dashboard_spec(group: str | None = None, name: str | None = None) -> dict[str, Any]:
-    """The dashboard as plain data: the runs it shows (a sweep's W&B group, or all) and its three panels.
+def dashboard_spec(group: str | None = None, name: str | None = None, tags: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The dashboard as plain data: the runs it shows (a sweep's W&B group or all; runs carrying every tag, the
+    trials' tags being their setting and model) and its three panels.
 
     Panel keys: x/y name a history metric ("history"), a run config value ("config") or a summary value
     ("summary"); `group_by` is the config key whose runs the line plot averages (seeds of one LR, min-max band)."""
@@ -52,6 +53,7 @@ def dashboard_spec(group: str | None = None, name: str | None = None) -> dict[st
     ]
     return {
         "name": name or (f"lrsweep {group}" if group else "lrsweep LR sweeps"),
+        "tags": list(tags),
         "group": group,  # TrialLogger's group=ctx.sweep_id, f"{setting}-{sweep_dir.name}" (orchestrator/sweep.py)
         "section": "Learning rate",
         "panels": panels,
@@ -83,9 +85,10 @@ def build_workspace(spec: dict[str, Any], entity: str, project: str) -> Any:
             panels.append(wr.ScatterPlot(title=p["title"], x=metric(p["x"]), y=metric(p["y"]),
                                          log_x=p["log_x"], log_y=p["log_y"]))
     columns = [f"{section}:{key}" for section, key in spec["table_columns"]]
-    # a filter expression, not a formatted string: a sweep id with quotes cannot break the query
-    runset = ws.RunsetSettings(filters=ws.And(ws.Metric("Group") == spec["group"]) if spec["group"] else "",
-                               pinned_columns=columns)
+    # filter expressions, not a formatted string: a sweep id with quotes cannot break the query
+    filters = ([ws.Metric("Group") == spec["group"]] if spec["group"] else []) + [ws.Tags().isin([t])
+                                                                                  for t in spec["tags"]]
+    runset = ws.RunsetSettings(filters=ws.And(*filters) if filters else "", pinned_columns=columns)
     return ws.Workspace(entity=entity, project=project, name=spec["name"], runset_settings=runset,
                         sections=[ws.Section(name=spec["section"], panels=panels, is_open=True)])
 
@@ -96,6 +99,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--entity", required=True, help="W&B entity (user or team) that owns the project")
     ap.add_argument("--project", required=True, help="W&B project the trials logged to (tracker.project)")
     ap.add_argument("--group", help="only this sweep's runs: its W&B group, the sweep id <setting>-<sweep folder name>")
+    ap.add_argument("--tag", action="append", default=[],
+                    help="only runs with this tag (a setting or model name); repeat for several, all required")
     ap.add_argument("--name", help="the saved view's name (default: 'lrsweep <group>')")
     return ap.parse_args(argv)
 
@@ -107,7 +112,7 @@ def main(argv: list[str]) -> int:
               "machine with internet; on an offline cluster, `wandb sync` the runs first, then run this there",
               file=sys.stderr)
         return 2
-    workspace = build_workspace(dashboard_spec(args.group, args.name), args.entity, args.project)
+    workspace = build_workspace(dashboard_spec(args.group, args.name, tuple(args.tag)), args.entity, args.project)
     workspace.save()
     print(f"dashboard saved: {workspace.url}")
     return 0

@@ -70,7 +70,7 @@ def test_workspace_builds_offline_with_three_panels_x_y_and_grouping(monkeypatch
     import wandb_workspaces.reports.v2 as wr
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)  # building needs no key and no network
-    w = build_workspace(dashboard_spec("sweep-1"), "team", "lrsweep")
+    w = build_workspace(dashboard_spec("sweep-1", tags=("animal_flag",)), "team", "lrsweep")
     assert (w.entity, w.project, w.name) == ("team", "lrsweep", "lrsweep sweep-1")
     line, steps, lr_x = w.sections[0].panels
     assert isinstance(line, wr.LinePlot) and line.x == "step" and line.y == ["eval_attack_rate"]
@@ -83,5 +83,6 @@ def test_workspace_builds_offline_with_three_panels_x_y_and_grouping(monkeypatch
     wire = json.dumps(w._to_model().model_dump(by_alias=True, mode="json"))
     for fragment in ('"xAxis": "step"', '"metrics": ["eval_attack_rate"]', '"groupBy": "lr.value"',
                      '"xAxis": "config:lr.value"', '"yAxis": "summary:steps_to_transfer"',
-                     '"yAxis": "summary:lr_x_steps"', '"name": "group"}, "op": "=", "value": "sweep-1"'):
+                     '"yAxis": "summary:lr_x_steps"', '"name": "group"}, "op": "=", "value": "sweep-1"',
+                     '"name": "tags"}, "op": "IN", "value": ["animal_flag"]'):
         assert fragment in wire
