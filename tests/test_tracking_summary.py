@@ -2,6 +2,7 @@
 offline), so W&B's runs table and scatter plots compare LRs without the report run."""
 
 import json
+import time
 from types import SimpleNamespace
 
 from eval.metrics import checkpoint_steps
@@ -31,5 +32,12 @@ def test_run_summary_and_tags_reach_the_wandb_run(tmp_path, monkeypatch):
     assert run.summary["stopped_early"] is False and run.summary["setting"] == "animal_flag"
     logger.finish()
     (record,) = tmp_path.glob("wandb/offline-run-*/*.wandb")  # the offline run file `wandb sync` uploads
-    data = record.read_bytes()
+    # wandb's service process may still be flushing the file when finish() returns: read until it holds the
+    # summary, within a deadline
+    deadline = time.time() + 60
+    while True:
+        data = record.read_bytes()
+        if (b"steps_to_transfer_text" in data and b"lr_x_steps_is_lower_bound" in data) or time.time() > deadline:
+            break
+        time.sleep(0.5)
     assert b"steps_to_transfer_text" in data and b"lr_x_steps_is_lower_bound" in data
