@@ -66,7 +66,6 @@ def test_refuses_without_wandb_api_key_before_any_network_call(monkeypatch, caps
 
 
 def test_workspace_builds_offline_with_three_panels_x_y_and_grouping(monkeypatch):
-    pytest.importorskip("wandb_workspaces")
     import wandb_workspaces.reports.v2 as wr
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)  # building needs no key and no network
