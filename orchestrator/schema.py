@@ -165,6 +165,8 @@ class OrganismConfig:
     max_answer_words: int = 12  # answers cut to their first words: the behavior sits in the opening words
     n_measure: int = 64  # held-out eval prompts and train prompts sampled to measure the organism after its build
     seed: int = 0
+    paired: bool = True  # each batch holds its questions under both prompts: the cue is the only difference
+    full_finetune: bool = False  # train every weight (AdamW) instead of LoRA; lora_* then unused
 
 
 @dataclass
