@@ -89,6 +89,7 @@ def test_smollm2_config_composes_with_arch_for_the_planner():
 @pytest.mark.parametrize("overrides, message", [
     (["model=toy", "model.organism=true"], "model=toy is one already"),
     (["model=smollm2_135m", "model.organism=true", "setting=ct_formality"], "`toy:` block"),
+    (["model=smollm2_135m", "model.organism=true", "model.organism_recipe.batch_size=5"], "must be even"),
 ])
 def test_organism_refusals_name_the_fix(overrides, message):
     with pytest.raises(ConfigError, match=message):
