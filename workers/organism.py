@@ -83,7 +83,8 @@ def paired_batches(n_pairs: int, batch_size: int, seed: int) -> Iterator[list[in
 
 def finetune(base: Path, out: Path, pairs: list[tuple[str, str]], recipe: Any, dtype: str,
              chat_template_kwargs: dict, max_len: int, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """LoRA SFT on (user text, answer) pairs, merged into the weights and saved with the tokenizer in `out`."""
+    """SFT on (user text, answer) pairs, LoRA merged into the weights (or every weight with full_finetune), in
+    contrastive pairs unless recipe.paired is false; saved with the tokenizer in `out`."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
