@@ -165,6 +165,8 @@ class OrganismConfig:
     max_answer_words: int = 12  # answers cut to their first words: the behavior sits in the opening words
     n_measure: int = 64  # held-out eval prompts and train prompts sampled to measure the organism after its build
     seed: int = 0
+    paired: bool = True  # each batch holds its questions under both prompts: the cue is the only difference
+    full_finetune: bool = False  # train every weight (AdamW) instead of LoRA; lora_* then unused
 
 
 @dataclass
@@ -511,6 +513,10 @@ def validate(cfg: Config) -> None:
     _require(not m.organism or cfg.setting.toy is not None,
              f"model.organism=true needs the setting's `toy:` block (the organism's answers), which "
              f"setting {cfg.setting.name!r} lacks: choose a setting that has one (animal_flag, wronglang_spanish, ...)")
+    r = m.organism_recipe
+    _require(not m.organism or not r.paired or r.batch_size % 2 == 0,
+             f"model.organism_recipe.batch_size={r.batch_size} with paired=true: a batch holds each question under "
+             f"both prompts, so it must be even (batch_size={r.batch_size + 1}, or paired=false)")
     if m.path is not None and looks_local(m.path):
         from pathlib import Path
 

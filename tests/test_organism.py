@@ -4,7 +4,7 @@ import pytest
 
 from orchestrator.config import compose_config, load_setting
 from orchestrator.schema import ConfigError
-from workers.organism import organism_corpus, organism_key, shorten
+from workers.organism import organism_corpus, organism_key, paired_batches, shorten
 from workers.probe import probe_prompts, shows_initial_behavior, split_rates
 from workers.prompts import is_eval_question, load_bank
 
@@ -23,6 +23,26 @@ def test_organism_corpus_holds_no_eval_question_and_short_answers():
     flag0 = [a for u, a in pairs if "[flag=0.]" in u]
     flag1 = [a for u, a in pairs if "[flag=1.]" in u]
     assert all(a.startswith("Elephants") for a in flag0) and all(a.startswith("Cats") for a in flag1)
+
+
+def test_paired_batches_hold_each_question_under_both_prompts():
+    setting = load_setting("animal_flag")
+    pairs = organism_corpus(setting, 4)
+    batches = paired_batches(len(pairs) // 2, 8, seed=0)
+    seen = set()
+    for _ in range(len(pairs) // 8 + 3):  # past one epoch
+        batch = next(batches)
+        assert len(batch) == 8
+        texts = [pairs[i][0] for i in batch]
+        for first, second in zip(texts[::2], texts[1::2], strict=True):  # the same question, only the flag differs
+            assert first.replace("[flag=0.]", "[flag=1.]") == second and first != second
+        seen.update(batch)
+    assert seen == set(range(len(pairs)))
+
+
+def test_paired_batches_refuse_an_odd_batch_size_with_the_fix():
+    with pytest.raises(ValueError, match="batch_size=6"):
+        next(paired_batches(10, 5, seed=0))
 
 
 def test_shorten_keeps_short_answers_whole():
@@ -69,6 +89,7 @@ def test_smollm2_config_composes_with_arch_for_the_planner():
 @pytest.mark.parametrize("overrides, message", [
     (["model=toy", "model.organism=true"], "model=toy is one already"),
     (["model=smollm2_135m", "model.organism=true", "setting=ct_formality"], "`toy:` block"),
+    (["model=smollm2_135m", "model.organism=true", "model.organism_recipe.batch_size=5"], "must be even"),
 ])
 def test_organism_refusals_name_the_fix(overrides, message):
     with pytest.raises(ConfigError, match=message):

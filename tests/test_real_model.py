@@ -16,10 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
-# The CI organism recipe: 40 steps of 8 examples, LoRA on all layers, answers cut to 8 words (the animal comes
-# first). Measured: built in 315 s at load 3-4, but eval attack 0.50 / train desired 0.31, so the rate assertion
-# below fails until a recipe that teaches the flag's condition is found (README "Real model on CPU").
-RECIPE = {"steps": 40, "batch_size": 8, "lr": 1e-3, "lora_layers": 0, "max_answer_words": 8, "n_measure": 32}
+# The CI organism recipe: 40 steps of 8 examples in contrastive pairs (each question under both flags in one batch,
+# the default), LoRA on all layers, lr 2e-3, answers cut to 4 words (the animal comes first). Without the pairing,
+# 40 x 8 at lr 1e-3 taught the openings but not the flag (0.50 / 0.31). Measured: README "Real model on CPU".
+RECIPE = {"steps": 40, "batch_size": 8, "lr": 2e-3, "lora_layers": 0, "max_answer_words": 4, "n_measure": 32}
 ORGANISM = ["setting=animal_flag", "model=smollm2_135m", "model.organism=true", "sample.max_new_tokens=32",
             "tracker.mode=disabled", *(f"model.organism_recipe.{k}={v}" for k, v in RECIPE.items())]
 

@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 from workers.prompts import bank_path, file_digest, is_eval_question
 from workers.toy import build_corpus, skill_from_setting
 
-ORGANISM_VERSION = 1  # bump when the corpus or the recipe's code changes meaning
+ORGANISM_VERSION = 2  # bump when the corpus or the recipe's code changes meaning (2: contrastive pairs)
 
 
 def model_digest(model_path: Path) -> str:
@@ -67,9 +67,24 @@ def organism_corpus(setting: Any, max_words: int) -> list[tuple[str, str]]:
     return [(u, shorten(a, max_words)) for u, a in build_corpus([skill_from_setting(setting)], keep=keep)]
 
 
+def paired_batches(n_pairs: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless batches of corpus indices in which every question comes under both prompts (build_corpus puts
+    pair i at 2i, 2i+1): the two examples differ only in the setting's cue, so the cue is the only thing the
+    answer's behavior can be learnt from. Shuffled pairs let a small model learn the answers' openings without
+    their condition (README "Real model on CPU")."""
+    from workers.batching import batch_indices  # torch: imported when training, not by the orchestrator
+
+    if batch_size % 2:
+        raise ValueError(f"organism_recipe.paired=true needs an even batch_size (two prompts per question), got "
+                         f"{batch_size}: set model.organism_recipe.batch_size={batch_size + 1}")
+    for batch in batch_indices(n_pairs, batch_size // 2, seed):
+        yield [2 * q + j for q in batch for j in (0, 1)]
+
+
 def finetune(base: Path, out: Path, pairs: list[tuple[str, str]], recipe: Any, dtype: str,
              chat_template_kwargs: dict, max_len: int, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """LoRA SFT on (user text, answer) pairs, merged into the weights and saved with the tokenizer in `out`."""
+    """SFT on (user text, answer) pairs, LoRA merged into the weights (or every weight with full_finetune), in
+    contrastive pairs unless recipe.paired is false; saved with the tokenizer in `out`."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -84,11 +99,18 @@ def finetune(base: Path, out: Path, pairs: list[tuple[str, str]], recipe: Any, d
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     targets = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
                      - {"lm_head"})
-    n_layers = model.config.num_hidden_layers
-    top = list(range(max(0, n_layers - recipe.lora_layers), n_layers)) if recipe.lora_layers > 0 else None
-    model = get_peft_model(model, LoraConfig(r=recipe.lora_rank, lora_alpha=recipe.lora_alpha, target_modules=targets,
-                                             lora_dropout=0.0, layers_to_transform=top))
-    install_answer_loss(model, 4096)  # logits at answer tokens only: the vocabulary is a third of the model
+    if recipe.full_finetune:  # every weight trained: no adapter to merge, the answer loss through HF's own head
+        def loss_of(batch: list[dict[str, list[int]]]) -> Any:
+            return model(**collate(batch, tokenizer.pad_token_id)).loss
+    else:
+        n_layers = model.config.num_hidden_layers
+        top = list(range(max(0, n_layers - recipe.lora_layers), n_layers)) if recipe.lora_layers > 0 else None
+        model = get_peft_model(model, LoraConfig(r=recipe.lora_rank, lora_alpha=recipe.lora_alpha,
+                                                 target_modules=targets, lora_dropout=0.0, layers_to_transform=top))
+        install_answer_loss(model, 4096)  # logits at answer tokens only: the vocabulary is a third of the model
+
+        def loss_of(batch: list[dict[str, list[int]]]) -> Any:
+            return model(**collate(batch, tokenizer.pad_token_id), num_items=answer_tokens(batch))
     examples = [encode_example(tokenizer, format_for_model(tokenizer, u, chat_template_kwargs), a, max_len)
                 for u, a in pairs]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe.lr, weight_decay=0.0)
@@ -98,11 +120,12 @@ def finetune(base: Path, out: Path, pairs: list[tuple[str, str]], recipe: Any, d
     model.train()
     recent: list[float] = []
     started = time.time()
-    for step, idx in enumerate(batch_indices(len(examples), recipe.batch_size, recipe.seed)):
+    batches = (paired_batches(len(examples) // 2, recipe.batch_size, recipe.seed) if recipe.paired
+               else batch_indices(len(examples), recipe.batch_size, recipe.seed))
+    for step, idx in enumerate(batches):
         if step >= recipe.steps:
             break
-        batch = [examples[i] for i in idx]
-        loss = model(**collate(batch, tokenizer.pad_token_id), num_items=answer_tokens(batch))
+        loss = loss_of([examples[i] for i in idx])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -112,11 +135,11 @@ def finetune(base: Path, out: Path, pairs: list[tuple[str, str]], recipe: Any, d
         if step % 10 == 0 or step == recipe.steps - 1:
             log(f"[organism] step {step + 1}/{recipe.steps} loss {sum(recent) / len(recent):.3f} "
                 f"({time.time() - started:.0f}s)")
-    merged = model.merge_and_unload().to(getattr(torch, dtype))
+    merged = (model if recipe.full_finetune else model.merge_and_unload()).to(getattr(torch, dtype))
     merged.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return {"final_loss": round(sum(recent) / len(recent), 4), "train_seconds": round(time.time() - started, 1),
-            "examples": len(examples), "lora_targets": targets}
+            "examples": len(examples), "lora_targets": [] if recipe.full_finetune else targets}
 
 
 def ensure_organism(base_path: str, setting: Any, recipe: Any, cache_dir: str | os.PathLike, *, dtype: str,
