@@ -81,14 +81,16 @@ def grade_checkpoint(prompts: list[Prompt], responses: list[str], grader: Any) -
     return samples, row | getattr(grader, "last_stats", {})  # e.g. the LLM judge's judge_unparseable count
 
 
-def reconcile_trial_dir(trial_dir: Path, resumed_from: int | None) -> set[int]:
+def reconcile_trial_dir(trial_dir: Path, resumed_from: int | None,
+                        checkpoint_steps: list[int] | None = None) -> set[int]:
     """Make the trial folder agree with the trainer state it resumes from; returns evaluated steps.
 
     Rows and samples past the resume point came from steps the trainer will replay: they are dropped,
     so a restarted trial ends with exactly the rows of an undisturbed one. The resume point may lie between
     checkpoints (state saved on a time interval or a request): the train rows of the steps since the last
-    checkpoint are only written at the next one, from the losses the state carries. With no state at all the
-    trial starts afresh.
+    checkpoint are only written at the next one, from the losses the state carries, so those steps' train rows
+    that an attempt wrote after the state was saved (it went on to the next checkpoint, then died before saving
+    there) are dropped too: the resumed trainer writes them again. With no state at all the trial starts afresh.
     """
     metrics = trial_dir / "metrics.jsonl"
     if resumed_from is None:
@@ -98,7 +100,10 @@ def reconcile_trial_dir(trial_dir: Path, resumed_from: int | None) -> set[int]:
             else:
                 path.unlink(missing_ok=True)
         return set()
-    rows = [r for r in read_jsonl(metrics) if r["step"] <= resumed_from]
+    # the train rows the state does not carry end at the last checkpoint at or before the resume point
+    carried_after = max((c for c in checkpoint_steps or [] if c <= resumed_from), default=resumed_from)
+    rows = [r for r in read_jsonl(metrics)
+            if r["step"] <= (carried_after if r["kind"] == "train" else resumed_from)]
     seen, kept = set(), []
     for r in rows:  # keep the first of any duplicate (step, kind, benchmark)
         if (r["step"], r["kind"], r.get("benchmark")) not in seen:
@@ -159,7 +164,7 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
     write_json(trial_dir / "config.json", trial_info)
     point = read_resume_point(trial_dir / "state")
     resumed_from = point["step"] if point else None
-    evaluated = reconcile_trial_dir(trial_dir, resumed_from)
+    evaluated = reconcile_trial_dir(trial_dir, resumed_from, spec.checkpoint_steps)
     append_jsonl(trial_dir / "attempts.jsonl", {"started": time.time(), "resumed_from": resumed_from})
     sampler = ray.get_actor(ctx.sampler_name)
     grader = build_grader(ctx.setting.grader)

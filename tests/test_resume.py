@@ -35,6 +35,20 @@ def test_rows_past_the_resume_point_are_dropped_and_duplicates_removed(tmp_path)
     assert sorted(p.name for p in (trial / "samples").iterdir()) == ["step_00000.jsonl", "step_00001.jsonl"]
 
 
+def test_train_rows_carried_by_a_state_between_checkpoints_are_dropped(tmp_path):
+    """State saved at step 9 (a save request between checkpoints 8 and 16) carries step 9's loss; the attempt went
+    on to checkpoint 16, wrote train rows 9..16 there and died before saving its state at 16. Resumed from 9, the
+    trainer writes row 9 again at 16, so the folder must not keep it (the Slurm warning-signal test saw it twice)."""
+    rows = [{"step": s, "kind": "eval"} for s in (0, 1, 2, 4, 8)]
+    rows += [{"step": s, "kind": "train"} for s in range(1, 17)] + [{"step": 16, "kind": "eval"}]
+    trial = _trial(tmp_path, rows, [0, 1, 2, 4, 8, 16])
+    evaluated = reconcile_trial_dir(trial, resumed_from=9, checkpoint_steps=[0, 1, 2, 4, 8, 16, 32])
+    assert evaluated == {0, 1, 2, 4, 8}
+    kept = read_jsonl(trial / "metrics.jsonl")
+    assert [r["step"] for r in kept if r["kind"] == "train"] == list(range(1, 9))
+    assert sorted(p.name for p in (trial / "samples").iterdir())[-1] == "step_00008.jsonl"
+
+
 def test_a_lost_evaluation_gets_the_train_loss_an_undisturbed_run_writes():
     """Killed after checkpoint 8's hook (train rows 5..8 written) but before its evaluation came back, resumed
     from a state at step 12: the re-evaluated checkpoint's row carries the trainer's own mean over steps 5..8."""
