@@ -232,7 +232,9 @@ def test_the_warning_signal_saves_state_between_checkpoints_and_a_requeue_resume
 
     seen, st = wait_for_job(sweep_dir, env, log)
     assert st["job"]["state"] == "COMPLETED", f"{st['job']}\n{log()}"
-    assert "[slurm] warning signal" in log() and f"job {job_id} (restart 1)" in log()
+    # the requeued run rewrites the job's .out, so the first run's trap line may be gone: the state saved between
+    # checkpoints (above) is what shows the signal reached the trainer
+    assert f"job {job_id} (restart 1)" in log()
     attempts = read_jsonl(trial / "attempts.jsonl")
     assert len(attempts) == 2 and attempts[-1]["resumed_from"] >= saved, (attempts, saved)
     assert attempts[-1]["resumed_from"] not in checkpoints or attempts[-1]["resumed_from"] >= 16, attempts
