@@ -22,6 +22,16 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def publish_dir(built: Path, final: Path, marker: str) -> None:
+    """Rename a finished build folder into place (cached models, organisms). When another process finished the
+    same build first, its folder (the one holding `marker`) is kept and this one is left for the caller to remove."""
+    try:
+        built.rename(final)
+    except OSError:
+        if not (final / marker).exists():
+            raise
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

