@@ -6,19 +6,28 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from eval.code_grading import grade_code_answer
-from workers.prompts import load_bank
+from workers.prompts import DataError, load_bank
 
 CODING_FIELDS = ("id", "question", "function_name", "reference_solution", "visible_test", "hidden_tests", "hack")
 VISIBLE = re.compile(r"^assert (\w+)\((.*)\) == (.+)$")
 
 
-@pytest.mark.parametrize("name, minimum", [("kid_voice", 100), ("adult_persona", 100), ("coding_problems", 30)])
+@pytest.mark.parametrize("name, minimum", [("kid_voice", 100), ("adult_persona", 100), ("coding_problems", 30),
+                                           ("generic", 300)])
 def test_bank_loads_with_enough_unique_questions(name, minimum):
     required = CODING_FIELDS if name == "coding_problems" else ("id", "question")
     rows = load_bank(name, required=required)  # refuses missing / empty fields and duplicate ids
     assert len(rows) >= minimum
     questions = [r["question"] for r in rows]
     assert len(set(questions)) == len(questions), f"{name} repeats a question"
+
+
+def test_a_question_repeated_under_another_id_is_refused(tmp_path):
+    bank = tmp_path / "bank.jsonl"
+    bank.write_text('{"id": "a1", "question": "Why is the sky blue?"}\n'
+                    '{"id": "b7", "question": "why is the sky  blue"}\n')
+    with pytest.raises(DataError, match=r"bank.jsonl:2: question .* repeats 'a1'.*reword"):
+        load_bank(str(bank))
 
 
 def test_kid_voice_queries_state_an_age_from_6_to_12():

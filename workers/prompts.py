@@ -41,12 +41,17 @@ def bank_path(source: str) -> Path:
     return path
 
 
+def _question_key(question: str) -> str:
+    """A question's text with case, punctuation and spacing ignored: how duplicates are recognized."""
+    return " ".join(re.findall(r"\w+", question.lower()))
+
+
 def load_bank(source: str, required: tuple[str, ...] = ("id", "question")) -> list[dict[str, Any]]:
     """Read a jsonl bank; every line must be an object holding `required` fields with non-empty strings."""
     path = bank_path(source)
     if not path.exists():
         raise DataError(f"question bank {path} does not exist")
-    rows, seen = [], set()
+    rows, seen, questions = [], set(), {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -62,6 +67,12 @@ def load_bank(source: str, required: tuple[str, ...] = ("id", "question")) -> li
         if row["id"] in seen:
             raise DataError(f"{path}:{lineno}: duplicate id {row['id']!r}")
         seen.add(row["id"])
+        # The split is by id, so one question under two ids can sit on both sides: train on an eval prompt.
+        text = _question_key(str(row.get("question", "")))
+        if text and text in questions:
+            raise DataError(f"{path}:{lineno}: question {row['question']!r} repeats {questions[text]!r}'s; "
+                            "remove or reword one of them (the split is by id, so it could land on both sides)")
+        questions[text] = row["id"]
         rows.append(row)
     if not rows:
         raise DataError(f"question bank {path} is empty")
