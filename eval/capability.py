@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 from eval import ifeval
+from eval.mathcheck import sympy_equivalent
 
 BENCHMARKS = ("toy_probe", "mmlu", "ifeval", "olympiads", "followbench")
 LETTERS = "ABCDEFGHIJ"
@@ -147,27 +147,11 @@ def _numbers_match(p: Fraction, r: Fraction, rel_tol: float) -> bool:
     return math.isclose(float(p), float(r), rel_tol=rel_tol, abs_tol=1e-9)
 
 
-def _math_timeout() -> int | None:
-    """math-verify bounds each parse and comparison with signal.alarm, which only the main thread may set; in
-    another thread (a Ray Tune trial runs in one) it runs unbounded rather than fail."""
-    return 5 if threading.current_thread() is threading.main_thread() else None
-
-
 def math_equivalent(predicted: str, reference: str) -> bool:
-    """Whether two LaTeX / plain answers are the same mathematical object, by math-verify (Hugging Face's
-    maintained checker: sympy equivalence of expressions, sets, intervals, equations), so \\frac{\\sqrt3}{2} and
-    \\sqrt{3}/2 agree. Answers it cannot parse are compared as cleaned strings."""
-    from math_verify import parse, verify
-
-    def read(text: str) -> list[Any]:
-        text = text.strip()
-        wrapped = text if text.startswith(("$", "\\boxed", "\\(", "\\[")) else f"${text}$"
-        return parse(wrapped, parsing_timeout=_math_timeout())
-
-    gold, pred = read(reference), read(predicted)
-    if not gold or not pred:
-        return _clean(predicted) == _clean(reference)
-    return bool(verify(gold, pred, timeout_seconds=_math_timeout()))
+    """Same mathematical object by math-verify (eval.mathcheck, bounded in time in any thread); answers it
+    cannot parse are compared as cleaned strings."""
+    same = sympy_equivalent(predicted, reference)
+    return _clean(predicted) == _clean(reference) if same is None else same
 
 
 def answers_match(predicted: str | None, reference: str, rel_tol: float = 1e-4) -> bool:

@@ -262,3 +262,18 @@ def test_default_recovery_checkpoint_is_the_first_transfer_of_the_highest_lr():
     assert default_recovery_checkpoint(trials, 0.5, "lr0.001_seed0") == ("lr0.001_seed0", 4)
     with pytest.raises(ValueError, match="--trial"):
         default_recovery_checkpoint(trials, 0.5, "lr0.01_seed0")
+
+
+def test_math_equivalence_outside_the_main_thread_is_bounded_in_time():
+    """math-verify cannot bound sympy outside a main thread; an answer sympy would expand for ever must still
+    come back, as no match (it hung there before)."""
+    import threading
+
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(ok=answers_match("\\sum_{k=1}^{10^{9}} k^{k}", "1")),
+                              daemon=True)
+    worker.start()
+    worker.join(150)
+    assert not worker.is_alive(), "the math check hung in a worker thread"
+    assert result == {"ok": False}
+    assert answers_match("\\frac{\\sqrt3}{2}", "\\sqrt{3}/2") is True  # and the main thread still decides
