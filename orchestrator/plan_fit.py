@@ -117,11 +117,12 @@ def _chunks(cfg: Config) -> list[int | None]:
     return list(PLANNED_LOSS_CHUNKS) if is_auto(c) else [c]
 
 
-def search(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int,
-           limit: float) -> tuple[tuple[Shape, dict[str, float]] | None, None, tuple[float, Shape] | None]:
-    """((the chosen shape, its memory), None, None) or (None, None, the smallest shape that did not fit)."""
+def search(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, limit: float,
+           sampler_gpus: int = 0) -> tuple[tuple[Shape, dict[str, float]] | None, tuple[float, Shape] | None]:
+    """((the chosen shape, its memory), None) or (None, the smallest shape that did not fit). `sampler_gpus`: GPUs
+    the sampler holds on node 0 (placement: a shape that cannot be placed beside it is not a candidate)."""
     tr, per_node = cfg.train, cfg.cluster.gpus_per_node
-    best: tuple[float, Shape, dict[str, float]] | None = None
+    fits: list[tuple[Shape, dict[str, float]]] = []
     smallest: tuple[float, Shape] | None = None
     for gpus, stage in _candidates(cfg, per_node):
         if gpus > tr.batch_size or tr.batch_size % gpus:
@@ -138,18 +139,48 @@ def search(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int,
                         shape = Shape(gpus, stage, micro, share // micro, chunk, hpz, pack)
                         mem = train_memory(cfg, a, counts, lora, shape)
                         if per_node == 0:
-                            return (shape, mem), None, None
+                            return (shape, mem), None
                         if mem["total"] > limit:
                             if smallest is None or mem["total"] < smallest[0]:
                                 smallest = (mem["total"], shape)
                             continue
-                        cost = gpus * step_seconds(cfg, counts, lora, shape)["step_s"] / pack
-                        if best is None or cost < best[0] * (CHEAPER if gpus > best[1].gpus else 1.0):
-                            best = (cost, shape, mem)
+                        fits.append((shape, mem))
                         break  # the largest chunk that fits
-    if best is None:
-        return None, None, smallest
-    return _balanced(cfg, a, counts, lora, best[1], best[2]), None, None
+    from orchestrator.plan_time import trials_that_fit
+
+    placed = [f for f in fits if trials_that_fit(per_node, cfg.cluster.nodes, f[0].gpus, sampler_gpus) > 0]
+    if not fits:
+        return None, smallest
+    if not placed:  # the fewest GPUs that fit: placement (plan_time.plan_placement) names the nodes it needs
+        placed = fits[:1]
+    best = _cheapest(cfg, counts, lora, placed, sampler_gpus)
+    return _balanced(cfg, a, counts, lora, *best), None
+
+
+def sweep_cost(cfg: Config, counts: dict[str, int], lora: int, s: Shape, sampler_gpus: int) -> tuple[float, float]:
+    """(the sweep's training wall seconds, trainer GPU-seconds per trial-step) for shape `s`, placed beside the
+    sampler: packs at once = min(packs that fit, packs, sweep.max_concurrent_trials)."""
+    from orchestrator.plan_time import trials_that_fit
+
+    cl, p = cfg.cluster, cfg.plan
+    step = step_seconds(cfg, counts, lora, s)["step_s"]
+    jobs = math.ceil(trials_per_setting(cfg) / s.pack)
+    at_once = min(trials_that_fit(cl.gpus_per_node, cl.nodes, s.gpus, sampler_gpus), jobs,
+                  cfg.sweep.max_concurrent_trials)
+    startup = counts["total"] * DTYPE_BYTES[cfg.model.dtype] / (p.storage_read_gb_s * 1e9)
+    return math.ceil(jobs / at_once) * (startup + cfg.sweep.max_steps * step), s.gpus * step / s.pack
+
+
+def _cheapest(cfg: Config, counts: dict[str, int], lora: int, fits: list[tuple[Shape, dict[str, float]]],
+              sampler_gpus: int) -> tuple[Shape, dict[str, float]]:
+    """The shortest sweep (the allocation is charged by wall time); within 2% of it the fewest trainer GPU-seconds
+    per trial-step; within 2% of that the fewest GPUs; then the search's order (largest micro-batch first)."""
+    costs = [sweep_cost(cfg, counts, lora, f[0], sampler_gpus) for f in fits]
+    wall = min(c[0] for c in costs)
+    near = [(c, f) for c, f in zip(costs, fits) if c[0] <= wall / CHEAPER]
+    per_step = min(c[1] for c, _ in near)
+    near = [(c, f) for c, f in near if c[1] <= per_step / CHEAPER]
+    return min(near, key=lambda cf: cf[1][0].gpus)[1]
 
 
 def _balanced(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, s: Shape,
@@ -165,10 +196,10 @@ def _balanced(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, s: 
 
 
 def plan_trainer(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, plan: Plan,
-                 limit: float) -> dict[str, Any]:
+                 limit: float, sampler_gpus: int = 0) -> dict[str, Any]:
     """The cheapest shape that fits `limit` bytes per GPU (see the module docstring), recorded in the plan; refuses
     naming the fix when none does."""
-    found, _, smallest = search(cfg, a, counts, lora, limit)
+    found, smallest = search(cfg, a, counts, lora, limit, sampler_gpus)
     if found is not None:
         shape, mem = found
         return _record(cfg, plan, shape, mem, limit)
@@ -209,7 +240,7 @@ def _auto_shape(cfg: Config, limit: float) -> str:
     auto = replace(cfg, train=replace(cfg.train, num_workers="auto", zero_stage="auto", micro_batch_size="auto",
                                       loss_chunk_tokens="auto", hpz_partition_size="auto"))
     a = arch_of(auto)
-    found, _, _ = search(auto, a, param_counts(a), trained_lora_params(auto, a), limit)
+    found, _ = search(auto, a, param_counts(a), trained_lora_params(auto, a), limit)
     if found is None:
         return ""
     s = found[0]

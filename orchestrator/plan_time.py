@@ -36,17 +36,23 @@ def plan_placement(cfg: Config, trainer: dict[str, Any], sampler: dict[str, Any]
             raise PlanError(f"no trial fits beside the sampler: a trial needs {trainer['gpus']} GPUs and the "
                             f"sampler {sampler['tp']}, but the cluster has {cl.nodes} x {cl.gpus_per_node}: "
                             f"set cluster.nodes={nodes} or more")
-    at_once = plan.put(sec, "concurrent_trials", min(fit, n_trials, sw.max_concurrent_trials),
-                       f"min(fit {fit}, trials {n_trials}, sweep.max_concurrent_trials {sw.max_concurrent_trials})")
-    if at_once < min(fit, n_trials):
-        plan.note(sec, f"note: raise sweep.max_concurrent_trials to {min(fit, n_trials)} to use every free GPU")
+    k = trainer["pack"]
+    jobs = math.ceil(n_trials / k)
+    if k > 1:
+        plan.put(sec, "packs", jobs, f"ceil({n_trials} trials / K {k}): Ray Tune schedules packs")
+    at_once = plan.put(sec, "concurrent_trials", min(fit, jobs, sw.max_concurrent_trials),
+                       f"min(fit {fit}, {'packs' if k > 1 else 'trials'} {jobs}, sweep.max_concurrent_trials "
+                       f"{sw.max_concurrent_trials})" + (" packs" if k > 1 else ""))
+    if at_once < min(fit, jobs):
+        plan.note(sec, f"note: raise sweep.max_concurrent_trials to {min(fit, jobs)} to use every free GPU")
     e, p = cfg.sample.engine, cfg.plan
     if not is_auto(e.max_loras):
         loras = plan.put(sec, "max_loras", e.max_loras, text=f"{e.max_loras} (sample.engine.max_loras)")
     elif cl.gpus_per_node == 0:
         loras = plan.put(sec, "max_loras", p.cpu_max_loras, text=f"{p.cpu_max_loras} (CPU: plan.cpu_max_loras)")
     else:
-        loras = plan.put(sec, "max_loras", at_once, text=f"{at_once} (one adapter per running trial in a vLLM batch)")
+        loras = plan.put(sec, "max_loras", min(at_once * k, n_trials), text=f"{min(at_once * k, n_trials)} (one "
+                         "adapter per running trial in a vLLM batch)")
     if not is_auto(e.max_cpu_loras):
         plan.put(sec, "max_cpu_loras", e.max_cpu_loras, text=f"{e.max_cpu_loras} (sample.engine.max_cpu_loras)")
     elif cl.gpus_per_node == 0:
@@ -90,7 +96,7 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
     trial_s = plan.put(sec, "trial_h", (startup + cfg.sweep.max_steps * step_s) / 3600,
                        f"(startup + {cfg.sweep.max_steps} steps x step_s) / 3600" + (" (a pack)" if k > 1 else "")) * 3600
     n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
-    n_jobs = plan.put(sec, "packs", math.ceil(n_trials / k), f"ceil({n_trials} trials / K {k})") if k > 1 else n_trials
+    n_jobs = math.ceil(n_trials / k)
     waves = math.ceil(n_jobs / at_once)
     train_wall = plan.put(sec, "training_wall_h", waves * trial_s / 3600, f"ceil({n_jobs}/{at_once}) waves x "
                           "trial_h") * 3600

@@ -284,9 +284,9 @@ def _plan_jobs(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, pl
     bound = min(len(cfg.sweep.lrs) * len(cfg.sweep.seeds), cfg.sweep.max_concurrent_trials)
     gpu = cfg.cluster.gpu_memory_gib * GIB
     sleep, why = sleep_mode(cfg, dedicated)
-    if dedicated or cfg.cluster.gpus_per_node == 0:
-        trainer = plan_trainer(cfg, a, counts, lora, plan, gpu)
+    if dedicated or cfg.cluster.gpus_per_node == 0:  # the sampler's GPUs first: the trials are placed beside them
         sampler = plan_sampler(cfg, a, counts, bound, plan, dedicated)
+        trainer = plan_trainer(cfg, a, counts, lora, plan, gpu, sampler["tp"] if dedicated else 0)
     elif not sleep:  # the sampler's share first: the trainers get what it leaves
         sampler = plan_sampler(cfg, a, counts, bound, plan, dedicated)
         trainer = plan_trainer(cfg, a, counts, lora, plan, gpu * (1 - sampler["util"]))
