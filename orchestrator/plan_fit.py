@@ -177,7 +177,7 @@ def _cheapest(cfg: Config, counts: dict[str, int], lora: int, fits: list[tuple[S
     per trial-step; within 2% of that the fewest GPUs; then the search's order (largest micro-batch first)."""
     costs = [sweep_cost(cfg, counts, lora, f[0], sampler_gpus) for f in fits]
     wall = min(c[0] for c in costs)
-    near = [(c, f) for c, f in zip(costs, fits) if c[0] <= wall / CHEAPER]
+    near = [(c, f) for c, f in zip(costs, fits, strict=True) if c[0] <= wall / CHEAPER]
     per_step = min(c[1] for c, _ in near)
     near = [(c, f) for c, f in near if c[1] <= per_step / CHEAPER]
     return min(near, key=lambda cf: cf[1][0].gpus)[1]
@@ -251,7 +251,8 @@ def _record(cfg: Config, plan: Plan, s: Shape, mem: dict[str, float], limit: flo
     tr, sec = cfg.train, "trainer"
     plan.put(sec, "gpus_per_trial", s.gpus, text=f"{s.gpus} (= trainer workers per trial, one per GPU"
              + (f"; a pack of {s.pack} trials shares them)" if s.pack > 1 else ")"))
-    plan.put(sec, "zero_stage", s.stage, text=f"{s.stage}" + (" (weights sharded)" if s.stage == 3 else " (replicated)"))
+    plan.put(sec, "zero_stage", s.stage, text=f"{s.stage}" + (" (weights sharded)" if s.stage == 3
+                                                            else " (replicated)"))
     plan.put(sec, "pack", s.pack, "largest K (trials per setting at most) whose shape costs the fewest GPU-seconds "
              "per trial-step, spread evenly over the packs" if is_auto(cfg.sweep.pack) else "sweep.pack")
     plan.put(sec, "micro_batch_per_gpu", s.micro, f"largest divisor of batch {tr.batch_size}/{s.gpus} GPUs that "

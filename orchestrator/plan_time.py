@@ -93,8 +93,8 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
             f" (a pack of {k})" if k > 1 else " (per trial)"))
     startup = plan.put(sec, "startup_s", counts["total"] * wbytes / (p.storage_read_gb_s * 1e9),
                        f"weights / {p.storage_read_gb_s:g} GB/s")
-    trial_s = plan.put(sec, "trial_h", (startup + cfg.sweep.max_steps * step_s) / 3600,
-                       f"(startup + {cfg.sweep.max_steps} steps x step_s) / 3600" + (" (a pack)" if k > 1 else "")) * 3600
+    trial_s = 3600 * plan.put(sec, "trial_h", (startup + cfg.sweep.max_steps * step_s) / 3600,
+                              f"(startup + {cfg.sweep.max_steps} steps x step_s) / 3600" + " (a pack)" * (k > 1))
     n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
     n_jobs = math.ceil(n_trials / k)
     waves = math.ceil(n_jobs / at_once)

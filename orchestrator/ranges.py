@@ -224,7 +224,8 @@ def range_errors(obj: Any, path: str = "") -> list[str]:
                 continue
             if item is None:  # null where the schema allows it (OmegaConf refuses it elsewhere)
                 continue
-            if item == "auto" and (f.default == "auto" or key in PLANNED_NOT_BY_DEFAULT):  # planner-owned: orchestrator/resolve.py fills in the plan's
+            # planner-owned: orchestrator/resolve.py fills in the plan's
+            if item == "auto" and (f.default == "auto" or key in PLANNED_NOT_BY_DEFAULT):
                 continue
             shown = where if i is None else f"{where}[{i}]"
             if key in RANGES:
