@@ -165,8 +165,8 @@ def sweep_cost(cfg: Config, counts: dict[str, int], lora: int, s: Shape, sampler
     cl, p = cfg.cluster, cfg.plan
     step = step_seconds(cfg, counts, lora, s)["step_s"]
     jobs = math.ceil(trials_per_setting(cfg) / s.pack)
-    at_once = min(trials_that_fit(cl.gpus_per_node, cl.nodes, s.gpus, sampler_gpus), jobs,
-                  cfg.sweep.max_concurrent_trials)
+    at_once = max(1, min(trials_that_fit(cl.gpus_per_node, cl.nodes, s.gpus, sampler_gpus), jobs,
+                         cfg.sweep.max_concurrent_trials))
     startup = counts["total"] * DTYPE_BYTES[cfg.model.dtype] / (p.storage_read_gb_s * 1e9)
     return math.ceil(jobs / at_once) * (startup + cfg.sweep.max_steps * step), s.gpus * step / s.pack
 

@@ -133,6 +133,13 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
         alloc = plan.put(sec, "allocation_gpu_h", cl.nodes * cl.gpus_per_node * wall / 3600,
                          f"{cl.nodes} nodes x {cl.gpus_per_node} GPUs x wall_h (what the allocation is charged)")
         plan.put(sec, "allocation_gpu_h_per_trial", alloc / n_trials, f"allocation_gpu_h / {n_trials} trials")
+        own = sampler["tp"] if sampler["dedicated"] else 0
+        need = next(n for n in range(1, cl.nodes + 1) if trials_that_fit(cl.gpus_per_node, n, gpus, own) >= at_once)
+        if need < cl.nodes:  # the same waves on fewer nodes: the rest would idle
+            plan.put(sec, "nodes_needed", need, f"fewest nodes that place {at_once} {'packs' if k > 1 else 'trials'} "
+                     f"of {gpus} GPUs beside {own} sampler GPUs")
+            plan.put(sec, "allocation_gpu_h_at_nodes_needed", need * cl.gpus_per_node * wall / 3600,
+                     f"{need} nodes x {cl.gpus_per_node} GPUs x wall_h (set cluster.nodes={need}: the same wall time)")
 
 
 def price_packing(cfg: Config, plan: Plan) -> None:
