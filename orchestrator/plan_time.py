@@ -118,10 +118,10 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
         return
     busy = plan.put(sec, "sampler_busy_h", sampled / decode / 3600, "sampled_tokens / sampler_tokens_per_s") * 3600
     if sampler.get("sleep"):
-        wake = 2 * n_ckpt * math.ceil(n_jobs / at_once) * sampler["weights_per_gpu"] / (p.storage_read_gb_s * 1e9)
+        wake = 2 * n_ckpt * waves * sampler["weights_per_gpu"] / (p.host_copy_gb_s * 1e9)
         wall = plan.put(sec, "wall_h", (train_wall + busy + wake) / 3600, "training_wall_h + sampler_busy_h + "
-                        f"wake/sleep {wake / 3600:.3g} h (weights to and from host RAM, at storage speed or better) "
-                        "(the trainers on its GPUs wait while it samples)") * 3600
+                        f"sleep/wake {wake / 3600:.3g} h (2 x {n_ckpt} checkpoints x {waves} waves x weights per GPU "
+                        f"/ {p.host_copy_gb_s:g} GB/s; the trainers on its GPUs wait while it samples)") * 3600
     else:
         wall = plan.put(sec, "wall_h", max(train_wall, busy) / 3600, "max(training_wall_h, sampler_busy_h)") * 3600
     if cl.gpus_per_node:

@@ -351,6 +351,7 @@ class PlanConfig:
     hbm_efficiency: float = 0.5
     decode_step_floor_ms: float = 10.0  # scheduler, sampling and kernel launches bound a small model's decode step
     sampler_sleep_gib: float = 1.0  # per GPU, what a sleeping vLLM engine still holds (CUDA context, allocator pools)
+    host_copy_gb_s: float = 20.0  # per GPU, pinned host <-> GPU copies (vLLM sleep level 1 offloads, wake_up restores)
 
 
 @dataclass
