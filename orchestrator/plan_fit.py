@@ -117,10 +117,11 @@ def _chunks(cfg: Config) -> list[int | None]:
     return list(PLANNED_LOSS_CHUNKS) if is_auto(c) else [c]
 
 
-def search(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, limit: float,
-           sampler_gpus: int = 0) -> tuple[tuple[Shape, dict[str, float]] | None, tuple[float, Shape] | None]:
+def search(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, limit: float, sampler_gpus: int = 0,
+           held_limit: float | None = None) -> tuple[tuple[Shape, dict[str, float]] | None, tuple[float, Shape] | None]:
     """((the chosen shape, its memory), None) or (None, the smallest shape that did not fit). `sampler_gpus`: GPUs
-    the sampler holds on node 0 (placement: a shape that cannot be placed beside it is not a candidate)."""
+    the sampler holds on node 0 (placement: a shape that cannot be placed beside it is not a candidate);
+    `held_limit`: what a shape may hold between steps (a sleeping sampler must wake beside it)."""
     tr, per_node = cfg.train, cfg.cluster.gpus_per_node
     fits: list[tuple[Shape, dict[str, float]]] = []
     smallest: tuple[float, Shape] | None = None
@@ -148,6 +149,8 @@ def search(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, limit:
                         break  # the largest chunk that fits
     from orchestrator.plan_time import trials_that_fit
 
+    if held_limit is not None:  # fall back to all fits: the sampler's own plan then names what does not fit
+        fits = [f for f in fits if f[1]["resident"] <= held_limit] or fits
     placed = [f for f in fits if trials_that_fit(per_node, cfg.cluster.nodes, f[0].gpus, sampler_gpus) > 0]
     if not fits:
         return None, smallest
@@ -196,10 +199,10 @@ def _balanced(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, s: 
 
 
 def plan_trainer(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, plan: Plan,
-                 limit: float, sampler_gpus: int = 0) -> dict[str, Any]:
+                 limit: float, sampler_gpus: int = 0, held_limit: float | None = None) -> dict[str, Any]:
     """The cheapest shape that fits `limit` bytes per GPU (see the module docstring), recorded in the plan; refuses
     naming the fix when none does."""
-    found, smallest = search(cfg, a, counts, lora, limit, sampler_gpus)
+    found, smallest = search(cfg, a, counts, lora, limit, sampler_gpus, held_limit)
     if found is not None:
         shape, mem = found
         return _record(cfg, plan, shape, mem, limit)

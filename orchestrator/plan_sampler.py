@@ -43,6 +43,17 @@ def _kv(cfg: Config, a: ArchConfig, counts: dict[str, int], tp: int, util: float
     return {"tp": tp, "util": util, "weights": weights, "slot": slot, "kv_token": kv_token, "room": room, "seqs": seqs}
 
 
+def awake_bytes(cfg: Config, a: ArchConfig, counts: dict[str, int], loras: int) -> float:
+    """The least an awake engine needs per GPU: at the widest TP a node allows (the weights split most), its LoRA
+    slots, overhead and one sequence's KV cache. Sharing trainers must leave at least this between steps."""
+    per_node, wbytes = cfg.cluster.gpus_per_node, DTYPE_BYTES[cfg.model.dtype]
+    tp = max(t for t in range(1, per_node + 1) if per_node % t == 0 and a.num_heads % t == 0)
+    rank = next((r for r in VLLM_LORA_RANKS if r >= cfg.train.lora_rank), VLLM_LORA_RANKS[-1])
+    slot = slot_bytes_per_gpu(cfg, a, rank, tp, tp > 1 and rank % tp == 0)["total"]
+    kv = 2 * a.num_layers * max(1, a.num_kv_heads // tp) * a.head_dim * wbytes * cfg.plan.sampler_prompt_tokens
+    return counts["total"] * wbytes / tp + loras * slot + cfg.plan.sampler_overhead_gib * GIB + kv
+
+
 def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound: int, plan: Plan,
                  dedicated: bool, room: float | None = None) -> dict[str, Any]:
     """vLLM's shape. On its own GPUs (`dedicated`): the smallest tensor-parallel size (inside a node; fused-MoE LoRA

@@ -291,7 +291,11 @@ def _plan_jobs(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, pl
         sampler = plan_sampler(cfg, a, counts, bound, plan, dedicated)
         trainer = plan_trainer(cfg, a, counts, lora, plan, gpu * (1 - sampler["util"]))
     else:
-        trainer = plan_trainer(cfg, a, counts, lora, plan, gpu - cfg.plan.sampler_sleep_gib * GIB)
+        from orchestrator.plan_sampler import awake_bytes
+
+        # trainers that leave room between steps for the engine to wake: their held memory is a limit too
+        held = gpu - awake_bytes(cfg, a, counts, bound)
+        trainer = plan_trainer(cfg, a, counts, lora, plan, gpu - cfg.plan.sampler_sleep_gib * GIB, held_limit=held)
         sampler = plan_sampler(cfg, a, counts, bound, plan, dedicated, room=gpu - trainer["resident"])
     sampler["sleep"] = plan.put("sampler", "sleep", sleep, text=f"{sleep} ({why})")
     at_once = plan_placement(cfg, trainer, sampler, plan)
