@@ -9,8 +9,13 @@ nodes, waiting for a whole free node instead. What PACK costs: on a fragmented c
 would fit one node can land on two, its ZeRO-3 gathers crossing the inter-node link; sizing
 `train.num_workers` to a node's GPUs (or a divisor of them) keeps trials whole.
 
-The sampler is a separate long-lived actor with its own resources, so it never shares a trainer's
-GPU: `tensor_parallel_size` GPUs on GPU nodes. When a node offers the custom resource SAMPLER_RESOURCE
+The sampler is a separate long-lived actor. With GPUs of its own (`sample.engine.dedicated_gpus`) it holds
+`tensor_parallel_size` of them. Sharing the trainers' GPUs it asks Ray for none: a fractional request would keep
+every trainer's whole-GPU bundle off those GPUs, and Ray 2.x leaves CUDA_VISIBLE_DEVICES as the node set it for
+an actor that holds no GPU (unless RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1, which `sampler_placement` refuses), so
+vLLM takes the node's first `tensor_parallel_size` GPUs. Ray does not count that memory: the plan does, giving
+every trainer GPU the room (the static share, or the sleeping engine's `plan.sampler_sleep_gib`).
+When a node offers the custom resource SAMPLER_RESOURCE
 the sampler also asks for it, which pins it to that node (the sweep's own local Ray offers it; on a
 cluster, start the node meant for sampling with `ray start --resources='{"lrsweep_sampler": 1}'`);
 on CPU nodes that marker is what keeps it apart from the trainers.
@@ -24,6 +29,7 @@ from typing import Any
 from orchestrator.schema import ConfigError
 
 SAMPLER_RESOURCE = "lrsweep_sampler"
+OVERRIDE_ON_ZERO = "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"  # ray._private.accelerators: hide GPUs from GPU-less actors
 STRATEGY = "PACK"
 # the Tune trial of a multi-worker trial only starts the trainer group and relays its rows to Tune;
 # Tune needs a non-empty request for it, the trainers hold the trial's real resources
@@ -101,6 +107,11 @@ def sampler_placement(tensor_parallel_size: int, gpus_per_node: int, marker_offe
     single-GPU workstation) gets the sampler on the trainers' GPU."""
     if tensor_parallel_size < 1:
         raise ConfigError(f"sample.engine.tensor_parallel_size={tensor_parallel_size}: must be >= 1")
+    import os
+
+    if gpus_per_node and dedicated is False and os.environ.get(OVERRIDE_ON_ZERO, "").lower() in ("1", "true"):
+        raise ConfigError(f"{OVERRIDE_ON_ZERO} is set: Ray would hide every GPU from the sampler, which shares the "
+                          f"trainers' GPUs without holding one; unset it (or set sample.engine.dedicated_gpus=true)")
     marker = {SAMPLER_RESOURCE: 1.0} if marker_offered else {}
     if gpus_per_node:
         if tensor_parallel_size > gpus_per_node:

@@ -11,7 +11,8 @@ from orchestrator.planner import Plan, make_plan
 from orchestrator.schema import ConfigError
 
 TITLES = {"model": "Model", "lora": "LoRA adapter", "trainer": "Trainer (one trial)", "sampler": "vLLM sampler",
-          "placement": "Placement", "time": "Time and GPU-hours"}
+          "placement": "Placement", "time": "Time and GPU-hours",
+          "pricing": "GPU-hours with and without packing"}
 
 
 def format_plan(plan: Plan) -> str:

@@ -43,12 +43,24 @@ def _kv(cfg: Config, a: ArchConfig, counts: dict[str, int], tp: int, util: float
     return {"tp": tp, "util": util, "weights": weights, "slot": slot, "kv_token": kv_token, "room": room, "seqs": seqs}
 
 
+def awake_bytes(cfg: Config, a: ArchConfig, counts: dict[str, int], loras: int) -> float:
+    """The least an awake engine needs per GPU: at the widest TP a node allows (the weights split most), its LoRA
+    slots, overhead and one sequence's KV cache. Sharing trainers must leave at least this between steps."""
+    per_node, wbytes = cfg.cluster.gpus_per_node, DTYPE_BYTES[cfg.model.dtype]
+    tp = max(t for t in range(1, per_node + 1) if per_node % t == 0 and a.num_heads % t == 0)
+    rank = next((r for r in VLLM_LORA_RANKS if r >= cfg.train.lora_rank), VLLM_LORA_RANKS[-1])
+    slot = slot_bytes_per_gpu(cfg, a, rank, tp, tp > 1 and rank % tp == 0)["total"]
+    kv = 2 * a.num_layers * max(1, a.num_kv_heads // tp) * a.head_dim * wbytes * cfg.plan.sampler_prompt_tokens
+    return counts["total"] * wbytes / tp + loras * slot + cfg.plan.sampler_overhead_gib * GIB + kv
+
+
 def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound: int, plan: Plan,
-                 dedicated: bool) -> dict[str, Any]:
+                 dedicated: bool, room: float | None = None) -> dict[str, Any]:
     """vLLM's shape. On its own GPUs (`dedicated`): the smallest tensor-parallel size (inside a node; fused-MoE LoRA
     has no expert parallelism in vLLM 0.32 with fully_sharded_loras) whose KV cache holds one checkpoint's prompts
     at plan.sampler_gpu_memory_utilization. Sharing the trainers' GPUs: the smallest share (steps of 0.05) that
-    does, so the trainers keep the rest."""
+    does, so the trainers keep the rest; awake beside sleeping-mode trainers, at most `room` bytes of each GPU (what
+    the trainers do not hold between steps)."""
     m, sa, e, p, sec = cfg.model, cfg.sample, cfg.sample.engine, cfg.plan, "sampler"
     wbytes, per_node = DTYPE_BYTES[m.dtype], cfg.cluster.gpus_per_node
     experts_trained = bool(m.lora_experts and a.num_experts)
@@ -100,6 +112,12 @@ def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound
         utils = [p.sampler_gpu_memory_utilization]
     else:
         utils = [round(0.05 * i, 2) for i in range(1, 19)]  # 0.05 .. 0.9
+    if room is not None:
+        utils = [u for u in utils if u * cfg.cluster.gpu_memory_gib * GIB <= room]
+        if not utils:
+            held = gib(cfg.cluster.gpu_memory_gib * GIB - room)
+            raise PlanError(f"the sampler cannot wake beside the trainers: they hold {held} per GPU between steps, "
+                            "leaving less than 5% of a GPU")
     # fully sharded LoRA splits lora_A's rank dimension over the TP ranks (vLLM divides max_lora_rank by TP)
     fully_of = lambda tp: tp > 1 and rank % tp == 0 if is_auto(e.fully_sharded_loras) else bool(  # noqa: E731
         e.fully_sharded_loras)
@@ -125,8 +143,9 @@ def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound
         if explicit_tp or not is_auto(e.gpu_memory_utilization):
             fixes.insert(0, "set sample.engine.tensor_parallel_size=auto and sample.engine.gpu_memory_utilization=auto")
         where = (f"one node of {per_node} x {cfg.cluster.gpu_memory_gib:g} GiB" if dedicated else
-                 f"a share of a {cfg.cluster.gpu_memory_gib:g} GiB GPU beside the trainers (a cluster gives the "
-                 "sampler GPUs of its own)")
+                 f"a share of a {cfg.cluster.gpu_memory_gib:g} GiB GPU beside the trainers" + (
+                     f" (awake, at most {gib(room)} left by what they hold between steps)" if room is not None
+                     else ""))
         raise PlanError(f"the sampler does not fit {where}: {', '.join(tried)} of {seq_tokens} tokens with {loras} "
                         f"LoRA slots at rank {rank}. To fix: " + "; or ".join(fixes))
     return _record(cfg, a, counts, plan, pick, loras, rank, n_prompts, seq_tokens, dedicated, explicit_tp)

@@ -36,17 +36,23 @@ def plan_placement(cfg: Config, trainer: dict[str, Any], sampler: dict[str, Any]
             raise PlanError(f"no trial fits beside the sampler: a trial needs {trainer['gpus']} GPUs and the "
                             f"sampler {sampler['tp']}, but the cluster has {cl.nodes} x {cl.gpus_per_node}: "
                             f"set cluster.nodes={nodes} or more")
-    at_once = plan.put(sec, "concurrent_trials", min(fit, n_trials, sw.max_concurrent_trials),
-                       f"min(fit {fit}, trials {n_trials}, sweep.max_concurrent_trials {sw.max_concurrent_trials})")
-    if at_once < min(fit, n_trials):
-        plan.note(sec, f"note: raise sweep.max_concurrent_trials to {min(fit, n_trials)} to use every free GPU")
+    k = trainer["pack"]
+    jobs = math.ceil(n_trials / k)
+    if k > 1:
+        plan.put(sec, "packs", jobs, f"ceil({n_trials} trials / K {k}): Ray Tune schedules packs")
+    at_once = plan.put(sec, "concurrent_trials", min(fit, jobs, sw.max_concurrent_trials),
+                       f"min(fit {fit}, {'packs' if k > 1 else 'trials'} {jobs}, sweep.max_concurrent_trials "
+                       f"{sw.max_concurrent_trials})" + (" packs" if k > 1 else ""))
+    if at_once < min(fit, jobs):
+        plan.note(sec, f"note: raise sweep.max_concurrent_trials to {min(fit, jobs)} to use every free GPU")
     e, p = cfg.sample.engine, cfg.plan
     if not is_auto(e.max_loras):
         loras = plan.put(sec, "max_loras", e.max_loras, text=f"{e.max_loras} (sample.engine.max_loras)")
     elif cl.gpus_per_node == 0:
         loras = plan.put(sec, "max_loras", p.cpu_max_loras, text=f"{p.cpu_max_loras} (CPU: plan.cpu_max_loras)")
     else:
-        loras = plan.put(sec, "max_loras", at_once, text=f"{at_once} (one adapter per running trial in a vLLM batch)")
+        loras = plan.put(sec, "max_loras", min(at_once * k, n_trials), text=f"{min(at_once * k, n_trials)} (one "
+                         "adapter per running trial in a vLLM batch)")
     if not is_auto(e.max_cpu_loras):
         plan.put(sec, "max_cpu_loras", e.max_cpu_loras, text=f"{e.max_cpu_loras} (sample.engine.max_cpu_loras)")
     elif cl.gpus_per_node == 0:
@@ -58,43 +64,41 @@ def plan_placement(cfg: Config, trainer: dict[str, Any], sampler: dict[str, Any]
 
 def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, trainer: dict[str, Any],
               sampler: dict[str, Any], at_once: int, plan: Plan) -> None:
-    """Wall time and GPU-hours. A training step takes max(compute, communication), overlapped; sampling is
-    asynchronous, so the sampler only lengthens the sweep when it is busier than the trainers."""
+    """Wall time and GPU-hours. A training step takes max(compute, communication), overlapped (plan_fit.step_seconds;
+    a pack's step trains K trials); sampling is asynchronous, so a dedicated sampler only lengthens the sweep when it
+    is busier than the trainers; one asleep on the trainers' GPUs makes them wait while it samples."""
     from eval.metrics import checkpoint_steps
+    from orchestrator.plan_fit import Shape, step_seconds
 
     m, p, tr, cl, sec = cfg.model, cfg.plan, cfg.train, cfg.cluster, "time"
-    wbytes, gpus = DTYPE_BYTES[m.dtype], trainer["gpus"]
+    wbytes, gpus, k = DTYPE_BYTES[m.dtype], trainer["gpus"], trainer["pack"]
     tokens_example = p.tokens_per_example or m.max_model_len
-    tokens_step = plan.put(sec, "tokens_per_step", tr.batch_size * tokens_example,
-                           f"batch {tr.batch_size} x {tokens_example} tokens")
-    if p.train_tokens_per_s:
+    tokens_step = plan.put(sec, "tokens_per_step", tr.batch_size * tokens_example * k,
+                           f"{k} trials x " * (k > 1) + f"batch {tr.batch_size} x {tokens_example} tokens")
+    if p.train_tokens_per_s:  # measured for one trial alone: a pack is priced as no faster per trial
         step_s = plan.put(sec, "step_s", tokens_step / p.train_tokens_per_s, f"measured {p.train_tokens_per_s:g} tok/s")
     elif cl.gpus_per_node == 0:
         plan.note(sec, "CPU cluster: set plan.train_tokens_per_s (measured) for a time estimate")
         return
     else:
-        passes = 6 if m.gradient_checkpointing else 4
-        compute = plan.put(sec, "compute_s", passes * counts["active"] * tokens_step / (
-            gpus * p.gpu_peak_tflops * 1e12 * p.mfu), f"{passes} x {counts['active'] / 1e9:.2f}B active x tokens / "
-            f"({gpus} GPUs x {p.gpu_peak_tflops:g} TFLOP/s x MFU {p.mfu:g})")
-        bw = p.intranode_gb_s if gpus <= cl.gpus_per_node else p.internode_gb_s
-        spread = (gpus - 1) / gpus
-        if trainer["stage"] == 3:  # forward, recompute in backward, backward: each gathers every weight
-            gathers = 3 if m.gradient_checkpointing else 2
-            moved = gathers * trainer["accum"] * counts["total"] * wbytes * spread
-            formula = f"{gathers} gathers x {trainer['accum']} micro-batches x weights x {spread:.3f} / {bw:g} GB/s"
-        else:  # all-reduce of the LoRA gradients only
-            moved, formula = 2 * lora * wbytes * spread, f"2 x LoRA grads x {spread:.3f} / {bw:g} GB/s"
-        comm = plan.put(sec, "communication_s", moved / (bw * 1e9), formula)
-        step_s = plan.put(sec, "step_s", max(compute, comm), "max(compute, communication)")
-        plan.put(sec, "train_tokens_per_s", tokens_step / step_s, "tokens per step / step_s (per trial)")
+        st = step_seconds(cfg, counts, lora, Shape(**{f: trainer[f] for f in ("gpus", "stage", "micro", "accum",
+                                                                               "chunk", "hpz", "pack")}))
+        plan.put(sec, "compute_s", st["compute_s"], st["compute_f"])
+        plan.put(sec, "communication_s", st["communication_s"], st["communication_f"])
+        if trainer["hpz"] > 1:
+            plan.note(sec, "hpZ: the first step gathers between nodes and fills each node's copy; later steps "
+                      "gather inside the node")
+        step_s = plan.put(sec, "step_s", st["step_s"], "max(compute, communication)")
+        plan.put(sec, "train_tokens_per_s", tokens_step / step_s, "tokens per step / step_s" + (
+            f" (a pack of {k})" if k > 1 else " (per trial)"))
     startup = plan.put(sec, "startup_s", counts["total"] * wbytes / (p.storage_read_gb_s * 1e9),
                        f"weights / {p.storage_read_gb_s:g} GB/s")
-    trial_s = plan.put(sec, "trial_h", (startup + cfg.sweep.max_steps * step_s) / 3600,
-                       f"(startup + {cfg.sweep.max_steps} steps x step_s) / 3600") * 3600
+    trial_s = 3600 * plan.put(sec, "trial_h", (startup + cfg.sweep.max_steps * step_s) / 3600,
+                              f"(startup + {cfg.sweep.max_steps} steps x step_s) / 3600" + " (a pack)" * (k > 1))
     n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
-    waves = math.ceil(n_trials / at_once)
-    train_wall = plan.put(sec, "training_wall_h", waves * trial_s / 3600, f"ceil({n_trials}/{at_once}) waves x "
+    n_jobs = math.ceil(n_trials / k)
+    waves = math.ceil(n_jobs / at_once)
+    train_wall = plan.put(sec, "training_wall_h", waves * trial_s / 3600, f"ceil({n_jobs}/{at_once}) waves x "
                           "trial_h") * 3600
     n_ckpt = len(checkpoint_steps(cfg.sweep.max_steps))
     n_prompts = cfg.sample.n_eval_prompts + cfg.sample.n_train_prompts
@@ -104,7 +108,7 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
     if p.sampler_tokens_per_s:
         decode = plan.put(sec, "sampler_tokens_per_s", p.sampler_tokens_per_s, "measured")
     elif cl.gpus_per_node:  # memory-bound decode: a step reads each GPU's weight shard once (all experts hit)
-        seqs = min(n_prompts * at_once, sampler["kv_seqs"])
+        seqs = min(n_prompts * at_once * k, sampler["kv_seqs"])
         read = sampler["weights_per_gpu"] / (p.hbm_gb_s * 1e9 * p.hbm_efficiency)
         step = max(read, p.decode_step_floor_ms / 1e3)
         decode = plan.put(sec, "sampler_tokens_per_s", seqs / step, f"{seqs} sequences / max(weights per GPU / "
@@ -113,10 +117,62 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
     else:
         return
     busy = plan.put(sec, "sampler_busy_h", sampled / decode / 3600, "sampled_tokens / sampler_tokens_per_s") * 3600
-    wall = plan.put(sec, "wall_h", max(train_wall, busy) / 3600, "max(training_wall_h, sampler_busy_h)") * 3600
+    if sampler.get("sleep"):
+        wake = 2 * n_ckpt * waves * sampler["weights_per_gpu"] / (p.host_copy_gb_s * 1e9)
+        wall = plan.put(sec, "wall_h", (train_wall + busy + wake) / 3600, "training_wall_h + sampler_busy_h + "
+                        f"sleep/wake {wake / 3600:.3g} h (2 x {n_ckpt} checkpoints x {waves} waves x weights per GPU "
+                        f"/ {p.host_copy_gb_s:g} GB/s; the trainers on its GPUs wait while it samples)") * 3600
+    else:
+        wall = plan.put(sec, "wall_h", max(train_wall, busy) / 3600, "max(training_wall_h, sampler_busy_h)") * 3600
     if cl.gpus_per_node:
-        plan.put(sec, "trainer_gpu_h", n_trials * gpus * trial_s / 3600, f"{n_trials} trials x {gpus} GPUs x trial_h")
+        plan.put(sec, "trainer_gpu_h", n_jobs * gpus * trial_s / 3600, f"{n_jobs} {'packs' if k > 1 else 'trials'} x "
+                 f"{gpus} GPUs x trial_h")
+        plan.put(sec, "trainer_gpu_h_per_trial", gpus * trial_s / k / 3600, f"{gpus} GPUs x trial_h / K {k}")
         if sampler["dedicated"]:
             plan.put(sec, "sampler_gpu_h", sampler["tp"] * wall / 3600, f"{sampler['tp']} GPUs x wall_h")
-        plan.put(sec, "allocation_gpu_h", cl.nodes * cl.gpus_per_node * wall / 3600,
-                 f"{cl.nodes} nodes x {cl.gpus_per_node} GPUs x wall_h (what the allocation is charged)")
+        alloc = plan.put(sec, "allocation_gpu_h", cl.nodes * cl.gpus_per_node * wall / 3600,
+                         f"{cl.nodes} nodes x {cl.gpus_per_node} GPUs x wall_h (what the allocation is charged)")
+        plan.put(sec, "allocation_gpu_h_per_trial", alloc / n_trials, f"allocation_gpu_h / {n_trials} trials")
+        own = sampler["tp"] if sampler["dedicated"] else 0
+        need = next(n for n in range(1, cl.nodes + 1) if trials_that_fit(cl.gpus_per_node, n, gpus, own) >= at_once)
+        if need < cl.nodes:  # the same waves on fewer nodes: the rest would idle
+            plan.put(sec, "nodes_needed", need, f"fewest nodes that place {at_once} {'packs' if k > 1 else 'trials'} "
+                     f"of {gpus} GPUs beside {own} sampler GPUs")
+            plan.put(sec, "allocation_gpu_h_at_nodes_needed", need * cl.gpus_per_node * wall / 3600,
+                     f"{need} nodes x {cl.gpus_per_node} GPUs x wall_h (set cluster.nodes={need}: the same wall time)")
+
+
+def price_packing(cfg: Config, plan: Plan) -> None:
+    """The same sweep unpacked (sweep.pack=1) and packed (sweep.pack=auto), priced side by side: per-trial and
+    per-sweep GPU-hours (section `pricing`)."""
+    from dataclasses import replace
+
+    from orchestrator.planner import make_plan
+
+    rows = {}
+    for name, pack in (("unpacked", 1), ("packed", "auto")):
+        if cfg.sweep.pack == pack:
+            other = plan
+        else:
+            try:
+                other = make_plan(replace(cfg, sweep=replace(cfg.sweep, pack=pack)), price=False)
+            except PlanError as err:
+                plan.put("pricing", name, None, text=f"does not fit: {err}")
+                continue
+        t, tr = other.sections.get("time", {}), other.sections["trainer"]
+        if "allocation_gpu_h" not in t:
+            continue
+        rows[name] = plan.put("pricing", name, {
+            "pack": tr["pack"], "gpus_per_trial": tr["gpus_per_trial"], "step_s": round(t["step_s"], 3),
+            "trainer_gpu_h_per_trial": round(t["trainer_gpu_h_per_trial"], 4),
+            "trainer_gpu_h": round(t["trainer_gpu_h"], 3), "allocation_gpu_h": round(t["allocation_gpu_h"], 3),
+            "allocation_gpu_h_per_trial": round(t["allocation_gpu_h_per_trial"], 4), "wall_h": round(t["wall_h"], 4),
+            "sampler_dedicated": other.sections["sampler"]["dedicated_gpus"]},
+            text=f"K {tr['pack']} on {tr['gpus_per_trial']} GPUs: step {t['step_s']:.3g} s, "
+            f"{t['trainer_gpu_h_per_trial']:.4g} trainer GPU-h per trial, allocation {t['allocation_gpu_h']:.4g} "
+            f"GPU-h ({t['allocation_gpu_h_per_trial']:.4g} per trial), sampler "
+            + ("dedicated" if other.sections["sampler"]["dedicated_gpus"] else "shared"))
+    if len(rows) == 2:
+        plan.put("pricing", "packing_saves", round(rows["unpacked"]["allocation_gpu_h"] /
+                                                    rows["packed"]["allocation_gpu_h"], 3),
+                 "unpacked allocation_gpu_h / packed allocation_gpu_h")

@@ -19,7 +19,7 @@ from typing import Any
 from orchestrator.schema import VLLM_LORA_RANKS, ArchConfig, Config, ConfigError, is_auto
 
 GIB = 1024**3
-__all__ = ["VLLM_LORA_RANKS", "make_plan", "trainer_shape", "resolve_zero_stage"]
+__all__ = ["VLLM_LORA_RANKS", "make_plan", "trainer_shape", "resolve_zero_stage", "train_memory"]
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 EXPERT_SHAPES = {"gate_up_proj": lambda a: (a.hidden_size, 2 * a.moe_intermediate_size),
                  "down_proj": lambda a: (a.moe_intermediate_size, a.hidden_size)}
@@ -136,132 +136,47 @@ def activation_bytes(a: ArchConfig, seqs: int, seq_len: int, wbytes: int, checkp
     return {"layer_working_set": layer, "layers": kept, "logits": logits}
 
 
-def train_memory(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, gpus: int, stage: int,
-                 micro: int) -> dict[str, float]:
-    """Bytes per training GPU for a ZeRO `stage` LoRA trial over `gpus` GPUs."""
-    wbytes = DTYPE_BYTES[cfg.model.dtype]
+def train_memory(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, shape: Any) -> dict[str, float]:
+    """Bytes per training GPU for `shape` (orchestrator/plan_fit.py Shape): a ZeRO `stage` LoRA trial, or a pack of
+    K trials (K adapters with their own Adam states, K x micro sequences per forward), over `gpus` GPUs."""
+    wbytes, gpus, stage, k = DTYPE_BYTES[cfg.model.dtype], shape.gpus, shape.stage, shape.pack
     shard = lambda s: gpus if stage >= s else 1  # noqa: E731 - ZeRO-1 shards optimizer, -2 grads, -3 params
     master = 4 if wbytes == 2 else 0  # fp32 master copy of 16-bit LoRA weights
     mem = {"base_weights": counts["total"] * wbytes / shard(3),
-           "lora_weights_and_grads": lora * wbytes / shard(3) + lora * wbytes / shard(2),
-           "lora_fp32_master_and_adam": lora * (master + 8) / shard(1)}
+           # hpZ: a second copy of the weights sharded over the node's GPUs (DeepSpeed ds_secondary_tensor)
+           "hpz_secondary_weights": counts["total"] * wbytes / shape.hpz if shape.hpz > 1 and stage == 3 else 0.0,
+           "lora_weights_and_grads": k * (lora * wbytes / shard(3) + lora * wbytes / shard(2)),
+           "lora_fp32_master_and_adam": k * lora * (master + 8) / shard(1)}
     # ZeRO-3 gathers a whole leaf module (a sparse-MoE block with all its experts) at once: the live layer
     # plus the prefetched next one
     mem["zero3_gathered_layers"] = 2 * max(counts["layer"], counts["embeddings"]) * wbytes if stage == 3 else 0
-    chunk = cfg.train.loss_chunk_tokens if cfg.train.loss == "answer_chunks" else None
-    act = activation_bytes(a, micro, cfg.model.max_model_len, wbytes, cfg.model.gradient_checkpointing, chunk)
+    act = activation_bytes(a, k * shape.micro, cfg.model.max_model_len, wbytes, cfg.model.gradient_checkpointing,
+                           shape.chunk)
     mem["activations"], mem["logits"] = act["layers"], act["logits"]
-    mem["expert_lora_materialized"] = expert_materialization_bytes(cfg, a)
-    mem["total"] = sum(mem.values()) * cfg.plan.fragmentation + cfg.plan.overhead_gib * GIB
+    mem["expert_lora_materialized"] = expert_materialization_bytes(cfg, a, k)
+    p = cfg.plan
+    mem["total"] = sum(mem.values()) * p.fragmentation + p.overhead_gib * GIB
+    held = ("base_weights", "hpz_secondary_weights", "lora_weights_and_grads", "lora_fp32_master_and_adam")
+    mem["resident"] = sum(mem[key] for key in held) * p.fragmentation + p.overhead_gib * GIB
     return mem
 
 
-def expert_materialization_bytes(cfg: Config, a: ArchConfig) -> float:
+def expert_materialization_bytes(cfg: Config, a: ArchConfig, members: int = 1) -> float:
     """PEFT's ParamWrapper (target_parameters) folds LoRA into a 3-D expert weight as a parametrization: each forward
     computes W + s*B@A for the whole expert stack (one baddbmm, peft/tuners/lora/layer.py _LoraFactorsProxy), a new
     tensor of the weight's size, held for backward, whose gradient is as large again. With checkpointing one layer
-    is live at a time: 2 x one layer's targeted expert weights per GPU (ZeRO-3 gathers the layer whole); without it
-    every layer keeps its folded copy."""
+    is live at a time: one folded copy per adapter in the forward (`members`: a pack's K trials) + one gradient, of
+    one layer's targeted expert weights per GPU (ZeRO-3 gathers the layer whole); without it every layer keeps its
+    folded copies."""
     m = cfg.model
     if not (m.lora_experts and a.num_experts):
         return 0.0
     layer = sum(a.num_experts * math.prod(EXPERT_SHAPES[p.rsplit(".", 1)[-1]](a)) for p in m.lora_expert_parameters)
-    copies = 2 if m.gradient_checkpointing else a.num_layers + 1
+    copies = members + 1 if m.gradient_checkpointing else a.num_layers * members + 1
     return copies * layer * DTYPE_BYTES[m.dtype]
 
 
-def gpu_counts(cfg: Config) -> list[int]:
-    """GPUs a trial may take: divisors of a node, then whole nodes (a trainer never splits a node oddly)."""
-    per_node, nodes = cfg.cluster.gpus_per_node, cfg.cluster.nodes
-    inside = [g for g in range(1, per_node + 1) if per_node % g == 0]
-    return inside + [per_node * n for n in range(2, nodes + 1)]
-
-
-def plan_trainer(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, plan: Plan,
-                 limit: float) -> dict[str, Any]:
-    """The fewest GPUs per trial that fit in `limit` bytes each, and the ZeRO stage: 0 (replicated) when the model
-    fits one GPU, else 3 (bf16 weights sharded); ZeRO-3 on a model that fits only adds all-gathers. Explicit
-    train.num_workers / zero_stage / micro_batch_size are the only candidates tried for their field."""
-    tr, cl, sec = cfg.train, cfg.cluster, "trainer"
-    auto_workers, auto_stage, auto_micro = is_auto(tr.num_workers), is_auto(tr.zero_stage), is_auto(tr.micro_batch_size)
-    if cl.gpus_per_node == 0:  # CPU (the toy): no accelerator memory to fit; one process per worker
-        gpus = 1 if auto_workers else tr.num_workers
-        tries = [(gpus, 0 if auto_stage else tr.zero_stage)]
-    elif auto_workers:
-        tries = ([(1, 0)] if auto_stage else []) + [(g, 3 if auto_stage else tr.zero_stage) for g in gpu_counts(cfg)
-                                                     if g >= (2 if auto_stage else 1)]
-    else:
-        tries = [(tr.num_workers, s) for s in ([0, 3] if auto_stage else [tr.zero_stage])]
-    smallest: tuple[float, int, int, int] | None = None
-    for gpus, stage in tries:
-        if gpus > tr.batch_size or tr.batch_size % gpus:
-            continue
-        per_rank = tr.batch_size // gpus
-        micros = ([min(tr.micro_batch_size, per_rank)] if not auto_micro else
-                  sorted((d for d in range(1, per_rank + 1) if per_rank % d == 0), reverse=True))
-        for micro in micros:
-            if per_rank % micro:
-                continue  # an explicit micro-batch that does not divide this GPU count's share
-            mem = train_memory(cfg, a, counts, lora, gpus, stage, micro)
-            if cl.gpus_per_node == 0 or mem["total"] <= limit:
-                return _record_trainer(cfg, plan, sec, gpus, stage, micro, per_rank // micro, mem, limit)
-            if smallest is None or mem["total"] < smallest[0]:
-                smallest = (mem["total"], gpus, stage, micro)
-    if smallest is None:
-        raise PlanError(f"train.batch_size={tr.batch_size} cannot be split over the {[g for g, _ in tries]} GPUs a "
-                        f"trial could take with train.micro_batch_size={tr.micro_batch_size}: use a batch size that "
-                        "a GPU count divides, or set train.num_workers and train.micro_batch_size to auto")
-    total, gpus, stage, micro = smallest
-    fixes = ["add nodes (cluster.nodes)", "use GPUs with more memory (cluster.gpu_memory_gib)",
-             "shorten model.max_model_len"]
-    if stage < 3:
-        fixes.insert(0, "set train.zero_stage=auto (or 3) to shard the weights")
-    if not cfg.model.gradient_checkpointing:
-        fixes.append("set model.gradient_checkpointing=true")
-    if cfg.model.lora_experts:
-        fixes.append("set model.lora_experts=false")
-    explicit = [f"train.{k}={getattr(tr, k)}" for k in ("num_workers", "zero_stage", "micro_batch_size")
-                if not is_auto(getattr(tr, k))]
-    if explicit:
-        fixes.insert(0, f"set {' and '.join(e.split('=')[0] + '=auto' for e in explicit)}{_auto_shape(cfg, limit)}")
-    room = (f"{limit / GIB:.1f} GiB left beside vLLM (sample.engine.gpu_memory_utilization)" if limit <
-            cl.gpu_memory_gib * GIB else f"cluster.gpu_memory_gib={cl.gpu_memory_gib:g}")
-    given = f" with {', '.join(explicit)}" if explicit else ""
-    raise PlanError(f"model {cfg.model.name} does not fit{given}: at best {total / GIB:.1f} GiB per GPU (ZeRO-{stage} "
-                    f"over {gpus} GPUs, micro-batch {micro}) > {room}. To fix: " + "; or ".join(fixes))
-
-
-def _auto_shape(cfg: Config, limit: float) -> str:
-    """What the plan would choose with the trainer's fields on auto, for a refusal's message."""
-    from dataclasses import replace
-
-    auto = replace(cfg, train=replace(cfg.train, num_workers="auto", zero_stage="auto", micro_batch_size="auto"))
-    a = arch_of(auto)
-    try:
-        t = plan_trainer(auto, a, param_counts(a), trained_lora_params(auto, a), Plan(), limit)
-    except PlanError:
-        return ""
-    return f" (the plan: {t['gpus']} GPUs per trial, ZeRO-{t['stage']}, micro-batch {t['micro']})"
-
-
-def _record_trainer(cfg: Config, plan: Plan, sec: str, gpus: int, stage: int, micro: int, accum: int,
-                    mem: dict[str, float], limit: float) -> dict[str, Any]:
-    plan.put(sec, "gpus_per_trial", gpus, text=f"{gpus} (= trainer workers per trial, one per GPU)")
-    plan.put(sec, "zero_stage", stage, text=f"{stage}" + (" (weights sharded)" if stage == 3 else " (replicated)"))
-    plan.put(sec, "micro_batch_per_gpu", micro, f"largest divisor of batch {cfg.train.batch_size}/{gpus} GPUs that "
-             "fits" if is_auto(cfg.train.micro_batch_size) else f"train.micro_batch_size={cfg.train.micro_batch_size}")
-    plan.put(sec, "grad_accum_steps", accum, f"{cfg.train.batch_size} / ({gpus} x {micro})")
-    for key in ("base_weights", "lora_weights_and_grads", "lora_fp32_master_and_adam", "zero3_gathered_layers",
-                "activations", "logits", "expert_lora_materialized"):
-        plan.put(sec, f"{key}_gib", round(mem[key] / GIB, 3), text=gib(mem[key]))
-    plan.put(sec, "memory_per_gpu_gib", round(mem["total"] / GIB, 2),
-             f"sum x fragmentation {cfg.plan.fragmentation:g} + overhead {cfg.plan.overhead_gib:g} GiB",
-             gib(mem["total"]) + (f" of {limit / GIB:.4g} GiB" if cfg.cluster.gpus_per_node else
-                                  " (CPU: RAM per trainer process, not checked)"))
-    return {"gpus": gpus, "stage": stage, "micro": micro, "accum": accum}
-
-
-def make_plan(cfg: Config) -> Plan:
+def make_plan(cfg: Config, price: bool = True) -> Plan:
     """The whole plan; raises PlanError (naming the fix) when the sweep does not fit the cluster. Explicit values
     of the planner-owned fields are the plan's own, checked; `auto` ones are chosen (orchestrator/resolve.py)."""
     plan = Plan()
@@ -292,38 +207,97 @@ def make_plan(cfg: Config) -> Plan:
     plan.put("lora", "trained", "attention + experts" if m.lora_experts else "attention only",
              text=("attention + experts" if m.lora_experts else "attention only") + " (model.lora_experts)"
              + (" + lm_head" if "lm_head" in m.lora_target_modules else ""))
+    plan = _choose_sampler(cfg, a, counts, lora, plan)
+    if price:  # the same sweep packed and unpacked, side by side (plan_time.price_packing)
+        from orchestrator.plan_time import price_packing
+
+        price_packing(cfg, plan)
+    return plan
+
+
+def _choose_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, plan: Plan) -> Plan:
+    """Where the sampler runs (sample.engine.dedicated_gpus). CPU: nothing to hold. One machine: GPUs of its own when
+    they leave room for a trial, else a static share of the trainers' GPUs. A cluster: GPUs of its own, or the
+    trainers' GPUs with vLLM asleep between checkpoint batches (sample.engine.sleep), whichever plan costs fewer
+    allocation GPU-hours."""
     e, cl = cfg.sample.engine, cfg.cluster
     if not is_auto(e.dedicated_gpus):
         return _plan_jobs(cfg, a, counts, lora, plan, bool(e.dedicated_gpus))
-    if cl.gpus_per_node == 0 or cl.kind != "local":  # CPU: nothing to hold; a cluster: the sampler has its own GPUs
-        return _plan_jobs(cfg, a, counts, lora, plan, cl.gpus_per_node > 0)
-    # one machine: the sampler gets GPUs of its own when they leave room for a trial, else shares the trainers'
-    try:
-        own = _plan_jobs(cfg, a, counts, lora, _copy(plan), True)
-        if own.sections["placement"].get("trials_that_fit", 0) >= 1:
-            return own
-    except PlanError:
-        pass
-    return _plan_jobs(cfg, a, counts, lora, plan, False)
+    if cl.gpus_per_node == 0:
+        return _plan_jobs(cfg, a, counts, lora, plan, False)
+    plans: dict[bool, Plan | PlanError] = {}
+    for dedicated in (True, False):
+        try:
+            plans[dedicated] = _plan_jobs(cfg, a, counts, lora, _copy(plan), dedicated)
+        except PlanError as err:
+            plans[dedicated] = err
+    own, shared = plans[True], plans[False]
+    if cl.kind == "local" and isinstance(own, Plan) and own.sections["placement"].get("trials_that_fit", 0) >= 1:
+        return own
+    if isinstance(own, PlanError) and isinstance(shared, PlanError):
+        raise own if cl.kind != "local" else shared
+    if isinstance(shared, PlanError) or cl.kind == "local" and isinstance(own, Plan):
+        assert isinstance(own, Plan)
+        own.note("sampler", f"why dedicated: sharing the trainers' GPUs does not fit ({shared})"
+                 if isinstance(shared, PlanError) else "why dedicated: it leaves room for a trial")
+        return own
+    if isinstance(own, PlanError):
+        shared.note("sampler", f"why shared: GPUs of its own do not fit ({own})")
+        return shared
+    cost = {k: p.sections["time"].get("allocation_gpu_h", math.inf) for k, p in plans.items()}  # type: ignore[union-attr]
+    pick = own if cost[True] <= cost[False] else shared
+    pick.note("sampler", f"why {'dedicated' if pick is own else 'shared'}: allocation {cost[True]:.4g} GPU-h with "
+              f"GPUs of its own vs {cost[False]:.4g} GPU-h sharing the trainers' GPUs")
+    return pick
 
 
 def _copy(plan: Plan) -> Plan:
     return Plan({k: dict(v) for k, v in plan.sections.items()}, list(plan.lines))
 
 
+def sleep_mode(cfg: Config, dedicated: bool) -> tuple[bool, str]:
+    """(sample.engine.sleep, why). vLLM 0.32 has sleep mode on CUDA, ROCm and XPU only (Platform.
+    is_sleep_mode_available): its CPU platform refuses enable_sleep_mode."""
+    e, cl = cfg.sample.engine, cfg.cluster
+    if cl.gpus_per_node == 0:
+        if e.sleep is True:
+            raise ConfigError("sample.engine.sleep=true but the cluster has no GPUs: vLLM's CPU platform has no sleep "
+                              "mode (Platform.is_sleep_mode_available is False there); set sample.engine.sleep=auto")
+        return False, "off: vLLM's CPU platform has no sleep mode (Platform.is_sleep_mode_available is False)"
+    if not is_auto(e.sleep):
+        return bool(e.sleep), "sample.engine.sleep"
+    if dedicated:
+        return False, "off: the sampler holds GPUs of its own"
+    if cl.kind == "local":
+        return False, "off: one machine splits each GPU statically (sample.engine.gpu_memory_utilization)"
+    return True, "on: vLLM sleeps (level 1: weights to host RAM, KV cache dropped) between checkpoint batches"
+
+
 def _plan_jobs(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, plan: Plan, dedicated: bool) -> Plan:
-    """Trainer, sampler, placement and time, with the sampler on GPUs of its own (`dedicated`) or sharing."""
+    """Trainer, sampler, placement and time, with the sampler on GPUs of its own (`dedicated`) or sharing: a static
+    share of each GPU (without sleep), or asleep beside the trainers' peak and awake beside what they hold between
+    steps (with sleep: the trainers on its GPUs wait while it samples)."""
+    from orchestrator.plan_fit import plan_trainer
     from orchestrator.plan_sampler import plan_sampler
     from orchestrator.plan_time import plan_placement, plan_time
 
     bound = min(len(cfg.sweep.lrs) * len(cfg.sweep.seeds), cfg.sweep.max_concurrent_trials)
     gpu = cfg.cluster.gpu_memory_gib * GIB
-    if dedicated or cfg.cluster.gpus_per_node == 0:
-        trainer = plan_trainer(cfg, a, counts, lora, plan, gpu)
+    sleep, why = sleep_mode(cfg, dedicated)
+    if dedicated or cfg.cluster.gpus_per_node == 0:  # the sampler's GPUs first: the trials are placed beside them
         sampler = plan_sampler(cfg, a, counts, bound, plan, dedicated)
-    else:  # the sampler's share first: the trainers get what it leaves
+        trainer = plan_trainer(cfg, a, counts, lora, plan, gpu, sampler["tp"] if dedicated else 0)
+    elif not sleep:  # the sampler's share first: the trainers get what it leaves
         sampler = plan_sampler(cfg, a, counts, bound, plan, dedicated)
         trainer = plan_trainer(cfg, a, counts, lora, plan, gpu * (1 - sampler["util"]))
+    else:
+        from orchestrator.plan_sampler import awake_bytes
+
+        # trainers that leave room between steps for the engine to wake: their held memory is a limit too
+        held = gpu - awake_bytes(cfg, a, counts, bound)
+        trainer = plan_trainer(cfg, a, counts, lora, plan, gpu - cfg.plan.sampler_sleep_gib * GIB, held_limit=held)
+        sampler = plan_sampler(cfg, a, counts, bound, plan, dedicated, room=gpu - trainer["resident"])
+    sampler["sleep"] = plan.put("sampler", "sleep", sleep, text=f"{sleep} ({why})")
     at_once = plan_placement(cfg, trainer, sampler, plan)
     plan_time(cfg, a, counts, lora, trainer, sampler, at_once, plan)
     return plan
@@ -343,10 +317,12 @@ def trained_lora_params(cfg: Config, a: ArchConfig) -> int:
 
 
 def trainer_shape(cfg: Config) -> dict[str, Any]:
-    """What the trainer runs with, from the resolved plan: {"gpus", "stage", "micro", "accum"}."""
+    """What the trainer runs with, from the resolved plan: {"gpus", "stage", "micro", "accum", "chunk", "hpz",
+    "pack"}."""
     t = make_plan(cfg).sections["trainer"]
     return {"gpus": t["gpus_per_trial"], "stage": t["zero_stage"], "micro": t["micro_batch_per_gpu"],
-            "accum": t["grad_accum_steps"]}
+            "accum": t["grad_accum_steps"], "chunk": t["loss_chunk_tokens"], "hpz": t["hpz_partition_size"],
+            "pack": t["pack"]}
 
 
 def resolve_zero_stage(cfg: Config) -> int:

@@ -50,6 +50,9 @@ FRACTION_OPEN = Interval(0, 1, lo_open=True, hi_open=True)  # (0, 1): a threshol
 FRACTION_UP_TO_1 = Interval(0, 1, lo_open=True)  # (0, 1]: a share that may be all
 PROBABILITY = Interval(0, 1)  # [0, 1]
 
+# planner-owned fields whose default is a number, not auto (sweep.pack: 1 until packed trials are the default)
+PLANNED_NOT_BY_DEFAULT = ("SweepConfig.pack",)
+
 RANGES: dict[str, Interval] = {
     "EndpointConfig.max_concurrency": AT_LEAST_1,
     "EndpointConfig.timeout_s": POSITIVE,
@@ -118,6 +121,8 @@ RANGES: dict[str, Interval] = {
     "TrainConfig.torch_threads": AT_LEAST_1,
     "TrainConfig.loss_chunk_tokens": AT_LEAST_1,
     "TrainConfig.num_workers": AT_LEAST_1,
+    "TrainConfig.hpz_partition_size": AT_LEAST_1,
+    "SweepConfig.pack": AT_LEAST_1,
     "TrainConfig.state_every_s": Interval(0, note="seconds; 0: save state at checkpoints only"),
     "EngineConfig.gpu_memory_utilization": FRACTION_UP_TO_1,
     "EngineConfig.cpu_kvcache_space_gib": AT_LEAST_1,
@@ -157,6 +162,8 @@ RANGES: dict[str, Interval] = {
     "PlanConfig.hbm_gb_s": POSITIVE,
     "PlanConfig.hbm_efficiency": FRACTION_UP_TO_1,
     "PlanConfig.decode_step_floor_ms": NON_NEGATIVE,
+    "PlanConfig.sampler_sleep_gib": NON_NEGATIVE,
+    "PlanConfig.host_copy_gb_s": POSITIVE,
     "RecoverConfig.n_labels": AT_LEAST_1,
     "RecoverConfig.steps": AT_LEAST_1,
     "RecoverConfig.batch_size": AT_LEAST_1,
@@ -218,14 +225,15 @@ def range_errors(obj: Any, path: str = "") -> list[str]:
                 continue
             if item is None:  # null where the schema allows it (OmegaConf refuses it elsewhere)
                 continue
-            if item == "auto" and f.default == "auto":  # planner-owned: orchestrator/resolve.py fills in the plan's
+            # planner-owned: orchestrator/resolve.py fills in the plan's
+            if item == "auto" and (f.default == "auto" or key in PLANNED_NOT_BY_DEFAULT):
                 continue
             shown = where if i is None else f"{where}[{i}]"
             if key in RANGES:
                 rule = RANGES[key]
                 number = isinstance(item, (int, float)) and not isinstance(item, bool)
                 if not number or not rule.holds(float(item)):
-                    planned = "auto (the plan's) or " if f.default == "auto" else ""
+                    planned = "auto (the plan's) or " if f.default == "auto" or key in PLANNED_NOT_BY_DEFAULT else ""
                     errors.append(f"{shown}={item!r}: must be {planned}{rule.describe()}")
             elif key in choices and str(item) not in choices[key]:
                 errors.append(f"{shown}={item!r}: must be one of {', '.join(choices[key])}")

@@ -1,9 +1,10 @@
 """One resolution of the resource plan, used by `plan`, `sweep` and `submit`: the config the job runs.
 
-`resolve(cfg)` replaces every planner-owned `auto` (train.num_workers, zero_stage, micro_batch_size; the
-sample.engine fields) with the plan's number, and checks explicit values against the same arithmetic
-(orchestrator/planner.py refuses with the fix). The result holds numbers only, so the sweep folder's config.yaml
-records what runs; resolving it again changes nothing (a resumed or requeued job reads it back).
+`resolve(cfg)` replaces every planner-owned `auto` (train.num_workers, zero_stage, micro_batch_size,
+loss_chunk_tokens, hpz_partition_size; sweep.pack; the sample.engine fields, sleep included) with the plan's
+number, and checks explicit values against the same arithmetic (orchestrator/planner.py refuses with the fix).
+The result holds numbers only, so the sweep folder's config.yaml records what runs; resolving it again changes
+nothing (a resumed or requeued job reads it back).
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ def resolve_with_plan(cfg: Config) -> tuple[Config, Plan]:
     check_compile(cfg, plan.sections["trainer"]["zero_stage"])
     tr, sa, pl = plan.sections["trainer"], plan.sections["sampler"], plan.sections["placement"]
     train = replace(cfg.train, num_workers=tr["gpus_per_trial"], zero_stage=tr["zero_stage"],
-                    micro_batch_size=tr["micro_batch_per_gpu"])
+                    micro_batch_size=tr["micro_batch_per_gpu"], loss_chunk_tokens=tr["loss_chunk_tokens"],
+                    hpz_partition_size=tr["hpz_partition_size"])
     engine = replace(cfg.sample.engine, tensor_parallel_size=sa["tensor_parallel_size"],
                      gpu_memory_utilization=sa["gpu_memory_utilization"], max_loras=pl["max_loras"],
                      max_cpu_loras=pl["max_cpu_loras"], fully_sharded_loras=sa["fully_sharded_loras"],
                      max_lora_rank=sa["max_lora_rank"], moe_lora_3d=sa["moe_lora_3d"],
-                     dedicated_gpus=sa["dedicated_gpus"])
-    return replace(cfg, train=train, sample=replace(cfg.sample, engine=engine)), plan
+                     dedicated_gpus=sa["dedicated_gpus"], sleep=sa["sleep"])
+    sweep = replace(cfg.sweep, pack=tr["pack"])
+    return replace(cfg, train=train, sweep=sweep, sample=replace(cfg.sample, engine=engine)), plan
 
 
 def resolve(cfg: Config) -> Config:

@@ -218,6 +218,9 @@ class SweepConfig:
     max_retries: int = 2
     ray_address: str | None = None
     progress_interval_s: float = 60.0  # progress table's period when stdout is not a terminal (logs, Slurm .out)
+    # trials (LRs and seeds of this setting) trained together in one pass over the frozen base; auto: the plan's K
+    # (memory for K x batch activations, at most the sweep's trials)
+    pack: Any = 1
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 
 
@@ -245,7 +248,10 @@ class TrainConfig:
     # answer_chunks: loss on answer tokens only, the LM head applied loss_chunk_tokens rows at a time (full-vocab
     # logits never materialise); hf: the model's own loss over logits at every position (benchmark baseline)
     loss: str = "answer_chunks"
-    loss_chunk_tokens: int = 4096
+    loss_chunk_tokens: Any = AUTO  # int; auto: the largest of PLANNED_LOSS_CHUNKS that fits (4096 where memory allows)
+    # ZeRO++ hierarchical partitioning (DeepSpeed zero_hpz_partition_size): a second copy of the frozen base sharded
+    # inside each node, so the per-step all-gathers stay on the node's links; 1: off; auto: the plan's
+    hpz_partition_size: Any = AUTO
     compile: bool = False  # torch.compile each decoder layer; ZeRO stages 0-2 only
     num_workers: Any = AUTO  # trainer processes per trial (one per GPU; a Ray placement group holds them); auto: plan
     # trainer state (LoRA, Adam, RNG, data position) also every this many seconds, at a step boundary, so a
@@ -267,6 +273,9 @@ class EngineConfig:
     # bool: vLLM's enable_mixed_moe_lora_format, which PEFT's fused 3-D expert adapters need (model.lora_experts)
     moe_lora_3d: Any = AUTO
     dedicated_gpus: Any = AUTO  # bool: the sampler holds tensor_parallel_size GPUs of its own (else shares)
+    # bool: vLLM sleep mode (level 1) between checkpoint batches, so trainers sharing its GPUs get the memory back;
+    # auto: on when the plan shares the GPUs (CUDA only: vLLM's CPU platform has no sleep mode)
+    sleep: Any = AUTO
     enforce_eager: bool = True
     max_num_seqs: int | None = None  # sequences per engine step; null: vLLM's default (256 on CPU)
     cpu_lora_kernel: str = "grouped"  # CPU builds of vLLM: grouped (workers/vllm_cpu_lora.py) or vllm (its own)
@@ -341,6 +350,8 @@ class PlanConfig:
     hbm_gb_s: float = 3350.0  # GPU memory bandwidth (decode reads the weights once per step)
     hbm_efficiency: float = 0.5
     decode_step_floor_ms: float = 10.0  # scheduler, sampling and kernel launches bound a small model's decode step
+    sampler_sleep_gib: float = 1.0  # per GPU, what a sleeping vLLM engine still holds (CUDA context, allocator pools)
+    host_copy_gb_s: float = 20.0  # per GPU, pinned host <-> GPU copies (vLLM sleep level 1 offloads, wake_up restores)
 
 
 @dataclass
@@ -486,7 +497,9 @@ def validate(cfg: Config) -> None:
              f"train.zero_stage={tr.zero_stage!r}: must be auto, 0, 1, 2 or 3")
     _require(tr.dist_backend in ("auto", "gloo", "nccl"), "train.dist_backend must be auto, gloo or nccl")
     _require(tr.loss in ("answer_chunks", "hf"), f"train.loss={tr.loss!r}: must be answer_chunks or hf")
-    _require(tr.loss_chunk_tokens >= 1, f"train.loss_chunk_tokens={tr.loss_chunk_tokens}: must be >= 1")
+    _planned(tr.loss_chunk_tokens, "train.loss_chunk_tokens", int, lambda v: v >= 1, "an integer >= 1")
+    _planned(tr.hpz_partition_size, "train.hpz_partition_size", int, lambda v: v >= 1, "an integer >= 1 (1: off)")
+    _planned(sw.pack, "sweep.pack", int, lambda v: v >= 1, "an integer >= 1 (1: each trial alone)")
     _require(not (tr.compile and str(tr.zero_stage) == "3"),
              "train.compile=true with train.zero_stage=3: ZeRO-3's per-module parameter gathers are not compiled "
              "here; use zero_stage auto, 0, 1 or 2, or set train.compile=false")
@@ -571,7 +584,7 @@ def validate_engine(e: EngineConfig, tr: TrainConfig) -> None:
     _planned(e.max_lora_rank, "sample.engine.max_lora_rank", int,
              lambda v: v in VLLM_LORA_RANKS and v >= tr.lora_rank,
              f"one of vLLM's {list(VLLM_LORA_RANKS)} >= train.lora_rank={tr.lora_rank}")
-    for name in ("fully_sharded_loras", "moe_lora_3d", "dedicated_gpus"):
+    for name in ("fully_sharded_loras", "moe_lora_3d", "dedicated_gpus", "sleep"):
         _planned(getattr(e, name), f"sample.engine.{name}", bool, rule="true or false")
 
 

@@ -94,6 +94,7 @@ def sampler_spec(cfg: Config, model_path: str) -> SamplerSpec:
         enforce_eager=e.enforce_eager, seed=cfg.sample.seed, max_num_seqs=e.max_num_seqs,
         cpu_lora_kernel=e.cpu_lora_kernel, fully_sharded_loras=e.fully_sharded_loras,
         moe_lora_3d=e.moe_lora_3d,  # the plan's: the trainer saves expert LoRA in PEFT's fused 3-D format
+        sleep=e.sleep,  # the plan's: asleep between batches when it shares the trainers' GPUs
     )
 
 

@@ -27,8 +27,11 @@ H100_NODES = ["cluster.gpus_per_node=8", "cluster.gpu_memory_gib=80", "cluster.k
 # attention-only LoRA (the model's default before it followed Tinker's): the case worked out by hand below;
 # tests/test_resolve.py has the default, attention + lm_head + experts
 ATTENTION_ONLY = ["model.lora_experts=false", "model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj]"]
+# the loss chunk pinned at 4096 tokens: the case worked out by hand before the planner searched it
+# (tests/test_plan_levers.py has the search)
 SWEEP_235B = ["model=qwen3_235b_a22b", *ATTENTION_ONLY, "sweep.lrs=[3e-5,1e-4,3e-4,1e-3]",
-              "sweep.max_concurrent_trials=4", "sweep.max_steps=256", "cluster.nodes=9", *H100_NODES]
+              "sweep.max_concurrent_trials=4", "sweep.max_steps=256", "cluster.nodes=9", "train.loss_chunk_tokens=4096",
+              *H100_NODES]
 
 
 @pytest.mark.parametrize("model", [m for m in available("model") if m != "toy"])
@@ -121,10 +124,19 @@ def test_expert_lora_multiplies_the_adapter_and_the_sampler_slots():
     assert experts["sampler"]["lora_target_modules"][-1] == "experts"
 
 
-def test_235b_on_one_node_is_refused_naming_the_fix():
-    # at best 80.35 GiB per GPU over the node's 8 GPUs (see above) > 80
-    with pytest.raises(PlanError, match=r"does not fit: at best 80\.\d GiB .*ZeRO-3 over 8 GPUs.*cluster\.nodes"):
-        make_plan(compose_config(["model=qwen3_235b_a22b", *ATTENTION_ONLY, "cluster.nodes=1", *H100_NODES]))
+def test_235b_on_one_node_fits_with_a_smaller_loss_chunk_and_is_refused_without_it():
+    """Before: refused at 80.35 GiB per GPU over one node (a 4096-token loss chunk holds 2048 tokens' logits at
+    micro-batch 1: 3.1 GB). The plan now lowers the chunk to 1024 tokens (1,555,824,640 B of logits): 78.75 GiB."""
+    cfg = compose_config(["model=qwen3_235b_a22b", *ATTENTION_ONLY, "cluster.nodes=2", *H100_NODES])
+    tr = make_plan(cfg).sections["trainer"]
+    assert (tr["gpus_per_trial"], tr["micro_batch_per_gpu"], tr["loss_chunk_tokens"]) == (8, 1, 1024)
+    assert tr["memory_per_gpu_gib"] == pytest.approx(78.75, abs=0.01)
+    # the chunk pinned: at best 80.35 GiB over the node's 8 GPUs (see above) > 80, and the fix names the lever
+    with pytest.raises(PlanError, match=r"does not fit with train.num_workers=8, train.loss_chunk_tokens=4096: at best "
+                                        r"80\.\d GiB .*ZeRO-3 over 8 GPUs.*set train.num_workers=auto and "
+                                        r"train.loss_chunk_tokens=auto \(the plan: 8 GPUs per trial"):
+        make_plan(compose_config([*("model=qwen3_235b_a22b", *ATTENTION_ONLY, "cluster.nodes=2", *H100_NODES),
+                                  "train.loss_chunk_tokens=4096", "train.num_workers=8"]))
 
 
 def test_no_room_beside_the_sampler_is_refused_naming_the_node_count():
@@ -139,11 +151,12 @@ def test_explicit_unsharded_stage_that_cannot_fit_is_refused():
         make_plan(compose_config(["model=qwen3_235b_a22b", "cluster.nodes=9", "train.zero_stage=0", *H100_NODES]))
 
 
-@pytest.mark.parametrize("loss, micro", [("hf", 8), ("answer_chunks", 16)])
+@pytest.mark.parametrize("loss, micro", [("hf", 8), ("answer_chunks", 32)])
 def test_a_model_that_fits_one_gpu_is_not_sharded(loss, micro):
     # Qwen3-0.6B on one local GPU shared with vLLM (0.4 of it): weights 596,050,944*2 B = 1.11 GiB.
     # train.loss=hf: micro-batch 32 needs ~46 GiB of logits alone, so the plan halves it until it fits 0.6*80 GiB;
-    # answer_chunks holds one chunk's logits (4096 tokens: ~5.8 GiB), so a micro-batch twice as large fits
+    # answer_chunks holds one chunk's logits: at 4096 tokens (~5.8 GiB) micro-batch 16 fits; the plan lowers the
+    # chunk (1024 tokens) until the whole batch fits in one pass
     cfg = compose_config(["model=qwen3_0_6b", "cluster.gpus_per_node=1", "sample.engine.gpu_memory_utilization=0.4",
                           f"train.loss={loss}"])
     shape = trainer_shape(cfg)
@@ -165,7 +178,7 @@ def test_resolve_zero_stage(overrides, stage):
     [
         (["train.zero_stage=4"], "must be one of auto, 0, 1, 2, 3"),
         (["train.loss=mean"], "must be one of answer_chunks, hf"),
-        (["train.loss_chunk_tokens=0"], "loss_chunk_tokens=0: must be >= 1"),
+        (["train.loss_chunk_tokens=0"], "loss_chunk_tokens=0: must be auto \\(the plan's\\) or >= 1"),
         (["train.compile=true", "train.zero_stage=3"], "set train.compile=false"),
         (["model.lora_experts=true"], "has no experts"),
         (["model=qwen3_30b_a3b", "model.lora_experts=true", "train.lora_dropout=0.1"], "lora_dropout=0"),

@@ -66,6 +66,7 @@ CHECKS = [
     ("sweep.cpus_per_trial", 0.0, "sweep.cpus_per_trial=0.0: must be > 0"),
     ("sweep.max_retries", -1, "sweep.max_retries=-1: must be >= 0"),
     ("sweep.progress_interval_s", 0.0, "sweep.progress_interval_s=0.0: must be > 0"),
+    ("sweep.pack", 0, "sweep.pack=0: must be auto (the plan's) or >= 1"),
     ("train.batch_size", 0, "train.batch_size=0: must be >= 1"),
     ("train.micro_batch_size", 0, "train.micro_batch_size=0: must be auto (the plan's) or >= 1"),
     ("train.lora_rank", 0, "train.lora_rank=0: must be >= 1"),
@@ -74,7 +75,8 @@ CHECKS = [
     ("train.betas", [0.9, 1.0], "train.betas[1]=1.0: must be in [0, 1)"),
     ("train.weight_decay", float("inf"), "train.weight_decay=inf: must be >= 0"),
     ("train.torch_threads", 0, "train.torch_threads=0: must be >= 1"),
-    ("train.loss_chunk_tokens", 0, "train.loss_chunk_tokens=0: must be >= 1"),
+    ("train.loss_chunk_tokens", 0, "train.loss_chunk_tokens=0: must be auto (the plan's) or >= 1"),
+    ("train.hpz_partition_size", 0, "train.hpz_partition_size=0: must be auto (the plan's) or >= 1"),
     ("train.num_workers", 0, "train.num_workers=0: must be auto (the plan's) or >= 1"),
     ("train.state_every_s", -1, "train.state_every_s=-1: must be >= 0 (seconds; 0: save state at checkpoints only)"),
     ("sample.engine.gpu_memory_utilization", 1.5,
@@ -129,6 +131,8 @@ CHECKS = [
     ("plan.hbm_gb_s", 0.0, "plan.hbm_gb_s=0.0: must be > 0"),
     ("plan.hbm_efficiency", 1.5, "plan.hbm_efficiency=1.5: must be in (0, 1]"),
     ("plan.decode_step_floor_ms", -1.0, "plan.decode_step_floor_ms=-1.0: must be >= 0"),
+    ("plan.sampler_sleep_gib", -1.0, "plan.sampler_sleep_gib=-1.0: must be >= 0"),
+    ("plan.host_copy_gb_s", 0.0, "plan.host_copy_gb_s=0.0: must be > 0"),
     ("capability.recover.n_labels", 0, "capability.recover.n_labels=0: must be >= 1"),
     ("capability.recover.steps", 0, "capability.recover.steps=0: must be >= 1"),
     ("capability.recover.batch_size", 0, "capability.recover.batch_size=0: must be >= 1"),
@@ -255,7 +259,8 @@ def test_values_on_the_edge_of_their_range_are_accepted(good):
 def test_planner_owned_fields_may_say_auto_but_no_other_word(good):
     cfg = copy.deepcopy(good)
     owned = ("train.num_workers", "train.micro_batch_size", "sample.engine.max_loras", "sample.engine.max_lora_rank",
-             "sample.engine.gpu_memory_utilization", "sample.engine.tensor_parallel_size")
+             "sample.engine.gpu_memory_utilization", "sample.engine.tensor_parallel_size", "sweep.pack",
+             "train.loss_chunk_tokens", "train.hpz_partition_size", "sample.engine.sleep")
     for path in owned:
         set_path(cfg, path, "auto")
     validate(cfg)  # resolve() fills them in from the plan

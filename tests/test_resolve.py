@@ -53,15 +53,18 @@ def planned(plan: dict) -> dict:
             "gpu_memory_utilization": sa["gpu_memory_utilization"], "max_loras": pl["max_loras"],
             "max_cpu_loras": pl["max_cpu_loras"], "fully_sharded_loras": sa["fully_sharded_loras"],
             "max_lora_rank": sa["max_lora_rank"], "moe_lora_3d": sa["moe_lora_3d"],
-            "dedicated_gpus": sa["dedicated_gpus"]}
+            "dedicated_gpus": sa["dedicated_gpus"], "loss_chunk_tokens": tr["loss_chunk_tokens"],
+            "hpz_partition_size": tr["hpz_partition_size"], "pack": tr["pack"], "sleep": sa["sleep"]}
 
 
 def recorded(config: dict) -> dict:
     """The same fields as a config.yaml records them."""
     t, e = config["train"], config["sample"]["engine"]
-    return {k: t[k] for k in ("num_workers", "zero_stage", "micro_batch_size")} | {
+    return {k: t[k] for k in ("num_workers", "zero_stage", "micro_batch_size", "loss_chunk_tokens",
+                              "hpz_partition_size")} | {
         k: e[k] for k in ("tensor_parallel_size", "gpu_memory_utilization", "max_loras", "max_cpu_loras",
-                          "fully_sharded_loras", "max_lora_rank", "moe_lora_3d", "dedicated_gpus")}
+                          "fully_sharded_loras", "max_lora_rank", "moe_lora_3d", "dedicated_gpus", "sleep")} | {
+        "pack": config["sweep"]["pack"]}
 
 
 def test_submit_dry_run_writes_the_plan_for_the_readme_235b_command(model_dir, tmp_path):
@@ -78,7 +81,8 @@ def test_submit_dry_run_writes_the_plan_for_the_readme_235b_command(model_dir, t
     assert written == planned(plan)
     assert written == {"num_workers": 16, "zero_stage": 3, "micro_batch_size": 2, "tensor_parallel_size": 8,
                        "gpu_memory_utilization": 0.9, "max_loras": 1, "max_cpu_loras": 2, "fully_sharded_loras": True,
-                       "max_lora_rank": 8, "moe_lora_3d": True, "dedicated_gpus": True}
+                       "max_lora_rank": 8, "moe_lora_3d": True, "dedicated_gpus": True, "loss_chunk_tokens": 4096,
+                       "hpz_partition_size": 1, "pack": 1, "sleep": False}
     assert "auto" not in written.values()
 
 
@@ -187,7 +191,9 @@ def test_expert_lora_memory_by_hand():
     # experts: 128*8*(3*4096 + 3*1536)/8 * 94 layers * 2 B = 406,585,344; linear: (94*270,336 + 8*(4096+151,936))
     # * 2 B / 8 = 6,664,960 -> 413,250,304 B
     assert plan["sampler"]["vllm_slot_per_gpu_gib"] == pytest.approx(413_250_304 / GIB, abs=1e-3)
-    off = make_plan(compose_config([*H100, "model.lora_experts=false"])).sections
+    # on the same 16 GPUs (without expert LoRA the plan fits the trial in one node instead: tests/test_planner.py)
+    off = make_plan(compose_config([*H100, "model.lora_experts=false", "train.num_workers=16",
+                                    "train.loss_chunk_tokens=4096"])).sections
     assert off["trainer"]["expert_lora_materialized_gib"] == 0
     assert off["trainer"]["memory_per_gpu_gib"] < plan["trainer"]["memory_per_gpu_gib"] - 9
 
@@ -227,8 +233,9 @@ def test_a_folder_written_before_resolution_still_resumes(tmp_path):
 
     data = yaml.safe_load(config_yaml(resolve(compose_config(["train.lora_alpha=16"]))))
     data["train"]["zero_stage"] = "auto"
-    for key in ("fully_sharded_loras", "max_lora_rank", "moe_lora_3d", "dedicated_gpus"):
+    for key in ("fully_sharded_loras", "max_lora_rank", "moe_lora_3d", "dedicated_gpus", "sleep"):
         del data["sample"]["engine"][key]
+    del data["train"]["hpz_partition_size"], data["sweep"]["pack"]  # before issue 16's planner fields
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
     loaded = to_typed(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(tmp_path / "config.yaml")))
     assert check_sweep_folder(tmp_path, config_yaml(resolve(loaded)))

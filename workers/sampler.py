@@ -19,9 +19,10 @@ A dead engine is restarted; MAX_ENGINE_RESTARTS caps the restarts in a row (a su
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,9 @@ class SamplerSpec:
     # with enable_mixed_moe_lora_format on the engine and is_3d_lora_weight on each request
     moe_lora_3d: bool = False
     fully_sharded_loras: bool = False  # the plan's: both LoRA factors split over the TP ranks (TP > 1)
+    # the plan's (sample.engine.sleep): vLLM sleep mode, level 1 (weights to host RAM, KV cache dropped) between
+    # batches, so trainers sharing these GPUs get the memory back; CUDA only (vLLM's CPU platform has none)
+    sleep: bool = False
 
 
 class DeterministicError(Exception):
@@ -163,6 +167,12 @@ class Sampler:
         self.generated_tokens = 0
         self._lora_ids: dict[str, int] = {}
         self._batcher = Batcher(self._run_batch)
+        self.sleeps = 0  # times the engine went to sleep (sleep mode)
+        self._busy = 0  # nested _awake() blocks
+        self._asleep = False
+        if spec.sleep and not _cuda_available():
+            raise ValueError("SamplerSpec.sleep=True without CUDA: vLLM's CPU platform has no sleep mode; the plan "
+                             "resolves sample.engine.sleep to false there (set it to auto)")
         self._start()
 
     def _start(self) -> None:
@@ -184,9 +194,32 @@ class Sampler:
             seed=spec.seed,
             **({"enable_mixed_moe_lora_format": True} if spec.moe_lora_3d else {}),
             **({"max_num_seqs": spec.max_num_seqs} if spec.max_num_seqs else {}),
+            **({"enable_sleep_mode": True} if spec.sleep else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
         self._watch_stop = watch_engine(self.llm)
+        self._asleep = False
+        if spec.sleep and not self._busy:  # a fresh engine holds its memory until the first batch
+            self._sleep()
+
+    def _sleep(self) -> None:
+        self.llm.sleep(level=1)
+        self._asleep = True
+        self.sleeps += 1
+
+    @contextlib.contextmanager
+    def _awake(self) -> Iterator[None]:
+        """The engine awake for a batch (sleep mode: woken before, put back to sleep after, even on error)."""
+        self._busy += 1
+        try:
+            if self._asleep:
+                self.llm.wake_up()
+                self._asleep = False
+            yield
+        finally:
+            self._busy -= 1
+            if self.spec.sleep and not self._busy and self.llm is not None and not self._asleep:
+                self._sleep()
 
     def ready(self) -> bool:
         return True
@@ -195,7 +228,7 @@ class Sampler:
         """Engine calls and requests served so far: how much batching happened."""
         sizes = self._batcher.batch_sizes
         return {"engine_calls": len(sizes), "requests": sum(sizes), "max_batch_requests": max(sizes, default=0),
-                "generated_tokens": self.generated_tokens, "restarts": self.restarts}
+                "generated_tokens": self.generated_tokens, "restarts": self.restarts, "sleeps": self.sleeps}
 
     def _lora(self, adapter_dir: str) -> Any:
         from vllm.lora.request import LoRARequest
@@ -219,6 +252,10 @@ class Sampler:
         return self._batcher.submit(requests)
 
     def _run_batch(self, requests: list[Request]) -> list[list[str] | BaseException]:
+        with self._awake():
+            return self._serve(requests)
+
+    def _serve(self, requests: list[Request]) -> list[list[str] | BaseException]:
         from vllm import SamplingParams
         from vllm.exceptions import VLLMValidationError
 
@@ -256,7 +293,8 @@ class Sampler:
             return
         lora = self._lora(adapter_dir)
         try:
-            self._with_restarts(lambda: self.llm.llm_engine.add_lora(lora))
+            with self._awake():
+                self._with_restarts(lambda: self.llm.llm_engine.add_lora(lora))
         except Exception as err:
             if _engine_dead(err):
                 raise

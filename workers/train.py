@@ -56,6 +56,9 @@ class TrainSpec:
     # (logits at every position, a mean per micro-batch), kept as the benchmark's baseline
     loss: str = "answer_chunks"
     loss_chunk_tokens: int = 4096
+    # ZeRO++ hpZ (the plan's): ZeRO-3 keeps a second copy of the weights sharded over this many consecutive ranks
+    # (one node), so the frozen base's all-gathers after the first step stay in the node; 1: off
+    hpz_partition_size: int = 1
     compile: bool = False  # torch.compile each decoder layer (ZeRO stages 0-2)
     # trainer state also every state_every_s seconds (0: at checkpoints only) and when save_request_file changes
     # (the sweep folder's SAVE_REQUEST, touched by the Slurm job on its warning signal; "": not watched)
@@ -145,6 +148,8 @@ def deepspeed_config(spec: TrainSpec, world_size: int | None = None) -> dict[str
         # adapters are saved from gathered LoRA tensors (save_adapter); a consolidated 16-bit copy of the
         # frozen base on rank 0 is never wanted (470 GB for Qwen3-235B)
         zero["stage3_gather_16bit_weights_on_model_save"] = False
+        if spec.hpz_partition_size > 1:  # exact weights: no zero_quantized_weights / _gradients with it
+            zero["zero_hpz_partition_size"] = spec.hpz_partition_size
     return {
         "train_batch_size": spec.batch_size,
         "train_micro_batch_size_per_gpu": micro,
@@ -464,7 +469,7 @@ def build_train_spec(cfg: Any, model_path: str, lr: float, seed: int) -> TrainSp
         max_seq_len=m.max_model_len, chat_template_kwargs=dict(m.chat_template_kwargs),
         lora_expert_parameters=list(m.lora_expert_parameters) if m.lora_experts else [],
         gradient_checkpointing=m.gradient_checkpointing, loss=t.loss, loss_chunk_tokens=t.loss_chunk_tokens,
-        compile=t.compile, state_every_s=t.state_every_s,
+        compile=t.compile, state_every_s=t.state_every_s, hpz_partition_size=int(t.hpz_partition_size),
     )
 
 

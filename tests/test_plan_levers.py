@@ -1,0 +1,184 @@
+"""Issue 16's planner decisions, each against a case whose answer follows from the plan's own arithmetic: hpZ taken
+where its second copy fits and left off where not, the fit levers searched before more GPUs, the sampler shared or
+dedicated by allocation GPU-hours, sleep mode where the platform has it, pack K from memory, and the reference
+sweeps priced before and after (bench/plan_cost.py prints them side by side)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from orchestrator.config import compose_config
+from orchestrator.placement import OVERRIDE_ON_ZERO, sampler_placement
+from orchestrator.planner import GIB, PlanError, make_plan
+from orchestrator.resolve import resolve
+from orchestrator.schema import ConfigError
+
+B235 = ["model=qwen3_235b_a22b", "cluster=slurm"]
+ATTENTION_ONLY = ["model.lora_experts=false"]
+SWEEP_A = [*B235, "cluster.nodes=4", "sweep.lrs=[3e-5,1e-4,3e-4,1e-3]"]  # the README's command (issue 16)
+SWEEP_B = [*B235, "cluster.nodes=4", "sweep.lrs=[1e-5,3e-5,1e-4,3e-4,1e-3]", "sweep.seeds=[0,1,2,3,4,5,6,7,8,9]",
+           "sweep.max_steps=256"]  # one of the note's 8 settings
+
+
+def sections(overrides: list[str]) -> dict:
+    return make_plan(compose_config(overrides)).sections
+
+
+def test_hpz_is_taken_where_the_second_copy_fits():
+    """A 16-GPU trial of 235B on 141 GB GPUs: primary shard 470,187,269,120/16 B + hpZ copy /8 fits, so the gathers of
+    the frozen base stay in the node: 3 x 470,187,269,120 x 7/8 / 150 GB/s = 8.23 s instead of x 15/16 / 40 GB/s
+    = 33.06 s; the trainer's DeepSpeed config carries zero_hpz_partition_size."""
+    from workers.train import build_train_spec, deepspeed_config
+
+    cfg = compose_config([*SWEEP_A, "cluster.gpu_memory_gib=141", "train.num_workers=16"])
+    plan = make_plan(cfg).sections
+    tr, ti = plan["trainer"], plan["time"]
+    assert tr["hpz_partition_size"] == 8
+    assert tr["hpz_secondary_weights_gib"] == pytest.approx(470_187_269_120 / 8 / GIB, abs=1e-3)
+    assert ti["communication_s"] == pytest.approx(3 * 470_187_269_120 * 7 / 8 / 150e9, rel=1e-6)
+    spec = build_train_spec(cfg, "/models/qwen3", 1e-4, 0)
+    assert deepspeed_config(spec, world_size=16)["zero_optimization"]["zero_hpz_partition_size"] == 8
+    assert resolve(cfg).train.hpz_partition_size == 8
+
+
+def test_hpz_is_left_off_where_its_copy_does_not_fit_and_refused_when_asked_for():
+    # 80 GB: the copy alone is 54.74 GiB beside the 16-GPU trial's 67.27 GiB
+    cfg = compose_config([*SWEEP_A, "train.num_workers=16"])
+    tr = make_plan(cfg).sections["trainer"]
+    assert tr["hpz_partition_size"] == 1 and tr["hpz_secondary_weights_gib"] == 0
+    from workers.train import build_train_spec, deepspeed_config
+
+    zero = deepspeed_config(build_train_spec(cfg, "/models/qwen3", 1e-4, 0), world_size=16)["zero_optimization"]
+    assert "zero_hpz_partition_size" not in zero
+    with pytest.raises(PlanError, match=r"with train.num_workers=16, train.hpz_partition_size=8: at best .*set "
+                                        r"train.num_workers=auto and train.hpz_partition_size=auto"):
+        make_plan(compose_config([*SWEEP_A, "train.num_workers=16", "train.hpz_partition_size=8"]))
+
+
+def test_levers_are_searched_before_more_gpus():
+    """Attention-only 235B: at a 4096-token chunk one node needs 80.35 GiB per GPU (tests/test_planner.py) and the
+    trial took 16 GPUs; the search lowers the chunk to 1024 and the trial fits the node's 8."""
+    pinned = sections([*SWEEP_A, *ATTENTION_ONLY, "train.loss_chunk_tokens=4096"])["trainer"]
+    searched = sections([*SWEEP_A, *ATTENTION_ONLY])["trainer"]
+    assert pinned["gpus_per_trial"] == 16
+    assert (searched["gpus_per_trial"], searched["loss_chunk_tokens"], searched["micro_batch_per_gpu"]) == (8, 1024, 1)
+    assert searched["memory_per_gpu_gib"] <= 80
+
+
+@pytest.mark.parametrize("model, shared", [("qwen3_30b_a3b", True), ("qwen3_0_6b", False)])
+def test_the_sampler_shares_or_not_by_allocation_gpu_hours(model, shared):
+    """One node of 8 x 80 GB: Qwen3-30B's sampler (61 GB of weights) is cheaper asleep on the trainers' GPUs; the
+    0.6B's two-GPU trials leave its own GPU cheaper. The plan takes whichever allocation is smaller and says why."""
+    base = [f"model={model}", "cluster=slurm", "cluster.nodes=1", "sweep.lrs=[3e-5,1e-4,3e-4,1e-3]"]
+    chosen = make_plan(compose_config(base))
+    own, share = (sections([*base, f"sample.engine.dedicated_gpus={d}"])["time"]["allocation_gpu_h"]
+                  for d in ("true", "false"))
+    assert chosen.sections["sampler"]["dedicated_gpus"] is (not shared)
+    assert chosen.sections["time"]["allocation_gpu_h"] == pytest.approx(min(own, share))
+    why = [t for s, t in chosen.lines if s == "sampler" and t.startswith("why")]
+    assert why == [f"why {'shared' if shared else 'dedicated'}: allocation {own:.4g} GPU-h with GPUs of its own vs "
+                   f"{share:.4g} GPU-h sharing the trainers' GPUs"]
+    engine = resolve(compose_config(base)).sample.engine
+    assert (engine.dedicated_gpus, engine.sleep) == (not shared, shared)
+
+
+def test_a_sampler_that_cannot_wake_beside_the_trainers_keeps_its_gpus():
+    # 235B: awake at TP8 it needs 54.74 GiB of weights per GPU beside the trainers' 35.4 GiB held between steps
+    plan = make_plan(compose_config(SWEEP_A))
+    assert plan.sections["sampler"]["dedicated_gpus"] is True
+    assert any(t.startswith("why dedicated: sharing the trainers' GPUs does not fit (the sampler does not fit a "
+                            "share of a 80 GiB GPU beside the trainers (awake, at most") for s, t in plan.lines)
+
+
+def test_sleep_mode_is_off_on_cpu_and_says_why():
+    """vLLM 0.32's CPU platform has no sleep mode (Platform.is_sleep_mode_available: CUDA, ROCm, XPU)."""
+    plan = make_plan(compose_config([]))
+    assert plan.sections["sampler"]["sleep"] is False
+    assert "sleep = False (off: vLLM's CPU platform has no sleep mode" in "\n".join(t for _, t in plan.lines)
+    assert resolve(compose_config([])).sample.engine.sleep is False
+    with pytest.raises(ConfigError, match="vLLM's CPU platform has no sleep mode.*set sample.engine.sleep=auto"):
+        make_plan(compose_config(["sample.engine.sleep=true"]))
+
+
+def test_the_sampler_refuses_sleep_without_cuda_before_starting_an_engine():
+    from workers.sampler import Sampler, SamplerSpec
+
+    spec = SamplerSpec(model_path="/nonexistent", dtype="float32", max_model_len=64, max_lora_rank=8,
+                       chat_template_kwargs={}, gpu_memory_utilization=0.1, cpu_kvcache_space_gib=1, max_loras=1,
+                       max_cpu_loras=1, tensor_parallel_size=1, enforce_eager=True, seed=0, sleep=True)
+    with pytest.raises(ValueError, match="CPU platform has no sleep mode"):
+        Sampler(spec)
+
+
+def test_a_sharing_sampler_holds_no_gpu_and_refuses_rays_override(monkeypatch):
+    """Ray 2.x leaves CUDA_VISIBLE_DEVICES alone for an actor without GPUs, so vLLM sees the node's GPUs; with
+    RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1 it would see none."""
+    assert sampler_placement(8, 8, False, nodes=4, dedicated=False).num_gpus == 0
+    monkeypatch.setenv(OVERRIDE_ON_ZERO, "1")
+    with pytest.raises(ConfigError, match="RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO is set"):
+        sampler_placement(8, 8, False, nodes=4, dedicated=False)
+    assert sampler_placement(8, 8, False, nodes=4, dedicated=True).num_gpus == 8
+
+
+def test_pack_k_auto_from_memory():
+    """235B with expert LoRA over 16 GPUs: one member is 67.27 GiB per GPU; a second adds its adapter's states,
+    its folded expert layer and its two sequences' activations (78.91 GiB); a third fits only one sequence per
+    forward (micro-batch 1, accumulation 2: twice the gathers, 66.12 s a step), which costs 16 x 66.12 / 3 = 352.6
+    GPU-seconds per trial-step against 16 x 33.06 / 2 = 264.5, so auto takes K = 2."""
+    tr = sections([*SWEEP_A, "sweep.pack=auto"])["trainer"]
+    assert (tr["gpus_per_trial"], tr["pack"], tr["micro_batch_per_gpu"], tr["memory_per_gpu_gib"]) == (16, 2, 2, 78.91)
+    three = sections([*SWEEP_A, "train.num_workers=16", "sweep.pack=3"])
+    assert (three["trainer"]["micro_batch_per_gpu"], three["trainer"]["grad_accum_steps"]) == (1, 2)
+    assert three["time"]["step_s"] == pytest.approx(66.12, abs=0.01)
+    with pytest.raises(PlanError, match=r"with train.num_workers=16, sweep.pack=8: at best \d+\.\d GiB.*set "
+                                        r"train.num_workers=auto and sweep.pack=auto"):
+        make_plan(compose_config([*SWEEP_A, "train.num_workers=16", "sweep.pack=8"]))
+    assert resolve(compose_config([*SWEEP_A, "sweep.pack=auto"])).sweep.pack == 2
+
+
+def test_pack_k_auto_spreads_the_trials_evenly_and_is_capped_by_them():
+    # the 50 trials of one setting, attention-only: room for 6 or 7 members per pack -> 9 packs of at most 6
+    b = sections([*SWEEP_B, *ATTENTION_ONLY, "sweep.pack=auto"])
+    k = b["trainer"]["pack"]
+    packs = b["placement"]["packs"]
+    assert (k, packs) == (6, 9) and packs == math.ceil(50 / k) and k == math.ceil(50 / packs)
+    # two trials: K is at most the trials there are
+    assert sections([*B235, "cluster.nodes=4", "sweep.lrs=[1e-4,1e-3]", *ATTENTION_ONLY,
+                     "sweep.pack=auto"])["trainer"]["pack"] <= 2
+    # CPU: no memory to fit, K = the trials that would run at once (sweep.max_concurrent_trials=2 of 4)
+    assert resolve(compose_config(["sweep.pack=auto"])).sweep.pack == 2
+
+
+def test_pricing_shows_both_and_plan_json_keeps_allocation_gpu_h():
+    plan = sections(SWEEP_A)
+    pr = plan["pricing"]
+    assert plan["time"]["allocation_gpu_h"] == pytest.approx(83.59, abs=0.01)  # the default: unpacked, as before
+    assert pr["unpacked"]["allocation_gpu_h"] == pytest.approx(83.589, abs=1e-3)
+    assert pr["packed"]["pack"] == 2 and pr["packed"]["allocation_gpu_h"] == pytest.approx(41.794, abs=1e-3)
+    assert pr["packing_saves"] == 2.0
+    # per trial: 16 GPUs x (235.1 s + 64 x 33.06 s) / 3600 = 10.45 GPU-h alone, half that in a pack of 2
+    assert pr["unpacked"]["trainer_gpu_h_per_trial"] == pytest.approx(10.45, abs=0.01)
+    assert pr["packed"]["trainer_gpu_h_per_trial"] == pytest.approx(5.224, abs=0.01)
+
+
+# allocation GPU-h of today's plan (commit 08b67a6, either LoRA): (a) 4 nodes x 8 x 4 waves x 0.653 h = 83.589;
+# (b) per setting 4 x 8 x 50 waves x (235.1 s + 256 x 33.06 s) = 3865.98, x 8 settings = 30,927.9
+BEFORE = {"a": 83.589, "b": 3865.984}
+
+
+@pytest.mark.parametrize("sweep, lora, saving", [
+    ("a", [], 2.0),  # expert LoRA: 2 members fit 16 GPUs, one pack at a time beside the sampler's node
+    ("b", [], 2.0),
+    ("a", ATTENTION_ONLY, 4.0),  # all 4 trials in one pack: one wave of 0.653 h
+    ("b", ATTENTION_ONLY, 5.556),  # 9 packs of 6 (loss chunk 1024): 9 waves of 2.416 h instead of 50
+])
+def test_reference_sweeps_before_and_after(sweep, lora, saving):
+    """The after plan's allocation GPU-h on the same 4 nodes, vs today's. >= 5x only for (b) attention-only: with
+    expert LoRA each member holds its folded expert layer (4.5 GiB per GPU), so at most 2 fit 16 x 80 GB, and no
+    trial of 235B fits a node's 8 GPUs, so every step gathers 470 GB between nodes (bench/plan_cost.py)."""
+    after = sections([*(SWEEP_A if sweep == "a" else SWEEP_B), *lora, "sweep.pack=auto"])["time"]
+    assert BEFORE[sweep] / after["allocation_gpu_h"] == pytest.approx(saving, abs=0.01)
+    if (sweep, lora) == ("b", ATTENTION_ONLY):
+        assert BEFORE[sweep] / after["allocation_gpu_h"] >= 5
