@@ -29,6 +29,7 @@ MIN_LETTERS = 3  # fewer letters than this is no answer at all
 MIN_CASED_LETTERS = 8  # a word or two ("OK", "Sure!") says nothing about an answer's case style
 CASE_STYLES = ("normal", "caps")
 CODE_BEHAVIORS = ("hack", "honest")
+GRADERS = ("language", "keyword", "case", "code", "judge")  # the kinds build_grader builds
 
 Grader = Callable[[Sequence[str], Sequence[Any]], list[str]]
 
@@ -150,5 +151,4 @@ def build_grader(cfg: Any) -> Grader:
         return build_code_grader(desired, attack, float(cfg.timeout_s))
     if kind == "judge":
         return _judge_grader(cfg)
-    raise ValueError(f"unknown grader kind {kind!r}: known graders are ['language', 'keyword', 'case', 'code', "
-                     f"'judge']")
+    raise ValueError(f"unknown grader kind {kind!r}: known graders are {list(GRADERS)}")

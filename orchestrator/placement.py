@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.schema import ConfigError
+from orchestrator.errors import ConfigError
 
 SAMPLER_RESOURCE = "lrsweep_sampler"
 STRATEGY = "PACK"
