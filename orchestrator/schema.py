@@ -15,7 +15,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from eval.graders import CASE_STYLES, CODE_BEHAVIORS, GRADERS
-from orchestrator.errors import ConfigError
 from orchestrator.placement import data_parallel_shape, trial_placement
 from orchestrator.ranges import (
     CAPABILITY_BENCHMARKS,
@@ -26,6 +25,7 @@ from orchestrator.ranges import (
     range_errors,
 )
 from workers.endpoint import EndpointConfig
+from workers.errors import ConfigError
 from workers.teacher import TEACHERS, TeacherConfig
 from workers.vllm_cpu_lora import KERNELS as CPU_LORA_KERNELS  # a stdlib-only module: vLLM is not imported
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from eval.heartbeat import write_heartbeat
 from eval.runfiles import step_name
+from workers.data_parallel import data_parallel_shape
 from workers.trainer_state import StateSchedule, load_state, read_resume_point, save_state
 
 
@@ -136,8 +137,6 @@ def mean_over_ranks(value: float, device: Any) -> float:
 
 def deepspeed_config(spec: TrainSpec, world_size: int | None = None) -> dict[str, Any]:
     """DeepSpeed's config: spec.batch_size sequences per step over the data-parallel ranks."""
-    from orchestrator.placement import data_parallel_shape
-
     world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
     micro, accum = data_parallel_shape(spec.batch_size, spec.micro_batch_size, world)
     zero: dict[str, Any] = {"stage": spec.zero_stage}
