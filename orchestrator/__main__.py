@@ -12,6 +12,8 @@
     python -m orchestrator submit setting=... model=... cluster=slurm  # the sweep as one Slurm job
     python -m orchestrator status SWEEP_DIR                    # its Slurm state and per-trial progress
     python -m orchestrator dashboard --entity E --project P [--group SWEEP_ID]  # save the W&B workspace (LR panels)
+    python -m orchestrator train --lr 1e-3 --out DIR [overrides]  # one trial's trainer alone (no Ray, no evaluation)
+    python -m orchestrator toy [overrides]                     # build the toy model alone; prints its folder
 
 `lrsweep <command> ...` (the package's console script) is the same command line.
 """
@@ -33,6 +35,8 @@ COMMANDS = {
     "submit": "render a sweep's sbatch script into its folder and submit it to Slurm (--dry-run: only render)",
     "status": "a submitted sweep's Slurm state and each trial's progress from its run files (--json)",
     "dashboard": "save a W&B workspace with the note's panels (needs WANDB_API_KEY and the [dashboard] extra)",
+    "train": "train one trial's LoRA alone, without Ray or evaluation (--lr, --seed, --out; Hydra overrides)",
+    "toy": "build (or find) the toy model of a config alone and print its folder",
 }
 
 
@@ -100,6 +104,14 @@ def main() -> None:
         from orchestrator.dashboard_cmd import main as dashboard_main
 
         sys.exit(dashboard_main(sys.argv[1:]))
+    elif command == "train":
+        from orchestrator.train_cmd import main as train_main
+
+        sys.exit(train_main(sys.argv[1:]))
+    elif command == "toy":
+        from orchestrator.toy_cmd import main as toy_main
+
+        sys.exit(toy_main(sys.argv[1:]))
 
 
 if __name__ == "__main__":
