@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import sys
+from importlib import import_module
 from pathlib import Path
 
 # conf/ and slurm/ are read from the source tree beside the packages (Hydra's config_path, the sbatch template)
@@ -65,53 +66,8 @@ def main() -> None:
         print(usage(), file=sys.stderr)
         sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
     command = sys.argv.pop(1)
-    if command == "sweep":
-        from orchestrator.dryrun import wants_dry_run
-
-        if wants_dry_run(sys.argv[1:]):  # composed without Hydra's run folder, so nothing is written
-            from orchestrator.dryrun import main as dry_run_main
-
-            sys.exit(dry_run_main(sys.argv[1:]))
-        from orchestrator.cli import resume_argv, sweep_main
-
-        sys.argv = resume_argv(sys.argv)
-        sweep_main()
-    elif command == "labels":
-        from orchestrator.labels_cmd import main as labels_main
-
-        sys.exit(labels_main(sys.argv[1:]))
-    elif command == "report":
-        from orchestrator.report_cmd import main as report_main
-
-        sys.exit(report_main(sys.argv[1:]))
-    elif command == "probe":
-        from orchestrator.probe_cmd import main as probe_main
-
-        sys.exit(probe_main(sys.argv[1:]))
-    elif command == "plan":
-        from orchestrator.plan_cmd import main as plan_main
-
-        sys.exit(plan_main(sys.argv[1:]))
-    elif command == "recover":
-        from orchestrator.recover import main as recover_main
-
-        sys.exit(recover_main(sys.argv[1:]))
-    elif command in ("submit", "status"):
-        from orchestrator.submit import status_main, submit_main
-
-        sys.exit((submit_main if command == "submit" else status_main)(sys.argv[1:]))
-    elif command == "dashboard":
-        from orchestrator.dashboard_cmd import main as dashboard_main
-
-        sys.exit(dashboard_main(sys.argv[1:]))
-    elif command == "train":
-        from orchestrator.train_cmd import main as train_main
-
-        sys.exit(train_main(sys.argv[1:]))
-    elif command == "toy":
-        from orchestrator.toy_cmd import main as toy_main
-
-        sys.exit(toy_main(sys.argv[1:]))
+    # one module per command, named <command>_cmd.py, each with main(argv) -> exit code
+    sys.exit(import_module(f"orchestrator.{command}_cmd").main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from workers.teacher import ensure_labels, read_labels
 from workers.train import train
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train one LoRA trial without Ray (no evaluation).")
     parser.add_argument("--lr", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
@@ -32,3 +32,4 @@ def main(argv: list[str] | None = None) -> None:
         append_jsonl(out / "metrics.jsonl", {"step": step, "train_loss": info["train_loss"], "adapter": str(adapter)})
 
     train(spec, examples, out, record)
+    return 0

@@ -169,6 +169,17 @@ def test_eval_plug_in_points_name_project_modules_and_builders():
         assert f"def {function}(" in modules[module].read_text(), (kind, target)
 
 
+def test_every_command_is_one_module_named_for_it():
+    """`python -m orchestrator <name>` runs orchestrator/<name>_cmd.py's main(argv); no other module is named so."""
+    from orchestrator.__main__ import COMMANDS
+
+    modules = project_modules()
+    commands = {m.removeprefix("orchestrator.").removesuffix("_cmd") for m in modules if m.endswith("_cmd")}
+    assert commands == set(COMMANDS)
+    for name in COMMANDS:
+        assert "\ndef main(argv: list[str]" in modules[f"orchestrator.{name}_cmd"].read_text(), name
+
+
 def test_graph_reader_sees_function_level_and_relative_imports(tmp_path):
     """The checks above are only as good as the reader: an import hidden in a function, or written relative, counts."""
     (tmp_path / "workers").mkdir()
