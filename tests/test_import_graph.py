@@ -158,6 +158,19 @@ def test_no_import_cycles_among_project_modules():
     assert cycles(graph) == []
 
 
+def test_only_orchestrator_imports_ray():
+    """The README's contract: Ray (actors, Tune, ray.wait) is orchestrator/'s; workers/ and eval/ run without it."""
+    found = []
+    for module, path in project_modules().items():
+        if layer(module) == "orchestrator":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{module} -> {n}" for n in names if n == "ray" or n.startswith("ray.")]
+    assert found == []
+
+
 def test_eval_plug_in_points_name_project_modules_and_builders():
     """A plug-in entry names a real module and function: a renamed judge fails here, not in a sweep."""
     from eval.graders import GRADER_PLUGINS
