@@ -10,6 +10,7 @@ from typing import Any
 
 import ray
 
+from eval.rows import capability_rows, eval_rows
 from eval.runfiles import append_jsonl, step_name
 from workers.capability import capability_row, eval_items, max_new_tokens, score_responses, selected, write_samples
 
@@ -37,9 +38,9 @@ class TrialCapability:
 
     def resume(self, rows: list[dict[str, Any]]) -> None:
         """A restarted trial re-sends checkpoints evaluated before the restart whose capability rows are missing."""
-        done = {(r["step"], r.get("benchmark")) for r in rows if r.get("kind") == "capability"}
-        for r in rows:
-            if r.get("kind") == "eval" and any((r["step"], b) not in done for b in self.items):
+        done = {(r["step"], r.get("benchmark")) for r in capability_rows(rows)}
+        for r in eval_rows(rows):
+            if any((r["step"], b) not in done for b in self.items):
                 self.after_eval(int(r["step"]), r)
 
     def drain(self, block: bool) -> None:
