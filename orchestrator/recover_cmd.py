@@ -156,14 +156,9 @@ def measure_checkpoint(cfg: Config, cap: Any, generate: Any, adapter: str, items
     return {"score": s.score, "n": s.n, "rel_degradation": relative_degradation(baseline, s.score)} | rates
 
 
-def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path:
-    import ray
-
-    from workers.capability import ensure_baseline, eval_items
-
-    started = time.time()
-    cap, r = recovery_settings(cfg, args)
-    bench = cap.benchmarks[0]
+def checkpoint_to_recover(cfg: Config, sweep_dir: Path, args: argparse.Namespace
+                          ) -> tuple[str, int, dict[str, Any], Path]:
+    """(trial, step, the trial's config.json, its adapter folder): --trial/--step, else the first transferred one."""
     trials = load_trials(sweep_dir)
     if args.step is not None and not args.trial:
         raise ConfigError("--step needs --trial (which trial's checkpoint)")
@@ -173,6 +168,18 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
     adapter = sweep_dir / "trials" / trial / "adapters" / step_name(step)
     if trial_cfg is None or not (adapter / "adapter_config.json").exists():
         raise ConfigError(f"no adapter at {adapter}: pick a trial and step that the sweep saved (--trial, --step)")
+    return trial, step, trial_cfg, adapter
+
+
+def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path:
+    import ray
+
+    from workers.capability import ensure_baseline, eval_items
+
+    started = time.time()
+    cap, r = recovery_settings(cfg, args)
+    bench = cap.benchmarks[0]
+    trial, step, trial_cfg, adapter = checkpoint_to_recover(cfg, sweep_dir, args)
     items, pool = eval_items(cap, bench)
     lr = r.lr if r.lr is not None else float(trial_cfg["lr"])
     out = sweep_dir / "recovery" / recovery_name(trial, step, bench, lr, r)

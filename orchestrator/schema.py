@@ -424,6 +424,8 @@ def validate_grader(g: GraderConfig, where: str = "setting.grader") -> None:
 
 def validate(cfg: Config) -> None:
     """Reject configs that would fail late or give meaningless results. Raises ConfigError."""
+    # Long on purpose: a flat list of independent one-line checks, in the order their messages should come
+    # (lone values, then blocks, then the checks that combine blocks); per-block checks live in validate_*.
     errors = range_errors(cfg)  # every lone value first, all at once; then the checks that combine fields
     _require(not errors, "; ".join(errors))
     sw, tr, sa = cfg.sweep, cfg.train, cfg.sample

@@ -278,6 +278,30 @@ class _QuietTrialErrors(logging.Filter):
 TUNE_ERROR_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune")
 
 
+def _start_sweep_sampler(cfg: Config, start: Any, name: str, model_path: str, placement: Any, sweep_dir: Path,
+                         started: float) -> Any:
+    """The sweep's one sampler actor, placed beside the trials; where it landed goes to placement.json."""
+    import ray
+
+    where = sampler_placement(cfg.sample.engine.tensor_parallel_size, cfg.cluster.gpus_per_node,
+                              SAMPLER_RESOURCE in ray.cluster_resources(), cfg.cluster.nodes,
+                              int(placement.gpus_per_worker * placement.num_workers),
+                              dedicated=cfg.sample.engine.dedicated_gpus)
+    log(f"[sampler] starting one vLLM engine for the whole sweep (multi-LoRA) with {where.actor_options()}...")
+    # a dead actor process is restarted (engine and all) and its pending calls retried; threaded so
+    # that requests of concurrent trials queue up inside the actor and share one engine call
+    sampler = start(sampler_spec(cfg, model_path), options={"name": name, **where.actor_options()},
+                    max_restarts=2, max_task_retries=2, max_concurrency=64)
+    node = ray.get(sampler.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()))
+    write_json(sweep_dir / "placement.json", {
+        "sampler": {"node_id": node, **where.actor_options()},
+        "trial": {"num_workers": placement.num_workers, "bundles": placement.bundles,
+                  "strategy": placement.strategy, "backend": placement.backend}})
+    log(f"[sampler] ready after {time.time() - started:.0f}s on node {node[:8]}; each trial: "
+        f"{placement.num_workers} x {placement.worker_resources} ({placement.strategy})")
+    return sampler
+
+
 def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str, Any]],
                 started: float) -> list[Any]:
     """Ray Tune over the pending trials, with one vLLM engine for all of them; returns failed results."""
@@ -296,22 +320,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
     env = {"LRSWEEP_CACHE": cfg.cache_dir}
     with ray_cluster(cfg.sweep.ray_address, env, sampler_resource=not cfg.sweep.ray_address), \
             sampler_actors(log) as start:
-        where = sampler_placement(cfg.sample.engine.tensor_parallel_size, cfg.cluster.gpus_per_node,
-                                  SAMPLER_RESOURCE in ray.cluster_resources(), cfg.cluster.nodes,
-                                  int(placement.gpus_per_worker * placement.num_workers),
-                                  dedicated=cfg.sample.engine.dedicated_gpus)
-        log(f"[sampler] starting one vLLM engine for the whole sweep (multi-LoRA) with {where.actor_options()}...")
-        # a dead actor process is restarted (engine and all) and its pending calls retried; threaded so
-        # that requests of concurrent trials queue up inside the actor and share one engine call
-        sampler = start(sampler_spec(cfg, model_path), options={"name": sampler_name, **where.actor_options()},
-                        max_restarts=2, max_task_retries=2, max_concurrency=64)
-        node = ray.get(sampler.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()))
-        write_json(sweep_dir / "placement.json", {
-            "sampler": {"node_id": node, **where.actor_options()},
-            "trial": {"num_workers": placement.num_workers, "bundles": placement.bundles,
-                      "strategy": placement.strategy, "backend": placement.backend}})
-        log(f"[sampler] ready after {time.time() - started:.0f}s on node {node[:8]}; each trial: "
-            f"{placement.num_workers} x {placement.worker_resources} ({placement.strategy})")
+        sampler = _start_sweep_sampler(cfg, start, sampler_name, model_path, placement, sweep_dir, started)
         if labels is None:
             labels = ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir, onpolicy=sampler_onpolicy(
                 cfg, lambda *args: ray.get(sampler.generate.remote(*args))))
