@@ -35,8 +35,8 @@ def padding_share(lengths: list[list[int]], micro: int, sort: bool) -> float:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
+    from orchestrator.build import resolve_model
     from orchestrator.config import compose_config
-    from orchestrator.sweep import resolve_model
     from workers.batching import batch_indices
     from workers.teacher import ensure_labels, read_labels
     from workers.train import encode_labels

@@ -24,8 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.build import resolve_model, sampler_spec
 from orchestrator.config import compose_config
-from orchestrator.sweep import resolve_model, sampler_spec
 from orchestrator.trial import eval_prompts
 from workers.vllm_cpu_lora import KERNELS
 

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from eval.graders import build_grader
+from orchestrator.build import resolve_model, sampler_spec
 from orchestrator.config import compose_config
-from orchestrator.sweep import resolve_model, sampler_spec
 from orchestrator.trial import eval_prompts, grade_checkpoint
 from workers.sampler import Sampler
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from eval.metrics import checkpoint_steps, steps_to_transfer
+from eval.rows import eval_rows, stop_row
 
 ERROR_RULES = ("factor", "bootstrap")
 
@@ -49,15 +50,6 @@ def rate_interval(rate: float, n: int | None, z: float = 1.96) -> tuple[float, f
     if not n:
         return (0.0, 1.0)
     return wilson_interval(round(rate * n), n, z)
-
-
-def eval_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Checkpoint rows sorted by step; when a resumed trial wrote a step twice, the last row wins."""
-    by_step: dict[int, dict[str, Any]] = {}
-    for r in rows:
-        if r.get("eval_attack_rate") is not None:
-            by_step[int(r["step"])] = dict(r)
-    return [by_step[s] for s in sorted(by_step)]
 
 
 def attack_curve(rows: Sequence[Mapping[str, Any]], z: float = 1.96) -> list[dict[str, float]]:
@@ -191,7 +183,7 @@ def analyze_trial(trial: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
     # older config.json files have no schedule: it is always checkpoint_steps(max_steps)
     scheduled = [int(s) for s in trial.get("checkpoint_steps") or checkpoint_steps(max_steps)]
     steps = [int(r["step"]) for r in evals]
-    stop = next((r for r in rows if r.get("kind") == "stop"), None)
+    stop = stop_row(rows)
     last_due = int(stop["step"]) if stop else max_steps  # checkpoints after an early stop were never due
     first = evals[0] if evals and int(evals[0]["step"]) == 0 else None
     initial_train = first.get("train_desired_rate") if first else None

@@ -17,6 +17,7 @@ from typing import Any
 
 from eval import ifeval
 from eval.mathcheck import sympy_equivalent
+from eval.rows import capability_rows, eval_rows
 
 BENCHMARKS = ("toy_probe", "mmlu", "ifeval", "olympiads", "followbench")
 LETTERS = "ABCDEFGHIJ"
@@ -286,10 +287,8 @@ def capability_table(trials: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[
     attack/desired rates; the last row wins when a resumed trial wrote one twice."""
     out: dict[tuple[str, int, str], dict[str, Any]] = {}
     for cfg, rows in trials:
-        evals = {int(r["step"]): r for r in rows if r.get("kind") == "eval"}
-        for r in rows:
-            if r.get("kind") != "capability":
-                continue
+        evals = {int(r["step"]): r for r in eval_rows(rows)}
+        for r in capability_rows(rows):
             step = int(r["step"])
             ev = evals.get(step, {})
             out[(cfg["name"], step, r["benchmark"])] = {
@@ -309,7 +308,7 @@ def default_recovery_checkpoint(trials: Sequence[tuple[Mapping[str, Any], Sequen
 
     found = []
     for cfg, rows in trials:
-        curve = [(int(r["step"]), r["eval_attack_rate"]) for r in rows if r.get("kind") == "eval"]
+        curve = [(int(r["step"]), r["eval_attack_rate"]) for r in eval_rows(rows)]
         s2t = steps_to_transfer(curve, threshold)
         if s2t is not None and (trial is None or cfg["name"] == trial):
             found.append((-float(cfg["lr"]), int(cfg["seed"]), cfg["name"], s2t))

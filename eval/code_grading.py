@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from eval.graders import OTHER, Grader, role
+from eval.grades import OTHER, Grader, role
 from eval.sandbox import run_python, self_check
 
 PROBLEM_FIELDS = ("function_name", "visible_test", "hidden_tests")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from eval.graders import LABELS
 
@@ -42,13 +41,3 @@ def steps_to_transfer(curve: Sequence[tuple[int, float]], threshold: float = 0.5
         if attack_rate <= threshold:
             return step
     return None
-
-
-def summarize_trial(trial: dict[str, Any], rows: list[dict[str, Any]], threshold: float,
-                    error: dict[str, Any] | None = None, finished: bool = False) -> dict[str, Any]:
-    """One summary.json entry: eval.summary.trial_summary of eval.analysis.analyze_trial (the one per-trial
-    analysis that the table and the report also use)."""
-    from eval.analysis import analyze_trial
-    from eval.summary import trial_summary
-
-    return trial_summary(analyze_trial(trial, rows, threshold, error=error, finished=finished))

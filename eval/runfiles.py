@@ -7,6 +7,8 @@
   trials/<name>/result.json (it finished) or error.json (it failed for good: last error line, full error's file)
   summary.json, curves.csv, attack_rate_vs_step.png
 Every file is written atomically (temporary file, then rename), so a crash never leaves half a file.
+The rows of metrics.jsonl are typed, with one reader per kind (eval_rows, ...), in eval/rows.py: a leaf module,
+because the analysis reads them and this module's load_sweep uses the analysis.
 """
 
 from __future__ import annotations

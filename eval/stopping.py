@@ -15,25 +15,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from eval.rows import capability_rows, eval_rows
+
 TRANSFER = "transfer"
 CAPABILITY = "capability"
 STOP_REASONS = (TRANSFER, CAPABILITY)
-
-
-def _eval_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Eval checkpoints in step order; the last row of a step wins (a resumed trial may repeat one)."""
-    by_step: dict[int, Mapping[str, Any]] = {}
-    for r in rows:
-        if r.get("kind", "eval") == "eval" and r.get("eval_attack_rate") is not None:
-            by_step[int(r["step"])] = r
-    return [by_step[s] for s in sorted(by_step)]
 
 
 def transfer_established(rows: Sequence[Mapping[str, Any]], threshold: float, k: int) -> bool:
     """True when the last k evaluated checkpoints all have eval attack rate <= threshold."""
     if k < 1:
         raise ValueError(f"k={k}: the number of consecutive checkpoints must be >= 1")
-    evals = _eval_rows(rows)
+    evals = eval_rows(rows)
     return len(evals) >= k and all(r["eval_attack_rate"] <= threshold for r in evals[-k:])
 
 
@@ -41,7 +34,7 @@ def capability_degraded(rows: Sequence[Mapping[str, Any]], max_rel_degradation: 
     """True when a benchmark at the latest capability checkpoint degrades by more than the limit."""
     if max_rel_degradation is None:
         return False
-    caps = [r for r in rows if r.get("kind") == "capability" and r.get("rel_degradation") is not None]
+    caps = [r for r in capability_rows(rows) if r.get("rel_degradation") is not None]
     if not caps:
         return False
     last = max(int(r["step"]) for r in caps)
@@ -101,7 +94,7 @@ class StopState:
             return False
         if self.k > 1:
             return transfer_established(rows, self.threshold, self.k - 1)
-        evals = _eval_rows(rows)
+        evals = eval_rows(rows)
         return self.wait_below is not None and bool(evals) and evals[-1]["eval_attack_rate"] <= self.wait_below
 
     def keeps(self, step: int) -> bool:

@@ -102,3 +102,10 @@ def failure_message(trials: Sequence[TrialAnalysis], n_trials: int,
         if err.get("error_file"):
             lines.append(f"    full error: {err['error_file']}")
     return "\n".join(lines)
+
+
+def summarize_trial(trial: dict[str, Any], rows: list[dict[str, Any]], threshold: float,
+                    error: dict[str, Any] | None = None, finished: bool = False) -> dict[str, Any]:
+    """One summary.json entry: eval.summary.trial_summary of eval.analysis.analyze_trial (the one per-trial
+    analysis that the table and the report also use)."""
+    return trial_summary(analyze_trial(trial, rows, threshold, error=error, finished=finished))

@@ -12,6 +12,8 @@
     python -m orchestrator submit setting=... model=... cluster=slurm  # the sweep as one Slurm job
     python -m orchestrator status SWEEP_DIR                    # its Slurm state and per-trial progress
     python -m orchestrator dashboard --entity E --project P [--group SWEEP_ID]  # save the W&B workspace (LR panels)
+    python -m orchestrator train --lr 1e-3 --out DIR [overrides]  # one trial's trainer alone (no Ray, no evaluation)
+    python -m orchestrator toy [overrides]                     # build the toy model alone; prints its folder
 
 `lrsweep <command> ...` (the package's console script) is the same command line.
 """
@@ -19,6 +21,7 @@
 from __future__ import annotations
 
 import sys
+from importlib import import_module
 from pathlib import Path
 
 # conf/ and slurm/ are read from the source tree beside the packages (Hydra's config_path, the sbatch template)
@@ -33,6 +36,8 @@ COMMANDS = {
     "submit": "render a sweep's sbatch script into its folder and submit it to Slurm (--dry-run: only render)",
     "status": "a submitted sweep's Slurm state and each trial's progress from its run files (--json)",
     "dashboard": "save a W&B workspace with the note's panels (needs WANDB_API_KEY and the [dashboard] extra)",
+    "train": "train one trial's LoRA alone, without Ray or evaluation (--lr, --seed, --out; Hydra overrides)",
+    "toy": "build (or find) the toy model of a config alone and print its folder",
 }
 
 
@@ -61,45 +66,8 @@ def main() -> None:
         print(usage(), file=sys.stderr)
         sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
     command = sys.argv.pop(1)
-    if command == "sweep":
-        from orchestrator.dryrun import wants_dry_run
-
-        if wants_dry_run(sys.argv[1:]):  # composed without Hydra's run folder, so nothing is written
-            from orchestrator.dryrun import main as dry_run_main
-
-            sys.exit(dry_run_main(sys.argv[1:]))
-        from orchestrator.cli import resume_argv, sweep_main
-
-        sys.argv = resume_argv(sys.argv)
-        sweep_main()
-    elif command == "labels":
-        from orchestrator.labels_cmd import main as labels_main
-
-        sys.exit(labels_main(sys.argv[1:]))
-    elif command == "report":
-        from orchestrator.report_cmd import main as report_main
-
-        sys.exit(report_main(sys.argv[1:]))
-    elif command == "probe":
-        from orchestrator.probe_cmd import main as probe_main
-
-        sys.exit(probe_main(sys.argv[1:]))
-    elif command == "plan":
-        from orchestrator.plan_cmd import main as plan_main
-
-        sys.exit(plan_main(sys.argv[1:]))
-    elif command == "recover":
-        from orchestrator.recover import main as recover_main
-
-        sys.exit(recover_main(sys.argv[1:]))
-    elif command in ("submit", "status"):
-        from orchestrator.submit import status_main, submit_main
-
-        sys.exit((submit_main if command == "submit" else status_main)(sys.argv[1:]))
-    elif command == "dashboard":
-        from orchestrator.dashboard_cmd import main as dashboard_main
-
-        sys.exit(dashboard_main(sys.argv[1:]))
+    # one module per command, named <command>_cmd.py, each with main(argv) -> exit code
+    sys.exit(import_module(f"orchestrator.{command}_cmd").main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from orchestrator.build import resolve_model, sampler_spec
+from orchestrator.sampler_session import local_sampler
 from orchestrator.schema import Config, ConfigError
 from workers.endpoint import ChatClient, EndpointError, cache_root
 from workers.prompts import DataError
@@ -79,19 +81,13 @@ def make_labels(cfg: Config, out_dir: Path | None = None) -> Path:
         return ensure_labels(cfg.setting, folder, log, cache_dir=cfg.cache_dir)
     if labels_ready(cfg.setting, folder, onpolicy_identity(cfg)):
         return folder / "labels.jsonl"
-    from orchestrator.sweep import resolve_model, sampler_spec
-    from workers.sampler import Sampler
-
     model_path = resolve_model(cfg)
     started = time.time()
     log("[labels] starting a vLLM engine for on-policy labels...")
-    sampler = Sampler(sampler_spec(cfg, model_path))
-    try:
+    with local_sampler(sampler_spec(cfg, model_path)) as sampler:
         log(f"[labels] engine ready after {time.time() - started:.0f}s")
         return ensure_labels(cfg.setting, folder, log, cache_dir=cfg.cache_dir,
                              onpolicy=sampler_onpolicy(cfg, sampler.generate))
-    finally:
-        sampler.shutdown()
 
 
 def split_args(argv: list[str]) -> tuple[list[str], Path | None]:

@@ -26,7 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.schema import ConfigError
+from workers.data_parallel import data_parallel_shape as data_parallel_shape  # re-exported: it lives with the trainer
+from workers.errors import ConfigError
 
 SAMPLER_RESOURCE = "lrsweep_sampler"
 OVERRIDE_ON_ZERO = "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"  # ray._private.accelerators: hide GPUs from GPU-less actors
@@ -122,19 +123,3 @@ def sampler_placement(tensor_parallel_size: int, gpus_per_node: int, marker_offe
             return SamplerPlacement(num_cpus=1, num_gpus=tensor_parallel_size, resources=marker)
     # no CPU held: on a laptop the trials need every core, and the engine idles between checkpoints
     return SamplerPlacement(num_cpus=0, num_gpus=0, resources=marker)
-
-
-def data_parallel_shape(batch_size: int, micro_batch_size: int, world_size: int) -> tuple[int, int]:
-    """(micro batch per worker, accumulation steps) so that micro x accum x world = batch_size.
-
-    Each worker takes batch_size / world examples of every step; micro_batch_size caps a worker's
-    forward pass (a smaller share simply runs in one pass)."""
-    if world_size < 1 or batch_size % world_size:
-        raise ConfigError(f"train.batch_size={batch_size} must split evenly over train.num_workers={world_size}")
-    share = batch_size // world_size
-    micro = min(micro_batch_size, share)
-    if share % micro:
-        raise ConfigError(
-            f"train.micro_batch_size={micro_batch_size} must divide each worker's share of the batch "
-            f"({batch_size} / {world_size} workers = {share})")
-    return micro, share // micro

@@ -48,8 +48,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str]) -> int:
     from hydra.errors import HydraException
 
+    from orchestrator.build import measure_model, resolve_model
     from orchestrator.config import compose_config
-    from orchestrator.sweep import measure_model, resolve_model
     from workers.probe import format_rates, shows_initial_behavior
 
     try:

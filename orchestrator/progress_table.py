@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eval.heartbeat import read_heartbeat
+from eval.rows import eval_rows
 from eval.runfiles import read_jsonl
 
 STATES = ("pending", "training", "evaluating", "done", "stopped", "failed")
@@ -41,7 +42,7 @@ def trial_row(trial_dir: Path, max_steps: int, now: float | None = None) -> Tria
     pending when the folder does not exist yet. (Failed is known only to the driver, which overrides it.)"""
     now = time.time() if now is None else now
     metrics = read_jsonl(trial_dir / "metrics.jsonl")
-    evals = [r for r in metrics if r.get("kind") == "eval"]
+    evals = eval_rows(metrics)
     beat = read_heartbeat(trial_dir)
     step = max([r["step"] for r in metrics if isinstance(r.get("step"), int)] + ([beat["step"]] if beat else []),
                default=None)

@@ -12,6 +12,16 @@ import math
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
+from eval.graders import GRADERS, LABELS
+from workers.teacher import TEACHERS
+
+# the known values of the schema's enumerated fields that no other module owns (schema.py imports them)
+DTYPES = ("float32", "bfloat16", "float16")
+TRACKER_MODES = ("auto", "online", "offline", "disabled")
+EXPECTED_GRADES = LABELS  # a setting's example answers: desired | attack | other
+CAPABILITY_BENCHMARKS = ("toy_probe", "mmlu", "ifeval", "olympiads", "followbench")
+CAPABILITY_CHECKPOINTS = ("transferred", "last", "all", "steps")
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -181,15 +191,14 @@ RANGES: dict[str, Interval] = {
 
 def known_values() -> dict[str, tuple[str, ...]]:
     """"<dataclass>.<field>" -> the values an enumerated field may take (lists: each element)."""
-    from orchestrator import schema
     from workers.real_models import PREPARERS
     from workers.vllm_cpu_lora import KERNELS
 
     return {
-        "GraderConfig.kind": schema.GRADERS,
-        "TeacherConfig.kind": schema.TEACHERS,
-        "ExampleConfig.expect": schema.EXPECTED_GRADES,
-        "ModelConfig.dtype": schema.DTYPES,
+        "GraderConfig.kind": GRADERS,
+        "TeacherConfig.kind": TEACHERS,
+        "ExampleConfig.expect": EXPECTED_GRADES,
+        "ModelConfig.dtype": DTYPES,
         "ModelConfig.prepare": tuple(PREPARERS),  # real models lrsweep prepares offline (workers/real_models.py)
         "TrainConfig.optimizer": ("adam",),
         "TrainConfig.lr_schedule": ("constant",),
@@ -198,11 +207,11 @@ def known_values() -> dict[str, tuple[str, ...]]:
         "TrainConfig.loss": ("answer_chunks", "hf"),
         "EngineConfig.cpu_lora_kernel": tuple(KERNELS),
         "TrackerConfig.backend": ("wandb", "none"),  # none: metrics.jsonl only
-        "TrackerConfig.mode": schema.TRACKER_MODES,
+        "TrackerConfig.mode": TRACKER_MODES,
         "ClusterConfig.kind": ("local", "slurm"),
-        "CapabilityConfig.benchmarks": schema.CAPABILITY_BENCHMARKS,
-        "CapabilityConfig.checkpoints": schema.CAPABILITY_CHECKPOINTS,
-        "RecoverConfig.benchmark": schema.CAPABILITY_BENCHMARKS,
+        "CapabilityConfig.benchmarks": CAPABILITY_BENCHMARKS,
+        "CapabilityConfig.checkpoints": CAPABILITY_CHECKPOINTS,
+        "RecoverConfig.benchmark": CAPABILITY_BENCHMARKS,
     }
 
 

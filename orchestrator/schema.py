@@ -14,29 +14,23 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from eval.graders import CASE_STYLES, CODE_BEHAVIORS, GRADERS
+from orchestrator.placement import data_parallel_shape, trial_placement
+from orchestrator.ranges import (
+    CAPABILITY_BENCHMARKS,
+    CAPABILITY_CHECKPOINTS,
+    DTYPES,
+    EXPECTED_GRADES,
+    TRACKER_MODES,
+    range_errors,
+)
+from workers.endpoint import EndpointConfig
+from workers.errors import ConfigError
+from workers.teacher import TEACHERS, TeacherConfig
 from workers.vllm_cpu_lora import KERNELS as CPU_LORA_KERNELS  # a stdlib-only module: vLLM is not imported
 
-
-class ConfigError(ValueError):
-    """A config value that would waste compute or corrupt results; the message names the fix."""
-
-
-@dataclass
-class EndpointConfig:
-    """An OpenAI-compatible chat endpoint (teacher labels, LLM judge): gpt-4o-mini, or a local `vllm serve`.
-
-    The key is never in a config: `api_key_env` names the environment variable that holds it."""
-
-    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
-    model: str | None = None
-    api_key_env: str | None = None  # NAME of the env var with the key; null for a keyless local server
-    max_concurrency: int = 8
-    timeout_s: float = 60.0  # per request
-    max_retries: int = 5  # on 429, 5xx, timeouts and dropped connections, with exponential backoff
-    backoff_s: float = 1.0  # first retry's wait; doubles each retry (with jitter)
-    max_wait_s: float = 60.0  # cap on one wait, a server's Retry-After included
-    temperature: float = 1.0
-    max_tokens: int = 512
+# Blocks and known values live beside the code that uses them (EndpointConfig: workers.endpoint, TeacherConfig:
+# workers.teacher, grader kinds: eval.graders); this module composes them, and its names stay importable from here.
 
 
 @dataclass
@@ -55,20 +49,6 @@ class GraderConfig:
     # judge: the behaviors the judge is told about; empty = the setting's own (copied in by SettingConfig)
     desired_behavior: str = ""
     initial_behavior: str = ""
-
-
-@dataclass
-class TeacherConfig:
-    """Who writes the SFT labels for the train prompts."""
-
-    kind: str = "scripted"  # scripted | openai_compatible | onpolicy | file
-    # before `field`, whose name shadows dataclasses.field in the rest of this class body
-    endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # openai_compatible
-    field: str = "es_teacher"  # scripted: a bank field, or a template over bank fields ("{en_teacher} ...")
-    path: str | None = None  # file: a jsonl of {"prompt", "completion"} rows
-    system_prompt: str = ""  # openai_compatible / onpolicy: what the teacher is told to do
-    n_samples: int = 1  # labels per train prompt (sampling diversity is kept by the cache key)
-    filter: bool = False  # keep only labels the setting's grader scores as desired (report the drops)
 
 
 @dataclass
@@ -406,9 +386,6 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
 
 
-GRADERS = ("language", "keyword", "case", "code", "judge")
-TEACHERS = ("scripted", "openai_compatible", "onpolicy", "file")
-TRACKER_MODES = ("auto", "online", "offline", "disabled")
 
 
 def looks_local(path: str) -> bool:
@@ -424,7 +401,7 @@ def _require(ok: bool, message: str) -> None:
 def validate_grader(g: GraderConfig, where: str = "setting.grader") -> None:
     """Per-kind checks of a grader block (eval.graders builds it); each message names the field to fix."""
     _require(g.kind in GRADERS, f"{where}.kind={g.kind!r}: known graders are {list(GRADERS)}")
-    pairs = {"case": ("normal", "caps"), "code": ("hack", "honest")}
+    pairs = {"case": CASE_STYLES, "code": CODE_BEHAVIORS}
     if g.kind == "language":
         for name in ("desired", "attack"):
             value = getattr(g, name)
@@ -458,8 +435,8 @@ def validate_grader(g: GraderConfig, where: str = "setting.grader") -> None:
 
 def validate(cfg: Config) -> None:
     """Reject configs that would fail late or give meaningless results. Raises ConfigError."""
-    from orchestrator.ranges import range_errors  # lazily: it reads this module's lists of known values
-
+    # Long on purpose: a flat list of independent one-line checks, in the order their messages should come
+    # (lone values, then blocks, then the checks that combine blocks); per-block checks live in validate_*.
     errors = range_errors(cfg)  # every lone value first, all at once; then the checks that combine fields
     _require(not errors, "; ".join(errors))
     sw, tr, sa = cfg.sweep, cfg.train, cfg.sample
@@ -543,8 +520,6 @@ def validate(cfg: Config) -> None:
     _require(cfg.cluster.nodes >= 1, f"cluster.nodes={cfg.cluster.nodes}: must be >= 1")
     _require(cfg.cluster.gpus_per_node >= 0, f"cluster.gpus_per_node={cfg.cluster.gpus_per_node}: must be >= 0")
     # last: these combine train, sweep and cluster values, each already checked alone above
-    from orchestrator.placement import data_parallel_shape, trial_placement  # lazily: it imports this module
-
     # (auto values are checked when the plan resolves them: orchestrator/resolve.py)
     if not is_auto(tr.num_workers):
         trial_placement(tr.num_workers, sw.cpus_per_trial, cfg.cluster.gpus_per_node, tr.dist_backend,
@@ -586,9 +561,6 @@ def validate_engine(e: EngineConfig, tr: TrainConfig) -> None:
              f"one of vLLM's {list(VLLM_LORA_RANKS)} >= train.lora_rank={tr.lora_rank}")
     for name in ("fully_sharded_loras", "moe_lora_3d", "dedicated_gpus", "sleep"):
         _planned(getattr(e, name), f"sample.engine.{name}", bool, rule="true or false")
-
-
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def validate_model(m: ModelConfig, tr: TrainConfig) -> None:
@@ -637,9 +609,6 @@ def validate_setting(st: SettingConfig) -> None:
         _require(bool(ex.answer.strip()), f"setting.examples[{i}].answer is empty")
 
 
-EXPECTED_GRADES = ("desired", "attack", "other")
-
-
 def validate_endpoint(ep: EndpointConfig, where: str) -> None:
     """An endpoint block that is used: named server and model, a key env var NAME (never a key), sane limits."""
     _require(bool(ep.base_url) and bool(ep.model),
@@ -668,10 +637,6 @@ def validate_teacher(t: TeacherConfig) -> None:
         _require(bool(t.path), f"{where}.path is required for kind=file: a jsonl of {{prompt, completion}} rows")
     if t.kind == "scripted":
         _require(bool(t.field), f"{where}.field is required for kind=scripted: the bank field with the answer")
-
-
-CAPABILITY_BENCHMARKS = ("toy_probe", "mmlu", "ifeval", "olympiads", "followbench")
-CAPABILITY_CHECKPOINTS = ("transferred", "last", "all", "steps")
 
 
 def validate_capability(cfg: Config) -> None:

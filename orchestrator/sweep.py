@@ -19,89 +19,19 @@ from eval.plots import plot_curves
 from eval.report import write_report
 from eval.runfiles import trial_name, write_curves_csv, write_json, write_text_atomic
 from eval.summary import analyze_sweep_dir, failure_message, format_table, trial_summary
-from orchestrator.config import settings_for_toy
+from orchestrator.build import build_train_spec, resolve_capability, resolve_model, sampler_spec
 from orchestrator.labels_cmd import preflight_labels, sampler_onpolicy
 from orchestrator.placement import SAMPLER_RESOURCE, sampler_placement, trial_placement
 from orchestrator.resolve import resolve
+from orchestrator.sampler_session import ray_cluster, sampler_actors
 from orchestrator.schema import Config, ConfigError
 from orchestrator.trial import FAILED, TrialContext, eval_prompts, run_trial
-from workers.sampler import SamplerSpec
 from workers.teacher import ensure_labels
-from workers.tracking import OWN_WANDB_SERVICE, resolve_wandb_mode
-from workers.train import build_train_spec
+from workers.tracking import resolve_wandb_mode
 
 
 def log(msg: str) -> None:
     print(msg, flush=True)
-
-
-def resolve_base_model(cfg: Config) -> str:
-    """The base model's path: the configured path/hub id, a real model prepared offline (model.prepare), or the
-    cached toy (each built on first use)."""
-    if cfg.model.path is not None:
-        return cfg.model.path
-    if cfg.model.prepare is not None:
-        from workers.real_models import ModelPrepError, ensure_prepared
-
-        try:
-            return str(ensure_prepared(cfg.model.prepare, cfg.cache_dir, log))
-        except ModelPrepError as err:
-            raise ConfigError(str(err)) from None
-    from workers.toy import ensure_toy
-
-    return str(ensure_toy(cfg.model.toy, settings_for_toy(cfg), cfg.cache_dir, log))
-
-
-def measure_model(cfg: Config, model_path: str, n: int, held_out: bool) -> dict[str, Any]:
-    """Rates of the base model (no adapter) on n eval and n train prompts, through a vLLM engine of its own."""
-    from workers.probe import measure
-    from workers.sampler import Sampler
-
-    started = time.time()
-    sampler = Sampler(sampler_spec(cfg, model_path))
-    try:
-        s = cfg.sample
-        result = measure(lambda texts: sampler.generate(None, texts, s.max_new_tokens, s.temperature, s.top_p),
-                         cfg.setting, n, s.seed, held_out)
-    finally:
-        sampler.shutdown()
-    return result | {"model_path": model_path, "max_new_tokens": cfg.sample.max_new_tokens,
-                     "temperature": cfg.sample.temperature, "seconds": round(time.time() - started, 1)}
-
-
-def resolve_model(cfg: Config) -> str:
-    """The sweep's model: the base model, or with model.organism=true the setting's organism built from it."""
-    base = resolve_base_model(cfg)
-    if not cfg.model.organism:
-        return base
-    from workers.organism import ensure_organism
-
-    m = cfg.model
-    return str(ensure_organism(
-        base, cfg.setting, m.organism_recipe, cfg.cache_dir, dtype=m.dtype,
-        chat_template_kwargs=dict(m.chat_template_kwargs), max_len=m.max_model_len, log=log,
-        measure=lambda path: measure_model(cfg, path, m.organism_recipe.n_measure, held_out=True)))
-
-
-def sampler_spec(cfg: Config, model_path: str) -> SamplerSpec:
-    """The engine's knobs from the resolved plan (orchestrator/resolve.py; a resolved config resolves to itself)."""
-    e = resolve(cfg).sample.engine
-    return SamplerSpec(
-        model_path=model_path, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
-        max_lora_rank=e.max_lora_rank, chat_template_kwargs=dict(cfg.model.chat_template_kwargs),
-        gpu_memory_utilization=e.gpu_memory_utilization, cpu_kvcache_space_gib=e.cpu_kvcache_space_gib,
-        max_loras=e.max_loras, max_cpu_loras=e.max_cpu_loras, tensor_parallel_size=e.tensor_parallel_size,
-        enforce_eager=e.enforce_eager, seed=cfg.sample.seed, max_num_seqs=e.max_num_seqs,
-        cpu_lora_kernel=e.cpu_lora_kernel, fully_sharded_loras=e.fully_sharded_loras,
-        moe_lora_3d=e.moe_lora_3d,  # the plan's: the trainer saves expert LoRA in PEFT's fused 3-D format
-        sleep=e.sleep,  # the plan's: asleep between batches when it shares the trainers' GPUs
-    )
-
-
-def resolve_capability(cfg: Config) -> Any:
-    from workers.capability import resolve
-
-    return resolve(cfg.capability, cfg.cache_dir)
 
 
 class SweepFailed(RuntimeError):
@@ -348,6 +278,30 @@ class _QuietTrialErrors(logging.Filter):
 TUNE_ERROR_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune")
 
 
+def _start_sweep_sampler(cfg: Config, start: Any, name: str, model_path: str, placement: Any, sweep_dir: Path,
+                         started: float) -> Any:
+    """The sweep's one sampler actor, placed beside the trials; where it landed goes to placement.json."""
+    import ray
+
+    where = sampler_placement(cfg.sample.engine.tensor_parallel_size, cfg.cluster.gpus_per_node,
+                              SAMPLER_RESOURCE in ray.cluster_resources(), cfg.cluster.nodes,
+                              int(placement.gpus_per_worker * placement.num_workers),
+                              dedicated=cfg.sample.engine.dedicated_gpus)
+    log(f"[sampler] starting one vLLM engine for the whole sweep (multi-LoRA) with {where.actor_options()}...")
+    # a dead actor process is restarted (engine and all) and its pending calls retried; threaded so
+    # that requests of concurrent trials queue up inside the actor and share one engine call
+    sampler = start(sampler_spec(cfg, model_path), options={"name": name, **where.actor_options()},
+                    max_restarts=2, max_task_retries=2, max_concurrency=64)
+    node = ray.get(sampler.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()))
+    write_json(sweep_dir / "placement.json", {
+        "sampler": {"node_id": node, **where.actor_options()},
+        "trial": {"num_workers": placement.num_workers, "bundles": placement.bundles,
+                  "strategy": placement.strategy, "backend": placement.backend}})
+    log(f"[sampler] ready after {time.time() - started:.0f}s on node {node[:8]}; each trial: "
+        f"{placement.num_workers} x {placement.worker_resources} ({placement.strategy})")
+    return sampler
+
+
 def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str, Any]],
                 started: float) -> list[Any]:
     """Ray Tune over the pending trials, with one vLLM engine for all of them; returns failed results."""
@@ -362,36 +316,11 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
     train_spec = build_train_spec(cfg, model_path, 0.0, 0)  # its refusals come before labels and engines
     onpolicy = cfg.setting.teacher.kind == "onpolicy"  # labelled by the sweep's engine, once it is up
     labels = None if onpolicy else ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir)
-    own_ray = not ray.is_initialized()
-    if own_ray:  # "local" always starts a fresh cluster, never joins a stale one
-        local = {"resources": {SAMPLER_RESOURCE: 1}} if not cfg.sweep.ray_address else {}
-        ray.init(address=cfg.sweep.ray_address or "local", include_dashboard=False, log_to_driver=False,
-                 configure_logging=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "LRSWEEP_CACHE": cfg.cache_dir}
-                                          | OWN_WANDB_SERVICE},
-                 **local)
     sampler_name = f"lrsweep-sampler-{os.getpid()}-{int(started)}"
-    sampler = None
-    try:
-        from workers.sampler import Sampler
-
-        where = sampler_placement(cfg.sample.engine.tensor_parallel_size, cfg.cluster.gpus_per_node,
-                                  SAMPLER_RESOURCE in ray.cluster_resources(), cfg.cluster.nodes,
-                                  int(placement.gpus_per_worker * placement.num_workers),
-                                  dedicated=cfg.sample.engine.dedicated_gpus)
-        log(f"[sampler] starting one vLLM engine for the whole sweep (multi-LoRA) with {where.actor_options()}...")
-        # a dead actor process is restarted (engine and all) and its pending calls retried; threaded so
-        # that requests of concurrent trials queue up inside the actor and share one engine call
-        sampler = ray.remote(max_restarts=2, max_task_retries=2, max_concurrency=64)(Sampler).options(
-            name=sampler_name, **where.actor_options()).remote(sampler_spec(cfg, model_path))
-        ray.get(sampler.ready.remote())
-        node = ray.get(sampler.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()))
-        write_json(sweep_dir / "placement.json", {
-            "sampler": {"node_id": node, **where.actor_options()},
-            "trial": {"num_workers": placement.num_workers, "bundles": placement.bundles,
-                      "strategy": placement.strategy, "backend": placement.backend}})
-        log(f"[sampler] ready after {time.time() - started:.0f}s on node {node[:8]}; each trial: "
-            f"{placement.num_workers} x {placement.worker_resources} ({placement.strategy})")
+    env = {"LRSWEEP_CACHE": cfg.cache_dir}
+    with ray_cluster(cfg.sweep.ray_address, env, sampler_resource=not cfg.sweep.ray_address), \
+            sampler_actors(log) as start:
+        sampler = _start_sweep_sampler(cfg, start, sampler_name, model_path, placement, sweep_dir, started)
         if labels is None:
             labels = ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir, onpolicy=sampler_onpolicy(
                 cfg, lambda *args: ray.get(sampler.generate.remote(*args))))
@@ -427,14 +356,3 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
         finally:
             for name in TUNE_ERROR_LOGGERS:
                 logging.getLogger(name).removeFilter(quiet)
-    finally:
-        if sampler is not None:
-            try:  # how much cross-trial batching happened: requests per engine call
-                st = ray.get(sampler.stats.remote(), timeout=10)
-                log(f"[sampler] {st['requests']} requests in {st['engine_calls']} engine calls "
-                    f"(at most {st['max_batch_requests']} in one), {st['generated_tokens']} tokens generated")
-            except Exception:  # a dead engine must not hide the sweep's own error
-                pass
-            ray.kill(sampler, no_restart=True)
-        if own_ray:
-            ray.shutdown()

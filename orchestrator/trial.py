@@ -175,7 +175,7 @@ def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
                          tags=[ctx.setting.name, ctx.model_name])
     capability = None
     if ctx.capability is not None and ctx.capability.benchmarks:
-        from workers.capability import TrialCapability
+        from orchestrator.capability_queue import TrialCapability
 
         capability = TrialCapability(ctx.capability, ctx.capability_baseline or {}, sampler, trial_dir, logger,
                                      spec.max_steps, ctx.threshold)

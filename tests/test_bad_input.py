@@ -91,7 +91,7 @@ def test_a_folder_holding_another_sweep_is_refused_and_left_as_it_was(tmp_path):
     assert proc.returncode != 0 and "already holds a different sweep" in proc.stderr
     assert f"resume={run_dir}" in proc.stderr
     assert (run_dir / "config.yaml").read_text() == "sweep:\n  lrs: [0.5]\n"
-    assert sorted(p.name for p in run_dir.iterdir() if p.name not in (".hydra", "cli.log")) == before
+    assert sorted(p.name for p in run_dir.iterdir() if p.name not in (".hydra", "sweep.log")) == before
 
 
 @pytest.mark.parametrize("args, message", [

@@ -186,7 +186,7 @@ def test_a_sweep_without_benchmark_files_stops_before_any_compute(tmp_path):
 
 
 def test_recover_refuses_bad_choices_before_starting_engines(tmp_path, capsys):
-    from orchestrator.recover import main
+    from orchestrator.recover_cmd import main
     from orchestrator.sweep import config_yaml
 
     sweep = _sweep(tmp_path)

@@ -75,7 +75,7 @@ def test_toy_corpus_teaches_the_probe():
 
 def test_rejection_sampling_keeps_only_correct_answers_one_per_item(cap, tmp_path):
     from eval.capability_data import load_items
-    from orchestrator.recover import rejection_sample
+    from orchestrator.recover_cmd import rejection_sample
 
     pool = load_items("toy_probe", None)[:30]
     calls = []
@@ -96,7 +96,7 @@ def test_rejection_sampling_keeps_only_correct_answers_one_per_item(cap, tmp_pat
 
 
 def test_recoveries_with_different_recipes_get_their_own_folders(cap):
-    from orchestrator.recover import recovery_name
+    from orchestrator.recover_cmd import recovery_name
 
     r = cap.recover
     names = {recovery_name("lr0.01_seed0", 8, "toy_probe", lr, replace(r, **kw))

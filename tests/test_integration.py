@@ -85,7 +85,8 @@ def test_one_wandb_offline_run_per_trial(sweep):
 
 
 def test_trainer_runs_alone_without_ray(cache_dir, tmp_path):
-    proc = run(["-m", "workers.train", "--lr", "1e-3", "--out", str(tmp_path / "t"), "sweep.max_steps=2"], cache_dir)
+    proc = run(["-m", "orchestrator", "train", "--lr", "1e-3", "--out", str(tmp_path / "t"), "sweep.max_steps=2"],
+               cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").open()]
     assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["train_loss"] > 0

@@ -3,8 +3,8 @@
 import pytest
 
 from eval.analysis import analyze_trial
-from eval.metrics import checkpoint_steps, rates, steps_to_transfer, summarize_trial
-from eval.summary import format_table
+from eval.metrics import checkpoint_steps, rates, steps_to_transfer
+from eval.summary import format_table, summarize_trial
 
 
 @pytest.mark.parametrize(

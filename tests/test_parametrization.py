@@ -7,9 +7,9 @@ from dataclasses import asdict
 
 from eval.parametrization import describe
 from eval.report import write_report
+from orchestrator.build import build_train_spec
 from orchestrator.config import compose_config
 from tests.test_report import make_sweep
-from workers.train import build_train_spec
 
 
 def trial_train_block(overrides: list[str]) -> dict:

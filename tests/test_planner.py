@@ -229,7 +229,7 @@ def test_more_workers_than_sequences_is_refused():
 
 def test_compile_is_refused_when_the_plan_shards_with_zero3():
     """zero_stage=auto resolves to 3 for a model that does not fit one GPU: compile is refused there too."""
-    from workers.train import build_train_spec
+    from orchestrator.build import build_train_spec
 
     cfg = compose_config(["model=qwen3_235b_a22b", "cluster.nodes=3", *H100_NODES, "train.compile=true"])
     assert resolve_zero_stage(cfg) == 3

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator.build import build_train_spec, sampler_spec
 from orchestrator.config import compose_config
 from orchestrator.placement import trial_placement
 from orchestrator.planner import GIB, PlanError, make_plan
 from orchestrator.resolve import resolve
 from orchestrator.schema import ConfigError
-from orchestrator.sweep import check_sweep_folder, config_yaml, sampler_spec
-from workers.train import build_train_spec
+from orchestrator.sweep import check_sweep_folder, config_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LRS = "sweep.lrs=[3e-5,1e-4,3e-4,1e-3]"

@@ -5,10 +5,10 @@ import json
 import pytest
 
 from eval.runfiles import append_jsonl, read_jsonl, write_json
-from orchestrator.cli import load_resumed, resume_argv
 from orchestrator.config import compose_config
 from orchestrator.schema import ConfigError
 from orchestrator.sweep import check_sweep_folder, config_yaml, pending_trials
+from orchestrator.sweep_cmd import load_resumed, resume_argv
 from orchestrator.trial import checkpoint_train_loss, reconcile_trial_dir
 from workers.trainer_state import ResumeError, read_resume_point
 

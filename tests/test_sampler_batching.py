@@ -81,8 +81,8 @@ def test_real_engine_serves_several_adapters_in_one_batch(cache_dir, tmp_path):
     from dataclasses import replace
 
     from bench.adapters import random_adapters
+    from orchestrator.build import resolve_model, sampler_spec
     from orchestrator.config import compose_config
-    from orchestrator.sweep import resolve_model, sampler_spec
     from workers.sampler import Sampler
 
     cfg = compose_config([f"cache_dir={cache_dir}"])

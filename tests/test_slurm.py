@@ -11,21 +11,20 @@ from pathlib import Path
 import pytest
 
 from eval.runfiles import append_jsonl, write_json
-from orchestrator.cli import load_resumed
 from orchestrator.config import compose_config, to_typed
 from orchestrator.schema import ConfigError
-from orchestrator.submit import (
+from orchestrator.status_cmd import format_status, sweep_status
+from orchestrator.submit_cmd import (
     check_cluster,
-    format_status,
     job_config,
     render_script,
     render_template,
     sbatch,
     secrets_in,
     submit,
-    sweep_status,
 )
 from orchestrator.sweep import check_sweep_folder, config_yaml
+from orchestrator.sweep_cmd import load_resumed
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRETS = {"WANDB_API_KEY": "wandb-secret-0123456789abcdef", "OPENAI_API_KEY": "sk-openai-secret-0123456789"}
@@ -133,7 +132,7 @@ def test_the_warning_signal_asks_the_trainers_to_save_state(tmp_path):
     import signal
     import time
 
-    from orchestrator.submit import TEMPLATE
+    from orchestrator.submit_cmd import TEMPLATE
 
     template = TEMPLATE.read_text()
     trap = template[template.index("ask_trainers_to_save_state() {"):template.index('cd "$LRSWEEP_ROOT"')]
@@ -173,7 +172,7 @@ def test_whole_nodes_no_requeue_online_and_own_python(tmp_path):
 
 
 def test_storage_is_where_the_sweep_folder_goes(tmp_path, monkeypatch):
-    from orchestrator.submit import default_sweep_dir
+    from orchestrator.submit_cmd import default_sweep_dir
 
     cfg = slurm_cfg(f"cluster.storage={tmp_path}/shared")
     assert default_sweep_dir(cfg).parent == tmp_path / "shared" / "sweeps" / "wronglang_spanish"

@@ -18,7 +18,7 @@ import pytest
 from slurm_cluster import SlurmCluster, free_port, missing_binaries
 
 from eval.runfiles import read_jsonl
-from orchestrator.submit import sweep_status
+from orchestrator.status_cmd import sweep_status
 from workers.trainer_state import read_resume_point
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,7 +161,7 @@ def test_slurm_delivers_the_warning_to_the_scripts_trap(slurm, tmp_path):
     """The batch script's warning trap under a real slurmd: `--signal=B:USR1@<s>` signals the batch shell, as
     `scancel --batch --signal=USR1` does at once; the trap touches the save request while the driver (here a
     stand-in that ends once it sees the request) keeps running, and the driver's status is the job's."""
-    from orchestrator.submit import TEMPLATE
+    from orchestrator.submit_cmd import TEMPLATE
 
     template = TEMPLATE.read_text()
     trap = template[template.index("ask_trainers_to_save_state() {"):template.index('cd "$LRSWEEP_ROOT"')]

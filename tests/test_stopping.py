@@ -89,7 +89,7 @@ def _trial(max_steps=64):
 
 def test_analysis_counts_a_converged_early_stop_as_converged_and_complete():
     from eval.analysis import analyze_trial, summarize_seeds
-    from eval.metrics import summarize_trial
+    from eval.summary import summarize_trial
 
     rows = evals((0, 1.0), (1, 0.9), (2, 0.8), (4, 0.4), (8, 0.2)) + [
         {"kind": "stop", "step": 8, "reason": TRANSFER, "steps_trained": 8}]
@@ -112,7 +112,7 @@ def test_analysis_leaves_out_an_unconverged_early_stop():
 
 def test_a_trial_without_a_stop_row_still_reports_missing_checkpoints():
     from eval.analysis import analyze_trial
-    from eval.metrics import summarize_trial
+    from eval.summary import summarize_trial
 
     rows = evals((0, 1.0), (1, 0.9), (2, 0.8))
     assert analyze_trial(_trial(), rows, 0.5).missing_steps == [4, 8, 16, 32, 64]

@@ -209,7 +209,7 @@ def test_unreachable_teacher_is_refused_before_anything_runs(tmp_path, command):
     assert f"cannot reach endpoint {url} (model 'gpt-4o-mini', no key)" in proc.stderr
     assert "Is the server up?" in proc.stderr and "Traceback" not in proc.stderr
     assert time.monotonic() - started < 60
-    hydras_own = {"cli.log"}  # Hydra's job log (and .hydra/) are written before any lrsweep code runs
+    hydras_own = {"sweep.log"}  # Hydra's job log (and .hydra/) are written before any lrsweep code runs
     written = [p.name for p in out.rglob("*") if p.is_file() and ".hydra" not in p.parts and p.name not in hydras_own]
     assert written == [] and not (tmp_path / "cache").exists()  # no toy build, no labels, no config.yaml
 

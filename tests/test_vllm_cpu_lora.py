@@ -141,9 +141,9 @@ def test_the_plugin_is_registered_with_vllm():
 
 
 def test_the_sweep_config_chooses_the_kernel_and_refuses_unknown_ones():
+    from orchestrator.build import sampler_spec
     from orchestrator.config import compose_config
     from orchestrator.schema import CPU_LORA_KERNELS, ConfigError
-    from orchestrator.sweep import sampler_spec
 
     assert CPU_LORA_KERNELS == grouped.KERNELS
     assert sampler_spec(compose_config([]), "/m").cpu_lora_kernel == "grouped"

@@ -30,10 +30,29 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eval.runfiles import write_json
+
+
+@dataclass
+class EndpointConfig:
+    """An OpenAI-compatible chat endpoint (teacher labels, LLM judge): gpt-4o-mini, or a local `vllm serve`.
+
+    The key is never in a config: `api_key_env` names the environment variable that holds it."""
+
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    model: str | None = None
+    api_key_env: str | None = None  # NAME of the env var with the key; null for a keyless local server
+    max_concurrency: int = 8
+    timeout_s: float = 60.0  # per request
+    max_retries: int = 5  # on 429, 5xx, timeouts and dropped connections, with exponential backoff
+    backoff_s: float = 1.0  # first retry's wait; doubles each retry (with jitter)
+    max_wait_s: float = 60.0  # cap on one wait, a server's Retry-After included
+    temperature: float = 1.0
+    max_tokens: int = 512
 
 CACHE_VERSION = 1
 PROGRESS_EVERY = 50  # batches at least this long get progress lines

@@ -27,8 +27,24 @@ from pathlib import Path
 from typing import Any
 
 from eval.runfiles import read_jsonl, write_json, write_jsonl, write_text_atomic
-from workers.endpoint import cache_root
+from workers.endpoint import EndpointConfig, cache_root
 from workers.prompts import DataError, Prompt, bank_path, build_prompts, file_digest, load_bank, split_bank
+
+TEACHERS = ("scripted", "openai_compatible", "onpolicy", "file")
+
+
+@dataclass
+class TeacherConfig:
+    """Who writes the SFT labels for the train prompts."""
+
+    kind: str = "scripted"  # scripted | openai_compatible | onpolicy | file
+    # before `field`, whose name shadows dataclasses.field in the rest of this class body
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # openai_compatible
+    field: str = "es_teacher"  # scripted: a bank field, or a template over bank fields ("{en_teacher} ...")
+    path: str | None = None  # file: a jsonl of {"prompt", "completion"} rows
+    system_prompt: str = ""  # openai_compatible / onpolicy: what the teacher is told to do
+    n_samples: int = 1  # labels per train prompt (sampling diversity is kept by the cache key)
+    filter: bool = False  # keep only labels the setting's grader scores as desired (report the drops)
 
 MAX_LISTED_ERRORS = 20
 

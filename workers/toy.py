@@ -7,7 +7,7 @@ corpus is the project's question bank; its tokenizer is trained locally. Determi
 config and seed, built once and cached under `<cache_dir>/toy/<key>`; a half-built folder is
 never read (build in a temporary folder, then rename).
 
-Build it alone:  python -m workers.toy   (uses conf/ defaults)
+Build it alone:  python -m orchestrator toy   (conf/ defaults; Hydra overrides follow)
 """
 
 from __future__ import annotations
@@ -217,10 +217,3 @@ def _plain(obj: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(obj, resolve=True)  # type: ignore[return-value]
-
-
-if __name__ == "__main__":
-    from orchestrator.config import compose_config, settings_for_toy
-
-    cfg = compose_config([])
-    print(ensure_toy(cfg.model.toy, settings_for_toy(cfg), cfg.cache_dir))

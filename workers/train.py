@@ -4,12 +4,11 @@ On CPU it runs on DeepSpeed's CPU accelerator with gloo; with CUDA, on NCCL. It 
 (gathered from its ZeRO-3 shards) at every checkpoint step and hands it to `on_checkpoint`; the
 sweep's trial evaluates it there. Runnable alone, without Ray (trains and saves adapters + losses):
 
-    python -m workers.train --lr 1e-3 --seed 0 --out /tmp/trial [hydra overrides, e.g. sweep.max_steps=8]
+    python -m orchestrator train --lr 1e-3 --seed 0 --out /tmp/trial [hydra overrides, e.g. sweep.max_steps=8]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 from eval.heartbeat import write_heartbeat
 from eval.runfiles import step_name
+from workers.data_parallel import data_parallel_shape
 from workers.trainer_state import StateSchedule, load_state, read_resume_point, save_state
 
 
@@ -139,8 +139,6 @@ def mean_over_ranks(value: float, device: Any) -> float:
 
 def deepspeed_config(spec: TrainSpec, world_size: int | None = None) -> dict[str, Any]:
     """DeepSpeed's config: spec.batch_size sequences per step over the data-parallel ranks."""
-    from orchestrator.placement import data_parallel_shape
-
     world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
     micro, accum = data_parallel_shape(spec.batch_size, spec.micro_batch_size, world)
     zero: dict[str, Any] = {"stage": spec.zero_stage}
@@ -425,53 +423,3 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
             engine.destroy()
         if owned and torch.distributed.is_initialized():  # a launcher's group is the launcher's to end
             torch.distributed.destroy_process_group()
-
-
-def main(argv: list[str] | None = None) -> None:
-    from eval.runfiles import append_jsonl
-    from orchestrator.config import compose_config
-    from workers.teacher import ensure_labels, read_labels
-
-    parser = argparse.ArgumentParser(description="Train one LoRA trial without Ray (no evaluation).")
-    parser.add_argument("--lr", type=float, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
-    args, overrides = parser.parse_known_args(argv)
-    cfg = compose_config(overrides)
-    out = args.out.resolve()
-    from orchestrator.sweep import resolve_model
-
-    model_path = resolve_model(cfg)
-    examples = read_labels(ensure_labels(cfg.setting, out))
-    spec = build_train_spec(cfg, model_path, args.lr, args.seed)
-
-    def record(step: int, adapter: Path, info: dict[str, Any]) -> None:
-        append_jsonl(out / "metrics.jsonl", {"step": step, "train_loss": info["train_loss"], "adapter": str(adapter)})
-
-    train(spec, examples, out, record)
-
-
-def build_train_spec(cfg: Any, model_path: str, lr: float, seed: int) -> TrainSpec:
-    """The trainer's narrow config, from the resolved plan (orchestrator/resolve.py): ZeRO stage and micro-batch."""
-    from eval.metrics import checkpoint_steps
-    from orchestrator.resolve import resolve
-
-    cfg = resolve(cfg)  # refuses train.compile with ZeRO-3, and anything that cannot fit, naming the fix
-    t, m = cfg.train, cfg.model
-    zero_stage, micro = int(t.zero_stage), int(t.micro_batch_size)
-    return TrainSpec(
-        model_path=model_path, dtype=m.dtype, lora_target_modules=list(m.lora_target_modules), lr=lr, seed=seed,
-        max_steps=cfg.sweep.max_steps, checkpoint_steps=checkpoint_steps(cfg.sweep.max_steps),
-        batch_size=t.batch_size, micro_batch_size=micro, optimizer=t.optimizer,
-        lr_schedule=t.lr_schedule, lora_rank=t.lora_rank,
-        lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, betas=tuple(t.betas), weight_decay=t.weight_decay,
-        zero_stage=zero_stage, dist_backend=t.dist_backend, torch_threads=t.torch_threads,
-        max_seq_len=m.max_model_len, chat_template_kwargs=dict(m.chat_template_kwargs),
-        lora_expert_parameters=list(m.lora_expert_parameters) if m.lora_experts else [],
-        gradient_checkpointing=m.gradient_checkpointing, loss=t.loss, loss_chunk_tokens=t.loss_chunk_tokens,
-        compile=t.compile, state_every_s=t.state_every_s, hpz_partition_size=int(t.hpz_partition_size),
-    )
-
-
-if __name__ == "__main__":
-    main()

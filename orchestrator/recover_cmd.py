@@ -27,6 +27,8 @@ from typing import Any
 
 from eval.capability import default_recovery_checkpoint, relative_degradation
 from eval.runfiles import load_trials, step_name, write_json, write_jsonl
+from orchestrator.build import build_train_spec, resolve_model, sampler_spec
+from orchestrator.sampler_session import ray_cluster, sampler_actors
 from orchestrator.schema import Config, ConfigError
 
 
@@ -154,18 +156,9 @@ def measure_checkpoint(cfg: Config, cap: Any, generate: Any, adapter: str, items
     return {"score": s.score, "n": s.n, "rel_degradation": relative_degradation(baseline, s.score)} | rates
 
 
-def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path:
-    import ray
-
-    from orchestrator.sweep import resolve_model, sampler_spec
-    from workers.capability import ensure_baseline, eval_items
-    from workers.sampler import Sampler
-    from workers.tracking import OWN_WANDB_SERVICE
-    from workers.train import build_train_spec
-
-    started = time.time()
-    cap, r = recovery_settings(cfg, args)
-    bench = cap.benchmarks[0]
+def checkpoint_to_recover(cfg: Config, sweep_dir: Path, args: argparse.Namespace
+                          ) -> tuple[str, int, dict[str, Any], Path]:
+    """(trial, step, the trial's config.json, its adapter folder): --trial/--step, else the first transferred one."""
     trials = load_trials(sweep_dir)
     if args.step is not None and not args.trial:
         raise ConfigError("--step needs --trial (which trial's checkpoint)")
@@ -175,6 +168,18 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
     adapter = sweep_dir / "trials" / trial / "adapters" / step_name(step)
     if trial_cfg is None or not (adapter / "adapter_config.json").exists():
         raise ConfigError(f"no adapter at {adapter}: pick a trial and step that the sweep saved (--trial, --step)")
+    return trial, step, trial_cfg, adapter
+
+
+def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path:
+    import ray
+
+    from workers.capability import ensure_baseline, eval_items
+
+    started = time.time()
+    cap, r = recovery_settings(cfg, args)
+    bench = cap.benchmarks[0]
+    trial, step, trial_cfg, adapter = checkpoint_to_recover(cfg, sweep_dir, args)
     items, pool = eval_items(cap, bench)
     lr = r.lr if r.lr is not None else float(trial_cfg["lr"])
     out = sweep_dir / "recovery" / recovery_name(trial, step, bench, lr, r)
@@ -185,17 +190,9 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
     log(f"[recover] {trial} step {step} on {bench}: {r.n_labels} labels from {info['teacher']}, "
         f"{r.steps} steps x {r.batch_size} at lr {lr:g} -> {out}")
     model_path = resolve_model(cfg)
-    own_ray = not ray.is_initialized()
-    if own_ray:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"} | OWN_WANDB_SERVICE})
-    actors: list[Any] = []
-    try:
+    with ray_cluster(None, {}), sampler_actors(log) as start_actor:
         def start(path: str) -> Any:
-            actor = ray.remote(num_cpus=0)(Sampler).remote(sampler_spec(cfg, path))
-            ray.get(actor.ready.remote())
-            actors.append(actor)
-            return actor
+            return start_actor(sampler_spec(cfg, path), num_cpus=0)
 
         sampler = start(model_path)
 
@@ -232,11 +229,6 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
             "baseline": baseline, "n_labels": len(labels), "n_sampled": sampled,
             "n_correct": correct, "acceptance_rate": correct / sampled if sampled else None, "train": rows,
             "before": before, "after": after, "wall_s": round(time.time() - started, 1)})
-    finally:
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
-        if own_ray:
-            ray.shutdown()
     return out
 
 

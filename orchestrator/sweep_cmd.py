@@ -1,4 +1,8 @@
-"""Hydra entry points. `@hydra.main` appears here once per command; below, code gets typed objects."""
+"""The sweep command, Hydra's entry point: `@hydra.main` appears here once; below it, code gets typed objects.
+
+    python -m orchestrator sweep setting=wronglang_spanish [overrides]   # dry_run=true: check, train nothing
+    python -m orchestrator sweep resume=sweeps/<setting>/<date>         # finish an interrupted sweep
+"""
 
 from __future__ import annotations
 
@@ -72,3 +76,14 @@ def sweep_main(dcfg: DictConfig) -> None:
         print(f"error: {err}", file=sys.stderr)
         discard_bookkeeping(run_dir)
         sys.exit(2)
+
+
+def main(argv: list[str]) -> int:
+    from orchestrator.dryrun import main as dry_run_main
+    from orchestrator.dryrun import wants_dry_run
+
+    if wants_dry_run(argv):  # composed without Hydra's run folder, so nothing is written
+        return dry_run_main(argv)
+    sys.argv = resume_argv([sys.argv[0], *argv])  # Hydra reads its overrides from sys.argv
+    sweep_main()
+    return 0

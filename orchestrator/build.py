@@ -1,0 +1,115 @@
+"""Builders: config -> the objects the engines run from. One home, so the sweep, labels, recover, probe, the
+one-trial command and the bench scripts build them the same way.
+
+    model path      resolve_model(cfg)       (base model, a prepared real model or the toy; the organism on top)
+    train spec      build_train_spec(cfg, model_path, lr, seed)   (from the resolved plan)
+    sampler spec    sampler_spec(cfg, model_path)                 (from the resolved plan)
+    capability      resolve_capability(cfg)
+    plan            build_plan(cfg)                               (orchestrator/planner.py's arithmetic)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from eval.metrics import checkpoint_steps
+from orchestrator.config import settings_for_toy
+from orchestrator.planner import Plan, make_plan
+from orchestrator.resolve import resolve
+from orchestrator.sampler_session import local_sampler
+from orchestrator.schema import Config, ConfigError
+from workers.capability import resolve as resolve_benchmarks
+from workers.probe import measure
+from workers.sampler import SamplerSpec
+from workers.train import TrainSpec
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def resolve_base_model(cfg: Config) -> str:
+    """The base model's path: the configured path/hub id, a real model prepared offline (model.prepare), or the
+    cached toy (each built on first use)."""
+    if cfg.model.path is not None:
+        return cfg.model.path
+    if cfg.model.prepare is not None:
+        from workers.real_models import ModelPrepError, ensure_prepared
+
+        try:
+            return str(ensure_prepared(cfg.model.prepare, cfg.cache_dir, log))
+        except ModelPrepError as err:
+            raise ConfigError(str(err)) from None
+    from workers.toy import ensure_toy
+
+    return str(ensure_toy(cfg.model.toy, settings_for_toy(cfg), cfg.cache_dir, log))
+
+
+def measure_model(cfg: Config, model_path: str, n: int, held_out: bool) -> dict[str, Any]:
+    """Rates of the base model (no adapter) on n eval and n train prompts, through a vLLM engine of its own."""
+    started = time.time()
+    with local_sampler(sampler_spec(cfg, model_path)) as sampler:
+        s = cfg.sample
+        result = measure(lambda texts: sampler.generate(None, texts, s.max_new_tokens, s.temperature, s.top_p),
+                         cfg.setting, n, s.seed, held_out)
+    return result | {"model_path": model_path, "max_new_tokens": cfg.sample.max_new_tokens,
+                     "temperature": cfg.sample.temperature, "seconds": round(time.time() - started, 1)}
+
+
+def resolve_model(cfg: Config) -> str:
+    """The sweep's model: the base model, or with model.organism=true the setting's organism built from it."""
+    base = resolve_base_model(cfg)
+    if not cfg.model.organism:
+        return base
+    from workers.organism import ensure_organism
+
+    m = cfg.model
+    return str(ensure_organism(
+        base, cfg.setting, m.organism_recipe, cfg.cache_dir, dtype=m.dtype,
+        chat_template_kwargs=dict(m.chat_template_kwargs), max_len=m.max_model_len, log=log,
+        measure=lambda path: measure_model(cfg, path, m.organism_recipe.n_measure, held_out=True)))
+
+
+def sampler_spec(cfg: Config, model_path: str) -> SamplerSpec:
+    """The engine's knobs from the resolved plan (orchestrator/resolve.py; a resolved config resolves to itself)."""
+    e = resolve(cfg).sample.engine
+    return SamplerSpec(
+        model_path=model_path, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
+        max_lora_rank=e.max_lora_rank, chat_template_kwargs=dict(cfg.model.chat_template_kwargs),
+        gpu_memory_utilization=e.gpu_memory_utilization, cpu_kvcache_space_gib=e.cpu_kvcache_space_gib,
+        max_loras=e.max_loras, max_cpu_loras=e.max_cpu_loras, tensor_parallel_size=e.tensor_parallel_size,
+        enforce_eager=e.enforce_eager, seed=cfg.sample.seed, max_num_seqs=e.max_num_seqs,
+        cpu_lora_kernel=e.cpu_lora_kernel, fully_sharded_loras=e.fully_sharded_loras,
+        moe_lora_3d=e.moe_lora_3d,  # the plan's: the trainer saves expert LoRA in PEFT's fused 3-D format
+        sleep=e.sleep,  # the plan's: asleep between batches when it shares the trainers' GPUs
+    )
+
+
+def resolve_capability(cfg: Config) -> Any:
+    """The capability benchmarks' spec (workers.capability.CapabilitySpec): items found, judge and limits."""
+    return resolve_benchmarks(cfg.capability, cfg.cache_dir)
+
+
+def build_train_spec(cfg: Config, model_path: str, lr: float, seed: int) -> TrainSpec:
+    """The trainer's narrow config, from the resolved plan (orchestrator/resolve.py): ZeRO stage and micro-batch."""
+    cfg = resolve(cfg)  # refuses train.compile with ZeRO-3, and anything that cannot fit, naming the fix
+    t, m = cfg.train, cfg.model
+    zero_stage, micro = int(t.zero_stage), int(t.micro_batch_size)
+    return TrainSpec(
+        model_path=model_path, dtype=m.dtype, lora_target_modules=list(m.lora_target_modules), lr=lr, seed=seed,
+        max_steps=cfg.sweep.max_steps, checkpoint_steps=checkpoint_steps(cfg.sweep.max_steps),
+        batch_size=t.batch_size, micro_batch_size=micro, optimizer=t.optimizer,
+        lr_schedule=t.lr_schedule, lora_rank=t.lora_rank,
+        lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, betas=tuple(t.betas), weight_decay=t.weight_decay,
+        zero_stage=zero_stage, dist_backend=t.dist_backend, torch_threads=t.torch_threads,
+        max_seq_len=m.max_model_len, chat_template_kwargs=dict(m.chat_template_kwargs),
+        lora_expert_parameters=list(m.lora_expert_parameters) if m.lora_experts else [],
+        gradient_checkpointing=m.gradient_checkpointing, loss=t.loss, loss_chunk_tokens=t.loss_chunk_tokens,
+        compile=t.compile, state_every_s=t.state_every_s, hpz_partition_size=int(t.hpz_partition_size),
+    )
+
+
+def build_plan(cfg: Config) -> Plan:
+    """GPUs, memory, sampler shape and time of the sweep, before any allocation (`python -m orchestrator plan`)."""
+    return make_plan(cfg)
