@@ -30,7 +30,8 @@ def test_hpz_is_taken_where_the_second_copy_fits():
     """A 16-GPU trial of 235B on 141 GB GPUs: primary shard 470,187,269,120/16 B + hpZ copy /8 fits, so the gathers of
     the frozen base stay in the node: 3 x 470,187,269,120 x 7/8 / 150 GB/s = 8.23 s instead of x 15/16 / 40 GB/s
     = 33.06 s; the trainer's DeepSpeed config carries zero_hpz_partition_size."""
-    from workers.train import build_train_spec, deepspeed_config
+    from orchestrator.build import build_train_spec
+    from workers.train import deepspeed_config
 
     cfg = compose_config([*SWEEP_A, "cluster.gpu_memory_gib=141", "train.num_workers=16"])
     plan = make_plan(cfg).sections
@@ -48,7 +49,8 @@ def test_hpz_is_left_off_where_its_copy_does_not_fit_and_refused_when_asked_for(
     cfg = compose_config([*SWEEP_A, "train.num_workers=16"])
     tr = make_plan(cfg).sections["trainer"]
     assert tr["hpz_partition_size"] == 1 and tr["hpz_secondary_weights_gib"] == 0
-    from workers.train import build_train_spec, deepspeed_config
+    from orchestrator.build import build_train_spec
+    from workers.train import deepspeed_config
 
     zero = deepspeed_config(build_train_spec(cfg, "/models/qwen3", 1e-4, 0), world_size=16)["zero_optimization"]
     assert "zero_hpz_partition_size" not in zero
