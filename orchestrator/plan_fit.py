@@ -22,7 +22,18 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from orchestrator.planner import DTYPE_BYTES, GIB, Plan, PlanError, gib, train_memory
+from orchestrator.plan_model import (
+    DTYPE_BYTES,
+    GIB,
+    Plan,
+    PlanError,
+    arch_of,
+    gib,
+    param_counts,
+    train_memory,
+    trained_lora_params,
+    trials_that_fit,
+)
 from orchestrator.schema import ArchConfig, Config, is_auto
 
 PLANNED_LOSS_CHUNKS = (4096, 2048, 1024, 512, 256)  # train.loss_chunk_tokens=auto: the largest that fits
@@ -147,8 +158,6 @@ def search(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, limit:
                             continue
                         fits.append((shape, mem))
                         break  # the largest chunk that fits
-    from orchestrator.plan_time import trials_that_fit
-
     if held_limit is not None:  # fall back to all fits: the sampler's own plan then names what does not fit
         fits = [f for f in fits if f[1]["resident"] <= held_limit] or fits
     placed = [f for f in fits if trials_that_fit(per_node, cfg.cluster.nodes, f[0].gpus, sampler_gpus) > 0]
@@ -163,8 +172,6 @@ def search(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, limit:
 def sweep_cost(cfg: Config, counts: dict[str, int], lora: int, s: Shape, sampler_gpus: int) -> tuple[float, float]:
     """(the sweep's training wall seconds, trainer GPU-seconds per trial-step) for shape `s`, placed beside the
     sampler: packs at once = min(packs that fit, packs, sweep.max_concurrent_trials)."""
-    from orchestrator.plan_time import trials_that_fit
-
     cl, p = cfg.cluster, cfg.plan
     step = step_seconds(cfg, counts, lora, s)["step_s"]
     jobs = math.ceil(trials_per_setting(cfg) / s.pack)
@@ -238,8 +245,6 @@ def plan_trainer(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, 
 
 def _auto_shape(cfg: Config, limit: float) -> str:
     """What the plan would choose with the trainer's fields on auto, for a refusal's message."""
-    from orchestrator.planner import arch_of, param_counts, trained_lora_params
-
     auto = replace(cfg, train=replace(cfg.train, num_workers="auto", zero_stage="auto", micro_batch_size="auto",
                                       loss_chunk_tokens="auto", hpz_partition_size="auto"))
     a = arch_of(auto)

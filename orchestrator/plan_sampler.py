@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from orchestrator.planner import DTYPE_BYTES, GIB, Plan, PlanError, gib, linear_shape
+from orchestrator.plan_model import DTYPE_BYTES, GIB, Plan, PlanError, gib, linear_shape, lora_params
 from orchestrator.schema import VLLM_LORA_RANKS, ArchConfig, Config, ConfigError, is_auto
 
 
@@ -165,8 +165,6 @@ def _record(cfg: Config, a: ArchConfig, counts: dict[str, int], plan: Plan, s: d
     plan.put(sec, "weights_per_gpu_gib", round(s["weights"] / GIB, 2), f"{counts['total'] / 1e9:.2f}B x {wbytes} B "
              f"/ {tp}", gib(s["weights"]))
     experts = list(cfg.model.lora_expert_parameters) if cfg.model.lora_experts and a.num_experts else []
-    from orchestrator.planner import lora_params
-
     adapter = lora_params(a, list(cfg.model.lora_target_modules), experts, rank)["total"] * wbytes
     plan.put(sec, "lora_slot_gib", round(adapter / GIB, 3), f"adapter at rank {rank} x {wbytes} B", gib(adapter))
     fully = tp > 1 and rank % tp == 0 if is_auto(e.fully_sharded_loras) else bool(e.fully_sharded_loras)

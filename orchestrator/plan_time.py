@@ -5,17 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from orchestrator.planner import DTYPE_BYTES, Plan, PlanError
+from orchestrator.plan_fit import Shape, step_seconds
+from orchestrator.plan_model import DTYPE_BYTES, Plan, PlanError, trials_that_fit
 from orchestrator.schema import ArchConfig, Config, is_auto
-
-
-def trials_that_fit(per_node: int, nodes: int, trial_gpus: int, sampler_gpus: int) -> int:
-    """Trials placed at once: the sampler takes the first node's first GPUs; a trial stays inside one node,
-    or takes whole free nodes when it needs more than one."""
-    free = [per_node - sampler_gpus] + [per_node] * (nodes - 1)
-    if trial_gpus <= per_node:
-        return sum(max(f, 0) // trial_gpus for f in free)
-    return sum(1 for f in free if f == per_node) // (trial_gpus // per_node)
 
 
 def plan_placement(cfg: Config, trainer: dict[str, Any], sampler: dict[str, Any], plan: Plan) -> int:
@@ -68,8 +60,6 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
     a pack's step trains K trials); sampling is asynchronous, so a dedicated sampler only lengthens the sweep when it
     is busier than the trainers; one asleep on the trainers' GPUs makes them wait while it samples."""
     from eval.metrics import checkpoint_steps
-    from orchestrator.plan_fit import Shape, step_seconds
-
     m, p, tr, cl, sec = cfg.model, cfg.plan, cfg.train, cfg.cluster, "time"
     wbytes, gpus, k = DTYPE_BYTES[m.dtype], trainer["gpus"], trainer["pack"]
     tokens_example = p.tokens_per_example or m.max_model_len
@@ -140,39 +130,3 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
                      f"of {gpus} GPUs beside {own} sampler GPUs")
             plan.put(sec, "allocation_gpu_h_at_nodes_needed", need * cl.gpus_per_node * wall / 3600,
                      f"{need} nodes x {cl.gpus_per_node} GPUs x wall_h (set cluster.nodes={need}: the same wall time)")
-
-
-def price_packing(cfg: Config, plan: Plan) -> None:
-    """The same sweep unpacked (sweep.pack=1) and packed (sweep.pack=auto), priced side by side: per-trial and
-    per-sweep GPU-hours (section `pricing`)."""
-    from dataclasses import replace
-
-    from orchestrator.planner import make_plan
-
-    rows = {}
-    for name, pack in (("unpacked", 1), ("packed", "auto")):
-        if cfg.sweep.pack == pack:
-            other = plan
-        else:
-            try:
-                other = make_plan(replace(cfg, sweep=replace(cfg.sweep, pack=pack)), price=False)
-            except PlanError as err:
-                plan.put("pricing", name, None, text=f"does not fit: {err}")
-                continue
-        t, tr = other.sections.get("time", {}), other.sections["trainer"]
-        if "allocation_gpu_h" not in t:
-            continue
-        rows[name] = plan.put("pricing", name, {
-            "pack": tr["pack"], "gpus_per_trial": tr["gpus_per_trial"], "step_s": round(t["step_s"], 3),
-            "trainer_gpu_h_per_trial": round(t["trainer_gpu_h_per_trial"], 4),
-            "trainer_gpu_h": round(t["trainer_gpu_h"], 3), "allocation_gpu_h": round(t["allocation_gpu_h"], 3),
-            "allocation_gpu_h_per_trial": round(t["allocation_gpu_h_per_trial"], 4), "wall_h": round(t["wall_h"], 4),
-            "sampler_dedicated": other.sections["sampler"]["dedicated_gpus"]},
-            text=f"K {tr['pack']} on {tr['gpus_per_trial']} GPUs: step {t['step_s']:.3g} s, "
-            f"{t['trainer_gpu_h_per_trial']:.4g} trainer GPU-h per trial, allocation {t['allocation_gpu_h']:.4g} "
-            f"GPU-h ({t['allocation_gpu_h_per_trial']:.4g} per trial), sampler "
-            + ("dedicated" if other.sections["sampler"]["dedicated_gpus"] else "shared"))
-    if len(rows) == 2:
-        plan.put("pricing", "packing_saves", round(rows["unpacked"]["allocation_gpu_h"] /
-                                                    rows["packed"]["allocation_gpu_h"], 3),
-                 "unpacked allocation_gpu_h / packed allocation_gpu_h")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import available, compose_config
-from orchestrator.plan_time import trials_that_fit
+from orchestrator.plan_model import trials_that_fit
 from orchestrator.planner import (
     GIB,
     PlanError,
