@@ -96,6 +96,7 @@ RANGES: dict[str, Interval] = {
     "SweepConfig.max_concurrent_trials": AT_LEAST_1,
     "SweepConfig.cpus_per_trial": POSITIVE,
     "SweepConfig.max_retries": NON_NEGATIVE,
+    "SweepConfig.pack": AT_LEAST_1,
     "SweepConfig.progress_interval_s": POSITIVE,
     "SweepConfig.organism_min_train_desired": Interval(0, 1, note="0 turns the check off"),
     "SweepConfig.collapse_other_rate": Interval(0, 1, hi_open=True),

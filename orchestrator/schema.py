@@ -216,6 +216,9 @@ class SweepConfig:
     max_concurrent_trials: int = 2
     cpus_per_trial: float = 1.0
     max_retries: int = 2
+    # trials (LRs x seeds of this setting) trained together in one pack: one forward/backward over the frozen base
+    # (workers/packed.py); 1: each trial alone
+    pack: int = 1
     ray_address: str | None = None
     progress_interval_s: float = 60.0  # progress table's period when stdout is not a terminal (logs, Slurm .out)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)

@@ -17,6 +17,7 @@ from orchestrator.schema import ArchConfig, ConfigError, validate
 
 # (field as the command line spells it, bad value, message the user sees)
 CHECKS = [
+    ("sweep.pack", 0, "sweep.pack=0: must be >= 1"),
     ("setting.grader.endpoint.max_concurrency", 0, "setting.grader.endpoint.max_concurrency=0: must be >= 1"),
     ("setting.grader.endpoint.timeout_s", 0.0, "setting.grader.endpoint.timeout_s=0.0: must be > 0"),
     ("setting.grader.endpoint.max_retries", -1, "setting.grader.endpoint.max_retries=-1: must be >= 0"),

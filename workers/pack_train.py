@@ -138,8 +138,9 @@ def train_pack(specs: list[TrainSpec], examples: list[dict[str, str]], out_dirs:
         torch.set_num_threads(spec.torch_threads)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     engine, route, layers = build_pack_engine(specs, world, log)
-    loop = _PackLoop(specs, engine, route, layers, out_dirs, state_dir, hooks, schedule, clock, log,
-                     list(active) if active is not None else [True] * len(specs))
+    # rank 0's view of who is finished (other ranks of a multi-worker pack pass none)
+    active = broadcast_from_rank0(list(active) if active is not None else [True] * len(specs))
+    loop = _PackLoop(specs, engine, route, layers, out_dirs, state_dir, hooks, schedule, clock, log, active)
     try:
         encoded = encode_labels(tokenizer, examples, spec.chat_template_kwargs, spec.max_seq_len)
         start = loop.resume()
