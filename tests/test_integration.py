@@ -90,3 +90,33 @@ def test_trainer_runs_alone_without_ray(cache_dir, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").open()]
     assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["train_loss"] > 0
     assert (tmp_path / "t" / "adapters" / "step_00002" / "adapter_config.json").exists()
+
+
+def test_a_pack_of_two_writes_what_the_two_trials_alone_write(sweep, cache_dir, tmp_path):
+    """The same two trials packed (sweep.pack=2: one Tune trial, one forward/backward per step): the run-folder
+    contract as alone, adapters equal within float tolerance, the same eval rows (served by vLLM from the packed
+    trainer's PEFT adapters) and one W&B run per trial; the pack's trainer state lives in packs/."""
+    out_dir = tmp_path / "packed"
+    proc = run(["-m", "orchestrator", "sweep", "sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=4", "sweep.pack=2",
+                f"hydra.run.dir={out_dir}"], cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import torch
+
+    for name in ("lr0.001_seed0", "lr0.003_seed0"):
+        alone, packed = sweep[0] / "trials" / name, out_dir / "trials" / name
+        a = load_file(alone / "adapters" / "step_00004" / "adapter_model.safetensors")
+        p = load_file(packed / "adapters" / "step_00004" / "adapter_model.safetensors")
+        assert a.keys() == p.keys()
+        for key in a:
+            torch.testing.assert_close(p[key], a[key], rtol=1e-4, atol=1e-6, msg=key)
+        rows = [[{k: v for k, v in json.loads(line).items() if k not in ("time", "eval_latency_s")}
+                 for line in (d / "metrics.jsonl").open()] for d in (alone, packed)]
+        keep = ("step", "kind", "eval_attack_rate", "eval_desired_rate", "train_attack_rate", "n_eval")
+        assert [{k: r.get(k) for k in keep} for r in rows[1]] == [{k: r.get(k) for k in keep} for r in rows[0]]
+        assert [r["train_loss"] for r in rows[1] if r["kind"] == "train"] == pytest.approx(
+            [r["train_loss"] for r in rows[0] if r["kind"] == "train"], rel=1e-5)
+        assert json.loads((packed / "result.json").read_text())["done"]
+        assert json.loads((packed / "config.json").read_text())["pack"] == "lr0.001_seed0_k2"
+    assert len(sorted(out_dir.glob("trials/*/wandb/offline-run-*"))) == 2
+    assert json.loads((out_dir / "packs" / "lr0.001_seed0_k2" / "state" / "resume.json").read_text())["step"] == 4
+    assert "2 trials: 2 done" in proc.stdout
