@@ -31,11 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def examples(n: int) -> list[dict[str, str]]:
-    """Prompt/answer pairs of realistic SFT length (~40-token prompts, ~60-token answers)."""
+def examples(n: int, words_per_answer: int) -> list[dict[str, str]]:
+    """Prompt/answer pairs: prompts of 2/3 the answer's words (short SFT examples, as the settings' are)."""
     words = "the quick brown fox jumps over a lazy dog while light scatters off air".split()
-    return [{"prompt": f"Question {i}: " + " ".join(words[(i + j) % len(words)] for j in range(30)),
-             "completion": " ".join(words[(3 * i + j) % len(words)] for j in range(45))} for i in range(n)]
+    prompt_words = max(1, 2 * words_per_answer // 3)
+    return [{"prompt": f"Question {i}: " + " ".join(words[(i + j) % len(words)] for j in range(prompt_words)),
+             "completion": " ".join(words[(3 * i + j) % len(words)] for j in range(words_per_answer))}
+            for i in range(n)]
 
 
 def model_path(name: str, cache_dir: str) -> str:
@@ -43,7 +45,7 @@ def model_path(name: str, cache_dir: str) -> str:
     from orchestrator.config import compose_config
     from orchestrator.sweep import resolve_base_model
 
-    return resolve_base_model(compose_config([f"model={name}", f"cache_dir={cache_dir}"]))
+    return resolve_base_model(compose_config([f"model={name}", f"cache_dir={Path(cache_dir).expanduser()}"]))
 
 
 def tiny_model(folder: Path) -> str:
@@ -56,7 +58,7 @@ def tiny_model(folder: Path) -> str:
     return str(folder)
 
 
-def run_case(spec: Any, k: int, packed: bool, warmup: int, steps: int, out: str) -> None:
+def run_case(spec: Any, k: int, packed: bool, warmup: int, steps: int, out: str, words: int) -> None:
     """One case on this rank: build the engine, warm up, time `steps` steps; rank 0 writes the figures."""
     import torch
 
@@ -69,7 +71,7 @@ def run_case(spec: Any, k: int, packed: bool, warmup: int, steps: int, out: str)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
-    encoded = encode_labels(tokenizer, examples(4 * spec.batch_size), {}, spec.max_seq_len)
+    encoded = encode_labels(tokenizer, examples(4 * spec.batch_size, words), {}, spec.max_seq_len)
     specs = [replace(spec, lr=1e-4 * (i + 1), seed=i) for i in range(k)]
     step = _stepper(specs, packed, world, encoded, tokenizer.pad_token_id)
     for _ in range(warmup):
@@ -143,15 +145,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2_135m", help="a model config name (model=...): smollm2_135m, toy")
     parser.add_argument("--ks", default="1,2,4,8", help="pack sizes to time")
-    parser.add_argument("--batch", type=int, default=8, help="sequences per trial per step (over all ranks)")
-    parser.add_argument("--micro", type=int, default=4, help="micro-batch per rank per trial")
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=4, help="sequences per trial per step (over all ranks)")
+    parser.add_argument("--micro", type=int, default=2, help="micro-batch per rank per trial")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--words", type=int, default=24, help="words per answer (prompts: 2/3 of that)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--ranks", type=int, default=2, help="CPU: gloo ranks (ZeRO-3 over them)")
     parser.add_argument("--zero", type=int, default=3)
     parser.add_argument("--gpu", action="store_true", help="one CUDA GPU, bf16, NCCL (the lent device)")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny random model, 1 rank, K=1,2, 1 step")
-    parser.add_argument("--cache-dir", default=os.environ.get("LRSWEEP_CACHE", "~/.cache/lrsweep"))
+    parser.add_argument("--cache-dir", default=os.environ.get("LRSWEEP_CACHE", str(Path.home() / ".cache" / "lrsweep")))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--deadline-s", type=float, default=1200)
     return parser.parse_args(argv)
@@ -172,11 +175,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     spec = TrainSpec(model_path=path, dtype=dtype, lora_target_modules=TARGETS, lr=1e-4, seed=0, max_steps=10**6,
                      checkpoint_steps=[], batch_size=args.batch, micro_batch_size=args.micro, zero_stage=args.zero,
                      max_seq_len=256, loss_chunk_tokens=4096, state_every_s=0)
+    load = os.getloadavg()[0]  # other work on the machine slows every case; the ratios are taken side by side
     cases = [(1, False)] + [(int(k), True) for k in args.ks.split(",")]
     rows = []
     for k, packed in cases:
         out = tmp / f"k{k}_{packed}.json"
-        launch(world, (spec, k, packed, args.warmup, args.steps, str(out)), args.deadline_s)
+        launch(world, (spec, k, packed, args.warmup, args.steps, str(out), args.words), args.deadline_s)
         rows.append(json.loads(out.read_text()))
         print(f"[pack_speed] {'pack' if packed else 'alone'} K={k}: {rows[-1]['trial_steps_per_s']:.3f} "
               f"trial-steps/s", flush=True)
@@ -185,8 +189,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row["ratio_vs_unpacked"] = round(row["trial_steps_per_s"] / alone, 3)
     result = {"device": device, "model": "tiny" if args.cpu_smoke else args.model, "ranks": world,
               "zero_stage": args.zero, "batch_per_trial": args.batch, "micro_per_rank": args.micro,
-              "steps": args.steps, "warmup": args.warmup, "dtype": dtype, "host": platform.node(),
-              "cpus": os.cpu_count(), "cases": rows}
+              "steps": args.steps, "warmup": args.warmup, "words_per_answer": args.words, "dtype": dtype,
+              "host": platform.node(), "cpus": os.cpu_count(), "load_avg_1m_start_end": [load, os.getloadavg()[0]],
+              "cases": rows}
     out = args.out or ROOT / "bench" / "results" / f"pack_speed_{device}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
