@@ -11,7 +11,8 @@ packed_train_step for a pack of K).
 Each case runs in fresh processes (one per rank): `--warmup` steps, then `--steps` timed steps. A lone trial's
 rate is steps/s; a pack's is K x steps/s (K trials advance one step each). `ratio_vs_unpacked` is a pack's
 trial-steps/s over the lone trial's: what packing gains when K trials would otherwise run one after another on
-the same workers; `ratio_vs_pack_k1` sets aside the difference between the packed layer and PEFT's at K = 1. Results: bench/results/pack_speed_<device>.json.
+the same workers; `ratio_vs_pack_k1` sets aside the difference between the packed layer and PEFT's at K = 1.
+Results: bench/results/pack_speed_<device>.json.
 """
 
 from __future__ import annotations
