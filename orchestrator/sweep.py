@@ -321,6 +321,9 @@ def preflight(cfg: Config) -> str:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     eval_prompts(cfg.setting, cfg.sample)  # loads and checks the bank, renders every template
+    refusals = pack_refusals(build_train_spec(cfg, "", 0.0, 0), pack_size(cfg))  # what a pack cannot train
+    if refusals:
+        raise ConfigError(f"sweep.pack={pack_size(cfg)}: " + "; ".join(refusals))
     return wandb_mode
 
 
@@ -397,9 +400,6 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
                                 cfg.train.dist_backend, cfg.cluster.nodes)
     model_path = resolve_model(cfg)
     train_spec = build_train_spec(cfg, model_path, 0.0, 0)  # its refusals come before labels and engines
-    refusals = pack_refusals(train_spec, pack_size(cfg))
-    if refusals:
-        raise ConfigError(f"sweep.pack={pack_size(cfg)}: " + "; ".join(refusals))
     onpolicy = cfg.setting.teacher.kind == "onpolicy"  # labelled by the sweep's engine, once it is up
     labels = None if onpolicy else ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir)
     own_ray = not ray.is_initialized()

@@ -113,3 +113,17 @@ def test_a_crashed_pack_resumes_every_member(alone_runs) -> None:
     run_in_fresh_process(packed, (specs, str(out), False, None), DEADLINE_S, "resumed pack")
     for i in range(len(specs)):
         assert_same(adapters(out / f"member_{i}", STEPS), adapters(root / f"alone_{i}", STEPS))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.loss=hf", "packed trials need train.loss=answer_chunks"),
+    ("model.lora_target_modules=[q_proj,lm_head]", "do not put LoRA on lm_head"),
+])
+def test_a_pack_refuses_what_it_cannot_train_before_compute(override, message):
+    from orchestrator.config import compose_config
+    from orchestrator.schema import ConfigError
+    from orchestrator.sweep import preflight
+
+    with pytest.raises(ConfigError, match=f"sweep.pack=2: .*{message}.*or set sweep.pack=1"):
+        preflight(compose_config(["sweep.lrs=[1e-3,3e-3]", "sweep.pack=2", override]))
+    preflight(compose_config(["sweep.lrs=[1e-3,3e-3]", "sweep.pack=1", override]))  # alone: fine
