@@ -2,7 +2,7 @@
 
 The Tune trial is a thin driver: it builds a `TorchTrainer` whose N workers each run `workers.train.train`
 on their share of every batch (Ray Train builds the torch.distributed group: gloo on CPU, NCCL on GPU;
-DeepSpeed adopts it). Rank 0 runs the whole trial as `run_trial` does in-process (run folder, sampler
+DeepSpeed adopts it). Rank 0 runs the whole trial as a pack (orchestrator/pack.py) does in-process (run folder, sampler
 requests, grading, W&B); its metric rows reach Tune through a queue the driver relays with
 `tune.report`, since `ray.train.report` is a collective every rank would have to join in step.
 A failed worker fails the Train run and so the Tune trial; Tune's retry resumes it from trainer state.
@@ -16,26 +16,29 @@ from pathlib import Path
 from typing import Any
 
 from eval.runfiles import trial_name
-from orchestrator.trial import TrialContext, run_trial, trial_spec
+from orchestrator.pack import Pack, follow_pack, pack_name
+from orchestrator.trial import TrialContext
 
 
-def run_distributed_trial(ctx: TrialContext, lr: float, seed: int, report: Any) -> None:
-    """Fit one trial's TorchTrainer and relay rank 0's rows to `report` until it ends (re-raising its error)."""
+def run_distributed_pack(ctx: TrialContext, members: list[tuple[float, int]], report: Any) -> None:
+    """Fit one pack's TorchTrainer (a pack of one: a lone trial) and relay rank 0's rows, tagged with their trial's
+    name, to `report(name, row)` until it ends (re-raising its error)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Empty, Queue
 
     p = ctx.placement
+    run_name = pack_name(members) if len(members) > 1 else trial_name(*members[0])
     rows = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"ctx": ctx, "lr": lr, "seed": seed, "rows": rows},
+        train_loop_config={"ctx": ctx, "members": members, "rows": rows},
         scaling_config=ray.train.ScalingConfig(
             num_workers=p.num_workers, use_gpu=p.gpus_per_worker > 0, resources_per_worker=dict(p.worker_resources),
             placement_strategy=p.strategy),
         torch_config=TorchConfig(backend=p.backend),
         run_config=ray.train.RunConfig(
-            name=f"{trial_name(lr, seed)}_{time.strftime('%Y%m%d_%H%M%S')}",
+            name=f"{run_name}_{time.strftime('%Y%m%d_%H%M%S')}",
             storage_path=str(Path(ctx.sweep_dir) / "tune" / "train"),  # the sweep's (shared) storage
             failure_config=ray.train.FailureConfig(max_failures=0)),  # retries are Tune's, from trainer state
     )
@@ -52,12 +55,12 @@ def run_distributed_trial(ctx: TrialContext, lr: float, seed: int, report: Any) 
     try:
         while True:
             try:
-                report(rows.get(timeout=0.5))
+                report(*rows.get(timeout=0.5))
             except Empty:
                 if not fitting.is_alive():
                     break
         while not rows.empty():  # rows put just before the run ended
-            report(rows.get_nowait())
+            report(*rows.get_nowait())
     finally:
         fitting.join()
         rows.shutdown()
@@ -66,24 +69,20 @@ def run_distributed_trial(ctx: TrialContext, lr: float, seed: int, report: Any) 
 
 
 def _worker_loop(config: dict[str, Any]) -> None:
-    """One Train worker: rank 0 runs the trial (training included), the others train beside it."""
+    """One Train worker: rank 0 runs the pack (training included), the others train beside it."""
     import ray
     import ray.train
     import torch
 
-    from workers.teacher import read_labels
-    from workers.train import train
-
     ctx: TrialContext = config["ctx"]
-    lr, seed, rows = config["lr"], config["seed"], config["rows"]
+    members, rows = config["members"], config["rows"]
     rank = ray.train.get_context().get_world_rank()
     nodes: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
     if rank == 0:
-        run_trial(ctx, lr, seed, lambda row: rows.put(row), extra={"placement": _where(nodes)})
+        Pack(ctx, members, lambda name, row: rows.put((name, row)), extra={"placement": _where(nodes)}).run()
     else:
-        trial_dir = Path(ctx.sweep_dir) / "trials" / trial_name(lr, seed)
-        train(trial_spec(ctx, lr, seed), read_labels(Path(ctx.labels_path)), trial_dir, lambda *_: None)
+        follow_pack(ctx, members)
 
 
 def _where(rank_nodes: list[str]) -> dict[str, Any]:

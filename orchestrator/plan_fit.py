@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any
 
 from orchestrator.plan_model import (
@@ -35,6 +36,7 @@ from orchestrator.plan_model import (
     trials_that_fit,
 )
 from orchestrator.schema import ArchConfig, Config, is_auto
+from workers.pack_rules import pack_refusals
 
 PLANNED_LOSS_CHUNKS = (4096, 2048, 1024, 512, 256)  # train.loss_chunk_tokens=auto: the largest that fits
 CHEAPER = 0.98  # a shape with more GPUs replaces a smaller one only when this much cheaper per trial-step
@@ -103,13 +105,34 @@ def _candidates(cfg: Config, per_node: int) -> list[tuple[int, int]]:
                                                 if g >= (2 if auto_stage else 1)]
 
 
+def pack_blockers(cfg: Config) -> list[str]:
+    """What keeps this sweep's trials from training in packs (workers/pack_rules.py), read off the config as the
+    trainer's spec will hold it (orchestrator/build.py)."""
+    m, t = cfg.model, cfg.train
+    spec = SimpleNamespace(lora_expert_parameters=list(m.lora_expert_parameters) if m.lora_experts else [],
+                           lora_target_modules=list(m.lora_target_modules), loss=t.loss,
+                           lora_dropout=t.lora_dropout, compile=t.compile)
+    return pack_refusals(spec, 2)
+
+
+def auto_pack_note(cfg: Config) -> str | None:
+    """Why sweep.pack=auto stays at 1 without a search, or None when the planner searches K."""
+    if blockers := pack_blockers(cfg):
+        return "1: each trial alone, as " + "; ".join(blockers)
+    if cfg.cluster.gpus_per_node == 0:
+        return ("1 on CPU: each trial alone, as tested end to end; set sweep.pack=K to pack (bench/pack_speed.py "
+                "measures it)")
+    return None
+
+
 def _packs(cfg: Config) -> list[int]:
-    n = trials_per_setting(cfg)
     if not is_auto(cfg.sweep.pack):
+        if cfg.sweep.pack > 1 and (blockers := pack_blockers(cfg)):
+            raise PlanError(f"sweep.pack={cfg.sweep.pack}: " + "; ".join(blockers))
         return [cfg.sweep.pack]
-    if cfg.cluster.gpus_per_node == 0:  # CPU: no memory to fit; as many as run at once anyway
-        return [min(n, cfg.sweep.max_concurrent_trials)]
-    return list(range(1, n + 1))
+    if auto_pack_note(cfg) is not None:
+        return [1]
+    return list(range(1, trials_per_setting(cfg) + 1))
 
 
 def _hpz_groups(cfg: Config, gpus: int, stage: int) -> list[int]:
@@ -261,8 +284,10 @@ def _record(cfg: Config, plan: Plan, s: Shape, mem: dict[str, float], limit: flo
              + (f"; a pack of {s.pack} trials shares them)" if s.pack > 1 else ")"))
     plan.put(sec, "zero_stage", s.stage, text=f"{s.stage}" + (" (weights sharded)" if s.stage == 3
                                                             else " (replicated)"))
+    note = auto_pack_note(cfg) if is_auto(cfg.sweep.pack) else None
     plan.put(sec, "pack", s.pack, "largest K (trials per setting at most) whose shape costs the fewest GPU-seconds "
-             "per trial-step, spread evenly over the packs" if is_auto(cfg.sweep.pack) else "sweep.pack")
+             "per trial-step, spread evenly over the packs" if is_auto(cfg.sweep.pack) else "sweep.pack",
+             text=note)
     plan.put(sec, "micro_batch_per_gpu", s.micro, f"largest divisor of batch {tr.batch_size}/{s.gpus} GPUs that "
              "fits" if is_auto(tr.micro_batch_size) else f"train.micro_batch_size={tr.micro_batch_size}")
     if s.pack > 1:

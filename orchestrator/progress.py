@@ -45,17 +45,17 @@ class ProgressTable(tune.Callback):
         self.table.update(self.rows(), time.time() - self.started, force=force)
 
     @staticmethod
-    def _name(trial: Any) -> str:
-        cfg = trial.config["trial"]
-        return trial_name(float(cfg["lr"]), int(cfg["seed"]))
+    def _names(trial: Any) -> set[str]:
+        """The trials a Tune trial runs: its pack's members (orchestrator/pack.py)."""
+        return {trial_name(float(m["lr"]), int(m["seed"])) for m in trial.config["trial"]["members"]}
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if time.time() - self.last_poll >= self.poll_s:  # Tune calls this every ~0.1 s
             self.refresh()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running.add(self._name(trial))
-        self.failed.discard(self._name(trial))
+        self.running |= self._names(trial)
+        self.failed -= self._names(trial)
         self.refresh()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -65,13 +65,13 @@ class ProgressTable(tune.Callback):
         self.refresh()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running.discard(self._name(trial))
-        self.completed.add(self._name(trial))
+        self.running -= self._names(trial)
+        self.completed |= self._names(trial)
         self.refresh()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running.discard(self._name(trial))
-        self.failed.add(self._name(trial))
+        self.running -= self._names(trial)
+        self.failed |= self._names(trial)
         self.refresh()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

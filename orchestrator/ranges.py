@@ -60,8 +60,6 @@ FRACTION_OPEN = Interval(0, 1, lo_open=True, hi_open=True)  # (0, 1): a threshol
 FRACTION_UP_TO_1 = Interval(0, 1, lo_open=True)  # (0, 1]: a share that may be all
 PROBABILITY = Interval(0, 1)  # [0, 1]
 
-# planner-owned fields whose default is a number, not auto (sweep.pack: 1 until packed trials are the default)
-PLANNED_NOT_BY_DEFAULT = ("SweepConfig.pack",)
 
 RANGES: dict[str, Interval] = {
     "EndpointConfig.max_concurrency": AT_LEAST_1,
@@ -109,6 +107,7 @@ RANGES: dict[str, Interval] = {
     "SweepConfig.max_concurrent_trials": AT_LEAST_1,
     "SweepConfig.cpus_per_trial": POSITIVE,
     "SweepConfig.max_retries": NON_NEGATIVE,
+    "SweepConfig.pack": AT_LEAST_1,
     "SweepConfig.progress_interval_s": POSITIVE,
     "SweepConfig.organism_min_train_desired": Interval(0, 1, note="0 turns the check off"),
     "SweepConfig.collapse_other_rate": Interval(0, 1, hi_open=True),
@@ -132,7 +131,6 @@ RANGES: dict[str, Interval] = {
     "TrainConfig.loss_chunk_tokens": AT_LEAST_1,
     "TrainConfig.num_workers": AT_LEAST_1,
     "TrainConfig.hpz_partition_size": AT_LEAST_1,
-    "SweepConfig.pack": AT_LEAST_1,
     "TrainConfig.state_every_s": Interval(0, note="seconds; 0: save state at checkpoints only"),
     "EngineConfig.gpu_memory_utilization": FRACTION_UP_TO_1,
     "EngineConfig.cpu_kvcache_space_gib": AT_LEAST_1,
@@ -235,14 +233,14 @@ def range_errors(obj: Any, path: str = "") -> list[str]:
             if item is None:  # null where the schema allows it (OmegaConf refuses it elsewhere)
                 continue
             # planner-owned: orchestrator/resolve.py fills in the plan's
-            if item == "auto" and (f.default == "auto" or key in PLANNED_NOT_BY_DEFAULT):
+            if item == "auto" and (f.default == "auto"):
                 continue
             shown = where if i is None else f"{where}[{i}]"
             if key in RANGES:
                 rule = RANGES[key]
                 number = isinstance(item, (int, float)) and not isinstance(item, bool)
                 if not number or not rule.holds(float(item)):
-                    planned = "auto (the plan's) or " if f.default == "auto" or key in PLANNED_NOT_BY_DEFAULT else ""
+                    planned = "auto (the plan's) or " if f.default == "auto" else ""
                     errors.append(f"{shown}={item!r}: must be {planned}{rule.describe()}")
             elif key in choices and str(item) not in choices[key]:
                 errors.append(f"{shown}={item!r}: must be one of {', '.join(choices[key])}")

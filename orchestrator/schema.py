@@ -182,6 +182,12 @@ class EarlyStopConfig:
     wait_below: float | None = 1.0
 
 
+# Planner-owned fields hold AUTO ("auto") until orchestrator/resolve.py replaces them with the plan's numbers; an
+# explicit value wins but is checked against the plan's memory arithmetic. Their type is Any (int/float/bool or
+# "auto"): OmegaConf has no unions of a primitive with a string, and `null` would read as "unset", not "plan it".
+AUTO = "auto"
+
+
 @dataclass
 class SweepConfig:
     lrs: list[float] = MISSING
@@ -198,16 +204,11 @@ class SweepConfig:
     max_retries: int = 2
     ray_address: str | None = None
     progress_interval_s: float = 60.0  # progress table's period when stdout is not a terminal (logs, Slurm .out)
-    # trials (LRs and seeds of this setting) trained together in one pass over the frozen base; auto: the plan's K
-    # (memory for K x batch activations, at most the sweep's trials)
-    pack: Any = 1
+    # trials (LRs and seeds of this setting) trained together in one pass over the frozen base (workers/packed.py);
+    # auto: the plan's K on GPUs (memory for K x batch activations, at most the sweep's trials), 1 on CPU and where
+    # the LoRA cannot be packed (lm_head, experts: workers/pack_rules.py); 1: each trial alone
+    pack: Any = AUTO
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
-
-
-# Planner-owned fields hold AUTO ("auto") until orchestrator/resolve.py replaces them with the plan's numbers; an
-# explicit value wins but is checked against the plan's memory arithmetic. Their type is Any (int/float/bool or
-# "auto"): OmegaConf has no unions of a primitive with a string, and `null` would read as "unset", not "plan it".
-AUTO = "auto"
 
 
 @dataclass

@@ -21,11 +21,13 @@ from eval.runfiles import trial_name, write_curves_csv, write_json, write_text_a
 from eval.summary import analyze_sweep_dir, failure_message, format_table, trial_summary
 from orchestrator.build import build_train_spec, resolve_capability, resolve_model, sampler_spec
 from orchestrator.labels_cmd import preflight_labels, sampler_onpolicy
+from orchestrator.pack import Pack, group_trials, pack_size, pack_state_dir
 from orchestrator.placement import SAMPLER_RESOURCE, sampler_placement, trial_placement
 from orchestrator.resolve import resolve
 from orchestrator.sampler_session import ray_cluster, sampler_actors
 from orchestrator.schema import Config, ConfigError
-from orchestrator.trial import FAILED, TrialContext, eval_prompts, run_trial
+from orchestrator.trial import FAILED, TrialContext, eval_prompts
+from workers.pack_rules import pack_refusals
 from workers.teacher import ensure_labels
 from workers.tracking import resolve_wandb_mode
 
@@ -61,35 +63,50 @@ def record_failures(sweep_dir: Path, results: list[Any]) -> dict[str, dict[str, 
     the error's last line and Tune's error.txt under the real tune_<date>/ folder."""
     errors = {}
     for r in results:
-        t = r.config["trial"]
-        name = trial_name(float(t["lr"]), int(t["seed"]))
         error_file = Path(r.path) / "error.txt" if r.path else None
-        err = {"error": last_error_line(r.error),
-               "error_file": str(error_file if error_file is None or error_file.exists() else r.path),
-               "recorded": time.time()}
-        write_json(sweep_dir / "trials" / name / "error.json", err)
-        errors[name] = err
+        members = tune_members(r.config)
+        for lr, seed in members:  # a pack's error is each of its unfinished members'
+            name = trial_name(lr, seed)
+            if len(members) > 1 and (sweep_dir / "trials" / name / "result.json").exists():
+                continue
+            err = {"error": last_error_line(r.error),
+                   "error_file": str(error_file if error_file is None or error_file.exists() else r.path),
+                   "recorded": time.time()}
+            write_json(sweep_dir / "trials" / name / "error.json", err)
+            errors[name] = err
     return errors
 
 
+def tune_members(config: dict[str, Any]) -> list[tuple[float, int]]:
+    """The (lr, seed) of every member of the pack a Tune trial runs (its config["trial"])."""
+    return [(float(m["lr"]), int(m["seed"])) for m in config["trial"]["members"]]
+
+
 def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
-    """One Tune trial. A deterministic error (run_trial wrote failed.json: a bad adapter, a bad config) ends
-    it here as a normal return, since Tune's FailureConfig retries every raised error and a retry would fail
-    the same way; run_sweep reports it as failed from that file."""
+    """One Tune trial: one pack of trials (orchestrator/pack.py; a pack of one is a lone trial). Each member's rows
+    are reported tagged with its name ("trial"). A deterministic error (a member wrote failed.json: a bad adapter, a
+    bad config) ends it here as a normal return, since Tune's FailureConfig retries every raised error and a retry
+    would fail the same way; run_sweep reports that member as failed from that file, and the pack's other
+    unfinished members run again on the next `resume=`."""
     from ray import tune
 
-    lr, seed = float(config["trial"]["lr"]), int(config["trial"]["seed"])
-    failed = Path(ctx.sweep_dir) / "trials" / trial_name(lr, seed) / FAILED
-    failed.unlink(missing_ok=True)  # an earlier run's: this attempt decides afresh
+    members = tune_members(config)
+    failed = [Path(ctx.sweep_dir) / "trials" / trial_name(lr, seed) / FAILED for lr, seed in members]
+    for path in failed:
+        path.unlink(missing_ok=True)  # an earlier run's: this attempt decides afresh
+
+    def report(name: str, row: dict[str, Any]) -> None:
+        tune.report(row | {"trial": name})
+
     try:
         if ctx.placement.num_workers > 1:  # trainer workers in their own placement group
-            from orchestrator.distributed import run_distributed_trial
+            from orchestrator.distributed import run_distributed_pack
 
-            run_distributed_trial(ctx, lr, seed, tune.report)
+            run_distributed_pack(ctx, members, report)
         else:  # the trainer runs in this process: fastest on a laptop
-            run_trial(ctx, lr, seed, tune.report)
+            Pack(ctx, members, report).run()
     except Exception:
-        if failed.exists():
+        if any(path.exists() for path in failed):
             return
         raise
 
@@ -131,6 +148,18 @@ def _resolved_text(text: str) -> str | None:
         return None
 
 
+def pending_packs(cfg: Config, sweep_dir: Path) -> list[list[tuple[float, int]]]:
+    """The packs (orchestrator/pack.py) that still hold a trial without a finished result.json."""
+    done = {(t["lr"], t["seed"]) for t in _all_trials(cfg)} - {(t["lr"], t["seed"]) for t in
+                                                                 pending_trials(cfg, sweep_dir)}
+    return [m for m in group_trials(list(cfg.sweep.lrs), list(cfg.sweep.seeds), pack_size(cfg))
+            if any(t not in done for t in m)]
+
+
+def _all_trials(cfg: Config) -> list[dict[str, Any]]:
+    return [{"lr": lr, "seed": seed} for lr in cfg.sweep.lrs for seed in cfg.sweep.seeds]
+
+
 def pending_trials(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     """(lr, seed) pairs without a finished result.json: what a (resumed) sweep still has to run."""
     return [
@@ -157,23 +186,25 @@ def record_refusals(sweep_dir: Path, todo: list[dict[str, Any]]) -> dict[str, di
     return errors
 
 
-def resume_problems(trial_dir: Path) -> list[str]:
+def resume_problems(trial_dir: Path, state_dir: Path | None = None) -> list[str]:
     """What would stop a trial from resuming from its files: a corrupt resume point, a missing trainer state,
-    or an adapter that is truncated or unreadable. Checked before Ray or an engine starts."""
+    or an adapter that is truncated or unreadable. Checked before Ray or an engine starts. `state_dir`: the
+    trainer state's folder when it is not the trial's own (a pack's)."""
     import json
 
     from safetensors import safe_open
 
     from workers.trainer_state import ResumeError, read_resume_point
 
+    state_dir = state_dir or trial_dir / "state"
     try:
-        point = read_resume_point(trial_dir / "state")
+        point = read_resume_point(state_dir)
     except ResumeError as err:
         return [str(err)]
     if point is None:
         return []
     problems = []
-    state = trial_dir / "state" / point["tag"]
+    state = state_dir / point["tag"]
     if not state.is_dir() or not any(state.iterdir()):
         problems.append(f"{state} is missing or empty")
     for adapter in sorted((trial_dir / "adapters").glob("step_*")):
@@ -188,14 +219,19 @@ def resume_problems(trial_dir: Path) -> list[str]:
     return problems
 
 
-def check_resumable(sweep_dir: Path, todo: list[dict[str, Any]]) -> None:
-    """Refuse to resume when a pending trial's files are damaged, naming each one and the fix."""
+def check_resumable(sweep_dir: Path, packs: list[list[tuple[float, int]]]) -> None:
+    """Refuse to resume when a pending trial's files (or its pack's trainer state) are damaged, naming each one and
+    the fix (packs: orchestrator/pack.py; a lone trial is a pack of one)."""
     bad = {}
-    for t in todo:
-        trial_dir = sweep_dir / "trials" / trial_name(t["lr"], t["seed"])
-        problems = resume_problems(trial_dir) if trial_dir.exists() else []
-        if problems:
-            bad[trial_dir] = problems
+    for members in packs:
+        state_dir = pack_state_dir(sweep_dir, members)
+        for lr, seed in members:
+            trial_dir = sweep_dir / "trials" / trial_name(lr, seed)
+            if not trial_dir.exists() or (trial_dir / "result.json").exists():
+                continue
+            problems = resume_problems(trial_dir, state_dir)
+            if problems:
+                bad[trial_dir] = problems
     if bad:
         lines = [f"  {p}" for problems in bad.values() for p in problems]
         folders = " ".join(str(d) for d in bad)
@@ -216,6 +252,9 @@ def preflight(cfg: Config) -> str:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     eval_prompts(cfg.setting, cfg.sample)  # loads and checks the bank, renders every template
+    refusals = pack_refusals(build_train_spec(cfg, "", 0.0, 0), pack_size(cfg))  # what a pack cannot train
+    if refusals:
+        raise ConfigError(f"sweep.pack={pack_size(cfg)}: " + "; ".join(refusals))
     return wandb_mode
 
 
@@ -228,8 +267,9 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     text = config_yaml(cfg)
     resuming = check_sweep_folder(sweep_dir, text)
     todo = pending_trials(cfg, sweep_dir)
+    packs = pending_packs(cfg, sweep_dir)
     if resuming:
-        check_resumable(sweep_dir, todo)
+        check_resumable(sweep_dir, packs)
     if todo:  # a teacher endpoint that is down, or a bad label file, fails here: nothing written yet
         preflight_labels(cfg, sweep_dir)
     write_text_atomic(sweep_dir / "config.yaml", text)
@@ -250,7 +290,7 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     if todo:
         for t in todo:  # an error of an earlier run of this trial is not this run's
             (sweep_dir / "trials" / trial_name(t["lr"], t["seed"]) / "error.json").unlink(missing_ok=True)
-        failed = record_failures(sweep_dir, _run_trials(cfg, sweep_dir, sweep_id, todo, started))
+        failed = record_failures(sweep_dir, _run_trials(cfg, sweep_dir, sweep_id, packs, started))
         failed |= record_refusals(sweep_dir, todo)
     trials = summarize_sweep(sweep_dir, cfg.sweep.threshold, f"{cfg.setting.name} ({cfg.model.name})")
     summary = [trial_summary(t) for t in trials]
@@ -302,9 +342,10 @@ def _start_sweep_sampler(cfg: Config, start: Any, name: str, model_path: str, pl
     return sampler
 
 
-def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str, Any]],
+def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tuple[float, int]]],
                 started: float) -> list[Any]:
-    """Ray Tune over the pending trials, with one vLLM engine for all of them; returns failed results."""
+    """Ray Tune over the pending packs of trials (one Tune trial each), with one vLLM engine for all of them;
+    returns failed results."""
     import ray
     from ray import tune
 
@@ -341,7 +382,8 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, todo: list[dict[str
         names = [trial_name(lr, seed) for lr in cfg.sweep.lrs for seed in cfg.sweep.seeds]  # the table's rows
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trainable, ctx=ctx), placement.tune_resources()),
-            param_space={"trial": tune.grid_search(todo)},
+            param_space={"trial": tune.grid_search([{"members": [{"lr": lr, "seed": seed} for lr, seed in m]}
+                                                    for m in packs])},
             tune_config=tune.TuneConfig(max_concurrent_trials=cfg.sweep.max_concurrent_trials, reuse_actors=False),
             run_config=tune.RunConfig(
                 name=f"tune_{time.strftime('%Y%m%d_%H%M%S')}", storage_path=str(sweep_dir), verbose=0,

@@ -22,7 +22,7 @@ from eval.runfiles import append_jsonl, read_jsonl, step_name, trial_name, write
 from eval.stopping import StopState
 from workers.prompts import Prompt, build_prompts, load_bank, pick, split_bank
 from workers.sampler import DeterministicError
-from workers.train import TrainSpec, train
+from workers.train import TrainSpec
 
 FAILED = "failed.json"  # a trial that ended on an error a retry would repeat: what it was, and when
 
@@ -137,146 +137,183 @@ def cut_after_stop(trial_dir: Path, stop_step: int) -> None:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def run_trial(ctx: TrialContext, lr: float, seed: int, report: Any,
-              extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one trial and evaluate its checkpoints; `report(row)` receives each checkpoint's metrics.
-    `extra` joins result.json (a multi-worker trial records where its ranks ran).
+class Trial:
+    """One trial's run folder, evaluations and result, whether it trains alone or in a pack (orchestrator/pack.py):
+    build() (folder made to agree with the trainer state it resumes from, logger, sampler, rule), then the trainer
+    calls on_checkpoint and poll, then close() drains the evaluations and writes result.json.
 
-    A trial restarted after a crash resumes from its last trainer state and evaluates any checkpoint
-    whose evaluation was lost, so its files end as an undisturbed run's would.
-    """
-    import ray
+    Sampling is asynchronous: `pending` is the trial's one queue of checkpoint evaluations in flight, finished in
+    step order (capability evaluations queue in workers/capability.py behind them)."""
 
-    from workers.teacher import read_labels
-    from workers.tracking import TrialLogger
-    from workers.trainer_state import read_resume_point
+    def __init__(self, ctx: TrialContext, lr: float, seed: int, report: Any, extra: dict[str, Any] | None = None,
+                 pack: str | None = None) -> None:
+        self.ctx, self.lr, self.seed, self.report, self.extra = ctx, lr, seed, report, extra or {}
+        self.began = time.time()
+        self.name = trial_name(lr, seed)
+        self.dir = Path(ctx.sweep_dir) / "trials" / self.name
+        self.spec = trial_spec(ctx, lr, seed)
+        self.pack = pack
+        self.pending: deque[tuple[int, Any, dict[str, Any], float]] = deque()
+        self.timing = {"eval_wait_s": 0.0, "grade_s": 0.0}  # waiting for the sampler; grading, writing, reporting
+        self.in_training: dict[str, float] | None = None
+        self.capability: Any = None
+        self.stop: StopState | None = None
+        self.result: dict[str, Any] | None = None
 
-    began = time.time()
-    name = trial_name(lr, seed)
-    trial_dir = Path(ctx.sweep_dir) / "trials" / name
-    spec = trial_spec(ctx, lr, seed)
-    trial_info = {"name": name, "setting": ctx.setting.name, "lr": lr, "seed": seed, "model": ctx.model_name,
-                  "max_steps": spec.max_steps, "checkpoint_steps": spec.checkpoint_steps, "threshold": ctx.threshold,
-                  "organism_min_train_desired": ctx.organism_min_train_desired,
-                  "collapse_other_rate": ctx.collapse_other_rate, "sweep_id": ctx.sweep_id,
-                  "num_workers": ctx.placement.num_workers if ctx.placement else 1,
-                  "train": {k: v for k, v in asdict(spec).items() if k not in ("model_path", "lr", "seed")}}
-    write_json(trial_dir / "config.json", trial_info)
-    point = read_resume_point(trial_dir / "state")
-    resumed_from = point["step"] if point else None
-    evaluated = reconcile_trial_dir(trial_dir, resumed_from, spec.checkpoint_steps)
-    append_jsonl(trial_dir / "attempts.jsonl", {"started": time.time(), "resumed_from": resumed_from})
-    sampler = ray.get_actor(ctx.sampler_name)
-    grader = build_grader(ctx.setting.grader)
-    evals, trains = eval_prompts(ctx.setting, ctx.sample)
-    prompts = evals + trains
-    s = ctx.sample
-    logger = TrialLogger(trial_dir, ctx.tracker, group=ctx.sweep_id, name=name, run_config=trial_info,
-                         tags=[ctx.setting.name, ctx.model_name])
-    capability = None
-    if ctx.capability is not None and ctx.capability.benchmarks:
-        from orchestrator.capability_queue import TrialCapability
+    def info(self) -> dict[str, Any]:
+        ctx, spec = self.ctx, self.spec
+        return ({"name": self.name, "setting": ctx.setting.name, "lr": self.lr, "seed": self.seed,
+                "model": ctx.model_name, "max_steps": spec.max_steps, "checkpoint_steps": spec.checkpoint_steps,
+                "threshold": ctx.threshold, "organism_min_train_desired": ctx.organism_min_train_desired,
+                "collapse_other_rate": ctx.collapse_other_rate, "sweep_id": ctx.sweep_id,
+                "num_workers": ctx.placement.num_workers if ctx.placement else 1,
+                 "train": {k: v for k, v in asdict(spec).items() if k not in ("model_path", "lr", "seed")}}
+                | ({"pack": self.pack} if self.pack else {}))
 
-        capability = TrialCapability(ctx.capability, ctx.capability_baseline or {}, sampler, trial_dir, logger,
-                                     spec.max_steps, ctx.threshold)
-        capability.resume(read_jsonl(trial_dir / "metrics.jsonl"))
-    pending: deque[tuple[int, Any, dict[str, Any], float]] = deque()
-    timing = {"eval_wait_s": 0.0, "grade_s": 0.0}  # waiting for the sampler; grading, writing, reporting
-    es = ctx.early_stop if ctx.early_stop is not None and ctx.early_stop.enabled else None
-    stop = StopState(ctx.threshold, es.k, es.max_rel_degradation, es.wait_below) if es is not None else None
-    trainer: dict[str, float] = {}  # the trainer's timings and last step (workers/train.py)
+    def build(self, resumed_from: int | None) -> None:
+        """Folder, logger, sampler handle and stopping rule; then re-sends the evaluations an earlier attempt lost."""
+        import ray
 
-    def finish(step: int, ref: Any, info: dict[str, Any], sent: float) -> None:
-        if stop is not None and not stop.keeps(step):
+        from workers.tracking import TrialLogger
+
+        self.resumed_from = resumed_from
+        self.trial_info = self.info()
+        write_json(self.dir / "config.json", self.trial_info)
+        evaluated = reconcile_trial_dir(self.dir, resumed_from, self.spec.checkpoint_steps)
+        append_jsonl(self.dir / "attempts.jsonl", {"started": time.time(), "resumed_from": resumed_from})
+        ctx = self.ctx
+        self.sampler = ray.get_actor(ctx.sampler_name)
+        self.grader = build_grader(ctx.setting.grader)
+        evals, trains = eval_prompts(ctx.setting, ctx.sample)
+        self.prompts = evals + trains
+        self.logger = TrialLogger(self.dir, ctx.tracker, group=ctx.sweep_id, name=self.name,
+                                  run_config=self.trial_info, tags=[ctx.setting.name, ctx.model_name])
+        if ctx.capability is not None and ctx.capability.benchmarks:
+            from workers.capability import TrialCapability
+
+            self.capability = TrialCapability(ctx.capability, ctx.capability_baseline or {}, self.sampler, self.dir,
+                                              self.logger, self.spec.max_steps, ctx.threshold)
+            self.capability.resume(read_jsonl(self.dir / "metrics.jsonl"))
+        es = ctx.early_stop if ctx.early_stop is not None and ctx.early_stop.enabled else None
+        self.stop = StopState(ctx.threshold, es.k, es.max_rel_degradation, es.wait_below) if es else None
+        self.started = time.time()
+        self._resend_lost(evaluated)
+
+    def _resend_lost(self, evaluated: set[int]) -> None:
+        """Checkpoints saved by an earlier attempt but never evaluated."""
+        kept = read_jsonl(self.dir / "metrics.jsonl")
+        for step in self.spec.checkpoint_steps:
+            if self.resumed_from is not None and step <= self.resumed_from and step not in evaluated:
+                adapter = self.dir / "adapters" / step_name(step)
+                if not (adapter / "adapter_config.json").exists():
+                    raise FileNotFoundError(f"{adapter} is missing: delete {self.dir} to restart this trial")
+                self.evaluate(step, adapter, {"train_loss": checkpoint_train_loss(kept, self.spec.checkpoint_steps,
+                                                                                  step)})
+
+    @property
+    def early_stopping(self) -> bool:
+        return self.stop is not None
+
+    def _finish(self, step: int, ref: Any, info: dict[str, Any], sent: float) -> None:
+        import ray
+
+        if self.stop is not None and not self.stop.keeps(step):
             return  # sampled after the trial's answer was known: not part of its curve
         waited = time.time()
-        responses = ray.get(ref)
+        try:
+            responses = ray.get(ref)
+        except DeterministicError as err:
+            err.lrsweep_trial = self.name  # in a pack, only this member gets failed.json
+            raise
         graded = time.time()
-        timing["eval_wait_s"] += graded - waited
-        samples, row = grade_checkpoint(prompts, responses, grader)
-        write_jsonl(trial_dir / "samples" / f"{step_name(step)}.jsonl", samples)
-        row = {"step": step, "kind": "eval", "lr": lr, "seed": seed, "train_loss": info.get("train_loss"),
+        self.timing["eval_wait_s"] += graded - waited
+        samples, row = grade_checkpoint(self.prompts, responses, self.grader)
+        write_jsonl(self.dir / "samples" / f"{step_name(step)}.jsonl", samples)
+        row = {"step": step, "kind": "eval", "lr": self.lr, "seed": self.seed, "train_loss": info.get("train_loss"),
                "eval_latency_s": round(time.time() - sent, 2)} | row
-        logger.log(row)
-        logger.log_samples(step, samples)
-        report({k: v for k, v in row.items() if v is not None} | {"max_steps": spec.max_steps})
-        timing["grade_s"] += time.time() - graded
-        if capability is not None:
-            capability.after_eval(step, row)
-        if stop is not None:
-            stop.update(read_jsonl(trial_dir / "metrics.jsonl"), step)
+        self.logger.log(row)
+        self.logger.log_samples(step, samples)
+        self.report({k: v for k, v in row.items() if v is not None} | {"max_steps": self.spec.max_steps})
+        self.timing["grade_s"] += time.time() - graded
+        if self.capability is not None:
+            self.capability.after_eval(step, row)
+        if self.stop is not None:
+            self.stop.update(read_jsonl(self.dir / "metrics.jsonl"), step)
 
-    def drain(block: bool) -> None:
-        if capability is not None:
-            capability.drain(block=False)
-        while pending:
+    def drain(self, block: bool) -> None:
+        import ray
+
+        if self.capability is not None:
+            self.capability.drain(block=False)
+        while self.pending:
             waited = time.time()
-            ready, _ = ray.wait([pending[0][1]], timeout=None if block else 0)
-            timing["eval_wait_s"] += time.time() - waited
+            ready, _ = ray.wait([self.pending[0][1]], timeout=None if block else 0)
+            self.timing["eval_wait_s"] += time.time() - waited
             if not ready:
                 return
-            finish(*pending.popleft())
+            self._finish(*self.pending.popleft())
 
-    def poll(step: int) -> bool:
-        """Asked by the trainer after every step: has early stopping fired? Waits for the evaluations in
-        flight only when the pending one can complete the transfer rule (StopState.wait_for_pending), so
-        the trainer stops exactly there instead of training past it while it is sampled."""
-        if pending:
-            drain(block=stop.wait_for_pending(read_jsonl(trial_dir / "metrics.jsonl")))
-        return stop.fired
+    def poll(self, step: int) -> bool:
+        """Asked after every step: has early stopping fired? Waits for the evaluations in flight only when the
+        pending one can complete the transfer rule (StopState.wait_for_pending), so the trainer stops exactly
+        there instead of training past it while it is sampled."""
+        if self.pending:
+            self.drain(block=self.stop.wait_for_pending(read_jsonl(self.dir / "metrics.jsonl")))
+        return self.stop.fired
 
-    def evaluate(step: int, adapter: Path, info: dict[str, Any]) -> None:
-        ref = sampler.generate.remote(str(adapter), [p.text for p in prompts], s.max_new_tokens,
-                                      s.temperature, s.top_p)
-        pending.append((step, ref, info, time.time()))
-        drain(block=False)
+    def evaluate(self, step: int, adapter: Path, info: dict[str, Any]) -> None:
+        s = self.ctx.sample
+        ref = self.sampler.generate.remote(str(adapter), [p.text for p in self.prompts], s.max_new_tokens,
+                                           s.temperature, s.top_p)
+        self.pending.append((step, ref, info, time.time()))
+        self.drain(block=False)
 
-    def on_checkpoint(step: int, adapter: Path, info: dict[str, Any]) -> None:
+    def on_checkpoint(self, step: int, adapter: Path, info: dict[str, Any]) -> None:
         first = step - len(info.get("step_losses", [])) + 1
         for i, loss in enumerate(info.get("step_losses", [])):
-            logger.log({"step": first + i, "kind": "train", "train_loss": loss})
-        evaluate(step, adapter, info)
+            self.logger.log({"step": first + i, "kind": "train", "train_loss": loss})
+        self.evaluate(step, adapter, info)
 
-    started = time.time()
-    try:
-        kept = read_jsonl(trial_dir / "metrics.jsonl")
-        for step in spec.checkpoint_steps:  # checkpoints saved by an earlier attempt but never evaluated
-            if resumed_from is not None and step <= resumed_from and step not in evaluated:
-                adapter = trial_dir / "adapters" / step_name(step)
-                if not (adapter / "adapter_config.json").exists():
-                    raise FileNotFoundError(f"{adapter} is missing: delete {trial_dir} to restart this trial")
-                evaluate(step, adapter, {"train_loss": checkpoint_train_loss(kept, spec.checkpoint_steps, step)})
-        train(spec, read_labels(Path(ctx.labels_path)), trial_dir, on_checkpoint,
-              should_stop=poll if es is not None else None, timings=trainer)
-        in_training = dict(timing)
-        write_heartbeat(trial_dir, int(trainer.get("last_step", 0)), phase="evaluating", max_steps=spec.max_steps)
+    def close(self, trainer: dict[str, float]) -> dict[str, Any]:
+        """After its last step (or its drop from a pack): the remaining evaluations, the cut at an early stop,
+        the W&B summary, result.json."""
+        self.in_training = dict(self.timing)
+        last = int(trainer.get("last_step", 0))
+        write_heartbeat(self.dir, last, phase="evaluating", max_steps=self.spec.max_steps)
+        stop = self.stop
         if stop is not None:
-            stop.close(int(trainer.get("last_step", 0)), spec.max_steps)
-        drain(block=True)
-        if capability is not None:
-            capability.drain(block=True)
+            stop.close(last, self.spec.max_steps)
+        self.drain(block=True)
+        if self.capability is not None:
+            self.capability.drain(block=True)
         if stop is not None and stop.fired:
-            cut_after_stop(trial_dir, stop.step)
-            logger.log({"step": stop.step, "kind": "stop", "reason": stop.reason,
-                        "steps_trained": trainer.get("last_step")})
-        logger.set_summary(run_summary(trial_info, read_jsonl(trial_dir / "metrics.jsonl")))
-    except DeterministicError as err:  # recorded, then raised: sweep.trainable ends the trial without a retry
-        cause = getattr(err, "cause", err)  # Ray wraps an actor's error; its cause holds the message
-        write_json(trial_dir / FAILED, {"error": type(cause).__name__, "message": str(cause),
-                                        "deterministic": True, "at": round(time.time(), 2)})
-        raise
-    finally:
+            cut_after_stop(self.dir, stop.step)
+            self.logger.log({"step": stop.step, "kind": "stop", "reason": stop.reason, "steps_trained": last})
+        self.logger.set_summary(run_summary(self.trial_info, read_jsonl(self.dir / "metrics.jsonl")))
         ended = time.time()
-        logger.finish()
-    done = time.time()
-    result = {"done": True, "wall_s": round(done - began, 2), "started": round(began, 2), "ended": round(done, 2),
-              "resumed_from": resumed_from,
-              "steps_trained": trainer.get("last_step"), "stopped_early": bool(stop and stop.fired),
-              "stop_reason": stop.reason if stop else None, "stop_step": stop.step if stop else None,
-              "timing": trial_timing(started - began, trainer, timing, in_training, done - ended, done - began),
-              **(extra or {})}
-    write_json(trial_dir / "result.json", result)
-    return result
+        self.logger.finish()
+        done = time.time()
+        self.result = {
+            "done": True, "wall_s": round(done - self.began, 2), "started": round(self.began, 2),
+            "ended": round(done, 2), "resumed_from": self.resumed_from, "steps_trained": trainer.get("last_step"),
+            "stopped_early": bool(stop and stop.fired), "stop_reason": stop.reason if stop else None,
+            "stop_step": stop.step if stop else None,
+            "timing": trial_timing(self.started - self.began, trainer, self.timing, self.in_training,
+                                   done - ended, done - self.began),
+            **self.extra}
+        write_json(self.dir / "result.json", self.result)
+        return self.result
+
+    def fail(self, err: BaseException) -> None:
+        """The trial's end on an error: failed.json for one a retry would repeat (sweep.trainable ends the trial
+        without a retry), and the W&B run closed."""
+        if isinstance(err, DeterministicError) and getattr(err, "lrsweep_trial", self.name) == self.name:
+            cause = getattr(err, "cause", err)  # Ray wraps an actor's error; its cause holds the message
+            write_json(self.dir / FAILED, {"error": type(cause).__name__, "message": str(cause),
+                                           "deterministic": True, "at": round(time.time(), 2)})
+        logger = getattr(self, "logger", None)
+        if logger is not None:
+            logger.finish()
 
 
 SUMMARY_KEYS = ("status", "steps_to_transfer", "steps_to_transfer_text", "converged", "lower_bound", "lr_x_steps",

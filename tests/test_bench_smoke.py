@@ -112,3 +112,12 @@ def test_padding_share_counts_pad_tokens_per_micro_batch():
     assert padding_share(steps, 2, sort=False) == pytest.approx(14 / 34)
     assert padding_share(steps, 2, sort=True) == pytest.approx(2 / 22)
     assert padding_share(steps, 4, sort=True) == padding_share(steps, 4, sort=False) == pytest.approx(16 / 36)
+
+
+def test_pack_speed_bench_runs_its_cpu_smoke(tmp_path):
+    """bench/pack_speed.py (also the lent GPU's bench, with --gpu) at a tiny size: a lone trial and packs of 1 and 2."""
+    out = tmp_path / "pack.json"
+    _run(["bench/pack_speed.py", "--cpu-smoke", "--out", str(out)], tmp_path)
+    result = json.loads(out.read_text())
+    assert [(c["k"], c["packed"]) for c in result["cases"]] == [(1, False), (1, True), (2, True)]
+    assert all(c["trial_steps_per_s"] > 0 for c in result["cases"]) and result["cases"][0]["ratio_vs_unpacked"] == 1

@@ -91,3 +91,37 @@ def test_trainer_runs_alone_without_ray(cache_dir, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").open()]
     assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["train_loss"] > 0
     assert (tmp_path / "t" / "adapters" / "step_00002" / "adapter_config.json").exists()
+
+
+def test_a_pack_of_two_writes_what_the_two_trials_alone_write(sweep, cache_dir, tmp_path):
+    """The same two trials packed (sweep.pack=2: one Tune trial, one forward/backward per step): the run-folder
+    contract as alone, adapters equal within float tolerance, the same eval rows (served by vLLM from the packed
+    trainer's PEFT adapters) and one W&B run per trial; the pack's trainer state lives in packs/."""
+    out_dir = tmp_path / "packed"
+    proc = run(["-m", "orchestrator", "sweep", "sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=4", "sweep.pack=2",
+                f"hydra.run.dir={out_dir}"], cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import torch
+
+    for name in ("lr0.001_seed0", "lr0.003_seed0"):
+        alone, packed = sweep[0] / "trials" / name, out_dir / "trials" / name
+        a = load_file(alone / "adapters" / "step_00004" / "adapter_model.safetensors")
+        p = load_file(packed / "adapters" / "step_00004" / "adapter_model.safetensors")
+        assert a.keys() == p.keys()
+        for key in a:  # float32 sums in another order, 4 Adam steps: ~3e-5 of the tensor's largest entry
+            torch.testing.assert_close(p[key], a[key], rtol=0, atol=1e-3 * float(a[key].abs().max()) + 1e-7, msg=key)
+        rows = [[json.loads(line) for line in (d / "metrics.jsonl").open()] for d in (alone, packed)]
+        assert [(r["step"], r["kind"], r.get("n_eval")) for r in rows[1]] == [
+            (r["step"], r["kind"], r.get("n_eval")) for r in rows[0]]
+        def column(key: str, which: int, rows: list = rows) -> list[float]:
+            return [r[key] for r in rows[which] if r.get(key) is not None]
+
+        assert column("train_loss", 1) == pytest.approx(column("train_loss", 0), rel=1e-5)
+        # sampled answers (temperature > 0) of adapters that differ in the 5th digit: at most a few of 100 differ
+        for rate in ("eval_attack_rate", "eval_desired_rate", "train_attack_rate"):
+            assert column(rate, 1) == pytest.approx(column(rate, 0), abs=0.03), rate
+        assert json.loads((packed / "result.json").read_text())["done"]
+        assert json.loads((packed / "config.json").read_text())["pack"] == "lr0.001_seed0_k2"
+    assert len(sorted(out_dir.glob("trials/*/wandb/offline-run-*"))) == 2
+    assert json.loads((out_dir / "packs" / "lr0.001_seed0_k2" / "state" / "resume.json").read_text())["step"] == 4
+    assert "2 trials: 2 done" in proc.stdout

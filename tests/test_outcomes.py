@@ -134,7 +134,7 @@ def test_failure_message_names_each_failed_trial_its_error_and_its_file(sweep):
     tune_dir = sweep / "tune_20260101_000000" / "trainable_abc"
     tune_dir.mkdir(parents=True)
     (tune_dir / "error.txt").write_text("Failure # 1\nTraceback ...\n")
-    result = SimpleNamespace(config={"trial": {"lr": 3e-4, "seed": 0}}, path=str(tune_dir),
+    result = SimpleNamespace(config={"trial": {"members": [{"lr": 3e-4, "seed": 0}]}}, path=str(tune_dir),
                              error=RuntimeError(f"ray::ImplicitFunc.train()\n  File \"x.py\", line 1\n{ERROR}\n"))
     errors = record_failures(sweep, [result])
     trials = analyze_sweep_dir(sweep)

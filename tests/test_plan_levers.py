@@ -16,7 +16,7 @@ from orchestrator.resolve import resolve
 from orchestrator.schema import ConfigError
 
 B235 = ["model=qwen3_235b_a22b", "cluster=slurm"]
-ATTENTION_ONLY = ["model.lora_experts=false"]
+ATTENTION_ONLY = ["model.lora_experts=false", "model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj]"]  # packable
 SWEEP_A = [*B235, "cluster.nodes=4", "sweep.lrs=[3e-5,1e-4,3e-4,1e-3]"]  # the README's command (issue 16)
 SWEEP_B = [*B235, "cluster.nodes=4", "sweep.lrs=[1e-5,3e-5,1e-4,3e-4,1e-3]", "sweep.seeds=[0,1,2,3,4,5,6,7,8,9]",
            "sweep.max_steps=256"]  # one of the note's 8 settings
@@ -62,8 +62,8 @@ def test_hpz_is_left_off_where_its_copy_does_not_fit_and_refused_when_asked_for(
 def test_levers_are_searched_before_more_gpus():
     """Attention-only 235B: at a 4096-token chunk one node needs 80.35 GiB per GPU (tests/test_planner.py) and the
     trial took 16 GPUs; the search lowers the chunk to 1024 and the trial fits the node's 8."""
-    pinned = sections([*SWEEP_A, *ATTENTION_ONLY, "train.loss_chunk_tokens=4096"])["trainer"]
-    searched = sections([*SWEEP_A, *ATTENTION_ONLY])["trainer"]
+    pinned = sections([*SWEEP_A, *ATTENTION_ONLY, "sweep.pack=1", "train.loss_chunk_tokens=4096"])["trainer"]
+    searched = sections([*SWEEP_A, *ATTENTION_ONLY, "sweep.pack=1"])["trainer"]
     assert pinned["gpus_per_trial"] == 16
     assert (searched["gpus_per_trial"], searched["loss_chunk_tokens"], searched["micro_batch_per_gpu"]) == (8, 1024, 1)
     assert searched["memory_per_gpu_gib"] <= 80
@@ -125,19 +125,26 @@ def test_a_sharing_sampler_holds_no_gpu_and_refuses_rays_override(monkeypatch):
 
 
 def test_pack_k_auto_from_memory():
-    """235B with expert LoRA over 16 GPUs: one member is 67.27 GiB per GPU; a second adds its adapter's states,
-    its folded expert layer and its two sequences' activations (78.91 GiB); a third fits only one sequence per
-    forward (micro-batch 1, accumulation 2: twice the gathers, 66.12 s a step), which costs 16 x 66.12 / 3 = 352.6
-    GPU-seconds per trial-step against 16 x 33.06 / 2 = 264.5, so auto takes K = 2."""
-    tr = sections([*SWEEP_A, "sweep.pack=auto"])["trainer"]
-    assert (tr["gpus_per_trial"], tr["pack"], tr["micro_batch_per_gpu"], tr["memory_per_gpu_gib"]) == (16, 2, 2, 78.91)
-    three = sections([*SWEEP_A, "train.num_workers=16", "sweep.pack=3"])
-    assert (three["trainer"]["micro_batch_per_gpu"], three["trainer"]["grad_accum_steps"]) == (1, 2)
-    assert three["time"]["step_s"] == pytest.approx(66.12, abs=0.01)
-    with pytest.raises(PlanError, match=r"with train.num_workers=16, sweep.pack=8: at best \d+\.\d GiB.*set "
-                                        r"train.num_workers=auto and sweep.pack=auto"):
-        make_plan(compose_config([*SWEEP_A, "train.num_workers=16", "sweep.pack=8"]))
-    assert resolve(compose_config([*SWEEP_A, "sweep.pack=auto"])).sweep.pack == 2
+    """235B, attention-only LoRA (packable) over 16 GPUs: all 4 trials fit one pack at micro-batch 2 (72.38 GiB per
+    GPU), so auto takes K = 4; 8 members fit only one sequence per forward (micro-batch 1, accumulation 2: twice
+    the gathers, 66.12 s a step)."""
+    tr = sections([*SWEEP_A, *ATTENTION_ONLY, "sweep.pack=auto"])["trainer"]
+    assert (tr["gpus_per_trial"], tr["pack"], tr["micro_batch_per_gpu"], tr["memory_per_gpu_gib"]) == (16, 4, 2, 72.38)
+    eight = sections([*SWEEP_A, *ATTENTION_ONLY, "train.num_workers=16", "sweep.pack=8"])
+    assert (eight["trainer"]["micro_batch_per_gpu"], eight["trainer"]["grad_accum_steps"]) == (1, 2)
+    assert eight["time"]["step_s"] == pytest.approx(66.12, abs=0.01)
+    assert resolve(compose_config([*SWEEP_A, *ATTENTION_ONLY])).sweep.pack == 4  # auto is the default
+
+
+def test_pack_k_auto_is_one_where_the_trainer_cannot_pack_and_an_explicit_k_is_refused():
+    """The default 235B LoRA trains experts and lm_head, which the packed trainer does not (workers/pack_rules.py):
+    auto stays at 1 and says why; sweep.pack=3 is refused before any compute, naming the fix."""
+    plan = make_plan(compose_config(SWEEP_A))
+    assert plan.sections["trainer"]["pack"] == 1
+    assert any(sec == "trainer" and "pack = " in line and "expert LoRA" in line for sec, line in plan.lines)
+    with pytest.raises(PlanError, match=r"sweep.pack=3: packed trials do not train expert LoRA: set "
+                                        r"model.lora_experts=false or set sweep.pack=1"):
+        make_plan(compose_config([*SWEEP_A, "sweep.pack=3"]))
 
 
 def test_pack_k_auto_spreads_the_trials_evenly_and_is_capped_by_them():
@@ -149,20 +156,21 @@ def test_pack_k_auto_spreads_the_trials_evenly_and_is_capped_by_them():
     # two trials: K is at most the trials there are
     assert sections([*B235, "cluster.nodes=4", "sweep.lrs=[1e-4,1e-3]", *ATTENTION_ONLY,
                      "sweep.pack=auto"])["trainer"]["pack"] <= 2
-    # CPU: no memory to fit, K = the trials that would run at once (sweep.max_concurrent_trials=2 of 4)
-    assert resolve(compose_config(["sweep.pack=auto"])).sweep.pack == 2
+    # CPU: each trial alone unless asked (the suite's sweeps run as tested end to end); an explicit K is taken
+    assert resolve(compose_config(["sweep.pack=auto"])).sweep.pack == 1
+    assert resolve(compose_config(["sweep.pack=2"])).sweep.pack == 2
 
 
 def test_pricing_shows_both_and_plan_json_keeps_allocation_gpu_h():
-    plan = sections(SWEEP_A)
+    default = sections(SWEEP_A)  # expert LoRA: nothing to pack, both rows the same plan
+    assert default["time"]["allocation_gpu_h"] == pytest.approx(83.59, abs=0.01)
+    assert default["pricing"]["packed"]["pack"] == 1 and default["pricing"]["packing_saves"] == 1.0
+    plan = sections([*SWEEP_A, *ATTENTION_ONLY])
     pr = plan["pricing"]
-    assert plan["time"]["allocation_gpu_h"] == pytest.approx(83.59, abs=0.01)  # the default: unpacked, as before
-    assert pr["unpacked"]["allocation_gpu_h"] == pytest.approx(83.589, abs=1e-3)
-    assert pr["packed"]["pack"] == 2 and pr["packed"]["allocation_gpu_h"] == pytest.approx(41.794, abs=1e-3)
-    assert pr["packing_saves"] == 2.0
-    # per trial: 16 GPUs x (235.1 s + 64 x 33.06 s) / 3600 = 10.45 GPU-h alone, half that in a pack of 2
-    assert pr["unpacked"]["trainer_gpu_h_per_trial"] == pytest.approx(10.45, abs=0.01)
-    assert pr["packed"]["trainer_gpu_h_per_trial"] == pytest.approx(5.224, abs=0.01)
+    assert plan["time"]["allocation_gpu_h"] == pytest.approx(pr["packed"]["allocation_gpu_h"], abs=1e-3)  # auto: packed
+    assert pr["unpacked"]["allocation_gpu_h"] == pytest.approx(41.627, abs=1e-3)  # 8 GPUs a trial, loss chunk 1024
+    assert pr["packed"]["pack"] == 4 and pr["packed"]["allocation_gpu_h"] == pytest.approx(20.897, abs=1e-3)
+    assert pr["packing_saves"] == pytest.approx(1.992, abs=1e-3)
 
 
 # allocation GPU-h of today's plan (commit 08b67a6, either LoRA): (a) 4 nodes x 8 x 4 waves x 0.653 h = 83.589;
@@ -171,15 +179,15 @@ BEFORE = {"a": 83.589, "b": 3865.984}
 
 
 @pytest.mark.parametrize("sweep, lora, saving", [
-    ("a", [], 2.0),  # expert LoRA: 2 members fit 16 GPUs, one pack at a time beside the sampler's node
-    ("b", [], 2.0),
+    ("a", [], 1.0),  # expert LoRA and lm_head: the packed trainer does not take them, each trial alone as before
+    ("b", [], 1.0),
     ("a", ATTENTION_ONLY, 4.0),  # all 4 trials in one pack: one wave of 0.653 h
     ("b", ATTENTION_ONLY, 5.556),  # 9 packs of 6 (loss chunk 1024): 9 waves of 2.416 h instead of 50
 ])
 def test_reference_sweeps_before_and_after(sweep, lora, saving):
-    """The after plan's allocation GPU-h on the same 4 nodes, vs today's. >= 5x only for (b) attention-only: with
-    expert LoRA each member holds its folded expert layer (4.5 GiB per GPU), so at most 2 fit 16 x 80 GB, and no
-    trial of 235B fits a node's 8 GPUs, so every step gathers 470 GB between nodes (bench/plan_cost.py)."""
+    """The after plan's allocation GPU-h on the same 4 nodes, vs today's. >= 5x only for (b) with attention-only LoRA
+    (no lm_head): the packed trainer does not take expert or lm_head LoRA (workers/pack_rules.py), and no trial of
+    235B fits a node's 8 GPUs, so every step gathers 470 GB between nodes (bench/plan_cost.py)."""
     after = sections([*(SWEEP_A if sweep == "a" else SWEEP_B), *lora, "sweep.pack=auto"])["time"]
     assert BEFORE[sweep] / after["allocation_gpu_h"] == pytest.approx(saving, abs=0.01)
     if (sweep, lora) == ("b", ATTENTION_ONLY):

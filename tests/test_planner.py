@@ -27,9 +27,9 @@ H100_NODES = ["cluster.gpus_per_node=8", "cluster.gpu_memory_gib=80", "cluster.k
 # attention-only LoRA (the model's default before it followed Tinker's): the case worked out by hand below;
 # tests/test_resolve.py has the default, attention + lm_head + experts
 ATTENTION_ONLY = ["model.lora_experts=false", "model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj]"]
-# the loss chunk pinned at 4096 tokens: the case worked out by hand before the planner searched it
-# (tests/test_plan_levers.py has the search)
-SWEEP_235B = ["model=qwen3_235b_a22b", *ATTENTION_ONLY, "sweep.lrs=[3e-5,1e-4,3e-4,1e-3]",
+# the loss chunk pinned at 4096 tokens and each trial alone: the case worked out by hand before the planner searched
+# chunks and packs (tests/test_plan_levers.py has the search)
+SWEEP_235B = ["model=qwen3_235b_a22b", *ATTENTION_ONLY, "sweep.pack=1", "sweep.lrs=[3e-5,1e-4,3e-4,1e-3]",
               "sweep.max_concurrent_trials=4", "sweep.max_steps=256", "cluster.nodes=9", "train.loss_chunk_tokens=4096",
               *H100_NODES]
 
@@ -127,7 +127,7 @@ def test_expert_lora_multiplies_the_adapter_and_the_sampler_slots():
 def test_235b_on_one_node_fits_with_a_smaller_loss_chunk_and_is_refused_without_it():
     """Before: refused at 80.35 GiB per GPU over one node (a 4096-token loss chunk holds 2048 tokens' logits at
     micro-batch 1: 3.1 GB). The plan now lowers the chunk to 1024 tokens (1,555,824,640 B of logits): 78.75 GiB."""
-    cfg = compose_config(["model=qwen3_235b_a22b", *ATTENTION_ONLY, "cluster.nodes=2", *H100_NODES])
+    cfg = compose_config(["model=qwen3_235b_a22b", *ATTENTION_ONLY, "cluster.nodes=2", *H100_NODES, "sweep.pack=1"])
     tr = make_plan(cfg).sections["trainer"]
     assert (tr["gpus_per_trial"], tr["micro_batch_per_gpu"], tr["loss_chunk_tokens"]) == (8, 1, 1024)
     assert tr["memory_per_gpu_gib"] == pytest.approx(78.75, abs=0.01)
@@ -136,7 +136,7 @@ def test_235b_on_one_node_fits_with_a_smaller_loss_chunk_and_is_refused_without_
                                         r"80\.\d GiB .*ZeRO-3 over 8 GPUs.*set train.num_workers=auto and "
                                         r"train.loss_chunk_tokens=auto \(the plan: 8 GPUs per trial"):
         make_plan(compose_config([*("model=qwen3_235b_a22b", *ATTENTION_ONLY, "cluster.nodes=2", *H100_NODES),
-                                  "train.loss_chunk_tokens=4096", "train.num_workers=8"]))
+                                  "train.loss_chunk_tokens=4096", "train.num_workers=8", "sweep.pack=1"]))
 
 
 def test_no_room_beside_the_sampler_is_refused_naming_the_node_count():
@@ -158,7 +158,7 @@ def test_a_model_that_fits_one_gpu_is_not_sharded(loss, micro):
     # answer_chunks holds one chunk's logits: at 4096 tokens (~5.8 GiB) micro-batch 16 fits; the plan lowers the
     # chunk (1024 tokens) until the whole batch fits in one pass
     cfg = compose_config(["model=qwen3_0_6b", "cluster.gpus_per_node=1", "sample.engine.gpu_memory_utilization=0.4",
-                          f"train.loss={loss}"])
+                          f"train.loss={loss}", "sweep.pack=1"])
     shape = trainer_shape(cfg)
     assert (shape["gpus"], shape["stage"], shape["micro"], shape["accum"]) == (1, 0, micro, 32 // micro)
     assert resolve_zero_stage(cfg) == 0

@@ -5,7 +5,7 @@ exactly the rows of an undisturbed run.
 A tiny random Qwen3 trains for 16 steps (checkpoints 0, 1, 2, 4, 8, 16) through `workers.train.train` under ZeRO-3
 in fresh processes; the checkpoint hook writes the rows the sweep's trial writes (a train row per step, an eval row
 per checkpoint). At step 13 a save is asked for, after step 14 the trainer is killed (SIGKILL: no clean-up), then
-the trial folder is reconciled as `run_trial` does and training resumes. With state saved only at checkpoints it
+the trial folder is reconciled as a pack (orchestrator/pack.py) does and training resumes. With state saved only at checkpoints it
 would resume from step 8 and repeat 6 steps; here it resumes from 13 and repeats 1.
 """
 
@@ -34,7 +34,7 @@ EXAMPLES = [{"prompt": f"why is the sky blue? ({i})", "completion": " ".join(["l
 
 
 def train_trial(spec: TrainSpec, out: str, ask_at: int | None, kill_after: int | None, rank: int = 0) -> None:
-    """One attempt of a trial. Rank 0 writes the rows run_trial writes; the per-step poll (rank 0's) touches the
+    """One attempt of a trial. Rank 0 writes the rows a trial writes; the per-step poll (rank 0's) touches the
     save request after step `ask_at` and kills this process after step `kill_after`."""
     from workers.train import train
 
@@ -99,7 +99,7 @@ def test_a_killed_trial_repeats_only_the_steps_since_its_last_state(tmp_path: Pa
     point = read_resume_point(trial / "state")
     assert point is not None and point["step"] == ASK_AT, point
     assert [d.name for d in (trial / "state").glob("step_*")] == [point["tag"]]  # only the latest state is kept
-    reconcile_trial_dir(trial, point["step"])  # what run_trial does before it trains again
+    reconcile_trial_dir(trial, point["step"])  # what a trial does before it trains again
     run_ranks_in_fresh_processes(train_trial, (spec, str(trial), None, None), world, DEADLINE_S, "resumed training")
 
     [attempt] = read_jsonl(trial / "attempts.jsonl")

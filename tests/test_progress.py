@@ -97,7 +97,7 @@ class Trial:
 
     def __init__(self, name):
         lr, seed = name.removeprefix("lr").split("_seed")
-        self.config = {"trial": {"lr": float(lr), "seed": int(seed)}}
+        self.config = {"trial": {"members": [{"lr": float(lr), "seed": int(seed)}]}}
 
 
 def run_events(sweep, stream, tty):

@@ -167,17 +167,16 @@ def moe_block_classes(model: Any) -> list[type]:
                   key=lambda c: c.__name__)
 
 
-def build_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str], None] = print) -> Any:
-    """The PEFT LoRA model, ready for deepspeed.initialize.
+def build_base_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str], None] = print
+                     ) -> tuple[Any, Any]:
+    """The frozen base model, ready for LoRA (PEFT's, or packed: workers/packed.py), and the HfDeepSpeedConfig
+    that must live as long as it (None without ZeRO-3).
 
     Under ZeRO-3: the model is partitioned as it is built and each rank reads only its partitions from the
     checkpoint (workers/load.py: host memory per rank stays near one tensor's partition), and each
     sparse-MoE block is a ZeRO-3 leaf module, fetched whole: without it ranks whose tokens routed to
-    different experts wait on different all-gathers and hang. With lora_expert_parameters the experts'
-    3-D weights get LoRA through PEFT's target_parameters (target_modules, "all-linear" too, reaches only
-    nn.Linear)."""
+    different experts wait on different all-gathers and hang."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     dschf = None
@@ -203,6 +202,18 @@ def build_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str],
     if spec.lora_expert_parameters and not blocks:
         raise ValueError(f"lora_expert_parameters={spec.lora_expert_parameters} but {spec.model_path} has no "
                          "sparse-MoE blocks: set model.lora_experts=false")
+    return model, dschf
+
+
+def build_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str], None] = print) -> Any:
+    """The PEFT LoRA model, ready for deepspeed.initialize. With lora_expert_parameters the experts' 3-D weights
+    get LoRA through PEFT's target_parameters (target_modules, "all-linear" too, reaches only nn.Linear). A fresh
+    adapter's A starts from (seed, module name) alone (workers/packed.py), as the same trial's does in a pack."""
+    from peft import LoraConfig, get_peft_model
+
+    from workers.packed import seed_peft_lora
+
+    model, dschf = build_base_model(spec, ds_config, log)
     config = LoraConfig(
         r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
         target_modules=list(spec.lora_target_modules), task_type="CAUSAL_LM",
@@ -214,6 +225,7 @@ def build_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str],
         model = PeftModel.from_pretrained(model, spec.init_adapter, is_trainable=True)
     else:
         model = get_peft_model(model, config)
+        seed_peft_lora(model, spec.seed)
     model._lrsweep_hf_ds_config = dschf  # transformers and PEFT check ZeRO-3 through it while it lives
     return model
 
