@@ -86,6 +86,7 @@ RANGES: dict[str, Interval] = {
     "ArchConfig.total_params_b": NON_NEGATIVE,  # 0: unpublished
     "ArchConfig.active_params_b": NON_NEGATIVE,
     "ModelConfig.max_model_len": AT_LEAST_1,
+    "ModelConfig.max_new_tokens": AT_LEAST_1,
     "EarlyStopConfig.k": AT_LEAST_1,
     "EarlyStopConfig.max_rel_degradation": POSITIVE,
     "EarlyStopConfig.wait_below": PROBABILITY,
