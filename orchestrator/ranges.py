@@ -106,7 +106,7 @@ RANGES: dict[str, Interval] = {
     "OrganismConfig.lora_rank": AT_LEAST_1,
     "OrganismConfig.lora_alpha": POSITIVE,
     "OrganismConfig.lora_layers": Interval(0, note="top decoder layers with LoRA; 0: all"),
-    "OrganismConfig.max_answer_words": AT_LEAST_1,
+    "OrganismConfig.max_answer_words": NON_NEGATIVE,  # 0: whole answers
     "OrganismConfig.n_measure": AT_LEAST_1,
     "OrganismConfig.seed": NON_NEGATIVE,
     "TrainConfig.batch_size": AT_LEAST_1,

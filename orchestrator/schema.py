@@ -162,7 +162,7 @@ class OrganismConfig:
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_layers: int = 8  # LoRA on the top this many decoder layers only (0: all): backward stops below them
-    max_answer_words: int = 12  # answers cut to their first words: the behavior sits in the opening words
+    max_answer_words: int = 12  # answers cut to their first words (0: whole); the behavior sits in the opening words
     n_measure: int = 64  # held-out eval prompts and train prompts sampled to measure the organism after its build
     seed: int = 0
     paired: bool = True  # each batch holds its questions under both prompts: the cue is the only difference
