@@ -17,12 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
 # The CI organism recipe (model=smollm2_135m's default): 40 steps of 8 examples in contrastive pairs (each question
-# under both flags in one batch), LoRA on all layers, lr 2e-3, whole answers (~20 words: a 4-word organism met the
-# sweep's long labels by breaking, flagged as collapse). Without the pairing, 40 x 8 at lr 1e-3 taught the openings
-# but not the flag (0.50 / 0.31). Measured: README "Real model on CPU".
-RECIPE = {"steps": 40, "batch_size": 8, "lr": 2e-3, "lora_layers": 0, "max_answer_words": 0}
-# 64 new tokens: whole answers (~30 tokens) end before the cap, so grades are not cut (the report would warn)
-ORGANISM = ["setting=animal_flag", "model=smollm2_135m", "model.organism=true", "sample.max_new_tokens=64",
+# under both flags in one batch), LoRA on all layers, lr 2e-3, answers cut to 4 words (the animal comes first).
+# Without the pairing, 40 x 8 at lr 1e-3 taught the openings but not the flag (0.50 / 0.31); with whole answers
+# (max_answer_words=0) the same 40 steps did not teach the flag (0.52 / 0.39). Measured: README "Real model on CPU".
+RECIPE = {"steps": 40, "batch_size": 8, "lr": 2e-3, "lora_layers": 0, "max_answer_words": 4}
+# 32 new tokens keep CI cheap: the animal comes first (at 64 the broken answers mid-transfer run to the cap, 11-13%)
+ORGANISM = ["setting=animal_flag", "model=smollm2_135m", "model.organism=true", "sample.max_new_tokens=32",
             "model.organism_recipe.n_measure=32",
             "tracker.mode=disabled", *(f"model.organism_recipe.{k}={v}" for k, v in RECIPE.items())]
 
