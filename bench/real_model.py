@@ -4,7 +4,8 @@
         [--n 32] [hydra overrides, e.g. model.organism_recipe.steps=16]
 
 Both measurements are on held-out questions (eval-split questions under each template), with the same n, sampler
-settings and seed. Writes results/real_model.json (one entry per setting, merged into what the file already holds).
+settings and seed; a setting without a `toy:` block has no organism, so only its unmodified rates.
+Writes results/real_model.json (one entry per setting, merged into what the file already holds).
 """
 
 from __future__ import annotations
@@ -36,14 +37,18 @@ def main() -> None:
         cfg = compose_config([f"setting={name}", "model=smollm2_135m", "tracker.mode=disabled", *overrides])
         started = time.time()
         before = measure_model(cfg, resolve_base_model(cfg), args.n, held_out=True)
-        organism = read_organism(resolve_model(compose_config(
-            [f"setting={name}", "model=smollm2_135m", "model.organism=true", "tracker.mode=disabled", *overrides])))
-        assert organism is not None
-        out[name] = {"overrides": overrides, "before": brief(before), "after": brief(organism["measured"]),
-                     "organism_build_seconds": organism["build_seconds"], "organism_key": organism["key"],
-                     "recipe": organism["recipe"], "final_loss": organism["final_loss"],
-                     "load_average_1min_at_end": os.getloadavg()[0], "cpu_count": os.cpu_count(),
-                     "seconds": round(time.time() - started, 1)}
+        out[name] = {"overrides": overrides, "max_new_tokens": cfg.sample.max_new_tokens, "before": brief(before)}
+        if cfg.setting.toy is None:  # no organism corpus (the `toy:` block): the unmodified model's rates only
+            out[name]["after"] = "no organism: the setting has no toy: block"
+        else:
+            organism = read_organism(resolve_model(compose_config(
+                [f"setting={name}", "model=smollm2_135m", "model.organism=true", "tracker.mode=disabled", *overrides])))
+            assert organism is not None
+            out[name] |= {"after": brief(organism["measured"]), "organism_build_seconds": organism["build_seconds"],
+                          "organism_key": organism["key"], "recipe": organism["recipe"],
+                          "final_loss": organism["final_loss"], "examples": organism["measured"]["examples"][:4]}
+        out[name] |= {"load_average_1min_at_end": os.getloadavg()[0], "cpu_count": os.cpu_count(),
+                      "seconds": round(time.time() - started, 1)}
         RESULTS.parent.mkdir(exist_ok=True)
         RESULTS.write_text(json.dumps(out, indent=2))
         print(json.dumps(out[name], indent=2), flush=True)

@@ -94,6 +94,9 @@ STATUSES = (TRANSFERRED, NOT_TRANSFERRED, STOPPED, INCOMPLETE, FAILED, NOT_AN_OR
 # Defaults for trial config.json files written before these knobs were recorded (schema: sweep.*)
 DEFAULT_MIN_INITIAL_TRAIN_DESIRED = 0.5
 DEFAULT_COLLAPSE_OTHER_RATE = 0.5
+# above this share of a trial's sampled answers stopped at sample.max_new_tokens, every output warns: a cut answer
+# may lack the words its grade depends on (SmolLM2 mentions the cat in its third sentence; bench/answer_length.py)
+CUT_WARN_RATE = 0.05
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,9 @@ class TrialAnalysis:
     transfer_other: float | None = None  # eval other rate at the transfer checkpoint
     collapse: bool = False  # the transfer is the answers breaking (other dominates), not the desired behavior
     collapse_other_rate: float = DEFAULT_COLLAPSE_OTHER_RATE  # the rule's threshold, from config.json
+    # share of the sampled answers (eval and train prompts, every checkpoint) cut at sample.max_new_tokens; None
+    # when the rows do not say (older runs)
+    cut_rate: float | None = None
 
     @property
     def converged(self) -> bool:
@@ -230,7 +236,24 @@ def analyze_trial(trial: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
         error=err.get("error") if err else None, error_file=err.get("error_file") if err else None,
         initial_train_desired=initial_train, transfer_desired=t_desired, transfer_other=t_other,
         collapse=s2t is not None and is_collapse(t_desired, t_other, collapse_rate), collapse_other_rate=collapse_rate,
+        cut_rate=cut_rate(evals),
     )
+
+
+def cut_rate(evals: Sequence[Mapping[str, Any]]) -> float | None:
+    """Share of the sampled answers cut at sample.max_new_tokens (the eval rows' n_eval_cut, n_train_cut)."""
+    counted = [r for r in evals if "n_eval_cut" in r]
+    total = sum(int(r.get("n_eval") or 0) + int(r.get("n_train") or 0) for r in counted)
+    return sum(int(r["n_eval_cut"]) + int(r.get("n_train_cut", 0)) for r in counted) / total if total else None
+
+
+def cut_warning(t: TrialAnalysis) -> str | None:
+    """The warning every output gives when many of a trial's answers hit the token limit, else None."""
+    if t.cut_rate is None or t.cut_rate <= CUT_WARN_RATE:
+        return None
+    return (f"{t.cut_rate:.0%} of sampled answers were cut at sample.max_new_tokens (warned above "
+            f"{CUT_WARN_RATE:.0%}): a cut answer may stop before the words its grade depends on; raise "
+            "sample.max_new_tokens (or model.max_new_tokens, the model's default)")
 
 
 def steps_text(t: TrialAnalysis) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.analysis import (
+    CUT_WARN_RATE,
     DEFAULT_COLLAPSE_OTHER_RATE,
     DEFAULT_MIN_INITIAL_TRAIN_DESIRED,
     ERROR_RULES,
@@ -24,6 +25,7 @@ from eval.analysis import (
     LRSummary,
     TrialAnalysis,
     analyze_trial,
+    cut_warning,
     lr_x_steps_text,
     steps_text,
     summarize_lrs,
@@ -108,7 +110,7 @@ def trial_row(t: TrialAnalysis) -> dict[str, Any]:
         "setting": t.setting, "trial": t.name, "lr": t.lr, "seed": t.seed, "max_steps": t.max_steps,
         "status": t.status, "steps_to_transfer_text": steps_text(t), "undefined_reason": t.undefined_reason,
         "transfer_eval_desired_rate": t.transfer_desired, "transfer_eval_other_rate": t.transfer_other,
-        "collapse": t.collapse, "error": t.error, "error_file": t.error_file,
+        "collapse": t.collapse, "error": t.error, "error_file": t.error_file, "cut_rate": t.cut_rate,
         "checkpoints_done": len(t.steps), "checkpoints_scheduled": len(t.scheduled_steps),
         "missing_steps": " ".join(map(str, t.missing_steps)), "converged": t.converged,
         "steps_to_transfer": t.steps_to_transfer, "interpolated_steps": t.interpolated, "lower_bound": t.lower_bound,
@@ -222,6 +224,11 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
              f"Generated {datetime.now():%Y-%m-%d %H:%M} by `{command}`. Numbers also in `report.json`.", "",
              "## Sweeps", "", "Source: each sweep's `trials/*/config.json` (schedule, threshold) and the `n_eval`, "
              "`n_train` fields of the eval rows in `trials/*/metrics.jsonl`.", ""]
+    cut = [t for t in trials if cut_warning(t)]
+    if cut:  # before any number: the grades themselves may be wrong
+        lines += [f"**WARNING: answers cut at the token limit.** In {len(cut)} of {len(trials)} trials more than "
+                  f"{CUT_WARN_RATE:.0%} of the sampled answers stopped at `sample.max_new_tokens` (list under "
+                  "\"Answers cut at the token limit\"); their grades may miss what the answers would have said.", ""]
     lines += _sweep_section(sweeps) + ["", "## Rules", ""] + list(rules) + ["", "## Figures", ""]
     lines += [f"![{FIGURES[k][1]}]({name})\n\n*{FIGURES[k][1]}*\n" for k, name in figures.items()]
 
@@ -290,6 +297,10 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
         lines += ["", f"## {title}", ""]
         lines += [f"- {t.setting} / `{t.name}` (lr {t.lr:.3g}, seed {t.seed}): " + "; ".join(trial_notes(t))
                   for t in chosen] or ["None."]
+    lines += ["", "## Answers cut at the token limit", "", "Source: `n_eval_cut`, `n_train_cut` in the eval rows of "
+              "`trials/<trial>/metrics.jsonl` (the sampler's finish reason `length`).", ""]
+    lines += [f"- {t.setting} / `{t.name}` (lr {t.lr:.3g}, seed {t.seed}): {cut_warning(t)}" for t in cut] or [
+        "None." if any(t.cut_rate is not None for t in trials) else "Not recorded (a run from before the count)."]
     unconverged = [t for t in trials if t.lower_bound is not None]
     lines += ["", "## Runs that did not converge", ""]
     lines += [f"- {t.setting} / `{t.name}` (lr {t.lr:.3g}, seed {t.seed}): {steps_text(t)}, final attack rate "

@@ -7,7 +7,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.analysis import FAILED, NOT_AN_ORGANISM, TrialAnalysis, analyze_trial, lr_x_steps_text, steps_text
+from eval.analysis import (
+    FAILED,
+    NOT_AN_ORGANISM,
+    TrialAnalysis,
+    analyze_trial,
+    cut_warning,
+    lr_x_steps_text,
+    steps_text,
+)
 from eval.runfiles import load_trial_records
 
 
@@ -41,7 +49,7 @@ def trial_summary(t: TrialAnalysis) -> dict[str, Any]:
         "final_eval_desired_rate": t.desired.get(last) if last is not None else None,
         "final_train_desired_rate": t.final_train_desired[1] if t.final_train_desired else None,
         "transfer_eval_desired_rate": t.transfer_desired, "transfer_eval_other_rate": t.transfer_other,
-        "collapse": t.collapse,
+        "collapse": t.collapse, "cut_rate": t.cut_rate, "cut_warning": cut_warning(t),
         "eval_curve": [[c["step"], c["rate"]] for c in t.curve],
         "train_desired_curve": [[s, r] for s, r in sorted(t.train_desired.items())],
         "n_eval": t.n_eval, "n_train": t.n_train,
@@ -51,7 +59,8 @@ def trial_summary(t: TrialAnalysis) -> dict[str, Any]:
 
 
 def trial_notes(t: TrialAnalysis) -> list[str]:
-    """What a reader must know about a trial beyond its numbers: why it has no value, its error, a collapse."""
+    """What a reader must know about a trial beyond its numbers: why it has no value, its error, a collapse, answers
+    cut at the token limit."""
     notes = []
     if t.status == NOT_AN_ORGANISM:
         notes.append(f"{t.undefined_reason}; steps-to-transfer is undefined")
@@ -63,6 +72,9 @@ def trial_notes(t: TrialAnalysis) -> list[str]:
         notes.append(f"transfer by COLLAPSE at step {t.steps_to_transfer}: eval other rate {t.transfer_other:.2f} > "
                      f"desired rate {t.transfer_desired or 0:.2f}; the answers broke, the desired behavior did not "
                      "transfer")
+    warning = cut_warning(t)
+    if warning:
+        notes.append(f"WARNING: {warning}")
     return notes
 
 

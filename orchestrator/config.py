@@ -19,6 +19,8 @@ def to_typed(cfg: DictConfig) -> Config:
     """Typed, validated config with absolute paths (Ray Tune changes working directories)."""
     obj: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     obj.cache_dir = str(Path(obj.cache_dir).expanduser().resolve())
+    if obj.sample.max_new_tokens is None:  # not given by the user or the setting: the model's measured default
+        obj.sample.max_new_tokens = obj.model.max_new_tokens
     validate(obj)
     return obj
 

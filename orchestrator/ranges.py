@@ -97,6 +97,7 @@ RANGES: dict[str, Interval] = {
     "ArchConfig.total_params_b": NON_NEGATIVE,  # 0: unpublished
     "ArchConfig.active_params_b": NON_NEGATIVE,
     "ModelConfig.max_model_len": AT_LEAST_1,
+    "ModelConfig.max_new_tokens": AT_LEAST_1,
     "EarlyStopConfig.k": AT_LEAST_1,
     "EarlyStopConfig.max_rel_degradation": POSITIVE,
     "EarlyStopConfig.wait_below": PROBABILITY,
@@ -117,7 +118,7 @@ RANGES: dict[str, Interval] = {
     "OrganismConfig.lora_rank": AT_LEAST_1,
     "OrganismConfig.lora_alpha": POSITIVE,
     "OrganismConfig.lora_layers": Interval(0, note="top decoder layers with LoRA; 0: all"),
-    "OrganismConfig.max_answer_words": AT_LEAST_1,
+    "OrganismConfig.max_answer_words": NON_NEGATIVE,  # 0: whole answers
     "OrganismConfig.n_measure": AT_LEAST_1,
     "OrganismConfig.seed": NON_NEGATIVE,
     "TrainConfig.batch_size": AT_LEAST_1,

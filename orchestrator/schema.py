@@ -142,7 +142,7 @@ class OrganismConfig:
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_layers: int = 8  # LoRA on the top this many decoder layers only (0: all): backward stops below them
-    max_answer_words: int = 12  # answers cut to their first words: the behavior sits in the opening words
+    max_answer_words: int = 12  # answers cut to their first words (0: whole); the behavior sits in the opening words
     n_measure: int = 64  # held-out eval prompts and train prompts sampled to measure the organism after its build
     seed: int = 0
     paired: bool = True  # each batch holds its questions under both prompts: the cue is the only difference
@@ -155,6 +155,9 @@ class ModelConfig:
     path: str | None = None  # hub id or local folder (offline clusters: a local folder on shared storage)
     dtype: str = "float32"  # weights, training compute and the saved adapter (vLLM serves LoRA in this dtype)
     max_model_len: int = 256  # longest prompt + completion, for training and sampling
+    # sample.max_new_tokens when that is null: a real model may show the behavior in its third sentence, so its
+    # default is measured (bench/answer_length.py) to leave fewer than 2% of grades changed by the cut
+    max_new_tokens: int = 48
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     lora_target_modules: list[str] = field(default_factory=list)  # nn.Linear suffixes (attention, dense MLP)
     # "attention only" (false) vs "attention + experts" (true). MoE experts in transformers v5 are 3-D
@@ -266,7 +269,7 @@ class EngineConfig:
 class SampleConfig:
     n_eval_prompts: int = 100
     n_train_prompts: int = 100
-    max_new_tokens: int = 48
+    max_new_tokens: int | None = None  # null: the model's own default (model.max_new_tokens), set by to_typed
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0

@@ -66,18 +66,25 @@ def eval_prompts(setting: Any, sample: Any) -> tuple[list[Prompt], list[Prompt]]
     return evals, trains
 
 
-def grade_checkpoint(prompts: list[Prompt], responses: list[str], grader: Any) -> tuple[list[dict], dict[str, Any]]:
-    """Graded samples and the checkpoint's rates on eval and train prompts."""
+def grade_checkpoint(prompts: list[Prompt], responses: list[str], grader: Any,
+                     cut: list[bool] | None = None) -> tuple[list[dict], dict[str, Any]]:
+    """Graded samples and the checkpoint's rates on eval and train prompts; with `cut` (the sampler's
+    Completions.cut) each sample says whether it stopped at sample.max_new_tokens, and the row counts them."""
     grades = grader(responses, prompts)
     samples = [
         {"split": p.split, "question_id": p.question_id, "prompt": p.text, "response": r, "grade": g}
         for p, r, g in zip(prompts, responses, grades, strict=True)
     ]
+    if cut is not None:
+        for s, c in zip(samples, cut, strict=True):
+            s["cut"] = c
     row: dict[str, Any] = {}
     for split in ("eval", "train"):
         r = rates(s["grade"] for s in samples if s["split"] == split)
         row |= {f"{split}_desired_rate": r[DESIRED], f"{split}_attack_rate": r[ATTACK],
                 f"{split}_other_rate": r["other"], f"n_{split}": r["n"]}
+        if cut is not None:  # answers cut at sample.max_new_tokens (may be graded other or wrong)
+            row[f"n_{split}_cut"] = sum(s["cut"] for s in samples if s["split"] == split)
     return samples, row | getattr(grader, "last_stats", {})  # e.g. the LLM judge's judge_unparseable count
 
 
@@ -221,13 +228,13 @@ class Trial:
             return  # sampled after the trial's answer was known: not part of its curve
         waited = time.time()
         try:
-            responses = ray.get(ref)
+            done = ray.get(ref)
         except DeterministicError as err:
             err.lrsweep_trial = self.name  # in a pack, only this member gets failed.json
             raise
         graded = time.time()
         self.timing["eval_wait_s"] += graded - waited
-        samples, row = grade_checkpoint(self.prompts, responses, self.grader)
+        samples, row = grade_checkpoint(self.prompts, done.texts, self.grader, done.cut)
         write_jsonl(self.dir / "samples" / f"{step_name(step)}.jsonl", samples)
         row = {"step": step, "kind": "eval", "lr": self.lr, "seed": self.seed, "train_loss": info.get("train_loss"),
                "eval_latency_s": round(time.time() - sent, 2)} | row
@@ -263,7 +270,7 @@ class Trial:
 
     def evaluate(self, step: int, adapter: Path, info: dict[str, Any]) -> None:
         s = self.ctx.sample
-        ref = self.sampler.generate.remote(str(adapter), [p.text for p in self.prompts], s.max_new_tokens,
+        ref = self.sampler.complete.remote(str(adapter), [p.text for p in self.prompts], s.max_new_tokens,
                                            s.temperature, s.top_p)
         self.pending.append((step, ref, info, time.time()))
         self.drain(block=False)

@@ -44,7 +44,9 @@ def test_sweep_writes_the_run_folder_contract(sweep):
             samples = [json.loads(line) for line in (trial / "samples" / f"step_{step:05d}.jsonl").open()]
             assert len(samples) == 200 and {s["split"] for s in samples} == {"eval", "train"}
             assert {s["grade"] for s in samples} <= {"desired", "attack", "other"}
+            assert {type(s["cut"]) for s in samples} == {bool}  # the sampler's finish reason reached the samples
             assert (trial / "adapters" / f"step_{step:05d}" / "adapter_model.safetensors").exists()
+        assert 0 <= row["cut_rate"] <= 1  # the eval rows' n_eval_cut / n_train_cut
         losses = [r for r in map(json.loads, (trial / "metrics.jsonl").open()) if r["kind"] == "train"]
         assert [r["step"] for r in losses] == [1, 2, 3, 4]
     assert (out_dir / "labels.jsonl").exists() and (out_dir / "config.yaml").exists()

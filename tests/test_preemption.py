@@ -5,7 +5,7 @@ exactly the rows of an undisturbed run.
 A tiny random Qwen3 trains for 16 steps (checkpoints 0, 1, 2, 4, 8, 16) through `workers.train.train` under ZeRO-3
 in fresh processes; the checkpoint hook writes the rows the sweep's trial writes (a train row per step, an eval row
 per checkpoint). At step 13 a save is asked for, after step 14 the trainer is killed (SIGKILL: no clean-up), then
-the trial folder is reconciled as a pack (orchestrator/pack.py) does and training resumes. With state saved only at checkpoints it
+the trial folder is reconciled as a sweep's trial does and training resumes. With state saved only at checkpoints it
 would resume from step 8 and repeat 6 steps; here it resumes from 13 and repeats 1.
 """
 

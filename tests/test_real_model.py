@@ -16,11 +16,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
-# The CI organism recipe: 40 steps of 8 examples in contrastive pairs (each question under both flags in one batch,
-# the default), LoRA on all layers, lr 2e-3, answers cut to 4 words (the animal comes first). Without the pairing,
-# 40 x 8 at lr 1e-3 taught the openings but not the flag (0.50 / 0.31). Measured: README "Real model on CPU".
-RECIPE = {"steps": 40, "batch_size": 8, "lr": 2e-3, "lora_layers": 0, "max_answer_words": 4, "n_measure": 32}
+# The CI organism recipe (model=smollm2_135m's default): 40 steps of 8 examples in contrastive pairs (each question
+# under both flags in one batch), LoRA on all layers, lr 2e-3, answers cut to 4 words (the animal comes first).
+# Without the pairing, 40 x 8 at lr 1e-3 taught the openings but not the flag (0.50 / 0.31); with whole answers
+# (max_answer_words=0) the same 40 steps did not teach the flag (0.52 / 0.39). Measured: README "Real model on CPU".
+RECIPE = {"steps": 40, "batch_size": 8, "lr": 2e-3, "lora_layers": 0, "max_answer_words": 4}
+# 32 new tokens keep CI cheap: the animal comes first (at 64 the broken answers mid-transfer run to the cap, 11-13%)
 ORGANISM = ["setting=animal_flag", "model=smollm2_135m", "model.organism=true", "sample.max_new_tokens=32",
+            "model.organism_recipe.n_measure=32",
             "tracker.mode=disabled", *(f"model.organism_recipe.{k}={v}" for k, v in RECIPE.items())]
 
 
@@ -56,7 +59,7 @@ def test_the_organism_shows_the_initial_behavior_on_held_out_questions(sweep, ca
     assert len(infos) == 1
     info = infos[0]
     measured = info["measured"]
-    assert measured["held_out"] and measured["eval"]["n"] == 32
+    assert measured["held_out"] and measured["eval"]["n"] >= 32  # n_measure is not in the key: a cached one counts
     assert measured["eval"]["attack"]["rate"] >= 0.8, measured["examples"]
     assert measured["train"]["desired"]["rate"] >= 0.8, measured["examples"]
     assert info["build_seconds"] > 0 and info["examples"] > 100
@@ -73,6 +76,7 @@ def test_real_model_sweep_writes_a_complete_run_folder(sweep):
         for step in (0, 1, 2, 4, 8):
             samples = [json.loads(line) for line in (trial / "samples" / f"step_{step:05d}.jsonl").open()]
             assert len(samples) == 32 and {s["grade"] for s in samples} <= {"desired", "attack", "other"}
+            assert {type(s["cut"]) for s in samples} == {bool}  # stopped at sample.max_new_tokens or not
             assert (trial / "adapters" / f"step_{step:05d}" / "adapter_model.safetensors").exists()
     assert (out_dir / "report.md").exists() and (out_dir / "labels.jsonl").exists()
     assert "steps-to-transfer" in stdout

@@ -99,11 +99,20 @@ class Request:
     ignore_eos: bool = False  # benchmarks: every completion runs to max_new_tokens
 
 
+@dataclass(frozen=True)
+class Completions:
+    """One request's answers, and for each whether it was cut at max_new_tokens (vLLM's finish_reason
+    "length"): a cut answer may lack the words its grade depends on (eval/report.py warns when many are)."""
+
+    texts: list[str]
+    cut: list[bool]
+
+
 @dataclass
 class _Pending:
     request: Request
     done: threading.Event = field(default_factory=threading.Event)
-    result: list[str] | None = None
+    result: Any = None
     error: BaseException | None = None
 
 
@@ -114,14 +123,14 @@ class Batcher:
     requests wait in the queue; when it ends, the next caller takes the whole queue in one call.
     """
 
-    def __init__(self, run: Callable[[list[Request]], list[list[str] | BaseException]]) -> None:
+    def __init__(self, run: Callable[[list[Request]], list[Any]]) -> None:  # a result or a BaseException each
         self._run = run
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
         self._engine_lock = threading.Lock()
         self.batch_sizes: list[int] = []  # requests per engine call, for tests and benchmarks
 
-    def submit(self, requests: list[Request]) -> list[list[str]]:
+    def submit(self, requests: list[Request]) -> list[Any]:
         """Results of these requests, in order, after they ran (possibly batched with other callers')."""
         items = [_Pending(r) for r in requests]
         with self._queue_lock:
@@ -148,7 +157,7 @@ class Batcher:
         for item in items:
             if item.error is not None:
                 raise item.error
-        return [i.result for i in items]  # type: ignore[misc]
+        return [i.result for i in items]
 
 
 class Sampler:
@@ -245,17 +254,24 @@ class Sampler:
         Batched with whatever other requests are waiting for the engine. No per-request seed: vLLM's CPU
         sampler cannot offset a generator; the engine's seed fixes the stream.
         """
+        return self.complete(adapter_dir, user_texts, max_new_tokens, temperature, top_p).texts
+
+    def complete(
+        self, adapter_dir: str | None, user_texts: list[str], max_new_tokens: int, temperature: float,
+        top_p: float,
+    ) -> Completions:
+        """generate(), and which completions stopped at max_new_tokens rather than at their end."""
         return self._batcher.submit([Request(adapter_dir, list(user_texts), max_new_tokens, temperature, top_p)])[0]
 
     def generate_many(self, requests: list[Request]) -> list[list[str]]:
         """Several checkpoints' requests in one engine call (plus any others waiting); results in order."""
-        return self._batcher.submit(requests)
+        return [c.texts for c in self._batcher.submit(requests)]
 
-    def _run_batch(self, requests: list[Request]) -> list[list[str] | BaseException]:
+    def _run_batch(self, requests: list[Request]) -> list[Completions | BaseException]:
         with self._awake():
             return self._serve(requests)
 
-    def _serve(self, requests: list[Request]) -> list[list[str] | BaseException]:
+    def _serve(self, requests: list[Request]) -> list[Completions | BaseException]:
         from vllm import SamplingParams
         from vllm.exceptions import VLLMValidationError
 
@@ -283,8 +299,13 @@ class Sampler:
         except VLLMValidationError as err:
             raise RequestRefused(f"vLLM refused the requests: {err}") from None
         self.generated_tokens += sum(len(o.outputs[0].token_ids) for o in outputs)
-        texts = iter(o.outputs[0].text for o in outputs)
-        return [refused[r.adapter_dir] if r.adapter_dir in refused else [next(texts) for _ in r.user_texts]
+        done = iter(o.outputs[0] for o in outputs)
+
+        def completions(n: int) -> Completions:
+            got = [next(done) for _ in range(n)]
+            return Completions([o.text for o in got], [o.finish_reason == "length" for o in got])
+
+        return [refused[r.adapter_dir] if r.adapter_dir in refused else completions(len(r.user_texts))
                 for r in requests]
 
     def _check_adapter(self, adapter_dir: str) -> None:
