@@ -54,15 +54,9 @@ def awake_bytes(cfg: Config, a: ArchConfig, counts: dict[str, int], loras: int) 
     return counts["total"] * wbytes / tp + loras * slot + cfg.plan.sampler_overhead_gib * GIB + kv
 
 
-def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound: int, plan: Plan,
-                 dedicated: bool, room: float | None = None) -> dict[str, Any]:
-    """vLLM's shape. On its own GPUs (`dedicated`): the smallest tensor-parallel size (inside a node; fused-MoE LoRA
-    has no expert parallelism in vLLM 0.32 with fully_sharded_loras) whose KV cache holds one checkpoint's prompts
-    at plan.sampler_gpu_memory_utilization. Sharing the trainers' GPUs: the smallest share (steps of 0.05) that
-    does, so the trainers keep the rest; awake beside sleeping-mode trainers, at most `room` bytes of each GPU (what
-    the trainers do not hold between steps)."""
-    m, sa, e, p, sec = cfg.model, cfg.sample, cfg.sample.engine, cfg.plan, "sampler"
-    wbytes, per_node = DTYPE_BYTES[m.dtype], cfg.cluster.gpus_per_node
+def _adapter_slots(cfg: Config, a: ArchConfig, plan: Plan) -> tuple[int, bool]:
+    """(max_lora_rank, whether expert LoRA is served): vLLM's LoRA slot shape, recorded in the plan."""
+    m, e, sec = cfg.model, cfg.sample.engine, "sampler"
     experts_trained = bool(m.lora_experts and a.num_experts)
     if is_auto(e.max_lora_rank):
         rank = next((r for r in VLLM_LORA_RANKS if r >= cfg.train.lora_rank), None)
@@ -79,22 +73,50 @@ def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound
     moe3d = experts_trained if is_auto(e.moe_lora_3d) else bool(e.moe_lora_3d)
     plan.put(sec, "moe_lora_3d", moe3d, text=f"{moe3d} (vLLM enable_mixed_moe_lora_format; "
              + ("PEFT's fused 3-D expert adapters)" if experts_trained else "no expert LoRA)"))
-    plan.put(sec, "lora_target_modules", list(m.lora_target_modules) + (["experts"] if experts_trained else []),
-             text=f"{list(m.lora_target_modules) + (['experts'] if experts_trained else [])} (vLLM allocates LoRA "
-             "slots only for these)")
+    targets = list(m.lora_target_modules) + (["experts"] if experts_trained else [])
+    plan.put(sec, "lora_target_modules", targets, text=f"{targets} (vLLM allocates LoRA slots only for these)")
+    return rank, experts_trained
+
+
+def _cpu_sampler(cfg: Config, counts: dict[str, int], plan: Plan, n_prompts: int) -> dict[str, Any]:
+    """CPU: vLLM's CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE; nothing to fit here."""
+    e, p, sec = cfg.sample.engine, cfg.plan, "sampler"
+    tp = 1 if is_auto(e.tensor_parallel_size) else e.tensor_parallel_size
+    util = p.cpu_gpu_memory_utilization if is_auto(e.gpu_memory_utilization) else e.gpu_memory_utilization
+    fully = tp > 1 if is_auto(e.fully_sharded_loras) else e.fully_sharded_loras
+    plan.put(sec, "dedicated_gpus", False, text="False (CPU: no GPUs to hold)")
+    plan.put(sec, "tensor_parallel_size", tp, text=f"{tp} (CPU)")
+    plan.put(sec, "gpu_memory_utilization", util, text=f"{util:g} (CPU: a share of RAM; plan.cpu_gpu_memory_"
+             "utilization unless set)")
+    plan.put(sec, "fully_sharded_loras", fully)
+    weights = counts["total"] * DTYPE_BYTES[cfg.model.dtype] / tp
+    return {"tp": tp, "kv_seqs": n_prompts, "weights_per_gpu": weights, "dedicated": False}
+
+
+def _where(cfg: Config, dedicated: bool, room: float | None) -> str:
+    """Where the sampler was to fit, for the refusal."""
+    gpu = cfg.cluster.gpu_memory_gib
+    if dedicated:
+        return f"one node of {cfg.cluster.gpus_per_node} x {gpu:g} GiB"
+    return f"a share of a {gpu:g} GiB GPU beside the trainers" + (
+        f" (awake, at most {gib(room)} left by what they hold between steps)" if room is not None else "")
+
+
+def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound: int, plan: Plan,
+                 dedicated: bool, room: float | None = None) -> dict[str, Any]:
+    """vLLM's shape. On its own GPUs (`dedicated`): the smallest tensor-parallel size (inside a node; fused-MoE LoRA
+    has no expert parallelism in vLLM 0.32 with fully_sharded_loras) whose KV cache holds one checkpoint's prompts
+    at plan.sampler_gpu_memory_utilization. Sharing the trainers' GPUs: the smallest share (steps of 0.05) that
+    does, so the trainers keep the rest; awake beside sleeping-mode trainers, at most `room` bytes of each GPU (what
+    the trainers do not hold between steps)."""
+    m, sa, e, p, sec = cfg.model, cfg.sample, cfg.sample.engine, cfg.plan, "sampler"
+    per_node = cfg.cluster.gpus_per_node
+    rank, experts_trained = _adapter_slots(cfg, a, plan)
     loras = loras_bound if is_auto(e.max_loras) else e.max_loras
     n_prompts = sa.n_eval_prompts + sa.n_train_prompts
     seq_tokens = min(m.max_model_len, p.sampler_prompt_tokens + sa.max_new_tokens)
-    if per_node == 0:  # CPU: vLLM's CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE; nothing to fit here
-        tp = 1 if is_auto(e.tensor_parallel_size) else e.tensor_parallel_size
-        util = p.cpu_gpu_memory_utilization if is_auto(e.gpu_memory_utilization) else e.gpu_memory_utilization
-        fully = tp > 1 if is_auto(e.fully_sharded_loras) else e.fully_sharded_loras
-        plan.put(sec, "dedicated_gpus", False, text="False (CPU: no GPUs to hold)")
-        plan.put(sec, "tensor_parallel_size", tp, text=f"{tp} (CPU)")
-        plan.put(sec, "gpu_memory_utilization", util, text=f"{util:g} (CPU: a share of RAM; plan.cpu_gpu_memory_"
-                 "utilization unless set)")
-        plan.put(sec, "fully_sharded_loras", fully)
-        return {"tp": tp, "kv_seqs": n_prompts, "weights_per_gpu": counts["total"] * wbytes / tp, "dedicated": False}
+    if per_node == 0:
+        return _cpu_sampler(cfg, counts, plan, n_prompts)
     plan.put(sec, "dedicated_gpus", dedicated, text=f"{dedicated} (" + ("GPUs of its own, tensor_parallel_size of "
              "them)" if dedicated else "shares the trainers' GPUs, gpu_memory_utilization of each)"))
     explicit_tp = not is_auto(e.tensor_parallel_size)
@@ -142,12 +164,8 @@ def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound
             fixes.insert(0, f"lower sample.engine.max_loras={e.max_loras} (or set it to auto)")
         if explicit_tp or not is_auto(e.gpu_memory_utilization):
             fixes.insert(0, "set sample.engine.tensor_parallel_size=auto and sample.engine.gpu_memory_utilization=auto")
-        where = (f"one node of {per_node} x {cfg.cluster.gpu_memory_gib:g} GiB" if dedicated else
-                 f"a share of a {cfg.cluster.gpu_memory_gib:g} GiB GPU beside the trainers" + (
-                     f" (awake, at most {gib(room)} left by what they hold between steps)" if room is not None
-                     else ""))
-        raise PlanError(f"the sampler does not fit {where}: {', '.join(tried)} of {seq_tokens} tokens with {loras} "
-                        f"LoRA slots at rank {rank}. To fix: " + "; or ".join(fixes))
+        raise PlanError(f"the sampler does not fit {_where(cfg, dedicated, room)}: {', '.join(tried)} of {seq_tokens} "
+                        f"tokens with {loras} LoRA slots at rank {rank}. To fix: " + "; or ".join(fixes))
     return _record(cfg, a, counts, plan, pick, loras, rank, n_prompts, seq_tokens, dedicated, explicit_tp)
 
 

@@ -115,18 +115,26 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
     else:
         wall = plan.put(sec, "wall_h", max(train_wall, busy) / 3600, "max(training_wall_h, sampler_busy_h)") * 3600
     if cl.gpus_per_node:
-        plan.put(sec, "trainer_gpu_h", n_jobs * gpus * trial_s / 3600, f"{n_jobs} {'packs' if k > 1 else 'trials'} x "
-                 f"{gpus} GPUs x trial_h")
-        plan.put(sec, "trainer_gpu_h_per_trial", gpus * trial_s / k / 3600, f"{gpus} GPUs x trial_h / K {k}")
-        if sampler["dedicated"]:
-            plan.put(sec, "sampler_gpu_h", sampler["tp"] * wall / 3600, f"{sampler['tp']} GPUs x wall_h")
-        alloc = plan.put(sec, "allocation_gpu_h", cl.nodes * cl.gpus_per_node * wall / 3600,
-                         f"{cl.nodes} nodes x {cl.gpus_per_node} GPUs x wall_h (what the allocation is charged)")
-        plan.put(sec, "allocation_gpu_h_per_trial", alloc / n_trials, f"allocation_gpu_h / {n_trials} trials")
-        own = sampler["tp"] if sampler["dedicated"] else 0
-        need = next(n for n in range(1, cl.nodes + 1) if trials_that_fit(cl.gpus_per_node, n, gpus, own) >= at_once)
-        if need < cl.nodes:  # the same waves on fewer nodes: the rest would idle
-            plan.put(sec, "nodes_needed", need, f"fewest nodes that place {at_once} {'packs' if k > 1 else 'trials'} "
-                     f"of {gpus} GPUs beside {own} sampler GPUs")
-            plan.put(sec, "allocation_gpu_h_at_nodes_needed", need * cl.gpus_per_node * wall / 3600,
-                     f"{need} nodes x {cl.gpus_per_node} GPUs x wall_h (set cluster.nodes={need}: the same wall time)")
+        _gpu_hours(cfg, plan, sampler, gpus, k, n_jobs, trial_s, wall, at_once)
+
+
+def _gpu_hours(cfg: Config, plan: Plan, sampler: dict[str, Any], gpus: int, k: int, n_jobs: int, trial_s: float,
+               wall: float, at_once: int) -> None:
+    """Trainer, sampler and allocation GPU-hours, and the fewest nodes that run the same waves."""
+    cl, sec = cfg.cluster, "time"
+    n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
+    plan.put(sec, "trainer_gpu_h", n_jobs * gpus * trial_s / 3600, f"{n_jobs} {'packs' if k > 1 else 'trials'} x "
+             f"{gpus} GPUs x trial_h")
+    plan.put(sec, "trainer_gpu_h_per_trial", gpus * trial_s / k / 3600, f"{gpus} GPUs x trial_h / K {k}")
+    if sampler["dedicated"]:
+        plan.put(sec, "sampler_gpu_h", sampler["tp"] * wall / 3600, f"{sampler['tp']} GPUs x wall_h")
+    alloc = plan.put(sec, "allocation_gpu_h", cl.nodes * cl.gpus_per_node * wall / 3600,
+                     f"{cl.nodes} nodes x {cl.gpus_per_node} GPUs x wall_h (what the allocation is charged)")
+    plan.put(sec, "allocation_gpu_h_per_trial", alloc / n_trials, f"allocation_gpu_h / {n_trials} trials")
+    own = sampler["tp"] if sampler["dedicated"] else 0
+    need = next(n for n in range(1, cl.nodes + 1) if trials_that_fit(cl.gpus_per_node, n, gpus, own) >= at_once)
+    if need < cl.nodes:  # the same waves on fewer nodes: the rest would idle
+        plan.put(sec, "nodes_needed", need, f"fewest nodes that place {at_once} {'packs' if k > 1 else 'trials'} "
+                 f"of {gpus} GPUs beside {own} sampler GPUs")
+        plan.put(sec, "allocation_gpu_h_at_nodes_needed", need * cl.gpus_per_node * wall / 3600,
+                 f"{need} nodes x {cl.gpus_per_node} GPUs x wall_h (set cluster.nodes={need}: the same wall time)")

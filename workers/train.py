@@ -343,6 +343,9 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
     every step's loss once. `should_stop(step)` is asked after every step (early stopping); `timings`
     receives seconds per phase (setup_s, train_steps_s, checkpoint_save_s, hook_s, poll_s) and last_step, the
     last step trained.
+
+    Kept as one function (past the house's ~60 lines) on purpose: every rank must reach the same broadcasts, saves
+    and collectives at the same steps, and the loop shows that order in one place.
     """
     began = time.time()  # setup includes importing torch: a Ray trial process imports it here first (~1.3 s)
     import torch
