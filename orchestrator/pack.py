@@ -66,9 +66,12 @@ class Pack:
     def build(self) -> None:
         from workers.trainer_state import read_resume_point
 
+        self.active = [not (t.dir / "result.json").exists() for t in self.trials]
+        for trial, active in zip(self.trials, self.active, strict=True):
+            if active:
+                trial.write_config()
         point = read_resume_point(self.state_dir)
         resumed_from = point["step"] if point else None
-        self.active = [not (t.dir / "result.json").exists() for t in self.trials]
         for trial, active in zip(self.trials, self.active, strict=True):
             if active:
                 trial.build(resumed_from)

@@ -177,6 +177,11 @@ class Trial:
                  "train": {k: v for k, v in asdict(spec).items() if k not in ("model_path", "lr", "seed")}}
                 | ({"pack": self.pack} if self.pack else {}))
 
+    def write_config(self) -> None:
+        """config.json first: a trial whose state cannot be read is still listed (as failed) by the analysis."""
+        self.trial_info = self.info()
+        write_json(self.dir / "config.json", self.trial_info)
+
     def build(self, resumed_from: int | None) -> None:
         """Folder, logger, sampler handle and stopping rule; then re-sends the evaluations an earlier attempt lost."""
         import ray
@@ -184,8 +189,6 @@ class Trial:
         from workers.tracking import TrialLogger
 
         self.resumed_from = resumed_from
-        self.trial_info = self.info()
-        write_json(self.dir / "config.json", self.trial_info)
         evaluated = reconcile_trial_dir(self.dir, resumed_from, self.spec.checkpoint_steps)
         append_jsonl(self.dir / "attempts.jsonl", {"started": time.time(), "resumed_from": resumed_from})
         ctx = self.ctx
@@ -196,7 +199,7 @@ class Trial:
         self.logger = TrialLogger(self.dir, ctx.tracker, group=ctx.sweep_id, name=self.name,
                                   run_config=self.trial_info, tags=[ctx.setting.name, ctx.model_name])
         if ctx.capability is not None and ctx.capability.benchmarks:
-            from workers.capability import TrialCapability
+            from orchestrator.capability_queue import TrialCapability
 
             self.capability = TrialCapability(ctx.capability, ctx.capability_baseline or {}, self.sampler, self.dir,
                                               self.logger, self.spec.max_steps, ctx.threshold)

@@ -206,3 +206,35 @@ if __name__ == "__main__":
     print(f"{len(graph)} modules, {edges} project imports, {in_function} inside functions")
     print(f"layer violations ({len(violations)}):", *violations, sep="\n  ")
     print(f"cycles ({len(found)}):", *(" <-> ".join(c) for c in found), sep="\n  ")
+
+
+def test_every_name_imported_from_a_project_module_exists_there():
+    """`from workers.capability import TrialCapability` inside a function fails only when that line runs (a sweep with
+    capability benchmarks): a class moved to another module must take every importer with it. Checked statically
+    against each module's top-level names (definitions, assignments, its own imports)."""
+    modules = project_modules()
+    defined: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        names = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            elif isinstance(node, ast.If | ast.Try):  # guarded definitions and imports
+                names |= {n.name for n in ast.walk(node) if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+                names |= {(a.asname or a.name).split(".")[0] for n in ast.walk(node)
+                          if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}
+        defined[module] = names
+    missing = []
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module in modules:
+                for alias in node.names:
+                    submodule = f"{node.module}.{alias.name}"
+                    if alias.name not in defined[node.module] and submodule not in modules:
+                        missing.append(f"{module}: from {node.module} import {alias.name}")
+    assert missing == []

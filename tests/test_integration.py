@@ -4,6 +4,7 @@ Minutes on 2 CPU cores; run alone with `python -m pytest -m integration`.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -119,9 +120,14 @@ def test_a_pack_of_two_writes_what_the_two_trials_alone_write(sweep, cache_dir, 
             return [r[key] for r in rows[which] if r.get(key) is not None]
 
         assert column("train_loss", 1) == pytest.approx(column("train_loss", 0), rel=1e-5)
-        # sampled answers (temperature > 0) of adapters that differ in the 5th digit: at most a few of 100 differ
-        for rate in ("eval_attack_rate", "eval_desired_rate", "train_attack_rate"):
-            assert column(rate, 1) == pytest.approx(column(rate, 0), abs=0.03), rate
+        # sampled answers (temperature > 0): two independent samplings even of equal adapters (step 0 differs too),
+        # so each rate agrees within 4 standard deviations of the difference of two binomial rates of n answers
+        for rate, n_key in (("eval_attack_rate", "n_eval"), ("eval_desired_rate", "n_eval"),
+                            ("train_attack_rate", "n_train")):
+            for a_rate, p_rate, n in zip(column(rate, 0), column(rate, 1), column(n_key, 0), strict=True):
+                pooled = (a_rate + p_rate) / 2
+                bound = 4 * math.sqrt(2 * pooled * (1 - pooled) / n) + 1 / n
+                assert abs(p_rate - a_rate) <= bound, (rate, a_rate, p_rate, n)
         assert json.loads((packed / "result.json").read_text())["done"]
         assert json.loads((packed / "config.json").read_text())["pack"] == "lr0.001_seed0_k2"
     assert len(sorted(out_dir.glob("trials/*/wandb/offline-run-*"))) == 2
