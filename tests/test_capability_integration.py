@@ -48,7 +48,9 @@ def rows(sweep, kind):
 def test_baseline_is_measured_once_and_cached(loop):
     base = json.loads((loop / "capability" / "baseline.json").read_text())
     assert base["guardrail"] == "toy_probe" and base["scores"]["toy_probe"]["n"] == 200
-    assert base["scores"]["toy_probe"]["score"] >= 0.9  # the toy reverses unseen word triples (measured 0.995)
+    # the toy reverses unseen word triples: 0.995 and 0.87 on two builds whose generic bank differs in two questions
+    # (a build's data stream decides how well it learns the skill); a toy without it scores near 0
+    assert base["scores"]["toy_probe"]["score"] >= 0.8
     assert len((loop / "capability" / "baseline_toy_probe.jsonl").read_text().splitlines()) == 200
 
 
