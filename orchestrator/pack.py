@@ -18,6 +18,7 @@ from typing import Any
 
 from eval.runfiles import trial_name
 from orchestrator.resolve import resolve
+from orchestrator.schema import is_auto
 from orchestrator.trial import Trial, TrialContext, trial_spec
 
 PACKS = "packs"  # the sweep folder's packs' trainer states
@@ -25,7 +26,8 @@ PACKS = "packs"  # the sweep folder's packs' trainer states
 
 def pack_size(cfg: Any) -> int:
     """How many trials one pack holds: the one place that reads sweep.pack (`auto`: the plan's K)."""
-    return max(1, int(resolve(cfg).sweep.pack))
+    pack = resolve(cfg).sweep.pack if is_auto(cfg.sweep.pack) else cfg.sweep.pack  # resolved configs: no re-plan
+    return max(1, int(pack))
 
 
 def group_trials(lrs: list[float], seeds: list[int], k: int) -> list[list[tuple[float, int]]]:

@@ -27,7 +27,6 @@ from orchestrator.resolve import resolve
 from orchestrator.sampler_session import ray_cluster, sampler_actors
 from orchestrator.schema import Config, ConfigError
 from orchestrator.trial import FAILED, TrialContext, eval_prompts
-from workers.pack_rules import pack_refusals
 from workers.teacher import ensure_labels
 from workers.tracking import resolve_wandb_mode
 
@@ -252,9 +251,7 @@ def preflight(cfg: Config) -> str:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     eval_prompts(cfg.setting, cfg.sample)  # loads and checks the bank, renders every template
-    refusals = pack_refusals(build_train_spec(cfg, "", 0.0, 0), pack_size(cfg))  # what a pack cannot train
-    if refusals:
-        raise ConfigError(f"sweep.pack={pack_size(cfg)}: " + "; ".join(refusals))
+    resolve(cfg)  # the plan refuses what it cannot fit, and a pack of what the packed trainer cannot train
     return wandb_mode
 
 
