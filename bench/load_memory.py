@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,17 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def end_finished_rank() -> None:
+    """End a rank process whose work is done and written, skipping interpreter finalization: gloo's C++ worker
+    threads can outlive `destroy_process_group`, and their destructors then abort the process during teardown
+    (SIGABRT, "terminate called without an active exception"; CI saw it once in about 1000 tests), which would
+    fail a run whose every result is already on disk. Output is flushed first. A failure before this point
+    still raises and exits non-zero as usual."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def base_state(model: Any) -> dict[str, Any]:
@@ -104,6 +116,7 @@ def rank_main(rank: int, world: int, port: int, model_path: str, mode: str, dtyp
             torch.save(state, Path(out_dir, "weights.pt"))
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
+    end_finished_rank()
 
 
 def measure(model_path: Path, mode: str, out_dir: Path, world: int = 2, dtype: str = "bfloat16",

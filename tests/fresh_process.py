@@ -10,8 +10,17 @@ from typing import Any
 import pytest
 
 
+def _then_end(target: Callable[..., None], args: tuple[Any, ...]) -> None:
+    """Run target, then end the process without interpreter teardown, where gloo's threads can abort a process
+    whose work is done (bench/load_memory.end_finished_rank). An exception in target still fails the process."""
+    from bench.load_memory import end_finished_rank
+
+    target(*args)
+    end_finished_rank()
+
+
 def run_in_fresh_process(target: Callable[..., None], args: tuple[Any, ...], deadline_s: float, what: str) -> None:
-    proc = multiprocessing.get_context("spawn").Process(target=target, args=args)
+    proc = multiprocessing.get_context("spawn").Process(target=_then_end, args=(target, args))
     proc.start()
     proc.join(deadline_s)
     if proc.is_alive():
@@ -27,7 +36,7 @@ def _as_rank(target: Callable[..., None], args: tuple[Any, ...], rank: int, worl
 
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    target(*args, rank)
+    _then_end(target, (*args, rank))
 
 
 def start_ranks(target: Callable[..., None], args: tuple[Any, ...], world: int) -> list[Any]:
