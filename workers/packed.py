@@ -71,7 +71,7 @@ class PackedLoraLinear(torch.nn.Module):
         super().__init__()
         self.base, self.name, self.route, self.k = base, name, route, len(seeds)
         self.scaling = alpha / rank
-        self.dtype = dtype = base.weight.dtype
+        dtype = base.weight.dtype
         self.out_features, in_features = _linear_shape(base)
         for slot, seed in enumerate(seeds):
             a = lora_a_init(name, seed, rank, in_features).to(dtype)
@@ -88,7 +88,7 @@ class PackedLoraLinear(torch.nn.Module):
         on the answer tokens, which differ in number between slots)."""
         y = self.base(x)
         if token_slots is not None:
-            return y + self._routed_delta(x, token_slots).reshape(y.shape).to(y.dtype)
+            return self._add_routed(y, x, token_slots)
         slots = self.route.slots
         a = torch.stack([self.slot_params(s)[0] for s in slots])  # [n, r, in]
         b = torch.stack([self.slot_params(s)[1] for s in slots])  # [n, out, r]
@@ -96,21 +96,23 @@ class PackedLoraLinear(torch.nn.Module):
         delta = torch.bmm(torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2)) * self.scaling
         return y + delta.reshape(y.shape).to(y.dtype)
 
-    def _routed_delta(self, x: torch.Tensor, token_slots: torch.Tensor) -> torch.Tensor:
-        """[rows, out]: each row's update from its own slot's (A, B), slot by slot on that slot's rows only.
+    def _add_routed(self, y: torch.Tensor, x: torch.Tensor, token_slots: torch.Tensor) -> torch.Tensor:
+        """y plus each row's update from its own slot's (A, B), slot by slot on that slot's rows only.
 
         Every slot of the route runs, on no rows too, so each call uses every active A and B: under ZeRO-3 every
         rank then reduces the same gradients whatever its tokens (an empty chunk gives zeros). Rows are gathered per
         slot rather than masked after a shared matmul, so no value of one slot (a diverged member's inf) reaches
-        another slot's rows, and nothing of size [rows, r, in] or K x [rows, out] is built."""
+        another slot's rows, and nothing of size [rows, r, in] or K x [rows, out] is built. The updates go into one
+        copy of y (for the head: logits-sized): not into y itself, which under ZeRO-3 is the view a DeepSpeed
+        autograd Function returns, and autograd refuses in-place changes to those."""
         rows, token_slots = x.reshape(-1, x.shape[-1]), token_slots.reshape(-1)
-        delta = torch.zeros(rows.shape[0], self.out_features, dtype=self.dtype, device=rows.device)
+        out = y.reshape(-1, y.shape[-1]).clone()
         for position, slot in enumerate(self.route.slots):
             a, b = self.slot_params(slot)
             index = (token_slots == position).nonzero().squeeze(1)
             mine = rows.index_select(0, index).to(a.dtype)
-            delta.index_add_(0, index, (mine @ a.t()) @ b.t() * self.scaling)  # in place: no K copies of [rows, out]
-        return delta
+            out.index_add_(0, index, ((mine @ a.t()) @ b.t() * self.scaling).to(out.dtype))
+        return out.view(y.shape)
 
 
 def _linear_shape(linear: torch.nn.Linear) -> tuple[int, int]:
