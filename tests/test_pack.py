@@ -65,6 +65,12 @@ def adapters(folder: Path, step: int) -> dict:
     return load_file(folder / "adapters" / f"step_{step:05d}" / "adapter_model.safetensors")
 
 
+def adapter_config(folder: Path) -> dict:
+    config = json.loads((folder / "adapters" / f"step_{STEPS:05d}" / "adapter_config.json").read_text())
+    config["target_modules"] = sorted(config["target_modules"])  # PEFT writes them from a set: any order
+    return config
+
+
 def assert_same(a: dict, b: dict) -> None:
     import torch
 
@@ -108,12 +114,7 @@ def test_pack_on_two_zero3_ranks_equals_each_trial_alone_and_a_drop_leaves_the_r
             json.loads((one / "losses.json").read_text())[:last], rel=1e-5)
     assert not (root / "pack" / f"member_{DROPPED}" / "adapters" / f"step_{STEPS:05d}").exists()
     assert any(v.abs().max() > 0 for k, v in adapters(root / "pack" / "member_0", STEPS).items() if "lora_B" in k)
-    config = json.loads((root / "pack" / "member_0" / "adapters" / f"step_{STEPS:05d}" / "adapter_config.json")
-                        .read_text())
-    alone_config = json.loads((root / "alone_0" / "adapters" / f"step_{STEPS:05d}" / "adapter_config.json").read_text())
-    for c in (config, alone_config):  # PEFT writes target_modules from a set: any order
-        c["target_modules"] = sorted(c["target_modules"])
-    assert config == alone_config  # the adapter folder vLLM loads is PEFT's own
+    assert adapter_config(root / "pack" / "member_0") == adapter_config(root / "alone_0")  # vLLM loads PEFT's own
 
 
 @pytest.mark.integration
@@ -179,6 +180,7 @@ def test_a_pack_with_lora_on_the_tied_lm_head_equals_each_trial_alone(tiny, tmp_
         head = adapters(mine, STEPS)
         assert {"base_model.model.lm_head.lora_A.weight", "base_model.model.lm_head.lora_B.weight"} <= head.keys()
         assert head["base_model.model.lm_head.lora_B.weight"].abs().max() > 0  # the head's LoRA trained
+        assert adapter_config(mine) == adapter_config(one)
 
 
 def test_a_routed_head_gives_each_row_its_own_slots_update_and_every_slot_a_gradient():
