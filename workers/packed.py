@@ -72,12 +72,11 @@ class PackedLoraLinear(torch.nn.Module):
         self.base, self.name, self.route, self.k = base, name, route, len(seeds)
         self.scaling = alpha / rank
         dtype = base.weight.dtype
-        self.out_features, in_features = _linear_shape(base)
+        out_features, in_features = _linear_shape(base)
         for slot, seed in enumerate(seeds):
             a = lora_a_init(name, seed, rank, in_features).to(dtype)
             self.register_parameter(f"lora_A_{slot}", torch.nn.Parameter(a))
-            b = torch.zeros(self.out_features, rank, dtype=dtype)
-            self.register_parameter(f"lora_B_{slot}", torch.nn.Parameter(b))
+            self.register_parameter(f"lora_B_{slot}", torch.nn.Parameter(torch.zeros(out_features, rank, dtype=dtype)))
 
     def slot_params(self, slot: int) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
         return getattr(self, f"lora_A_{slot}"), getattr(self, f"lora_B_{slot}")
