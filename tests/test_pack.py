@@ -1,7 +1,8 @@
 """Packed LoRA trials (workers/packed.py, workers/pack_train.py): K = 3 trials in one pack train exactly as the same
 3 trials alone. On 2 gloo ranks under ZeRO-3 the pack's adapters and step losses equal each trial's own run on one
 rank (test_loss_ranks shows 2 ranks equal 1 alone); one member dropped mid-run (early stopping) leaves the others'
-adapters and losses unchanged; a pack killed after a checkpoint resumes every member from the pack's state."""
+adapters and losses unchanged; a pack killed after a checkpoint resumes every member from the pack's state; with LoRA
+on the (tied) lm_head, whose answer tokens differ in number between members, the same holds."""
 
 from __future__ import annotations
 
@@ -64,6 +65,12 @@ def adapters(folder: Path, step: int) -> dict:
     return load_file(folder / "adapters" / f"step_{step:05d}" / "adapter_model.safetensors")
 
 
+def adapter_config(folder: Path) -> dict:
+    config = json.loads((folder / "adapters" / f"step_{STEPS:05d}" / "adapter_config.json").read_text())
+    config["target_modules"] = sorted(config["target_modules"])  # PEFT writes them from a set: any order
+    return config
+
+
 def assert_same(a: dict, b: dict) -> None:
     import torch
 
@@ -73,13 +80,25 @@ def assert_same(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def alone_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[TrainSpec]]:
-    """The tiny model and the 3 trials, each trained alone on one rank (ZeRO-3) in its own process."""
-    root = tmp_path_factory.mktemp("pack")
-    build_tiny_dense(root / "tiny")
-    specs = [replace(base_spec(root / "tiny"), lr=lr, seed=seed) for lr, seed in MEMBERS]
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model (its lm_head is tied to its embeddings, as SmolLM2's)."""
+    path = tmp_path_factory.mktemp("tiny") / "tiny"
+    build_tiny_dense(path)
+    return path
+
+
+def train_alone(root: Path, specs: list[TrainSpec]) -> None:
+    """Each trial alone on one rank (ZeRO-3) in its own process, in root/alone_<i>."""
     for i, spec in enumerate(specs):
         run_in_fresh_process(alone, (spec, str(root / f"alone_{i}")), DEADLINE_S, f"trial {i} alone")
+
+
+@pytest.fixture(scope="module")
+def alone_runs(tmp_path_factory: pytest.TempPathFactory, tiny: Path) -> tuple[Path, list[TrainSpec]]:
+    """The 3 trials, each trained alone."""
+    root = tmp_path_factory.mktemp("pack")
+    specs = [replace(base_spec(tiny), lr=lr, seed=seed) for lr, seed in MEMBERS]
+    train_alone(root, specs)
     return root, specs
 
 
@@ -95,12 +114,7 @@ def test_pack_on_two_zero3_ranks_equals_each_trial_alone_and_a_drop_leaves_the_r
             json.loads((one / "losses.json").read_text())[:last], rel=1e-5)
     assert not (root / "pack" / f"member_{DROPPED}" / "adapters" / f"step_{STEPS:05d}").exists()
     assert any(v.abs().max() > 0 for k, v in adapters(root / "pack" / "member_0", STEPS).items() if "lora_B" in k)
-    config = json.loads((root / "pack" / "member_0" / "adapters" / f"step_{STEPS:05d}" / "adapter_config.json")
-                        .read_text())
-    alone_config = json.loads((root / "alone_0" / "adapters" / f"step_{STEPS:05d}" / "adapter_config.json").read_text())
-    for c in (config, alone_config):  # PEFT writes target_modules from a set: any order
-        c["target_modules"] = sorted(c["target_modules"])
-    assert config == alone_config  # the adapter folder vLLM loads is PEFT's own
+    assert adapter_config(root / "pack" / "member_0") == adapter_config(root / "alone_0")  # vLLM loads PEFT's own
 
 
 @pytest.mark.integration
@@ -115,9 +129,91 @@ def test_a_crashed_pack_resumes_every_member(alone_runs) -> None:
         assert_same(adapters(out / f"member_{i}", STEPS), adapters(root / f"alone_{i}", STEPS))
 
 
+HEAD_CHUNK = 5  # answer tokens per LM-head call: chunks that hold two members' tokens, empty chunks on a rank
+
+
+def head_chunks(specs: list[TrainSpec], tokenizer_path: Path) -> tuple[int, int]:
+    """(chunks holding more than one member's tokens, empty chunks a rank pads with) over the pack's steps on 2
+    ranks, as packed_train_step lays them out: the premise of the lm_head test."""
+    from transformers import AutoTokenizer
+
+    from workers.batching import batch_indices, micro_batches_by_rank
+    from workers.data_parallel import data_parallel_shape
+    from workers.loss import answer_tokens, loss_chunks
+    from workers.train import encode_labels
+
+    encoded = encode_labels(AutoTokenizer.from_pretrained(tokenizer_path), EXAMPLES, {}, specs[0].max_seq_len)
+    micro, accum = data_parallel_shape(BATCH, MICRO, 2)
+    streams = [batch_indices(len(encoded), BATCH, s.seed) for s in specs]
+    mixed = empty = 0
+    for _ in range(STEPS):
+        parts = [micro_batches_by_rank([encoded[i] for i in next(stream)], 2, micro, accum, by_length=True)
+                 for stream in streams]
+        for k in range(accum):
+            counts = [[answer_tokens(p[rank][k]) for p in parts] for rank in range(2)]  # [rank][member]
+            calls = max(loss_chunks(sum(c), HEAD_CHUNK) for c in counts)
+            for c in counts:
+                owner = [m for m, n in enumerate(c) for _ in range(n)]  # each token's member, in row order
+                chunks = [set(owner[j:j + HEAD_CHUNK]) for j in range(0, calls * HEAD_CHUNK, HEAD_CHUNK)]
+                mixed += sum(len(members) > 1 for members in chunks)
+                empty += sum(not members for members in chunks)
+    return mixed, empty
+
+
+@pytest.mark.integration
+def test_a_pack_with_lora_on_the_tied_lm_head_equals_each_trial_alone(tiny, tmp_path) -> None:
+    """LoRA on lm_head (Tinker's default) packs: the head sees each member's answer tokens, unequal in number,
+    through that member's own adapter, in loss chunks that mix members and chunks that are empty on one rank."""
+    targets = ["q_proj", "v_proj", "lm_head"]
+    specs = [replace(base_spec(tiny), lr=lr, seed=seed, lora_target_modules=targets, loss_chunk_tokens=HEAD_CHUNK)
+             for lr, seed in MEMBERS]
+    mixed, empty = head_chunks(specs, tiny)
+    assert mixed > 0 and empty > 0
+    train_alone(tmp_path, specs)
+    run_ranks_in_fresh_processes(packed, (specs, str(tmp_path / "pack"), False, None), 2, DEADLINE_S, "pack")
+    for i in range(len(specs)):
+        one, mine = tmp_path / f"alone_{i}", tmp_path / "pack" / f"member_{i}"
+        for step in (0, 2, STEPS):  # 0: A starts as alone (seed_peft_lora reaches the head's lora_A too)
+            assert_same(adapters(mine, step), adapters(one, step))
+        assert json.loads((mine / "losses.json").read_text()) == pytest.approx(
+            json.loads((one / "losses.json").read_text()), rel=1e-5)
+        head = adapters(mine, STEPS)
+        assert {"base_model.model.lm_head.lora_A.weight", "base_model.model.lm_head.lora_B.weight"} <= head.keys()
+        assert head["base_model.model.lm_head.lora_B.weight"].abs().max() > 0  # the head's LoRA trained
+        assert adapter_config(mine) == adapter_config(one)
+
+
+def test_a_routed_head_gives_each_row_its_own_slots_update_and_every_slot_a_gradient():
+    """PackedLoraLinear with token_slots (rows in any order, any count per slot, none for some) equals each row
+    through its own slot's (A, B) alone; a slot with no rows in the call still gets a (zero) gradient, so under
+    ZeRO-3 every rank reduces the same parameters whatever its tokens."""
+    import torch
+
+    from workers.packed import PackedLoraLinear, Route
+
+    torch.manual_seed(0)
+    route = Route(slots=[0, 2, 3])
+    layer = PackedLoraLinear(torch.nn.Linear(6, 10, bias=False), "lm_head", [0, 1, 2, 3], rank=2, alpha=8,
+                             route=route)
+    for slot in range(4):
+        torch.nn.init.normal_(layer.slot_params(slot)[1])
+    x = torch.randn(7, 6)
+    token_slots = torch.tensor([2, 0, 2, 2, 0, 0, 2])  # positions in route.slots: slot 3, slot 0; slot 2 has none
+    y = layer(x, token_slots=token_slots)
+    for row, position in enumerate(token_slots.tolist()):
+        a, b = layer.slot_params(route.slots[position])
+        torch.testing.assert_close(y[row], layer.base(x[row]) + layer.scaling * (b @ (a @ x[row])))
+    y.sum().backward()
+    a2, b2 = layer.slot_params(2)
+    assert a2.grad is not None and b2.grad is not None and not a2.grad.any() and not b2.grad.any()
+    assert layer.slot_params(3)[1].grad.any() and layer.slot_params(1)[0].grad is None  # 1: not in the route
+    empty = layer(x[:0], token_slots=token_slots[:0])  # a padding chunk: no rows at all
+    assert empty.shape == (0, 10)
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.loss=hf", "packed trials need train.loss=answer_chunks"),
-    ("model.lora_target_modules=[q_proj,lm_head]", "do not put LoRA on lm_head"),
+    ("train.lora_dropout=0.1", "packed trials need train.lora_dropout=0"),
 ])
 def test_a_pack_refuses_what_it_cannot_train_before_compute(override, message):
     from orchestrator.config import compose_config
@@ -127,3 +223,10 @@ def test_a_pack_refuses_what_it_cannot_train_before_compute(override, message):
     with pytest.raises(ConfigError, match=f"sweep.pack=2: .*{message}.*or set sweep.pack=1"):
         preflight(compose_config(["sweep.lrs=[1e-3,3e-3]", "sweep.pack=2", override]))
     preflight(compose_config(["sweep.lrs=[1e-3,3e-3]", "sweep.pack=1", override]))  # alone: fine
+
+
+def test_a_pack_takes_lora_on_lm_head():
+    from orchestrator.config import compose_config
+    from orchestrator.sweep import preflight
+
+    preflight(compose_config(["sweep.lrs=[1e-3,3e-3]", "sweep.pack=2", "model.lora_target_modules=[q_proj,lm_head]"]))

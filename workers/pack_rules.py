@@ -13,8 +13,6 @@ def pack_refusals(spec: Any, k: int) -> list[str]:
     fix = "or set sweep.pack=1"
     if spec.lora_expert_parameters:
         problems.append(f"packed trials do not train expert LoRA: set model.lora_experts=false {fix}")
-    if "lm_head" in spec.lora_target_modules:
-        problems.append(f"packed trials do not put LoRA on lm_head: drop it from model.lora_target_modules {fix}")
     if spec.loss != "answer_chunks":
         problems.append(f"packed trials need train.loss=answer_chunks (got {spec.loss}) {fix}")
     if spec.lora_dropout:

@@ -3,7 +3,9 @@
 Every targeted nn.Linear becomes a `PackedLoraLinear` that holds K (A, B) pairs, one per trial ("slot"). A packed
 micro-batch holds the same number of sequences for each active slot, slot by slot; the layer runs the base weight
 once over all of them (under ZeRO-3: one all-gather per step for the K trials) and adds each slot's low-rank update
-to its own rows with two batched matmuls. Each slot's A and B are their own parameters (so each trial has its own
+to its own rows with two batched matmuls. The LM head (LoRA on lm_head) sees only the answer tokens, whose number
+differs between slots: there each token carries its slot's index and each slot's update is computed on its own
+tokens (`token_slots`). Each slot's A and B are their own parameters (so each trial has its own
 Adam state and LR, as its own optimizer param group) registered directly on the layer, so ZeRO-3's module hooks
 gather them with the layer.
 
@@ -61,7 +63,8 @@ class Route:
 
 
 class PackedLoraLinear(torch.nn.Module):
-    """base(x) + scaling * B_s A_s x for the rows x of slot s, every slot in one pair of batched matmuls."""
+    """base(x) + scaling * B_s A_s x for the rows x of slot s: every slot in one pair of batched matmuls where rows
+    come slot by slot in equal numbers, slot by slot on its own rows where each row names its slot (the LM head)."""
 
     def __init__(self, base: torch.nn.Linear, name: str, seeds: list[int], rank: int, alpha: float,
                  route: Route) -> None:
@@ -78,14 +81,37 @@ class PackedLoraLinear(torch.nn.Module):
     def slot_params(self, slot: int) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
         return getattr(self, f"lora_A_{slot}"), getattr(self, f"lora_B_{slot}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, token_slots: torch.Tensor | None = None) -> torch.Tensor:
+        """x's rows grouped by slot, equally many per slot in route order (the decoder's layers); or, with
+        `token_slots` (one int per row of x: its slot's position in route.slots), any rows in any order (the LM head
+        on the answer tokens, which differ in number between slots)."""
         y = self.base(x)
+        if token_slots is not None:
+            return self._add_routed(y, x, token_slots)
         slots = self.route.slots
         a = torch.stack([self.slot_params(s)[0] for s in slots])  # [n, r, in]
         b = torch.stack([self.slot_params(s)[1] for s in slots])  # [n, out, r]
         xs = x.reshape(len(slots), -1, x.shape[-1]).to(a.dtype)  # rows grouped by slot: [n, rows*T, in]
         delta = torch.bmm(torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2)) * self.scaling
         return y + delta.reshape(y.shape).to(y.dtype)
+
+    def _add_routed(self, y: torch.Tensor, x: torch.Tensor, token_slots: torch.Tensor) -> torch.Tensor:
+        """y plus each row's update from its own slot's (A, B), slot by slot on that slot's rows only.
+
+        Every slot of the route runs, on no rows too, so each call uses every active A and B: under ZeRO-3 every
+        rank then reduces the same gradients whatever its tokens (an empty chunk gives zeros). Rows are gathered per
+        slot rather than masked after a shared matmul, so no value of one slot (a diverged member's inf) reaches
+        another slot's rows, and nothing of size [rows, r, in] or K x [rows, out] is built. The updates go into one
+        copy of y (for the head: logits-sized): not into y itself, which under ZeRO-3 is the view a DeepSpeed
+        autograd Function returns, and autograd refuses in-place changes to those."""
+        rows, token_slots = x.reshape(-1, x.shape[-1]), token_slots.reshape(-1)
+        out = y.reshape(-1, y.shape[-1]).clone()
+        for position, slot in enumerate(self.route.slots):
+            a, b = self.slot_params(slot)
+            index = (token_slots == position).nonzero().squeeze(1)
+            mine = rows.index_select(0, index).to(a.dtype)
+            out.index_add_(0, index, ((mine @ a.t()) @ b.t() * self.scaling).to(out.dtype))
+        return out.view(y.shape)
 
 
 def _linear_shape(linear: torch.nn.Linear) -> tuple[int, int]:
@@ -114,8 +140,10 @@ def install_packed_lora(model: torch.nn.Module, targets: list[str], seeds: list[
 
 def slot_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
               slots: torch.Tensor, n: int) -> torch.Tensor:
-    """[n] summed, weighted cross-entropy of each slot's tokens."""
-    ce = F.cross_entropy(head(hidden).float(), targets, reduction="none") * weights
+    """[n] summed, weighted cross-entropy of each slot's tokens (slots: each token's position in the route). A
+    packed head (LoRA on lm_head) routes each token through its own slot's adapter."""
+    logits = head(hidden, token_slots=slots) if isinstance(head, PackedLoraLinear) else head(hidden)
+    ce = F.cross_entropy(logits.float(), targets, reduction="none") * weights
     return torch.zeros(n, dtype=ce.dtype, device=ce.device).index_add(0, slots, ce)
 
 
