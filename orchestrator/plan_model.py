@@ -109,7 +109,7 @@ def lora_params(a: ArchConfig, modules: list[str], expert_params: list[str], ran
 
 
 def activation_bytes(a: ArchConfig, seqs: int, seq_len: int, wbytes: int, checkpointing: bool,
-                     loss_chunk_tokens: int | None = None) -> dict[str, float]:
+                     loss_chunk_tokens: int | None = None, head_lora: bool = False) -> dict[str, float]:
     """Activations of one micro-batch. Per token and layer: attention 2H + 2(nq+2nkv)*hd elements (norm and
     o_proj outputs; q, k, v before and after norm/RoPE; flash attention keeps no seq^2 matrix), MLP
     k*(2H + 3I) (a routed token's copy, gate_up, activation, down; dense: k=1) + 2E for fp32 router logits.
@@ -121,9 +121,10 @@ def activation_bytes(a: ArchConfig, seqs: int, seq_len: int, wbytes: int, checkp
     layer = tokens * per_token * wbytes
     kept = a.num_layers * tokens * h * wbytes + 2 * layer if checkpointing else a.num_layers * layer
     # logits, their fp32 upcast for the loss, fp32 gradient: at every position (train.loss=hf), or at most one
-    # chunk of answer tokens at a time (answer_chunks)
+    # chunk of answer tokens at a time (answer_chunks); LoRA on lm_head adds one more logits-sized tensor (the base
+    # head's output plus the low-rank update is a new tensor, not an in-place sum)
     scored = tokens if loss_chunk_tokens is None else min(tokens, loss_chunk_tokens)
-    logits = scored * a.vocab_size * (wbytes + 4 + 4)
+    logits = scored * a.vocab_size * (wbytes * (2 if head_lora else 1) + 4 + 4)
     return {"layer_working_set": layer, "layers": kept, "logits": logits}
 
 
@@ -142,7 +143,7 @@ def train_memory(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, 
     # plus the prefetched next one
     mem["zero3_gathered_layers"] = 2 * max(counts["layer"], counts["embeddings"]) * wbytes if stage == 3 else 0
     act = activation_bytes(a, k * shape.micro, cfg.model.max_model_len, wbytes, cfg.model.gradient_checkpointing,
-                           shape.chunk)
+                           shape.chunk, head_lora="lm_head" in cfg.model.lora_target_modules)
     mem["activations"], mem["logits"] = act["layers"], act["logits"]
     mem["expert_lora_materialized"] = expert_materialization_bytes(cfg, a, k)
     p = cfg.plan

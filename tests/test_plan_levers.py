@@ -195,3 +195,13 @@ def test_reference_sweeps_before_and_after(sweep, lora, saving):
     assert BEFORE[sweep] / after["allocation_gpu_h"] == pytest.approx(saving, abs=0.01)
     if sweep == "b" and lora:
         assert BEFORE[sweep] / after["allocation_gpu_h"] >= 5
+
+
+def test_lora_on_lm_head_counts_one_more_logits_sized_tensor():
+    """The head's output plus its low-rank update is a new logits-sized tensor (workers/packed.py and PEFT alike):
+    at a 1024-token chunk of Qwen3's 151,936-word vocabulary, 1024 x 151,936 x 2 B more than without it."""
+    fixed = [*B235, "cluster.nodes=4", "sweep.pack=1", "train.loss_chunk_tokens=1024", "model.lora_experts=false"]
+    attention = sections([*fixed, "model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj]"])["trainer"]
+    head = sections([*fixed, "model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj,lm_head]"])["trainer"]
+    assert attention["logits_gib"] == pytest.approx(1024 * 151_936 * (2 + 4 + 4) / GIB, abs=1e-3)
+    assert head["logits_gib"] == pytest.approx(1024 * 151_936 * (2 + 2 + 4 + 4) / GIB, abs=1e-3)
