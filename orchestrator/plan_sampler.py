@@ -102,25 +102,11 @@ def _where(cfg: Config, dedicated: bool, room: float | None) -> str:
         f" (awake, at most {gib(room)} left by what they hold between steps)" if room is not None else "")
 
 
-def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound: int, plan: Plan,
-                 dedicated: bool, room: float | None = None) -> dict[str, Any]:
-    """vLLM's shape. On its own GPUs (`dedicated`): the smallest tensor-parallel size (inside a node; fused-MoE LoRA
-    has no expert parallelism in vLLM 0.32 with fully_sharded_loras) whose KV cache holds one checkpoint's prompts
-    at plan.sampler_gpu_memory_utilization. Sharing the trainers' GPUs: the smallest share (steps of 0.05) that
-    does, so the trainers keep the rest; awake beside sleeping-mode trainers, at most `room` bytes of each GPU (what
-    the trainers do not hold between steps)."""
-    m, sa, e, p, sec = cfg.model, cfg.sample, cfg.sample.engine, cfg.plan, "sampler"
-    per_node = cfg.cluster.gpus_per_node
-    rank, experts_trained = _adapter_slots(cfg, a, plan)
-    loras = loras_bound if is_auto(e.max_loras) else e.max_loras
-    n_prompts = sa.n_eval_prompts + sa.n_train_prompts
-    seq_tokens = min(m.max_model_len, p.sampler_prompt_tokens + sa.max_new_tokens)
-    if per_node == 0:
-        return _cpu_sampler(cfg, counts, plan, n_prompts)
-    plan.put(sec, "dedicated_gpus", dedicated, text=f"{dedicated} (" + ("GPUs of its own, tensor_parallel_size of "
-             "them)" if dedicated else "shares the trainers' GPUs, gpu_memory_utilization of each)"))
-    explicit_tp = not is_auto(e.tensor_parallel_size)
-    if explicit_tp:
+def _candidates(cfg: Config, a: ArchConfig, dedicated: bool, room: float | None) -> tuple[list[int], list[float]]:
+    """The tensor-parallel sizes and memory shares the sampler may take, smallest first (explicit values: those
+    alone); refuses a sampler that cannot wake beside the trainers."""
+    e, p, per_node = cfg.sample.engine, cfg.plan, cfg.cluster.gpus_per_node
+    if not is_auto(e.tensor_parallel_size):
         tp = e.tensor_parallel_size
         if tp > per_node or a.num_heads % tp:
             raise ConfigError(f"sample.engine.tensor_parallel_size={tp}: one engine spans one node of {per_node} GPUs "
@@ -140,6 +126,28 @@ def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound
             held = gib(cfg.cluster.gpu_memory_gib * GIB - room)
             raise PlanError(f"the sampler cannot wake beside the trainers: they hold {held} per GPU between steps, "
                             "leaving less than 5% of a GPU")
+    return sizes, utils
+
+
+def plan_sampler(cfg: Config, a: ArchConfig, counts: dict[str, int], loras_bound: int, plan: Plan,
+                 dedicated: bool, room: float | None = None) -> dict[str, Any]:
+    """vLLM's shape. On its own GPUs (`dedicated`): the smallest tensor-parallel size (inside a node; fused-MoE LoRA
+    has no expert parallelism in vLLM 0.32 with fully_sharded_loras) whose KV cache holds one checkpoint's prompts
+    at plan.sampler_gpu_memory_utilization. Sharing the trainers' GPUs: the smallest share (steps of 0.05) that
+    does, so the trainers keep the rest; awake beside sleeping-mode trainers, at most `room` bytes of each GPU (what
+    the trainers do not hold between steps)."""
+    m, sa, e, p, sec = cfg.model, cfg.sample, cfg.sample.engine, cfg.plan, "sampler"
+    per_node = cfg.cluster.gpus_per_node
+    rank, experts_trained = _adapter_slots(cfg, a, plan)
+    loras = loras_bound if is_auto(e.max_loras) else e.max_loras
+    n_prompts = sa.n_eval_prompts + sa.n_train_prompts
+    seq_tokens = min(m.max_model_len, p.sampler_prompt_tokens + sa.max_new_tokens)
+    if per_node == 0:
+        return _cpu_sampler(cfg, counts, plan, n_prompts)
+    plan.put(sec, "dedicated_gpus", dedicated, text=f"{dedicated} (" + ("GPUs of its own, tensor_parallel_size of "
+             "them)" if dedicated else "shares the trainers' GPUs, gpu_memory_utilization of each)"))
+    explicit_tp = not is_auto(e.tensor_parallel_size)
+    sizes, utils = _candidates(cfg, a, dedicated, room)
     # fully sharded LoRA splits lora_A's rank dimension over the TP ranks (vLLM divides max_lora_rank by TP)
     fully_of = lambda tp: tp > 1 and rank % tp == 0 if is_auto(e.fully_sharded_loras) else bool(  # noqa: E731
         e.fully_sharded_loras)

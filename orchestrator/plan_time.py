@@ -54,6 +54,29 @@ def plan_placement(cfg: Config, trainer: dict[str, Any], sampler: dict[str, Any]
     return at_once
 
 
+def _step_s(cfg: Config, counts: dict[str, int], lora: int, trainer: dict[str, Any], tokens_step: float,
+            plan: Plan) -> float | None:
+    """One training step's seconds (a pack's step trains K trials): measured throughput if given, else the
+    planner's max(compute, communication); None on a CPU cluster without a measurement."""
+    p, sec, k = cfg.plan, "time", trainer["pack"]
+    if p.train_tokens_per_s:  # measured for one trial alone: a pack is priced as no faster per trial
+        return plan.put(sec, "step_s", tokens_step / p.train_tokens_per_s, f"measured {p.train_tokens_per_s:g} tok/s")
+    if cfg.cluster.gpus_per_node == 0:
+        plan.note(sec, "CPU cluster: set plan.train_tokens_per_s (measured) for a time estimate")
+        return None
+    st = step_seconds(cfg, counts, lora, Shape(**{f: trainer[f] for f in ("gpus", "stage", "micro", "accum", "chunk",
+                                                                           "hpz", "pack")}))
+    plan.put(sec, "compute_s", st["compute_s"], st["compute_f"])
+    plan.put(sec, "communication_s", st["communication_s"], st["communication_f"])
+    if trainer["hpz"] > 1:
+        plan.note(sec, "hpZ: the first step gathers between nodes and fills each node's copy; later steps "
+                  "gather inside the node")
+    step_s = plan.put(sec, "step_s", st["step_s"], "max(compute, communication)")
+    plan.put(sec, "train_tokens_per_s", tokens_step / step_s, "tokens per step / step_s" + (
+        f" (a pack of {k})" if k > 1 else " (per trial)"))
+    return step_s
+
+
 def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, trainer: dict[str, Any],
               sampler: dict[str, Any], at_once: int, plan: Plan) -> None:
     """Wall time and GPU-hours. A training step takes max(compute, communication), overlapped (plan_fit.step_seconds;
@@ -65,22 +88,9 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
     tokens_example = p.tokens_per_example or m.max_model_len
     tokens_step = plan.put(sec, "tokens_per_step", tr.batch_size * tokens_example * k,
                            f"{k} trials x " * (k > 1) + f"batch {tr.batch_size} x {tokens_example} tokens")
-    if p.train_tokens_per_s:  # measured for one trial alone: a pack is priced as no faster per trial
-        step_s = plan.put(sec, "step_s", tokens_step / p.train_tokens_per_s, f"measured {p.train_tokens_per_s:g} tok/s")
-    elif cl.gpus_per_node == 0:
-        plan.note(sec, "CPU cluster: set plan.train_tokens_per_s (measured) for a time estimate")
+    step_s = _step_s(cfg, counts, lora, trainer, tokens_step, plan)
+    if step_s is None:
         return
-    else:
-        st = step_seconds(cfg, counts, lora, Shape(**{f: trainer[f] for f in ("gpus", "stage", "micro", "accum",
-                                                                               "chunk", "hpz", "pack")}))
-        plan.put(sec, "compute_s", st["compute_s"], st["compute_f"])
-        plan.put(sec, "communication_s", st["communication_s"], st["communication_f"])
-        if trainer["hpz"] > 1:
-            plan.note(sec, "hpZ: the first step gathers between nodes and fills each node's copy; later steps "
-                      "gather inside the node")
-        step_s = plan.put(sec, "step_s", st["step_s"], "max(compute, communication)")
-        plan.put(sec, "train_tokens_per_s", tokens_step / step_s, "tokens per step / step_s" + (
-            f" (a pack of {k})" if k > 1 else " (per trial)"))
     startup = plan.put(sec, "startup_s", counts["total"] * wbytes / (p.storage_read_gb_s * 1e9),
                        f"weights / {p.storage_read_gb_s:g} GB/s")
     trial_s = 3600 * plan.put(sec, "trial_h", (startup + cfg.sweep.max_steps * step_s) / 3600,

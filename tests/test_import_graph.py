@@ -238,3 +238,34 @@ def test_every_name_imported_from_a_project_module_exists_there():
                     if alias.name not in defined[node.module] and submodule not in modules:
                         missing.append(f"{module}: from {node.module} import {alias.name}")
     assert missing == []
+
+
+LONG_FUNCTION_LINES = 60  # the house's bound for orchestrator/ and workers/ (issue 18)
+LONG_REASON = "on purpose"  # what a longer function's docstring or comments say, with the reason
+
+
+def long_functions_without_a_reason(root: Path = ROOT, bound: int = LONG_FUNCTION_LINES) -> list[str]:
+    """Functions in orchestrator/ and workers/ longer than `bound` lines whose docstring and comments do not say
+    why ("... on purpose: <reason>")."""
+    found = []
+    for package in ("orchestrator", "workers"):
+        for path in sorted((root / package).rglob("*.py")):
+            lines = path.read_text().splitlines()
+            for node in ast.walk(ast.parse("\n".join(lines))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    length = node.end_lineno - node.lineno + 1
+                    text = "\n".join(lines[node.lineno - 1:node.end_lineno])
+                    if length > bound and LONG_REASON not in text:
+                        found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_long_functions_say_why(tmp_path):
+    assert long_functions_without_a_reason() == []
+    # the check itself: a 61-line function without a reason is found, one with a reason is not
+    body = "\n".join(f"    x{i} = {i}" for i in range(60))
+    (tmp_path / "workers").mkdir()
+    (tmp_path / "orchestrator").mkdir()
+    (tmp_path / "workers" / "a.py").write_text(f"def long():\n{body}\n")
+    (tmp_path / "orchestrator" / "b.py").write_text(f"def long():\n    # one loop on purpose: ranks' order\n{body}\n")
+    assert long_functions_without_a_reason(tmp_path) == ["workers/a.py:1 long (61 lines)"]
