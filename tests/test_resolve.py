@@ -192,7 +192,7 @@ def test_expert_lora_memory_by_hand():
     # * 2 B / 8 = 6,664,960 -> 413,250,304 B
     assert plan["sampler"]["vllm_slot_per_gpu_gib"] == pytest.approx(413_250_304 / GIB, abs=1e-3)
     # on the same 16 GPUs (without expert LoRA the plan fits the trial in one node instead: tests/test_planner.py)
-    off = make_plan(compose_config([*H100, "model.lora_experts=false", "train.num_workers=16",
+    off = make_plan(compose_config([*H100, "model.lora_experts=false", "train.num_workers=16", "sweep.pack=1",
                                     "train.loss_chunk_tokens=4096"])).sections
     assert off["trainer"]["expert_lora_materialized_gib"] == 0
     assert off["trainer"]["memory_per_gpu_gib"] < plan["trainer"]["memory_per_gpu_gib"] - 9
