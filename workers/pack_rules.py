@@ -11,8 +11,6 @@ def pack_refusals(spec: Any, k: int) -> list[str]:
         return []
     problems = []
     fix = "or set sweep.pack=1"
-    if spec.lora_expert_parameters:
-        problems.append(f"packed trials do not train expert LoRA: set model.lora_experts=false {fix}")
     if "lm_head" in spec.lora_target_modules:
         problems.append(f"packed trials do not put LoRA on lm_head: drop it from model.lora_target_modules {fix}")
     if spec.loss != "answer_chunks":

@@ -167,7 +167,7 @@ def slot_state(layers: list[PackedLoraLinear], slot: int, dtype: str) -> dict[st
 
 
 def write_peft_adapter(state: dict[str, torch.Tensor], out_dir: Path, model_path: str, targets: list[str],
-                       rank: int, alpha: int) -> Path:
+                       rank: int, alpha: int, target_parameters: list[str] | None = None) -> Path:
     """An adapter folder as PeftModel.save_pretrained writes it (adapter_config.json + adapter_model.safetensors),
     renamed into place atomically."""
     import shutil
@@ -178,7 +178,8 @@ def write_peft_adapter(state: dict[str, torch.Tensor], out_dir: Path, model_path
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets),
-                        task_type="CAUSAL_LM", base_model_name_or_path=model_path, inference_mode=True)
+                        task_type="CAUSAL_LM", base_model_name_or_path=model_path, inference_mode=True,
+                        target_parameters=list(target_parameters or []) or None)  # expert LoRA: packed_experts.py
     config.save_pretrained(str(tmp))
     save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
     if out_dir.exists():
