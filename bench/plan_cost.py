@@ -5,8 +5,9 @@
 Two reference sweeps of Qwen3-235B-A22B on 4 nodes of 8 x 80 GB:
   (a) the README's command: 4 LRs x 1 seed x 64 steps;
   (b) the note's size: 8 settings x 5 LRs x 10 seeds x 256 steps (one sweep per setting, so 8 x one plan).
-each with the model's default LoRA (attention + lm_head + experts: the packed trainer does not take it, so each
-trial runs alone) and with attention-only LoRA (q, k, v, o: packable).
+each with the model's default LoRA (attention + lm_head + experts: the packed trainer does not take lm_head, so each
+trial runs alone), with attention + experts (q, k, v, o and every expert's gate_up_proj/down_proj: packable,
+workers/packed_experts.py) and with attention-only LoRA (q, k, v, o: packable).
 
 "before" is the planner with the issue's levers held where the old planner held them (sweep.pack=1,
 train.loss_chunk_tokens=4096, train.hpz_partition_size=1, sample.engine.dedicated_gpus=true); the old planner
@@ -30,8 +31,9 @@ BASE = ["model=qwen3_235b_a22b", "cluster=slurm", "cluster.nodes=4"]
 SWEEPS = {"a": (["sweep.lrs=[3e-5,1e-4,3e-4,1e-3]"], 1),
           "b": (["sweep.lrs=[1e-5,3e-5,1e-4,3e-4,1e-3]", "sweep.seeds=[0,1,2,3,4,5,6,7,8,9]",
                  "sweep.max_steps=256"], 8)}
-# attention-only: no lm_head either, so the packed trainer takes it (workers/pack_rules.py)
+# attention + experts and attention-only: no lm_head, so the packed trainer takes them (workers/pack_rules.py)
 LORA = {"experts": [],
+        "attention_experts": ["model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj]"],
         "attention_only": ["model.lora_experts=false", "model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj]"]}
 BEFORE = ["sweep.pack=1", "train.loss_chunk_tokens=4096", "train.hpz_partition_size=1",
           "sample.engine.dedicated_gpus=true"]
