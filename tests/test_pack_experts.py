@@ -3,8 +3,9 @@ trial alone with PEFT's target_parameters (ParamWrapper), on a tiny Qwen3-MoE (t
 
 In one process: a pack of 3 slots with random non-zero B gives each slot's rows the logits and LoRA gradients PEFT
 gives that trial alone, under the same tensor names, with the same initial A. On 2 gloo ranks under ZeRO-3: K = 3
-packed trials (attention + expert LoRA) train to the adapters and step losses of each trial run alone on one rank,
-and save the keys and adapter_config.json PEFT saves (what vLLM loads: tests/test_vllm_moe_lora.py)."""
+packed trials (attention + expert LoRA) train to the adapters and step losses of each trial run alone on one rank
+(a member dropped after step 1 changes nothing for the others), and save the keys and adapter_config.json PEFT
+saves (what vLLM loads: tests/test_vllm_moe_lora.py)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ DEADLINE_S = 300
 EXAMPLES = [{"prompt": f"how do clouds form? ({i})", "completion": " ".join(["warm air rises"] * (1 + (i * 3) % 5))}
             for i in range(2 * BATCH)]
 MEMBERS = ((1e-3, 0), (3e-3, 1), (1e-2, 0))  # two LRs share a seed (the same batches and A), one has its own
+DROPPED = 1  # leaves the pack after step 1 (early stopping): the others train on as slots 0 and 2
 ATTENTION = ["q_proj", "v_proj"]
 
 
@@ -116,26 +118,35 @@ def packed(specs: list[TrainSpec], out: str, rank: int = 0) -> None:
         return record
 
     train_pack(specs, EXAMPLES, [Path(out, f"member_{i}") for i in range(len(specs))], Path(out, "state"),
-               [hook(i) for i in range(len(specs))], log=lambda line: None)
+               [hook(i) for i in range(len(specs))], log=lambda line: None,
+               should_drop=lambda step: [DROPPED] if step == 1 else [])
+
+
+def assert_same_adapter(got: dict, want: dict) -> None:
+    import torch
+
+    assert got.keys() == want.keys()
+    assert any(".mlp.experts.base_layer.lora_A" in k for k in got)  # expert LoRA, under PEFT's names
+    for key in want:
+        assert got[key].shape == want[key].shape, key
+        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6, msg=key)
 
 
 @pytest.mark.integration
 def test_packed_expert_lora_on_two_zero3_ranks_equals_each_trial_alone(tiny_moe: Path, tmp_path: Path) -> None:
-    import torch
-
+    """Each member of the pack ends where it ends alone; one dropped after step 1 leaves the others (then slots 0 and
+    2 of the pack) as they are alone."""
     specs = [replace(base_spec(tiny_moe), lr=lr, seed=seed) for lr, seed in MEMBERS]
     for i, spec in enumerate(specs):
         run_in_fresh_process(alone, (spec, str(tmp_path / f"alone_{i}")), DEADLINE_S, f"trial {i} alone")
     run_ranks_in_fresh_processes(packed, (specs, str(tmp_path / "pack")), 2, DEADLINE_S, "pack on 2 ranks")
-    for i in range(len(specs)):
+    dropped = tmp_path / "pack" / f"member_{DROPPED}"
+    assert_same_adapter(adapters(dropped, 0), adapters(tmp_path / f"alone_{DROPPED}", 0))
+    assert not (dropped / "adapters" / f"step_{STEPS:05d}").exists()
+    for i in (i for i in range(len(specs)) if i != DROPPED):
         one, mine = tmp_path / f"alone_{i}", tmp_path / "pack" / f"member_{i}"
         for step in (0, STEPS):
-            want, got = adapters(one, step), adapters(mine, step)
-            assert got.keys() == want.keys()
-            assert any(".mlp.experts.base_layer.lora_A" in k for k in got)  # expert LoRA, under PEFT's names
-            for key in want:
-                assert got[key].shape == want[key].shape, key
-                torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6, msg=key)
+            assert_same_adapter(adapters(mine, step), adapters(one, step))
         assert json.loads((mine / "losses.json").read_text()) == pytest.approx(
             json.loads((one / "losses.json").read_text()), rel=1e-5)
         moved = [k for k, v in adapters(mine, STEPS).items() if ".experts" in k and "lora_B" in k and v.abs().max() > 0]
