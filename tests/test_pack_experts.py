@@ -42,7 +42,9 @@ def tiny_moe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_moe(tmp_path_factory.mktemp("pack_experts") / "tiny_moe")
 
 
-def test_each_slot_of_a_pack_gets_the_logits_and_gradients_peft_gives_it_alone(tiny_moe: Path) -> None:
+@pytest.mark.parametrize("rank", [RANK, 2], ids=["grouped_mm", "per_group_loop"])
+def test_each_slot_of_a_pack_gets_the_logits_and_gradients_peft_gives_it_alone(tiny_moe: Path, rank: int) -> None:
+    """rank 2: float32 LoRA rows of 8 bytes, which torch's grouped_mm refuses, go through the per-group loop."""
     import torch
     import torch.nn.functional as F
     from peft import get_peft_model
@@ -54,8 +56,8 @@ def test_each_slot_of_a_pack_gets_the_logits_and_gradients_peft_gives_it_alone(t
     base = AutoModelForCausalLM.from_pretrained(tiny_moe, dtype=torch.float32)
     seeds, rows = [0, 1, 0], 2
     packed = copy.deepcopy(base)
-    route, layers = install_packed_lora(packed, ATTENTION, seeds, RANK, 32)
-    layers += install_packed_experts(packed, EXPERT_PARAMETERS, seeds, RANK, 32, route)
+    route, layers = install_packed_lora(packed, ATTENTION, seeds, rank, 32)
+    layers += install_packed_experts(packed, EXPERT_PARAMETERS, seeds, rank, 32, route)
     assert sum(isinstance(layer, ExpertSlots) for layer in layers) == 2 * 2  # 2 layers x gate_up, down
     torch.manual_seed(0)
     with torch.no_grad():  # every slot's B its own non-zero values, so a slot reading another's factors shows
@@ -68,7 +70,7 @@ def test_each_slot_of_a_pack_gets_the_logits_and_gradients_peft_gives_it_alone(t
     F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="sum").backward()
 
     for slot, seed in enumerate(seeds):
-        alone = get_peft_model(copy.deepcopy(base), peft_config())
+        alone = get_peft_model(copy.deepcopy(base), peft_config(rank))
         seed_peft_lora(alone, seed)
         state = slot_state(layers, slot, "float32")
         factors = {f"base_model.model.{layer.name}.lora_{part}.weight": p for layer in layers

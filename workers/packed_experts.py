@@ -62,14 +62,12 @@ class PackedLoraExperts(torch.nn.Module):
 
     def _project(self, which: str, x: torch.Tensor, expert_offsets: torch.Tensor, group_offsets: torch.Tensor,
                  ) -> torch.Tensor:
-        from transformers.integrations.moe import _grouped_mm
-
-        y = _grouped_mm(x, getattr(self.base, which).transpose(-2, -1), offs=expert_offsets)
+        y = _grouped(x, getattr(self.base, which).transpose(-2, -1), expert_offsets)
         if which not in self.lora:
             return y
         a_t, b_t = self.lora[which].grouped_factors(self.route.slots)
-        low = _grouped_mm(x, a_t.to(x.dtype), offs=group_offsets)
-        return y + _grouped_mm(low, b_t.to(x.dtype), offs=group_offsets) * self.scaling
+        low = _grouped(x, a_t.to(x.dtype), group_offsets)
+        return y + _grouped(low, b_t.to(x.dtype), group_offsets) * self.scaling
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor,
                 ) -> torch.Tensor:
@@ -92,6 +90,17 @@ class PackedLoraExperts(torch.nn.Module):
         unsort = torch.empty_like(perm)
         unsort[perm] = torch.arange(perm.numel(), device=perm.device)
         return out[unsort].view(tokens, top_k, -1).sum(dim=1).to(hidden_states.dtype)
+
+
+def _grouped(x: torch.Tensor, w_t: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """x[rows of group g] @ w_t[g] ([S, in] @ [G, in, out]): transformers' grouped matmul (as its experts use), or,
+    where a side of w_t is not a multiple of 16 bytes (a LoRA rank under 8 in bf16), which torch's grouped_mm refuses
+    ("strides should be multiple of 16 bytes", on CPU too), transformers' per-group loop."""
+    from transformers.integrations.moe import _grouped_mm
+
+    if any(d * w_t.element_size() % 16 for d in w_t.shape[1:]):
+        return torch.ops.transformers.grouped_mm_fallback(x.to(w_t.dtype), w_t, offsets)
+    return _grouped_mm(x, w_t, offs=offsets)
 
 
 def _expert_shape(param: torch.Tensor) -> tuple[int, int, int]:
