@@ -1,7 +1,7 @@
 """Packed LoRA on MoE experts' 3-D weights: K trials share one pass over the frozen experts (workers/packed.py's
 counterpart of PEFT's `target_parameters`).
 
-Unpacked, PEFT's ParamWrapper adapts a fused expert weight W [E, out, in] (transformers v5 Qwen3-MoE/Mixtral:
+Unpacked, PEFT's ParamWrapper adapts a fused expert weight W [E, out, in] (transformers v5 Qwen3-MoE:
 `mlp.experts.gate_up_proj` [E, 2I, H], `mlp.experts.down_proj` [E, H, I]) by folding W + s * B_e A_e into it for the
 whole forward, with lora_A [r*E, in] (rows e*r .. e*r+r-1 are expert e's A_e) and lora_B [out, r*E] (columns
 j*E + e, j < r, are expert e's B_e: PEFT reshapes B to [out, r, E]), s = alpha / r. In a pack each slot (trial) has
