@@ -154,17 +154,18 @@ def train_memory(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, 
 
 
 def expert_materialization_bytes(cfg: Config, a: ArchConfig, members: int = 1) -> float:
-    """PEFT's ParamWrapper (target_parameters) folds LoRA into a 3-D expert weight as a parametrization: each forward
-    computes W + s*B@A for the whole expert stack (one baddbmm, peft/tuners/lora/layer.py _LoraFactorsProxy), a new
-    tensor of the weight's size, held for backward, whose gradient is as large again. With checkpointing one layer
-    is live at a time: one folded copy per adapter in the forward (`members`: a pack's K trials) + one gradient, of
-    one layer's targeted expert weights per GPU (ZeRO-3 gathers the layer whole); without it every layer keeps its
-    folded copies."""
+    """A trial alone (`members` 1): PEFT's ParamWrapper (target_parameters) folds LoRA into a 3-D expert weight as a
+    parametrization: each forward computes W + s*B@A for the whole expert stack (one baddbmm, peft/tuners/lora/
+    layer.py _LoraFactorsProxy), a new tensor of the weight's size, held for backward, whose gradient is as large
+    again. With checkpointing one layer is live at a time: one folded copy + one gradient of one layer's targeted
+    expert weights per GPU (ZeRO-3 gathers the layer whole); without it every layer keeps its folded copy.
+    A pack (`members` K > 1, workers/packed_experts.py) folds nothing: it adds each member's low-rank term
+    s * (x A_e^T) B_e^T to its own routed tokens, r values per routed token more than the base experts' activations."""
     m = cfg.model
-    if not (m.lora_experts and a.num_experts):
+    if not (m.lora_experts and a.num_experts) or members > 1:
         return 0.0
     layer = sum(a.num_experts * math.prod(EXPERT_SHAPES[p.rsplit(".", 1)[-1]](a)) for p in m.lora_expert_parameters)
-    copies = members + 1 if m.gradient_checkpointing else a.num_layers * members + 1
+    copies = 2 if m.gradient_checkpointing else a.num_layers + 1
     return copies * layer * DTYPE_BYTES[m.dtype]
 
 

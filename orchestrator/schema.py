@@ -209,7 +209,7 @@ class SweepConfig:
     progress_interval_s: float = 60.0  # progress table's period when stdout is not a terminal (logs, Slurm .out)
     # trials (LRs and seeds of this setting) trained together in one pass over the frozen base (workers/packed.py);
     # auto: the plan's K on GPUs (memory for K x batch activations, at most the sweep's trials), 1 on CPU and where
-    # the LoRA cannot be packed (experts: workers/pack_rules.py); 1: each trial alone
+    # the packed trainer refuses the setup (train.loss=hf, dropout, compile: workers/pack_rules.py); 1: each trial alone
     pack: Any = AUTO
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 

@@ -11,8 +11,6 @@ def pack_refusals(spec: Any, k: int) -> list[str]:
         return []
     problems = []
     fix = "or set sweep.pack=1"
-    if spec.lora_expert_parameters:
-        problems.append(f"packed trials do not train expert LoRA: set model.lora_experts=false {fix}")
     if spec.loss != "answer_chunks":
         problems.append(f"packed trials need train.loss=answer_chunks (got {spec.loss}) {fix}")
     if spec.lora_dropout:

@@ -35,7 +35,8 @@ DropPoll = Callable[[int], list[int]]
 
 def build_pack_engine(specs: list[TrainSpec], world: int, log: Callable[[str], None]) -> tuple[Any, Any, list]:
     """(engine, route, packed layers): the base loaded once (ZeRO-3 partitioned as in workers/train.py), K slots of
-    LoRA per targeted layer, one Adam param group per member with that member's LR."""
+    LoRA per targeted layer and expert weight (workers/packed_experts.py), one Adam param group per member with that
+    member's LR."""
     import deepspeed
     import torch
 
@@ -51,6 +52,11 @@ def build_pack_engine(specs: list[TrainSpec], world: int, log: Callable[[str], N
     model, dschf = build_base_model(spec, ds_config, log)
     route, layers = install_packed_lora(model, list(spec.lora_target_modules), [s.seed for s in specs],
                                         spec.lora_rank, spec.lora_alpha)
+    if spec.lora_expert_parameters:  # after install_packed_lora, which freezes the base
+        from workers.packed_experts import install_packed_experts
+
+        layers += install_packed_experts(model, list(spec.lora_expert_parameters), [s.seed for s in specs],
+                                         spec.lora_rank, spec.lora_alpha, route)
     model._lrsweep_hf_ds_config = dschf
     install_packed_loss(model, route, spec.loss_chunk_tokens)
     groups = [{"params": [p for layer in layers for p in layer.slot_params(slot)], "lr": s.lr}
@@ -102,7 +108,7 @@ def save_member_adapter(layers: list, spec: TrainSpec, slot: int, out_dir: Path)
     state = slot_state(layers, slot, spec.dtype)
     if rank_and_world()[0] == 0:
         write_peft_adapter(state, out_dir, spec.model_path, list(spec.lora_target_modules), spec.lora_rank,
-                           spec.lora_alpha)
+                           spec.lora_alpha, list(spec.lora_expert_parameters))
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     return out_dir

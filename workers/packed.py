@@ -179,7 +179,7 @@ def install_packed_loss(model: torch.nn.Module, route: Route, chunk_tokens: int)
     model.forward = forward  # an instance attribute: nn.Module.__call__ (and DeepSpeed's hooks) call it
 
 
-def slot_state(layers: list[PackedLoraLinear], slot: int, dtype: str) -> dict[str, torch.Tensor]:
+def slot_state(layers: list[Any], slot: int, dtype: str) -> dict[str, torch.Tensor]:
     """One slot's LoRA tensors, whole (gathered from ZeRO-3 shards), on CPU, under PEFT's saved key names.
     Collective: every rank must call it."""
     import deepspeed
@@ -195,7 +195,7 @@ def slot_state(layers: list[PackedLoraLinear], slot: int, dtype: str) -> dict[st
 
 
 def write_peft_adapter(state: dict[str, torch.Tensor], out_dir: Path, model_path: str, targets: list[str],
-                       rank: int, alpha: int) -> Path:
+                       rank: int, alpha: int, target_parameters: list[str] | None = None) -> Path:
     """An adapter folder as PeftModel.save_pretrained writes it (adapter_config.json + adapter_model.safetensors),
     renamed into place atomically."""
     import shutil
@@ -206,7 +206,8 @@ def write_peft_adapter(state: dict[str, torch.Tensor], out_dir: Path, model_path
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets),
-                        task_type="CAUSAL_LM", base_model_name_or_path=model_path, inference_mode=True)
+                        task_type="CAUSAL_LM", base_model_name_or_path=model_path, inference_mode=True,
+                        target_parameters=list(target_parameters or []) or None)  # expert LoRA: packed_experts.py
     config.save_pretrained(str(tmp))
     save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
     if out_dir.exists():

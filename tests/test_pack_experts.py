@@ -1,0 +1,161 @@
+"""Packed LoRA on MoE experts' 3-D weights (workers/packed_experts.py): each slot of a pack trains exactly as the same
+trial alone with PEFT's target_parameters (ParamWrapper), on a tiny Qwen3-MoE (tests/tiny_moe.py).
+
+In one process: a pack of 3 slots with random non-zero B gives each slot's rows the logits and LoRA gradients PEFT
+gives that trial alone, under the same tensor names, with the same initial A. On 2 gloo ranks under ZeRO-3: K = 3
+packed trials (attention + expert LoRA) train to the adapters and step losses of each trial run alone on one rank
+(a member dropped after step 1 changes nothing for the others), and save the keys and adapter_config.json PEFT
+saves (what vLLM loads: tests/test_vllm_moe_lora.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fresh_process import run_in_fresh_process, run_ranks_in_fresh_processes
+from test_pack import adapters
+from tiny_moe import EXPERT_PARAMETERS, build_tiny_moe
+
+from workers.train import TrainSpec
+
+STEPS, BATCH, MICRO, CHUNK, RANK = 3, 8, 2, 8, 4
+DEADLINE_S = 300
+EXAMPLES = [{"prompt": f"how do clouds form? ({i})", "completion": " ".join(["warm air rises"] * (1 + (i * 3) % 5))}
+            for i in range(2 * BATCH)]
+MEMBERS = ((1e-3, 0), (3e-3, 1), (1e-2, 0))  # two LRs share a seed (the same batches and A), one has its own
+DROPPED = 1  # leaves the pack after step 1 (early stopping): the others train on as slots 0 and 2
+ATTENTION = ["q_proj", "v_proj"]
+
+
+def peft_config(rank: int = RANK) -> object:
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=32, target_modules=ATTENTION, task_type="CAUSAL_LM",
+                      target_parameters=EXPERT_PARAMETERS)
+
+
+@pytest.fixture(scope="module")
+def tiny_moe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_moe(tmp_path_factory.mktemp("pack_experts") / "tiny_moe")
+
+
+@pytest.mark.parametrize("rank", [RANK, 2], ids=["grouped_mm", "per_group_loop"])
+def test_each_slot_of_a_pack_gets_the_logits_and_gradients_peft_gives_it_alone(tiny_moe: Path, rank: int) -> None:
+    """rank 2: float32 LoRA rows of 8 bytes, which torch's grouped_mm refuses, go through the per-group loop."""
+    import torch
+    import torch.nn.functional as F
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from workers.packed import install_packed_lora, seed_peft_lora, slot_state
+    from workers.packed_experts import ExpertSlots, install_packed_experts
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_moe, dtype=torch.float32)
+    seeds, rows = [0, 1, 0], 2
+    packed = copy.deepcopy(base)
+    route, layers = install_packed_lora(packed, ATTENTION, seeds, rank, 32)
+    layers += install_packed_experts(packed, EXPERT_PARAMETERS, seeds, rank, 32, route)
+    assert sum(isinstance(layer, ExpertSlots) for layer in layers) == 2 * 2  # 2 layers x gate_up, down
+    torch.manual_seed(0)
+    with torch.no_grad():  # every slot's B its own non-zero values, so a slot reading another's factors shows
+        for layer in layers:
+            for slot in range(len(seeds)):
+                layer.slot_params(slot)[1].normal_(0, 0.02)
+    ids = torch.randint(0, 300, (len(seeds) * rows, 12))
+    route.slots = [0, 1, 2]
+    logits = packed(input_ids=ids).logits
+    F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="sum").backward()
+
+    for slot, seed in enumerate(seeds):
+        alone = get_peft_model(copy.deepcopy(base), peft_config(rank))
+        seed_peft_lora(alone, seed)
+        state = slot_state(layers, slot, "float32")
+        factors = {f"base_model.model.{layer.name}.lora_{part}.weight": p for layer in layers
+                   for part, p in zip("AB", layer.slot_params(slot), strict=True)}
+        named = {n.replace(".default", ""): p for n, p in alone.named_parameters() if "lora_" in n}
+        assert named.keys() == state.keys()  # PEFT's names, nesting included
+        with torch.no_grad():
+            for key, p in named.items():
+                if "lora_A" in key:  # same initial A: (seed, module name), PEFT's shape [r*E, in]
+                    torch.testing.assert_close(p, factors[key].detach(), msg=key)
+                p.copy_(state[key])
+        mine = slice(slot * rows, (slot + 1) * rows)
+        out = alone(input_ids=ids[mine]).logits
+        torch.testing.assert_close(out, logits[mine].detach(), rtol=1e-5, atol=1e-5)
+        F.cross_entropy(out.flatten(0, 1), ids[mine].flatten(), reduction="sum").backward()
+        for key, p in named.items():
+            assert p.grad.abs().max() > 0, key
+            scale = float(p.grad.abs().max())
+            torch.testing.assert_close(factors[key].grad, p.grad, rtol=1e-4, atol=1e-5 * scale, msg=key)
+
+
+def base_spec(model: Path) -> TrainSpec:
+    return TrainSpec(model_path=str(model), dtype="float32", lora_target_modules=ATTENTION,
+                     lora_expert_parameters=EXPERT_PARAMETERS, lora_rank=RANK, lr=1e-3, seed=0, max_steps=STEPS,
+                     checkpoint_steps=[0, STEPS], batch_size=BATCH, micro_batch_size=MICRO, zero_stage=3,
+                     max_seq_len=64, loss_chunk_tokens=CHUNK, state_every_s=0)
+
+
+def alone(spec: TrainSpec, out: str) -> None:
+    from workers.train import train
+
+    losses: list[float] = []
+    train(spec, EXAMPLES, Path(out), lambda step, adapter, info: losses.extend(info.get("step_losses", [])),
+          log=lambda line: None)
+    Path(out, "losses.json").write_text(json.dumps(losses))
+
+
+def packed(specs: list[TrainSpec], out: str, rank: int = 0) -> None:
+    from workers.pack_train import train_pack
+
+    losses: list[list[float]] = [[] for _ in specs]
+
+    def hook(i: int):  # noqa: ANN202
+        def record(step: int, adapter: Path, info: dict) -> None:
+            losses[i].extend(info.get("step_losses", []))
+            Path(out, f"member_{i}", "losses.json").write_text(json.dumps(losses[i]))
+        return record
+
+    train_pack(specs, EXAMPLES, [Path(out, f"member_{i}") for i in range(len(specs))], Path(out, "state"),
+               [hook(i) for i in range(len(specs))], log=lambda line: None,
+               should_drop=lambda step: [DROPPED] if step == 1 else [])
+
+
+def assert_same_adapter(got: dict, want: dict) -> None:
+    import torch
+
+    assert got.keys() == want.keys()
+    assert any(".mlp.experts.base_layer.lora_A" in k for k in got)  # expert LoRA, under PEFT's names
+    for key in want:
+        assert got[key].shape == want[key].shape, key
+        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+@pytest.mark.integration
+def test_packed_expert_lora_on_two_zero3_ranks_equals_each_trial_alone(tiny_moe: Path, tmp_path: Path) -> None:
+    """Each member of the pack ends where it ends alone; one dropped after step 1 leaves the others (then slots 0 and
+    2 of the pack) as they are alone."""
+    specs = [replace(base_spec(tiny_moe), lr=lr, seed=seed) for lr, seed in MEMBERS]
+    for i, spec in enumerate(specs):
+        run_in_fresh_process(alone, (spec, str(tmp_path / f"alone_{i}")), DEADLINE_S, f"trial {i} alone")
+    run_ranks_in_fresh_processes(packed, (specs, str(tmp_path / "pack")), 2, DEADLINE_S, "pack on 2 ranks")
+    dropped = tmp_path / "pack" / f"member_{DROPPED}"
+    assert_same_adapter(adapters(dropped, 0), adapters(tmp_path / f"alone_{DROPPED}", 0))
+    assert not (dropped / "adapters" / f"step_{STEPS:05d}").exists()
+    for i in (i for i in range(len(specs)) if i != DROPPED):
+        one, mine = tmp_path / f"alone_{i}", tmp_path / "pack" / f"member_{i}"
+        for step in (0, STEPS):
+            assert_same_adapter(adapters(mine, step), adapters(one, step))
+        assert json.loads((mine / "losses.json").read_text()) == pytest.approx(
+            json.loads((one / "losses.json").read_text()), rel=1e-5)
+        moved = [k for k, v in adapters(mine, STEPS).items() if ".experts" in k and "lora_B" in k and v.abs().max() > 0]
+        assert len(moved) == 4, moved  # every expert B trained
+    configs = []
+    for folder in (tmp_path / "pack" / "member_0", tmp_path / "alone_0"):
+        c = json.loads((folder / "adapters" / f"step_{STEPS:05d}" / "adapter_config.json").read_text())
+        c["target_modules"], c["target_parameters"] = sorted(c["target_modules"]), sorted(c["target_parameters"])
+        configs.append(c)
+    assert configs[0] == configs[1]  # the adapter folder vLLM loads is PEFT's own
