@@ -93,7 +93,8 @@ def test_each_slot_of_a_pack_gets_the_logits_and_gradients_peft_gives_it_alone(t
 
 
 def base_spec(model: Path) -> TrainSpec:
-    return TrainSpec(model_path=str(model), dtype="float32", lora_target_modules=ATTENTION,
+    # the MoE models' default LoRA (Tinker's): attention, lm_head and the experts, all in one pack
+    return TrainSpec(model_path=str(model), dtype="float32", lora_target_modules=[*ATTENTION, "lm_head"],
                      lora_expert_parameters=EXPERT_PARAMETERS, lora_rank=RANK, lr=1e-3, seed=0, max_steps=STEPS,
                      checkpoint_steps=[0, STEPS], batch_size=BATCH, micro_batch_size=MICRO, zero_stage=3,
                      max_seq_len=64, loss_chunk_tokens=CHUNK, state_every_s=0)
@@ -129,6 +130,7 @@ def assert_same_adapter(got: dict, want: dict) -> None:
 
     assert got.keys() == want.keys()
     assert any(".mlp.experts.base_layer.lora_A" in k for k in got)  # expert LoRA, under PEFT's names
+    assert "base_model.model.lm_head.lora_B.weight" in got
     for key in want:
         assert got[key].shape == want[key].shape, key
         torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6, msg=key)
@@ -153,6 +155,7 @@ def test_packed_expert_lora_on_two_zero3_ranks_equals_each_trial_alone(tiny_moe:
             json.loads((one / "losses.json").read_text()), rel=1e-5)
         moved = [k for k, v in adapters(mine, STEPS).items() if ".experts" in k and "lora_B" in k and v.abs().max() > 0]
         assert len(moved) == 4, moved  # every expert B trained
+        assert adapters(mine, STEPS)["base_model.model.lm_head.lora_B.weight"].abs().max() > 0  # and the head's
     configs = []
     for folder in (tmp_path / "pack" / "member_0", tmp_path / "alone_0"):
         c = json.loads((folder / "adapters" / f"step_{STEPS:05d}" / "adapter_config.json").read_text())
