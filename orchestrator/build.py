@@ -107,6 +107,7 @@ def build_train_spec(cfg: Config, model_path: str, lr: float, seed: int) -> Trai
         lora_expert_parameters=list(m.lora_expert_parameters) if m.lora_experts else [],
         gradient_checkpointing=m.gradient_checkpointing, loss=t.loss, loss_chunk_tokens=t.loss_chunk_tokens,
         compile=t.compile, state_every_s=t.state_every_s, hpz_partition_size=int(t.hpz_partition_size),
+        release_gpu_cache=cfg.sample.engine.sleep is True,  # the plan's: the sampler sleeps on the trainers' GPUs
     )
 
 

@@ -104,14 +104,28 @@ class Pack:
 
             t = self.trials[0]
             train(t.spec, examples, t.dir, t.on_checkpoint, should_stop=t.poll if t.early_stopping else None,
-                  timings=self.timings)
+                  timings=self.timings, after_checkpoint=self.wait_for_samples if self.pauses else None)
             return
         from workers.pack_train import train_pack
 
         stopping = any(t.early_stopping for t in self.trials)
         train_pack([t.spec for t in self.trials], examples, [t.dir for t in self.trials], self.state_dir,
                    [t.on_checkpoint for t in self.trials], active=self.active,
-                   should_drop=self.drops if stopping else None, timings=self.timings)
+                   should_drop=self.drops if stopping else None, timings=self.timings,
+                   after_checkpoint=self.wait_for_samples if self.pauses else None)
+
+    @property
+    def pauses(self) -> bool:
+        """The sampler sleeps on the trainers' GPUs (the plan's sample.engine.sleep): the trainers pause at each
+        checkpoint until its samples are back, so the woken engine and the next step never hold the GPUs at once."""
+        return self.ctx.sample.engine.sleep is True
+
+    def wait_for_samples(self, step: int) -> None:
+        """After a checkpoint's hooks (every member's request already sent, so the sampler batches them): block
+        until each open member's evaluations are graded."""
+        for trial, active in zip(self.trials, self.active, strict=True):
+            if active:
+                trial.drain(block=True)
 
     def drops(self, step: int) -> list[int]:
         """The members early stopping ends after `step`: each is closed now (result.json), the rest train on."""

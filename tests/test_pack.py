@@ -45,18 +45,26 @@ def packed(specs: list[TrainSpec], out: str, drop: bool, fail_at: int | None = N
     from workers.pack_train import train_pack
 
     losses: list[list[float]] = [[] for _ in specs]
+    hooked: list[tuple[int, int]] = []  # (member, step) of every hook so far
+    waits: list[list] = []  # per after_checkpoint call: its step and the members whose hooks had run for it
 
     def hook(i: int):  # noqa: ANN202
         def record(step: int, adapter: Path, info: dict) -> None:
             if i == 0 and step == fail_at:
                 raise RuntimeError("member 0 crashed")
+            hooked.append((i, step))
             losses[i].extend(info.get("step_losses", []))
             Path(out, f"member_{i}", "losses.json").write_text(json.dumps(losses[i]))
         return record
 
+    def after_checkpoint(step: int) -> None:
+        waits.append([step, sorted(i for i, s in hooked if s == step)])
+        Path(out, "waits.json").write_text(json.dumps(waits))
+
     train_pack(specs, EXAMPLES, [Path(out, f"member_{i}") for i in range(len(specs))], Path(out, "state"),
                [hook(i) for i in range(len(specs))], log=lambda line: None,
-               should_drop=(lambda step: [DROPPED] if step == DROP_AFTER else []) if drop else None)
+               should_drop=(lambda step: [DROPPED] if step == DROP_AFTER else []) if drop else None,
+               after_checkpoint=after_checkpoint)
 
 
 def adapters(folder: Path, step: int) -> dict:
@@ -115,6 +123,8 @@ def test_pack_on_two_zero3_ranks_equals_each_trial_alone_and_a_drop_leaves_the_r
     assert not (root / "pack" / f"member_{DROPPED}" / "adapters" / f"step_{STEPS:05d}").exists()
     assert any(v.abs().max() > 0 for k, v in adapters(root / "pack" / "member_0", STEPS).items() if "lora_B" in k)
     assert adapter_config(root / "pack" / "member_0") == adapter_config(root / "alone_0")  # vLLM loads PEFT's own
+    # a sampler sharing the GPUs is waited for once per checkpoint, after every open member's hook (requests batch)
+    assert json.loads((root / "pack" / "waits.json").read_text()) == [[0, [0, 1, 2]], [2, [0, 1, 2]], [STEPS, [0, 2]]]
 
 
 @pytest.mark.integration

@@ -86,6 +86,10 @@ def test_the_sampler_shares_or_not_by_allocation_gpu_hours(model, shared):
                    f"{share:.4g} GPU-h sharing the trainers' GPUs"]
     engine = resolve(compose_config(base)).sample.engine
     assert (engine.dedicated_gpus, engine.sleep) == (not shared, shared)
+    from orchestrator.build import build_train_spec
+
+    # a sampler asleep on the trainers' GPUs gets their cached memory back at each checkpoint (workers/train.py)
+    assert build_train_spec(compose_config(base), "/models/m", 1e-4, 0).release_gpu_cache is shared
 
 
 def test_a_sampler_that_cannot_wake_beside_the_trainers_keeps_its_gpus():

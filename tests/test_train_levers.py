@@ -101,3 +101,30 @@ def test_compiled_layers_train_the_same(base_spec: TrainSpec, tmp_path: Path) ->
     plain = train_in_subprocess(replace(base_spec, zero_stage=0), tmp_path / "plain")
     compiled = train_in_subprocess(replace(base_spec, zero_stage=0, compile=True), tmp_path / "compiled")
     assert_same_training(plain, compiled, tol=1e-3)
+
+
+def run_with_pauses(spec: TrainSpec, out: str) -> None:
+    """Train, recording each checkpoint hook and each `after_checkpoint` call with the last step the trainer had
+    trained when it was called (its timings' last_step)."""
+    from workers.train import train
+
+    events: list[list] = []
+    clock: dict[str, float] = {}
+
+    def reached() -> int:
+        return int(clock["last_step"])
+
+    examples = [{"prompt": f"why is the sky blue? ({i})", "completion": "light scatters"} for i in range(2 * BATCH)]
+    train(spec, examples, Path(out), lambda step, adapter, info: events.append(["hook", step, reached()]),
+          log=lambda line: None, timings=clock, after_checkpoint=lambda step: events.append(["wait", step, reached()]))
+    Path(out, "events.json").write_text(json.dumps(events))
+
+
+@pytest.mark.integration
+def test_a_trainer_sharing_the_sampler_pauses_after_each_checkpoint(base_spec: TrainSpec, tmp_path: Path) -> None:
+    """With a sampler asleep on its GPUs the trainer releases its cached memory and waits (`after_checkpoint`) right
+    after each checkpoint's hook, before the next step: the sampler wakes into memory no step is using."""
+    spec = replace(base_spec, checkpoint_steps=[0, 1, 3], release_gpu_cache=True)
+    run_in_fresh_process(run_with_pauses, (spec, str(tmp_path)), DEADLINE_S, "training")
+    events = json.loads((tmp_path / "events.json").read_text())
+    assert events == [["hook", 0, 0], ["wait", 0, 0], ["hook", 1, 1], ["wait", 1, 1], ["hook", 3, 3], ["wait", 3, 3]]

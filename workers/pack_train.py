@@ -123,9 +123,11 @@ def _check_pack(specs: list[TrainSpec]) -> None:
 
 def train_pack(specs: list[TrainSpec], examples: list[dict[str, str]], out_dirs: list[Path], state_dir: Path,
                hooks: list[CheckpointHook], active: list[bool] | None = None, log: Callable[[str], None] = print,
-               should_drop: DropPoll | None = None, timings: dict[str, float] | None = None) -> int:
+               should_drop: DropPoll | None = None, timings: dict[str, float] | None = None,
+               after_checkpoint: Callable[[int], None] | None = None) -> int:
     """Train the pack's members (specs[i] -> out_dirs[i], hooks[i]) for max_steps; the packed counterpart of
-    workers.train.train (same checkpoints, state schedule, heartbeats and timings). `active[i]` False: member i
+    workers.train.train (same checkpoints, state schedule, heartbeats, timings and `after_checkpoint`, called once
+    per checkpoint after every member's hook). `active[i]` False: member i
     is already finished and does not train. Returns the step the pack resumed from."""
     began = time.time()
     import torch
@@ -148,6 +150,7 @@ def train_pack(specs: list[TrainSpec], examples: list[dict[str, str]], out_dirs:
     # rank 0's view of who is finished (other ranks of a multi-worker pack pass none)
     active = broadcast_from_rank0(list(active) if active is not None else [True] * len(specs))
     loop = _PackLoop(specs, engine, route, layers, out_dirs, state_dir, hooks, schedule, clock, log, active)
+    loop.after_checkpoint = after_checkpoint
     try:
         encoded = encode_labels(tokenizer, examples, spec.chat_template_kwargs, spec.max_seq_len)
         start = loop.resume()
@@ -173,6 +176,7 @@ class _PackLoop:
         self.rank = rank_and_world()[0]
         self.losses: list[list[float]] = [[] for _ in specs]
         self.checkpoints = set(specs[0].checkpoint_steps)
+        self.after_checkpoint: Callable[[int], None] | None = None
 
     def resume(self) -> int:
         point = broadcast_from_rank0(read_resume_point(self.state_dir) if self.rank == 0 else None)
@@ -187,8 +191,11 @@ class _PackLoop:
         return start
 
     def checkpoint(self, step: int) -> None:
+        from workers.train import release_gpu_cache
+
         t0 = time.time()
         hook_s = 0.0
+        release_gpu_cache(self.specs[0])  # before any member's hook can wake a sampler that shares the GPUs
         for slot, spec in enumerate(self.specs):
             if not self.active[slot]:
                 continue
@@ -200,6 +207,10 @@ class _PackLoop:
                 self.hooks[slot](step, adapter, info)
             hook_s += time.time() - t1
             self.losses[slot] = []
+        t1 = time.time()
+        if self.rank == 0 and self.after_checkpoint is not None:
+            self.after_checkpoint(step)
+        hook_s += time.time() - t1
         save_state(self.engine, self.state_dir, step, [])
         self.schedule.saved()
         self.clock["checkpoint_save_s"] += time.time() - t0 - hook_s

@@ -64,6 +64,10 @@ class TrainSpec:
     # (the sweep folder's SAVE_REQUEST, touched by the Slurm job on its warning signal; "": not watched)
     state_every_s: float = 600.0
     save_request_file: str = ""
+    # the sampler shares the trainers' GPUs (vLLM sleep mode, the plan's): at each checkpoint every rank hands its
+    # cached GPU memory back (torch.cuda.empty_cache) before the sampler wakes, and the trial waits for the samples
+    # (`after_checkpoint`) before the next step needs that memory again
+    release_gpu_cache: bool = False
 
 
 CheckpointHook = Callable[[int, Path, dict[str, Any]], None]
@@ -331,16 +335,27 @@ def save_adapter(engine: Any, out_dir: Path, dtype: str = "float32") -> Path:
     return out_dir
 
 
+def release_gpu_cache(spec: TrainSpec) -> None:
+    """Give the caching allocator's free blocks back to the GPU (spec.release_gpu_cache), so a sampler that shares
+    the GPUs can wake into them: between steps a trainer needs only its weights, LoRA and optimizer states."""
+    import torch
+
+    if spec.release_gpu_cache and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_checkpoint: CheckpointHook,
           log: Callable[[str], None] = print, should_stop: Callable[[int], bool] | None = None,
-          timings: dict[str, float] | None = None) -> int:
+          timings: dict[str, float] | None = None, after_checkpoint: Callable[[int], None] | None = None) -> int:
     """SFT on (prompt, completion) examples for spec.max_steps steps of spec.batch_size examples.
 
     Resumes from out_dir/state when a previous attempt saved one (returns the step it resumed from);
     at every checkpoint step: adapter, then `on_checkpoint`, then trainer state. Between checkpoints the state
     is also saved every spec.state_every_s seconds and on a save request (StateSchedule), with the losses
     `on_checkpoint` has not received yet, so a resume repeats at most that interval and the hook still gets
-    every step's loss once. `should_stop(step)` is asked after every step (early stopping); `timings`
+    every step's loss once. `after_checkpoint(step)` runs on rank 0 after `on_checkpoint` (a sampler sharing the
+    GPUs: wait for its samples; the other ranks wait at the next collective). `should_stop(step)` is asked after
+    every step (early stopping); `timings`
     receives seconds per phase (setup_s, train_steps_s, checkpoint_save_s, hook_s, poll_s) and last_step, the
     last step trained.
 
@@ -376,9 +391,12 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
         # hook before state: a kill in between replays these steps, and the trial drops rows past the state
         t0 = time.time()
         adapter = save_adapter(engine, adapters / step_name(step), spec.dtype)
+        release_gpu_cache(spec)
         t1 = time.time()
         if rank == 0:
             on_checkpoint(step, adapter, info)
+            if after_checkpoint is not None:
+                after_checkpoint(step)
         t2 = time.time()
         save_state(engine, state_dir, step, [])
         schedule.saved()
