@@ -96,3 +96,17 @@ def test_config_validation_checks_workers_against_the_cluster():
         compose_config(["train.num_workers=4", "cluster.gpus_per_node=2"])
     with pytest.raises(ConfigError, match="split evenly"):
         compose_config(["train.num_workers=3"])
+
+
+@pytest.mark.parametrize(("hosts", "size", "fragment"), [
+    (["a"] * 8 + ["b"] * 8, 8, None),  # node by node, as Ray Train orders ranks: each group is one node
+    (["a", "b"] * 8, 8, "ranks 0-7 span the nodes ['a', 'b']"),  # interleaved: every group crosses nodes
+    (["a"] * 4 + ["b"] * 8 + ["a"] * 4, 8, "ranks 0-7 span the nodes ['a', 'b']"),
+    (["a"] * 12, 8, "does not divide the trial's 12 ranks"),
+    (["a", "b"], 1, None),  # hpZ off
+])
+def test_hpz_groups_must_each_be_one_node(hosts, size, fragment):
+    from workers.data_parallel import hpz_group_problem
+
+    problem = hpz_group_problem(hosts, size)
+    assert (problem is None) if fragment is None else (fragment in problem and "hpz_partition_size" in problem)

@@ -20,3 +20,21 @@ def data_parallel_shape(batch_size: int, micro_batch_size: int, world_size: int)
             f"train.micro_batch_size={micro_batch_size} must divide each worker's share of the batch "
             f"({batch_size} / {world_size} workers = {share})")
     return micro, share // micro
+
+
+def hpz_group_problem(rank_hosts: list[str], size: int) -> str | None:
+    """What is wrong with hpZ's groups for ranks on these hosts (rank order), or None. DeepSpeed's hpZ
+    (zero_hpz_partition_size) keeps its second weight copy over groups of `size` consecutive ranks; a group that
+    spans two nodes makes every "intra-node" all-gather cross between them, the cost hpZ was chosen to avoid."""
+    if size <= 1:
+        return None
+    if len(rank_hosts) % size:
+        return (f"train.hpz_partition_size={size} does not divide the trial's {len(rank_hosts)} ranks: set it to the "
+                "GPUs per node (auto does) or 1")
+    for start in range(0, len(rank_hosts), size):
+        nodes = sorted(set(rank_hosts[start:start + size]))
+        if len(nodes) > 1:
+            return (f"train.hpz_partition_size={size}: ranks {start}-{start + size - 1} span the nodes {nodes}, so "
+                    "hpZ's in-node gathers would cross nodes; give the trial whole nodes (cluster.gpus_per_node GPUs "
+                    "per node) or set train.hpz_partition_size=1")
+    return None

@@ -165,6 +165,26 @@ def deepspeed_config(spec: TrainSpec, world_size: int | None = None) -> dict[str
     }
 
 
+def check_hpz_groups(size: int) -> None:
+    """Refuse hpZ groups that span nodes (workers.data_parallel.hpz_group_problem) before the model loads: every
+    rank learns each rank's host (one collective) and raises the same error. Ray Train orders ranks by node, so a
+    trial placed node by node passes."""
+    import socket
+
+    import torch
+
+    if size <= 1 or not torch.distributed.is_initialized():
+        return
+    from workers.data_parallel import hpz_group_problem
+    from workers.errors import ConfigError
+
+    hosts: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(hosts, socket.gethostname())
+    problem = hpz_group_problem(hosts, size)
+    if problem:
+        raise ConfigError(problem)
+
+
 def moe_block_classes(model: Any) -> list[type]:
     """The model's sparse-MoE block classes (transformers v5: Qwen3MoeSparseMoeBlock, MixtralSparseMoeBlock, ...)."""
     return sorted({type(m) for m in model.modules() if type(m).__name__.endswith("SparseMoeBlock")},
@@ -190,6 +210,7 @@ def build_base_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[
 
         from workers.load import load_zero3
 
+        check_hpz_groups(spec.hpz_partition_size)
         dschf = HfDeepSpeedConfig(ds_config)
         # not from_pretrained: under ZeRO-3 it merges all shards and fuses the experts on every rank (host OOM)
         model = load_zero3(spec.model_path, dtype, ds_config, log)
