@@ -180,9 +180,10 @@ def test_pack_k_auto_spreads_the_trials_evenly_and_is_capped_by_them():
 
 
 def test_pricing_shows_both_and_plan_json_keeps_allocation_gpu_h():
-    default = sections(SWEEP_A)  # LoRA on lm_head: nothing to pack, both rows the same plan
-    assert default["time"]["allocation_gpu_h"] == pytest.approx(83.59, abs=0.01)
-    assert default["pricing"]["packed"]["pack"] == 1 and default["pricing"]["packing_saves"] == 1.0
+    default = sections(SWEEP_A)  # the default LoRA (attention, lm_head, experts) packs: all 4 trials in one pack
+    assert default["time"]["allocation_gpu_h"] == pytest.approx(20.897, abs=1e-3)
+    assert default["pricing"]["unpacked"]["allocation_gpu_h"] == pytest.approx(83.589, abs=1e-3)
+    assert default["pricing"]["packed"]["pack"] == 4 and default["pricing"]["packing_saves"] == 4.0
     plan = sections([*SWEEP_A, *ATTENTION_ONLY])
     pr = plan["pricing"]
     assert plan["time"]["allocation_gpu_h"] == pytest.approx(pr["packed"]["allocation_gpu_h"], abs=1e-3)  # auto: packed

@@ -69,7 +69,7 @@ def recorded(config: dict) -> dict:
 
 def test_submit_dry_run_writes_the_plan_for_the_readme_235b_command(model_dir, tmp_path):
     """Before: config.yaml said num_workers 1, zero_stage auto, micro 32, TP 1 at 0.1, max_loras 4 (plan: 16 GPUs,
-    ZeRO-3, micro 2, TP 8 at 0.9, max_loras 1)."""
+    ZeRO-3, micro 2, TP 8 at 0.9; a pack of the 4 trials, so 4 adapters at once)."""
     cmd = readme_commands(model_dir)["235b"]
     out = tmp_path / "sw"
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "submit", *cmd, f"hydra.run.dir={out}", "--dry-run"],
@@ -80,9 +80,9 @@ def test_submit_dry_run_writes_the_plan_for_the_readme_235b_command(model_dir, t
                                      capture_output=True, text=True, timeout=300).stdout)
     assert written == planned(plan)
     assert written == {"num_workers": 16, "zero_stage": 3, "micro_batch_size": 2, "tensor_parallel_size": 8,
-                       "gpu_memory_utilization": 0.9, "max_loras": 1, "max_cpu_loras": 2, "fully_sharded_loras": True,
+                       "gpu_memory_utilization": 0.9, "max_loras": 4, "max_cpu_loras": 8, "fully_sharded_loras": True,
                        "max_lora_rank": 8, "moe_lora_3d": True, "dedicated_gpus": True, "loss_chunk_tokens": 4096,
-                       "hpz_partition_size": 1, "pack": 1, "sleep": False}
+                       "hpz_partition_size": 1, "pack": 4, "sleep": False}
     assert "auto" not in written.values()
 
 
@@ -185,7 +185,7 @@ def test_cpu_toy_keeps_its_values():
 def test_expert_lora_memory_by_hand():
     """PEFT folds W + s*B@A for a layer's whole expert stack (held for backward, and its gradient); vLLM holds per
     slot and GPU E*r*(3H + 3I)/TP per layer (mixed MoE format: gate's and up's lora_A apart)."""
-    plan = make_plan(compose_config(H100)).sections
+    plan = make_plan(compose_config([*H100, "sweep.pack=1"])).sections  # a trial alone folds (a pack does not)
     # 2 x 128 experts x (4096*3072 + 1536*4096) x 2 B = 9,663,676,416 B
     assert plan["trainer"]["expert_lora_materialized_gib"] == pytest.approx(9_663_676_416 / GIB, abs=1e-3)
     # experts: 128*8*(3*4096 + 3*1536)/8 * 94 layers * 2 B = 406,585,344; linear: (94*270,336 + 8*(4096+151,936))
