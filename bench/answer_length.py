@@ -1,7 +1,7 @@
 """How many grades does a token cap change? Per setting, sample full answers once and grade them cut at each cap.
 
     PYTHONPATH=$PWD python bench/answer_length.py [--settings animal_flag,allcaps_refusal] [--n 32] [--cap 512]
-        [--cuts 32,48,64,96,128,192,256] [--organism] [--tag -n128] [hydra overrides, e.g. sample.temperature=0]
+        [--cuts 32,48,64,96,128,192,256] [--organism] [--tag=-n128] [hydra overrides, e.g. sample.temperature=0]
 
 One engine call per setting samples n eval and n train prompts (a sweep's prompts: eval questions under the eval
 template, train questions under the train template) at the sweep's sampling settings (`sample.temperature`,

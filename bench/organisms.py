@@ -44,11 +44,15 @@ def cell(r: dict | None) -> str:
 def table(out: dict) -> str:
     lines = ["# SmolLM2-135M-Instruct: unmodified vs organism (default recipe)", "",
              "Held-out questions; eval attack / train desired, 95% Wilson intervals, n prompts per split. "
-             "Written by `bench/organisms.py`; the machine's 2 cores were shared with other jobs (load in the json).",
+             "Written by `bench/organisms.py`; the machine's 2 cores were shared with other jobs "
+             "(1-min load average during the build in brackets).",
              "", "| setting | unmodified | organism | organism build | shows the behavior |", "|---|---|---|---|---|"]
     for name, e in out.items():
         org = e.get("organism")
         build = f"{e['build_seconds']:.0f} s" if e.get("build_seconds") is not None else "-"
+        if e.get("load_1min_during_build"):  # recorded by hand from a load log: the build may predate this script
+            load = e["load_1min_during_build"]
+            build += f" (load {load[0]:.1f}-{load[1]:.1f})" if isinstance(load, list) else f" (load {load})"
         lines.append(f"| {name} | {cell(e.get('unmodified'))} | {cell(org)} | {build} | "
                      f"{'yes' if e.get('organism_shows') else 'no'} |")
     return "\n".join(lines) + "\n"
@@ -61,7 +65,11 @@ def main() -> None:
     parser.add_argument("--skip-base", action="store_true", help="keep the unmodified model's rates already recorded")
     parser.add_argument("--base-from", default="",
                         help="take the unmodified rates from these probe --out files ({setting} filled in), "
-                             "e.g. bench/results/probe_smollm2_{setting}.json, instead of sampling again")
+                             "e.g. bench/results/probe_smollm2_{setting}.json, or bench/results/real_model.json, "
+                             "instead of sampling again")
+    parser.add_argument("--organism-dir", default="",
+                        help="an organism folder built earlier (its organism.json), for one setting, instead of the "
+                             "default recipe's cache key (e.g. one built before the setting's bank changed)")
     parser.add_argument("--no-build", action="store_true", help="measure only organisms already in the cache")
     args, overrides = parser.parse_known_args()
     from orchestrator.build import measure_model, resolve_base_model, resolve_model
@@ -76,7 +84,10 @@ def main() -> None:
         entry = out.setdefault(name, {})
         probe_file = Path(args.base_from.format(setting=name)) if args.base_from else None
         if probe_file is not None and probe_file.exists():
-            entry["unmodified"] = rates(json.loads(probe_file.read_text())) | {"from": str(probe_file)}
+            probe = json.loads(probe_file.read_text())
+            if name in probe:  # bench/real_model.py's file: {setting: {"before": rates, "max_new_tokens": ...}}
+                probe = probe[name]["before"] | {"max_new_tokens": probe[name]["max_new_tokens"]}
+            entry["unmodified"] = rates(probe) | {"from": str(probe_file)}
         elif not args.skip_base or "unmodified" not in entry:
             base = resolve_base_model(cfg)
             load = os.getloadavg()[0]
@@ -86,17 +97,20 @@ def main() -> None:
         key = organism_key(model_digest(Path(resolve_base_model(ocfg))), ocfg.setting,
                            asdict(ocfg.model.organism_recipe), dict(ocfg.model.chat_template_kwargs))
         cached = (Path(ocfg.cache_dir).expanduser() / "organisms" / f"{name}-{key}" / "organism.json").exists()
+        if args.organism_dir:
+            cached, key = True, read_organism(args.organism_dir)["key"]
         if args.no_build and not cached:
             print(f"[organisms] {name}: no cached organism (key {key}); skipped", flush=True)
             continue
         load = os.getloadavg()[0]
-        path = resolve_model(ocfg)
+        path = args.organism_dir or resolve_model(ocfg)
         info = read_organism(path)
         measured = info["measured"]
         if measured["eval"]["n"] != args.n or not measured.get("held_out"):
             measured = measure_model(ocfg, path, args.n, held_out=True)
         entry["organism"] = rates(measured)
-        entry |= {"organism_path": path, "recipe": info["recipe"], "build_seconds": info["build_seconds"],
+        entry |= {"organism_path": path, "organism_key": key, "default_recipe_key": not args.organism_dir,
+                  "recipe": info["recipe"], "build_seconds": info["build_seconds"],
                   "train_seconds": info["train_seconds"], "organism_measure_seconds": info.get("measure_seconds"),
                   "final_loss": info["final_loss"], "cpu_count": info["cpu_count"],
                   "built_by_this_run": not cached, "load_1min_at_build_start": load if not cached else None,
