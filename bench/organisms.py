@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--organism-dir", default="",
                         help="an organism folder built earlier (its organism.json), for one setting, instead of the "
                              "default recipe's cache key (e.g. one built before the setting's bank changed)")
+    parser.add_argument("--tag", default="", help="suffix of the setting's entry (a recipe other than the default)")
     parser.add_argument("--no-build", action="store_true", help="measure only organisms already in the cache")
     args, overrides = parser.parse_known_args()
     from orchestrator.build import measure_model, resolve_base_model, resolve_model
@@ -81,7 +82,7 @@ def main() -> None:
     for name in args.settings.split(","):
         base_cfg = ["model=smollm2_135m", f"setting={name}", "tracker.mode=disabled", *overrides]
         cfg = compose_config(base_cfg)
-        entry = out.setdefault(name, {})
+        entry = out.setdefault(name + args.tag, {})
         probe_file = Path(args.base_from.format(setting=name)) if args.base_from else None
         if probe_file is not None and probe_file.exists():
             probe = json.loads(probe_file.read_text())
@@ -109,7 +110,7 @@ def main() -> None:
         if measured["eval"]["n"] != args.n or not measured.get("held_out"):
             measured = measure_model(ocfg, path, args.n, held_out=True)
         entry["organism"] = rates(measured)
-        entry |= {"organism_path": path, "organism_key": key, "default_recipe_key": not args.organism_dir,
+        entry |= {"overrides": overrides, "organism_path": path, "organism_key": key, "default_recipe_key": not args.organism_dir,
                   "recipe": info["recipe"], "build_seconds": info["build_seconds"],
                   "train_seconds": info["train_seconds"], "organism_measure_seconds": info.get("measure_seconds"),
                   "final_loss": info["final_loss"], "cpu_count": info["cpu_count"],
