@@ -110,7 +110,8 @@ def main() -> None:
         if measured["eval"]["n"] != args.n or not measured.get("held_out"):
             measured = measure_model(ocfg, path, args.n, held_out=True)
         entry["organism"] = rates(measured)
-        entry |= {"overrides": overrides, "organism_path": path, "organism_key": key, "default_recipe_key": not args.organism_dir,
+        entry |= {"overrides": overrides, "organism_path": path, "organism_key": key,
+                  "default_recipe_key": not args.organism_dir and not overrides,
                   "recipe": info["recipe"], "build_seconds": info["build_seconds"],
                   "train_seconds": info["train_seconds"], "organism_measure_seconds": info.get("measure_seconds"),
                   "final_loss": info["final_loss"], "cpu_count": info["cpu_count"],
