@@ -1,7 +1,7 @@
 """How many grades does a token cap change? Per setting, sample full answers once and grade them cut at each cap.
 
     PYTHONPATH=$PWD python bench/answer_length.py [--settings animal_flag,allcaps_refusal] [--n 32] [--cap 512]
-        [--cuts 32,48,64,96,128,192,256] [--organism] [hydra overrides, e.g. sample.temperature=0]
+        [--cuts 32,48,64,96,128,192,256] [--organism] [--tag=-n128] [hydra overrides, e.g. sample.temperature=0]
 
 One engine call per setting samples n eval and n train prompts (a sweep's prompts: eval questions under the eval
 template, train questions under the train template) at the sweep's sampling settings (`sample.temperature`,
@@ -26,6 +26,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "answer_length.json"
 def measure_setting(sampler, setting, n: int, cap: int, cuts: list[int], sample_cfg) -> dict:
     from vllm import SamplingParams
 
+    from eval.analysis import wilson_interval
     from eval.graders import build_grader
     from workers.probe import probe_prompts
     from workers.prompts import format_for_model
@@ -54,7 +55,9 @@ def measure_setting(sampler, setting, n: int, cap: int, cuts: list[int], sample_
         by_split = {s: sum(prompts[i].split == s for i in changed) / sum(p.split == s for p in prompts)
                     for s in ("eval", "train")}
         result["cuts"][str(k)] = {
-            "changed": round(len(changed) / len(prompts), 4), "changed_by_split": by_split,
+            "changed": round(len(changed) / len(prompts), 4), "changed_count": len(changed),
+            "changed_ci95": [round(x, 4) for x in wilson_interval(len(changed), len(prompts))],
+            "changed_by_split": by_split,
             "hit_limit": round(sum(length > k for length in lengths) / len(lengths), 4),
             "examples": [{"split": prompts[i].split, "full": full[i], "cut": graded[i], "response": outs[i].text[:400]}
                          for i in changed[:2]]}
@@ -67,6 +70,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32, help="eval prompts and train prompts per setting")
     parser.add_argument("--cap", type=int, default=512, help="the 'full answer' cap (model.max_model_len bounds it)")
     parser.add_argument("--cuts", default="32,48,64,96,128,192,256")
+    parser.add_argument("--tag", default="", help="suffix of the result's key, to keep an earlier run's entry")
     parser.add_argument("--organism", action="store_true", help="the setting's organism instead of the base model")
     args, overrides = parser.parse_known_args()
     from orchestrator.config import compose_config
@@ -87,7 +91,7 @@ def main() -> None:
                     sampler.shutdown()
                 sampler, sampler_path = Sampler(sampler_spec(cfg, path)), path
             result = measure_setting(sampler, cfg.setting, args.n, args.cap, cuts, cfg.sample)
-            key = f"{cfg.model.name}{'-organism' if args.organism else ''}/{name}"
+            key = f"{cfg.model.name}{'-organism' if args.organism else ''}/{name}{args.tag}"
             out[key] = {"model_path": path, "cap": args.cap, "temperature": cfg.sample.temperature,
                         "top_p": cfg.sample.top_p, "seed": cfg.sample.seed, "overrides": overrides,
                         "load_average_1min": os.getloadavg()[0], "cpu_count": os.cpu_count(), **result}
