@@ -116,6 +116,11 @@ def rank_main(rank: int, world: int, port: int, model_path: str, mode: str, dtyp
             torch.save(state, Path(out_dir, "weights.pt"))
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
+
+
+def rank_process(*args: Any) -> None:
+    """rank_main as the whole of a spawned rank process (measure's), which then ends without teardown."""
+    rank_main(*args)
     end_finished_rank()
 
 
@@ -124,7 +129,7 @@ def measure(model_path: Path, mode: str, out_dir: Path, world: int = 2, dtype: s
     """Load on `world` fresh processes; each rank's figures (a hang or a crash raises)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx, port = multiprocessing.get_context("spawn"), _free_port()
-    procs = [ctx.Process(target=rank_main, args=(r, world, port, str(model_path), mode, dtype, str(out_dir), gather))
+    procs = [ctx.Process(target=rank_process, args=(r, world, port, str(model_path), mode, dtype, str(out_dir), gather))
              for r in range(world)]
     for p in procs:
         p.start()
