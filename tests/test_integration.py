@@ -114,8 +114,10 @@ def test_a_pack_of_two_writes_what_the_two_trials_alone_write(sweep, cache_dir, 
         for key in a:  # float32 sums in another order, 4 Adam steps: ~3e-5 of the tensor's largest entry
             torch.testing.assert_close(p[key], a[key], rtol=0, atol=1e-3 * float(a[key].abs().max()) + 1e-7, msg=key)
         rows = [[json.loads(line) for line in (d / "metrics.jsonl").open()] for d in (alone, packed)]
-        assert [(r["step"], r["kind"], r.get("n_eval")) for r in rows[1]] == [
-            (r["step"], r["kind"], r.get("n_eval")) for r in rows[0]]
+        # the same rows; their interleaving (an eval row lands when its samples come back) is timing, not contract
+        assert sorted((r["kind"], r["step"], r.get("n_eval")) for r in rows[1]) == sorted(
+            (r["kind"], r["step"], r.get("n_eval")) for r in rows[0])
+        rows = [sorted(rs, key=lambda r: (r["kind"], r["step"])) for rs in rows]
         def column(key: str, which: int, rows: list = rows) -> list[float]:
             return [r[key] for r in rows[which] if r.get(key) is not None]
 
