@@ -121,8 +121,8 @@ class Pack:
         return self.ctx.sample.engine.sleep is True
 
     def wait_for_samples(self, step: int) -> None:
-        """After a checkpoint's hooks (every member's request already sent, so the sampler batches them): block
-        until each open member's evaluations are graded."""
+        """After a checkpoint's hooks (every member's request already sent; the sampler actor takes them one call
+        at a time): block until each open member's evaluations are graded."""
         for trial, active in zip(self.trials, self.active, strict=True):
             if active:
                 trial.drain(block=True)

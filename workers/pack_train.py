@@ -149,8 +149,8 @@ def train_pack(specs: list[TrainSpec], examples: list[dict[str, str]], out_dirs:
     engine, route, layers = build_pack_engine(specs, world, log)
     # rank 0's view of who is finished (other ranks of a multi-worker pack pass none)
     active = broadcast_from_rank0(list(active) if active is not None else [True] * len(specs))
-    loop = _PackLoop(specs, engine, route, layers, out_dirs, state_dir, hooks, schedule, clock, log, active)
-    loop.after_checkpoint = after_checkpoint
+    loop = _PackLoop(specs, engine, route, layers, out_dirs, state_dir, hooks, schedule, clock, log, active,
+                     after_checkpoint)
     try:
         encoded = encode_labels(tokenizer, examples, spec.chat_template_kwargs, spec.max_seq_len)
         start = loop.resume()
@@ -169,14 +169,15 @@ class _PackLoop:
 
     def __init__(self, specs: list[TrainSpec], engine: Any, route: Any, layers: list, out_dirs: list[Path],
                  state_dir: Path, hooks: list[CheckpointHook], schedule: StateSchedule, clock: dict[str, float],
-                 log: Callable[[str], None], active: list[bool]) -> None:
+                 log: Callable[[str], None], active: list[bool],
+                 after_checkpoint: Callable[[int], None] | None = None) -> None:
         self.specs, self.engine, self.route, self.layers = specs, engine, route, layers
         self.out_dirs, self.state_dir, self.hooks, self.schedule = out_dirs, state_dir, hooks, schedule
         self.clock, self.log, self.active = clock, log, active
         self.rank = rank_and_world()[0]
         self.losses: list[list[float]] = [[] for _ in specs]
         self.checkpoints = set(specs[0].checkpoint_steps)
-        self.after_checkpoint: Callable[[int], None] | None = None
+        self.after_checkpoint = after_checkpoint
 
     def resume(self) -> int:
         point = broadcast_from_rank0(read_resume_point(self.state_dir) if self.rank == 0 else None)
