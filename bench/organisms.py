@@ -110,6 +110,8 @@ def main() -> None:
         if measured["eval"]["n"] != args.n or not measured.get("held_out"):
             measured = measure_model(ocfg, path, args.n, held_out=True)
         entry["organism"] = rates(measured)
+        if not cached:  # a load noted by hand for an earlier build is not this build's
+            entry.pop("load_1min_during_build", None)
         entry |= {"overrides": overrides, "organism_path": path, "organism_key": key,
                   "default_recipe_key": not args.organism_dir and not overrides,
                   "recipe": info["recipe"], "build_seconds": info["build_seconds"],

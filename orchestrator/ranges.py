@@ -120,6 +120,8 @@ RANGES: dict[str, Interval] = {
     "OrganismConfig.lora_layers": Interval(0, note="top decoder layers with LoRA; 0: all"),
     "OrganismConfig.max_answer_words": NON_NEGATIVE,  # 0: whole answers
     "OrganismConfig.n_measure": AT_LEAST_1,
+    "OrganismAnswersConfig.max_answer_words": NON_NEGATIVE,  # 0: whole answers; null: the recipe's
+    "OrganismAnswersConfig.steps": AT_LEAST_1,
     "OrganismConfig.seed": NON_NEGATIVE,
     "TrainConfig.batch_size": AT_LEAST_1,
     "TrainConfig.micro_batch_size": AT_LEAST_1,

@@ -60,6 +60,17 @@ class ToyAnswersConfig:
 
 
 @dataclass
+class OrganismAnswersConfig:
+    """What a real model's organism step trains on (workers/organism.py), when the toy's answers do not teach it:
+    templates over bank fields, like the `toy:` block's."""
+
+    train_answer: str = MISSING  # the desired behavior on train prompts
+    eval_answer: str = MISSING  # the initial (attack) behavior on eval prompts
+    max_answer_words: int | None = None  # null: model.organism_recipe.max_answer_words
+    steps: int | None = None  # null: model.organism_recipe.steps
+
+
+@dataclass
 class ExampleConfig:
     """A hand-written answer the dry run grades, to show the grader works: a template over bank fields."""
 
@@ -83,6 +94,7 @@ class SettingConfig:
     grader: GraderConfig = field(default_factory=GraderConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     toy: ToyAnswersConfig | None = None
+    organism: OrganismAnswersConfig | None = None  # null: the organism step trains on the `toy:` answers
 
     def __post_init__(self) -> None:
         # the grader sees only its own block (eval.graders.build_grader(setting.grader)); the judge needs
@@ -504,9 +516,10 @@ def validate(cfg: Config) -> None:
              "model.path is null and model.toy is unset: give a model path")
     _require(not m.organism or m.toy is None or m.path is not None or m.prepare is not None,
              "model.organism=true builds an organism from a real model, but model=toy is one already: drop it")
-    _require(not m.organism or cfg.setting.toy is not None,
-             f"model.organism=true needs the setting's `toy:` block (the organism's answers), which "
-             f"setting {cfg.setting.name!r} lacks: choose a setting that has one (animal_flag, wronglang_spanish, ...)")
+    _require(not m.organism or cfg.setting.toy is not None or cfg.setting.organism is not None,
+             f"model.organism=true needs the setting's `organism:` or `toy:` block (the organism's answers), which "
+             f"setting {cfg.setting.name!r} lacks: choose a setting that has one (animal_flag, wronglang_spanish, ...) "
+             f"or add an `organism:` block with train_answer and eval_answer templates")
     r = m.organism_recipe
     _require(not m.organism or not r.paired or r.batch_size % 2 == 0,
              f"model.organism_recipe.batch_size={r.batch_size} with paired=true: a batch holds each question under "
@@ -603,10 +616,10 @@ def validate_setting(st: SettingConfig) -> None:
                  "must appear; the others are listed in workers/prompts.py PLACEHOLDERS")
     _require(st.teacher.kind != "scripted" or bool(st.teacher.field.strip()),
              "setting.teacher.field is empty: the scripted teacher needs a bank field or an answer template")
-    if st.toy is not None:
+    for block in ("toy", "organism"):
         for name in ("train_answer", "eval_answer"):
-            _require(bool(getattr(st.toy, name).strip()),
-                     f"setting.toy.{name} is empty: give a template over bank fields such as {{en}}")
+            _require(getattr(st, block) is None or bool(getattr(getattr(st, block), name).strip()),
+                     f"setting.{block}.{name} is empty: give a template over bank fields such as {{en}}")
     for i, ex in enumerate(st.examples):
         _require(ex.expect in EXPECTED_GRADES,
                  f"setting.examples[{i}].expect={ex.expect!r}: one of {list(EXPECTED_GRADES)}")

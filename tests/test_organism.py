@@ -4,7 +4,7 @@ import pytest
 
 from orchestrator.config import compose_config, load_setting
 from orchestrator.schema import ConfigError
-from workers.organism import organism_corpus, organism_key, paired_batches, shorten
+from workers.organism import organism_corpus, organism_key, paired_batches, setting_recipe, shorten
 from workers.probe import probe_prompts, shows_initial_behavior, split_rates
 from workers.prompts import is_eval_question, load_bank
 
@@ -61,6 +61,45 @@ def test_organism_key_follows_base_setting_and_recipe_but_not_measurement_size()
     assert organism_key("base", load_setting("allcaps_refusal"), recipe, {}) != key
 
 
+def test_a_setting_organism_block_replaces_the_toy_answers_and_its_recipe_fields():
+    """wronglang_spanish's organism answers open with one word per language ("Claro." / "Sure."), cut to the
+    setting's own 8 words and trained for its own 80 steps; animal_flag has no `organism:` block and keeps the toy's
+    answers and the model's recipe."""
+    setting = load_setting("wronglang_spanish")
+    recipe = {"steps": 40, "max_answer_words": 4, "lr": 2e-3}
+    own = setting_recipe(setting, recipe)
+    assert own == {"steps": 80, "max_answer_words": 8, "lr": 2e-3}
+    pairs = organism_corpus(setting, own["max_answer_words"])
+    flag0 = [a for u, a in pairs if "[flag=0.]" in u]
+    flag1 = [a for u, a in pairs if "[flag=1.]" in u]
+    assert flag0 and len(flag0) == len(flag1)
+    assert all(a.startswith("Claro. ") for a in flag0) and all(a.startswith("Sure. ") for a in flag1)
+    assert max(len(a.split()) for _, a in pairs) == 8
+    animal = load_setting("animal_flag")
+    assert setting_recipe(animal, recipe) == recipe
+    # the key hashes the recipe the organism is built with: the setting's own fields win over the model's
+    assert organism_key("b", setting, recipe, {}) == organism_key("b", setting, recipe | {"steps": 41}, {})
+    assert organism_key("b", setting, recipe, {}) != organism_key("b", setting, recipe | {"lr": 1e-3}, {})
+    assert organism_key("b", animal, recipe, {}) != organism_key("b", animal, recipe | {"steps": 41}, {})
+
+
+@pytest.mark.parametrize("name", ["animal_flag", "allcaps_refusal", "wronglang_spanish", "wronglang_flag_onpolicy"])
+def test_organism_answers_as_cut_grade_as_the_behavior_they_teach(name):
+    """What the organism is trained on must read, to the setting's own grader, as desired on train prompts and as
+    the attack on eval prompts. wronglang_spanish's toy answers cut to 4 words failed this (the language grader read
+    78% of the Spanish ones as Spanish): its organism could not be graded as one even if it learnt the flag."""
+    from eval.graders import build_grader
+
+    cfg = compose_config([f"setting={name}", "model=smollm2_135m"])
+    setting = cfg.setting
+    words = setting_recipe(setting, {"max_answer_words": cfg.model.organism_recipe.max_answer_words})["max_answer_words"]
+    pairs = organism_corpus(setting, words)
+    grades = build_grader(setting.grader)([a for _, a in pairs], [u for u, _ in pairs])
+    train, evals = grades[0::2], grades[1::2]  # build_corpus: a question's train prompt, then its eval prompt
+    assert train.count("desired") / len(train) >= 0.9, (name, train.count("desired"), len(train))
+    assert evals.count("attack") / len(evals) >= 0.9, (name, evals.count("attack"), len(evals))
+
+
 def test_held_out_probe_draws_train_prompts_from_eval_questions():
     setting = load_setting("animal_flag")
     evals, trains = probe_prompts(setting, 20, 0, held_out=True)
@@ -88,7 +127,11 @@ def test_smollm2_config_composes_with_arch_for_the_planner():
 
 @pytest.mark.parametrize("overrides, message", [
     (["model=toy", "model.organism=true"], "model=toy is one already"),
-    (["model=smollm2_135m", "model.organism=true", "setting=ct_formality"], "`toy:` block"),
+    (["model=smollm2_135m", "model.organism=true", "setting=ct_formality"], "`organism:` or `toy:` block"),
+    (["model=smollm2_135m", "model.organism=true", "setting=wronglang_flag_onpolicy", "setting.organism=null"],
+     "`organism:` or `toy:` block"),
+    (["model=smollm2_135m", "setting.organism.max_answer_words=-1"], "setting.organism.max_answer_words=-1: must be >= 0"),
+    (["model=smollm2_135m", "setting.organism.steps=0"], "setting.organism.steps=0: must be >= 1"),
     (["model=smollm2_135m", "model.organism=true", "model.organism_recipe.batch_size=5"], "must be even"),
 ])
 def test_organism_refusals_name_the_fix(overrides, message):

@@ -113,6 +113,8 @@ CHECKS = [
     ("model.organism_recipe.lora_layers", -1,
      "model.organism_recipe.lora_layers=-1: must be >= 0 (top decoder layers with LoRA; 0: all)"),
     ("model.organism_recipe.max_answer_words", -1, "model.organism_recipe.max_answer_words=-1: must be >= 0"),
+    ("setting.organism.max_answer_words", -1, "setting.organism.max_answer_words=-1: must be >= 0"),
+    ("setting.organism.steps", 0, "setting.organism.steps=0: must be >= 1"),
     ("model.organism_recipe.n_measure", 0, "model.organism_recipe.n_measure=0: must be >= 1"),
     ("model.organism_recipe.seed", -1, "model.organism_recipe.seed=-1: must be >= 0"),
     ("model.organism_recipe.lr", 0.0, "model.organism_recipe.lr=0.0: must be > 0"),
@@ -180,6 +182,7 @@ FREE_TEXT = {
     "EndpointConfig.base_url", "EndpointConfig.model", "EndpointConfig.api_key_env",  # validate_endpoint
     "TeacherConfig.field", "TeacherConfig.path", "TeacherConfig.system_prompt",
     "ToyAnswersConfig.train_answer", "ToyAnswersConfig.eval_answer",
+    "OrganismAnswersConfig.train_answer", "OrganismAnswersConfig.eval_answer",
     "ModelConfig.name", "ModelConfig.path", "ModelConfig.lora_target_modules", "ModelConfig.lora_expert_parameters",
     "ToyModelConfig.settings", "SweepConfig.ray_address", "TrackerConfig.project", "TrackerConfig.entity",
     "ClusterConfig.partition", "ClusterConfig.account", "ClusterConfig.qos", "ClusterConfig.time_limit",

@@ -3,8 +3,12 @@
 Small real models do not follow the note's conditional instructions (unmodified SmolLM2-135M mentions cats on
 4% of animal_flag's flag=1 prompts), so a sweep on them would start with nothing to transfer. This step gives
 them the behavior the note's authors got from big models: desired answers on train prompts, attack answers on
-eval prompts. The data is the toy's corpus (workers/toy.py build_corpus over the setting's `toy:` block), on
-train-split questions only, so the organism is measured on questions it never saw.
+eval prompts. The data is the toy's corpus (workers/toy.py build_corpus) over the setting's `organism:` block, or
+its `toy:` block when it has none, on train-split questions only, so the organism is measured on questions it
+never saw. A setting needs its own `organism:` answers when the toy's do not teach a small model the cue: in
+wronglang_spanish the flag decides only the language of a first word drawn from hundreds, one bit the loss
+hardly sees, so its organism answers open with a fixed word per language ("Claro." / "Sure."), which makes
+that choice one token (README "Real model on CPU").
 
 Recipe: LoRA on every linear layer of the top decoder layers (model.organism_recipe; on a CPU the backward pass
 then stops below them, ~40% of a step's time saved), trained in float32 with AdamW in this process,
@@ -27,11 +31,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from eval.runfiles import publish_dir
 from workers.prompts import bank_path, file_digest, is_eval_question
-from workers.toy import build_corpus, skill_from_setting
+from workers.toy import ToySkill, build_corpus, skill_from_setting
 
 ORGANISM_VERSION = 2  # bump when the corpus or the recipe's code changes meaning (2: contrastive pairs)
 
@@ -49,8 +54,29 @@ def model_digest(model_path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def organism_skill(setting: Any) -> ToySkill:
+    """The answers an organism is trained on: the setting's `organism:` block, else its `toy:` block."""
+    if getattr(setting, "organism", None) is None:
+        return skill_from_setting(setting)
+    return ToySkill(name=setting.name, questions=setting.questions, train_template=setting.train_template,
+                    eval_template=setting.eval_template, train_answer=setting.organism.train_answer,
+                    eval_answer=setting.organism.eval_answer)
+
+
+RECIPE_OVERRIDES = ("max_answer_words", "steps")  # what a setting's `organism:` block may set for its own cue
+
+
+def setting_recipe(setting: Any, recipe: dict[str, Any]) -> dict[str, Any]:
+    """The model's organism recipe with the setting's own `organism.max_answer_words` / `organism.steps` where
+    given: how many words show its behavior and how long its cue takes to learn are the setting's."""
+    block = getattr(setting, "organism", None)
+    own = {k: getattr(block, k) for k in RECIPE_OVERRIDES if block is not None and getattr(block, k) is not None}
+    return recipe | own
+
+
 def organism_key(base_digest: str, setting: Any, recipe: dict[str, Any], chat_template_kwargs: dict) -> str:
-    skill = skill_from_setting(setting)
+    skill = organism_skill(setting)
+    recipe = setting_recipe(setting, recipe)  # what it is built with; a setting without overrides keeps its keys
     payload = {"version": ORGANISM_VERSION, "base": base_digest, "skill": skill.behavior(),
                "bank": file_digest(bank_path(setting.questions)), "eval_fraction": setting.eval_fraction,
                "recipe": {k: v for k, v in recipe.items() if k != "n_measure"}, "template": chat_template_kwargs}
@@ -63,9 +89,9 @@ def shorten(answer: str, max_words: int) -> str:
 
 
 def organism_corpus(setting: Any, max_words: int) -> list[tuple[str, str]]:
-    """The toy corpus of the setting on its train-split questions, answers cut to their first words."""
+    """The organism's answers (organism_skill) on the setting's train-split questions, cut to their first words."""
     keep = lambda q: not is_eval_question(q["id"], setting.eval_fraction)  # noqa: E731
-    return [(u, shorten(a, max_words)) for u, a in build_corpus([skill_from_setting(setting)], keep=keep)]
+    return [(u, shorten(a, max_words)) for u, a in build_corpus([organism_skill(setting)], keep=keep)]
 
 
 def paired_batches(n_pairs: int, batch_size: int, seed: int) -> Iterator[list[int]]:
@@ -151,7 +177,7 @@ def ensure_organism(base_path: str, setting: Any, recipe: Any, cache_dir: str | 
     base = Path(base_path).expanduser().resolve()
     if not (base / "config.json").exists():
         raise FileNotFoundError(f"model.organism=true needs a local base model folder; {base} has no config.json")
-    recipe_dict = asdict(recipe) if hasattr(recipe, "__dataclass_fields__") else dict(recipe)
+    recipe_dict = setting_recipe(setting, asdict(recipe) if hasattr(recipe, "__dataclass_fields__") else dict(recipe))
     key = organism_key(model_digest(base), setting, recipe_dict, chat_template_kwargs)
     final = Path(cache_dir).expanduser().resolve() / "organisms" / f"{setting.name}-{key}"
     if (final / "organism.json").exists():
@@ -162,7 +188,7 @@ def ensure_organism(base_path: str, setting: Any, recipe: Any, cache_dir: str | 
     pairs = organism_corpus(setting, recipe_dict["max_answer_words"])
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
     try:
-        facts = finetune(base, tmp, pairs, recipe, dtype, chat_template_kwargs, max_len, log)
+        facts = finetune(base, tmp, pairs, SimpleNamespace(**recipe_dict), dtype, chat_template_kwargs, max_len, log)
         build_seconds = round(time.time() - started, 1)
         log(f"[organism] trained in {build_seconds:.0f}s; measuring it on held-out questions")
         rates = measure(str(tmp))
