@@ -5,9 +5,9 @@
 
 The product's organism step (workers/organism.py) builds, saves and then measures through vLLM, one number at the
 end. Choosing a setting's `organism:` block needs more: at which step the cue is learnt, and whether it survives the
-merge into bf16 weights. This script trains the same LoRA on the same corpus (organism_corpus, paired batches, the
-same cosine schedule), in float32 and in this process, and every --every steps samples --gen tokens at T=1 for --n
-held-out questions under both prompts with transformers' generate, graded by the setting's grader. With
+merge into bf16 weights. This script runs the product's own training (workers/organism.py train_organism, the
+setting's recipe with the flags' changes) and every --every steps samples --gen tokens at T=1 for --n held-out
+questions under both prompts with transformers' generate, graded by the setting's grader. With
 --merge-check it also grades the model merged and cast to bf16, as the product saves it. Results are appended to
 results/organism_recipe.jsonl. A quick look, not the product's measurement: fewer tokens, no vLLM.
 """
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 RESULTS = Path(__file__).resolve().parent / "results" / "organism_recipe.jsonl"
 
@@ -39,14 +39,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from eval.graders import build_grader
     from orchestrator.build import resolve_base_model
     from orchestrator.config import compose_config
-    from workers.batching import collate, encode_example
-    from workers.organism import organism_corpus, paired_batches, setting_recipe
+    from workers.organism import merged_weights, organism_corpus, setting_recipe, train_organism
     from workers.prompts import format_for_model, is_eval_question, load_bank, render
 
     cfg = compose_config(["model=smollm2_135m", f"setting={args.setting}", "tracker.mode=disabled"])
@@ -54,64 +52,46 @@ def main() -> None:
     recipe = setting_recipe(setting, asdict(cfg.model.organism_recipe))
     chosen = {"steps": args.steps, "lr": args.lr, "lora_rank": args.rank}
     recipe |= {k: v for k, v in chosen.items() if v} | ({"max_answer_words": args.words} if args.words >= 0 else {})
-    torch.manual_seed(recipe["seed"])
     base = resolve_base_model(cfg)
-    tok = AutoTokenizer.from_pretrained(base)
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    targets = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-                     - {"lm_head"})
-    model = get_peft_model(model, LoraConfig(r=recipe["lora_rank"], lora_alpha=recipe["lora_alpha"],
-                                             target_modules=targets, lora_dropout=0.0))
-    pairs = organism_corpus(setting, recipe["max_answer_words"])
-    examples = [encode_example(tok, format_for_model(tok, u, {}), a, 512) for u, a in pairs]
     held = [q for q in load_bank(setting.questions) if is_eval_question(q["id"], setting.eval_fraction)][:args.n]
     grader = build_grader(setting.grader)
+    tok = AutoTokenizer.from_pretrained(base, padding_side="left")  # for generate
 
-    def measure(m) -> dict:
-        m.eval()
+    def measure(model) -> dict:
+        model = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA layers stay inside
+        model.eval()
         out = {}
         for split, template, want in (("train", setting.train_template, "desired"),
                                       ("eval", setting.eval_template, "attack")):
             texts = [format_for_model(tok, render(template, q), {}) for q in held]
             batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.no_grad():
-                ids = m.generate(**batch, max_new_tokens=args.gen, do_sample=True, temperature=1.0, top_p=1.0,
-                                 pad_token_id=tok.pad_token_id)
+                ids = model.generate(**batch, max_new_tokens=args.gen, do_sample=True, temperature=1.0, top_p=1.0,
+                                     pad_token_id=tok.pad_token_id)
             answers = tok.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
             grades = grader(answers, [None] * len(answers))
             out[f"{split}_{want}"] = round(grades.count(want) / len(grades), 3)
             out[f"{split}_other"] = round(grades.count("other") / len(grades), 3)
-        m.train()
+        model.train()
         return out
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=0.0)
-    steps, warmup = recipe["steps"], max(1, recipe["steps"] // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
-    rows, recent, started = [], [], time.time()
-    common = {"setting": args.setting, "tag": args.tag, "recipe": recipe, "n": len(held), "gen_tokens": args.gen}
-    for step, idx in enumerate(paired_batches(len(examples) // 2, recipe["batch_size"], recipe["seed"])):
-        if step >= steps:
-            break
-        loss = model(**collate([examples[i] for i in idx], tok.pad_token_id)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        recent = (recent + [loss.item()])[-10:]
-        if (step + 1) % args.every == 0 or step + 1 == steps:
-            row = {"step": step + 1, "loss": round(sum(recent) / len(recent), 3),
-                   "seconds": round(time.time() - started), "weights": "float32 LoRA", **measure(model)}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    rows, started = [], time.time()
+
+    def after_step(step: int, model) -> None:
+        if step % args.every and step != recipe["steps"]:
+            return
+        rows.append({"step": step, "seconds": round(time.time() - started), "weights": "float32 LoRA",
+                     **measure(model)})
+        print(json.dumps(rows[-1]), flush=True)
+
+    model, _, facts = train_organism(Path(base), organism_corpus(setting, recipe["max_answer_words"]),
+                                  SimpleNamespace(**recipe), {}, cfg.model.max_model_len, after_step=after_step)
+    rows[-1]["final_loss"] = facts["final_loss"]
     if args.merge_check:
-        merged = model.merge_and_unload().to(torch.bfloat16)
-        row = {"step": steps, "weights": "merged, bf16", **measure(merged)}
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+        rows.append({"step": recipe["steps"], "weights": "merged, bf16",
+                     **measure(merged_weights(model, SimpleNamespace(**recipe), "bfloat16"))})
+        print(json.dumps(rows[-1]), flush=True)
+    common = {"setting": args.setting, "tag": args.tag, "recipe": recipe, "n": len(held), "gen_tokens": args.gen}
     RESULTS.parent.mkdir(exist_ok=True)
     with open(RESULTS, "a") as f:
         for row in rows:

@@ -616,10 +616,10 @@ def validate_setting(st: SettingConfig) -> None:
                  "must appear; the others are listed in workers/prompts.py PLACEHOLDERS")
     _require(st.teacher.kind != "scripted" or bool(st.teacher.field.strip()),
              "setting.teacher.field is empty: the scripted teacher needs a bank field or an answer template")
-    for block in ("toy", "organism"):
+    for where, block in (("toy", st.toy), ("organism", st.organism)):
         for name in ("train_answer", "eval_answer"):
-            _require(getattr(st, block) is None or bool(getattr(getattr(st, block), name).strip()),
-                     f"setting.{block}.{name} is empty: give a template over bank fields such as {{en}}")
+            _require(block is None or bool(getattr(block, name).strip()),
+                     f"setting.{where}.{name} is empty: give a template over bank fields such as {{en}}")
     for i, ex in enumerate(st.examples):
         _require(ex.expect in EXPECTED_GRADES,
                  f"setting.examples[{i}].expect={ex.expect!r}: one of {list(EXPECTED_GRADES)}")

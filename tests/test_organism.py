@@ -92,8 +92,8 @@ def test_organism_answers_as_cut_grade_as_the_behavior_they_teach(name):
 
     cfg = compose_config([f"setting={name}", "model=smollm2_135m"])
     setting = cfg.setting
-    words = setting_recipe(setting, {"max_answer_words": cfg.model.organism_recipe.max_answer_words})["max_answer_words"]
-    pairs = organism_corpus(setting, words)
+    recipe = setting_recipe(setting, {"max_answer_words": cfg.model.organism_recipe.max_answer_words})
+    pairs = organism_corpus(setting, recipe["max_answer_words"])
     grades = build_grader(setting.grader)([a for _, a in pairs], [u for u, _ in pairs])
     train, evals = grades[0::2], grades[1::2]  # build_corpus: a question's train prompt, then its eval prompt
     assert train.count("desired") / len(train) >= 0.9, (name, train.count("desired"), len(train))
@@ -130,7 +130,8 @@ def test_smollm2_config_composes_with_arch_for_the_planner():
     (["model=smollm2_135m", "model.organism=true", "setting=ct_formality"], "`organism:` or `toy:` block"),
     (["model=smollm2_135m", "model.organism=true", "setting=wronglang_flag_onpolicy", "setting.organism=null"],
      "`organism:` or `toy:` block"),
-    (["model=smollm2_135m", "setting.organism.max_answer_words=-1"], "setting.organism.max_answer_words=-1: must be >= 0"),
+    (["model=smollm2_135m", "setting.organism.max_answer_words=-1"],
+     "setting.organism.max_answer_words=-1: must be >= 0"),
     (["model=smollm2_135m", "setting.organism.steps=0"], "setting.organism.steps=0: must be >= 1"),
     (["model=smollm2_135m", "model.organism=true", "model.organism_recipe.batch_size=5"], "must be even"),
 ])

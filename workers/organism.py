@@ -56,11 +56,7 @@ def model_digest(model_path: Path) -> str:
 
 def organism_skill(setting: Any) -> ToySkill:
     """The answers an organism is trained on: the setting's `organism:` block, else its `toy:` block."""
-    if getattr(setting, "organism", None) is None:
-        return skill_from_setting(setting)
-    return ToySkill(name=setting.name, questions=setting.questions, train_template=setting.train_template,
-                    eval_template=setting.eval_template, train_answer=setting.organism.train_answer,
-                    eval_answer=setting.organism.eval_answer)
+    return skill_from_setting(setting, getattr(setting, "organism", None))
 
 
 RECIPE_OVERRIDES = ("max_answer_words", "steps")  # what a setting's `organism:` block may set for its own cue
@@ -108,10 +104,11 @@ def paired_batches(n_pairs: int, batch_size: int, seed: int) -> Iterator[list[in
         yield [2 * q + j for q in batch for j in (0, 1)]
 
 
-def finetune(base: Path, out: Path, pairs: list[tuple[str, str]], recipe: Any, dtype: str,
-             chat_template_kwargs: dict, max_len: int, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """SFT on (user text, answer) pairs, LoRA merged into the weights (or every weight with full_finetune), in
-    contrastive pairs unless recipe.paired is false; saved with the tokenizer in `out`."""
+def train_organism(base: Path, pairs: list[tuple[str, str]], recipe: Any, chat_template_kwargs: dict, max_len: int,
+                   log: Callable[[str], None] = print,
+                   after_step: Callable[[int, Any], None] | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """SFT on (user text, answer) pairs, LoRA (or full_finetune), in contrastive pairs unless recipe.paired is
+    false: (model, tokenizer, facts). after_step(step, model) follows each step (bench/organism_recipe.py)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -162,11 +159,27 @@ def finetune(base: Path, out: Path, pairs: list[tuple[str, str]], recipe: Any, d
         if step % 10 == 0 or step == recipe.steps - 1:
             log(f"[organism] step {step + 1}/{recipe.steps} loss {sum(recent) / len(recent):.3f} "
                 f"({time.time() - started:.0f}s)")
-    merged = (model if recipe.full_finetune else model.merge_and_unload()).to(getattr(torch, dtype))
-    merged.save_pretrained(out)
+        if after_step is not None:
+            after_step(step + 1, model)
+    return model, tokenizer, {"final_loss": round(sum(recent) / len(recent), 4),
+                              "train_seconds": round(time.time() - started, 1), "examples": len(examples),
+                              "lora_targets": [] if recipe.full_finetune else targets}
+
+
+def merged_weights(model: Any, recipe: Any, dtype: str) -> Any:
+    """The trained model as the organism is saved: LoRA merged into the weights, cast to the model's dtype."""
+    import torch
+
+    return (model if recipe.full_finetune else model.merge_and_unload()).to(getattr(torch, dtype))
+
+
+def finetune(base: Path, out: Path, pairs: list[tuple[str, str]], recipe: Any, dtype: str,
+             chat_template_kwargs: dict, max_len: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """train_organism, then the merged weights saved with the tokenizer in `out`."""
+    model, tokenizer, facts = train_organism(base, pairs, recipe, chat_template_kwargs, max_len, log)
+    merged_weights(model, recipe, dtype).save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return {"final_loss": round(sum(recent) / len(recent), 4), "train_seconds": round(time.time() - started, 1),
-            "examples": len(examples), "lora_targets": [] if recipe.full_finetune else targets}
+    return facts
 
 
 def ensure_organism(base_path: str, setting: Any, recipe: Any, cache_dir: str | os.PathLike, *, dtype: str,

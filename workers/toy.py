@@ -52,16 +52,19 @@ class ToySkill:
         return (self.questions, self.train_template, self.eval_template, self.train_answer, self.eval_answer)
 
 
-def skill_from_setting(setting: Any) -> ToySkill:
-    if setting.toy is None:
+def skill_from_setting(setting: Any, answers: Any = None) -> ToySkill:
+    """The setting's prompts with the answers of its `toy:` block, or of `answers` (a block with train_answer and
+    eval_answer, e.g. the setting's `organism:` block) when given."""
+    answers = answers if answers is not None else setting.toy
+    if answers is None:
         raise ValueError(f"setting {setting.name!r} has no `toy:` block, so model=toy cannot be pretrained for it")
     return ToySkill(
         name=setting.name,
         questions=setting.questions,
         train_template=setting.train_template,
         eval_template=setting.eval_template,
-        train_answer=setting.toy.train_answer,
-        eval_answer=setting.toy.eval_answer,
+        train_answer=answers.train_answer,
+        eval_answer=answers.eval_answer,
     )
 
 
