@@ -66,8 +66,9 @@ def setting_recipe(setting: Any, recipe: dict[str, Any]) -> dict[str, Any]:
     """The model's organism recipe with the setting's own `organism.max_answer_words` / `organism.steps` where
     given: how many words show its behavior and how long its cue takes to learn are the setting's."""
     block = getattr(setting, "organism", None)
-    own = {k: getattr(block, k) for k in RECIPE_OVERRIDES if block is not None and getattr(block, k) is not None}
-    return recipe | own
+    if block is None:
+        return recipe
+    return recipe | {k: getattr(block, k) for k in RECIPE_OVERRIDES if getattr(block, k) is not None}
 
 
 def organism_key(base_digest: str, setting: Any, recipe: dict[str, Any], chat_template_kwargs: dict) -> str:
