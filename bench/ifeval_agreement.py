@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from eval import ifeval
+from eval.degenerate import degenerate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ifeval_agreement"
 
@@ -43,11 +44,14 @@ def pair_rows(inputs: Sequence[dict[str, Any]], official: Sequence[dict[str, Any
 
 
 def compare(pairs: Sequence[tuple[dict, dict]], loose: bool) -> dict[str, Any]:
-    """Pair-level agreement, prompt-level accuracy of both scorers, and the disagreements by instruction."""
+    """Pair-level agreement, prompt-level accuracy of both scorers, and the disagreements by instruction. lrsweep
+    judges as eval.capability.score does: a degenerate response (blank, a loop) as an empty one."""
     judge = ifeval.follows_loose if loose else ifeval.follows
-    ours_all, theirs_all, diffs = [], [], []
+    ours_all, theirs_all, diffs, n_degenerate = [], [], [], 0
     for inp, off in pairs:
-        ours = judge(off["response"], inp["instruction_id_list"], inp["kwargs"])
+        why = degenerate(off["response"])
+        n_degenerate += why is not None
+        ours = judge("" if why else off["response"], inp["instruction_id_list"], inp["kwargs"])
         theirs = [bool(v) for v in off["follow_instruction_list"]]
         ours_all.append(ours)
         theirs_all.append(theirs)
@@ -63,7 +67,7 @@ def compare(pairs: Sequence[tuple[dict, dict]], loose: bool) -> dict[str, Any]:
         "prompt_accuracy_difference_points": 100 * (ours_prompt - theirs_prompt),
         "instruction_accuracy_lrsweep": sum(map(sum, ours_all)) / n_pairs,
         "instruction_accuracy_official": sum(map(sum, theirs_all)) / n_pairs,
-        "lenient_disagreements": sum(d["lrsweep"] for d in diffs),
+        "lenient_disagreements": sum(d["lrsweep"] for d in diffs), "degenerate_responses": n_degenerate,
         "by_instruction": dict(Counter(d["instruction"] for d in diffs).most_common()), "disagreements": diffs,
     }
 
@@ -87,7 +91,8 @@ def report(tag: str, result: dict[str, Any]) -> str:
                   f"{r['prompt_accuracy_difference_points']:+.2f} points; instruction-level "
                   f"{100 * r['instruction_accuracy_lrsweep']:.2f} vs {100 * r['instruction_accuracy_official']:.2f}",
                   f"  disagreements by instruction: {r['by_instruction']} "
-                  f"({r['lenient_disagreements']} where lrsweep passes and the official fails)"]
+                  f"({r['lenient_disagreements']} where lrsweep passes and the official fails); "
+                  f"{r['degenerate_responses']} responses degenerate (blank or a loop) to lrsweep"]
         lines += [f"    {d['key']} {d['instruction']}: official {d['official']}, lrsweep {d['lrsweep']}"
                   for d in r["disagreements"]]
     e = result["empty_responses"]

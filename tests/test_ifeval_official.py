@@ -91,3 +91,32 @@ def test_an_empty_or_blank_answer_follows_no_instruction(response):
     # the same instructions are met by a real answer
     answer = "Lumi sataa hiljaa metsään ja kaikki on valkoista."
     assert ifeval.follows(answer, ids, kwargs) == [True] * len(VACUOUS)
+
+
+def test_agreement_bench_compares_pair_by_pair_on_files_in_the_official_format(tmp_path):
+    """bench/ifeval_agreement.py on two prompts, with verdicts written as the official scorer writes them."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    inputs = [{"key": 1, "prompt": "p1", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+              {"key": 2, "prompt": "p2", "instruction_id_list": [SENTENCES, "punctuation:no_comma"],
+               "kwargs": [{"num_sentences": 2, "relation": "at least"}, {}]}]
+    official = [  # the second prompt's sentence verdict is made up to disagree (lrsweep counts the list as 1 sentence)
+        {"prompt": "p1", "response": "", "instruction_id_list": inputs[0]["instruction_id_list"],
+         "follow_all_instructions": False, "follow_instruction_list": [False]},
+        {"prompt": "p2", "response": "1. tea\n2. cake", "instruction_id_list": inputs[1]["instruction_id_list"],
+         "follow_all_instructions": False, "follow_instruction_list": [True, True]}]
+    for name, rows in (("input.jsonl", inputs), ("strict.jsonl", official)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(root / "bench" / "ifeval_agreement.py"),
+                    "--input", str(tmp_path / "input.jsonl"), "--official", str(tmp_path / "strict.jsonl"),
+                    "--out", str(tmp_path / "agreement")],
+                   check=True, cwd=root, capture_output=True)
+    strict = json.loads((tmp_path / "agreement.json").read_text())["gpt4"]["strict"]
+    assert strict["pairs"] == 3 and strict["pairs_agree"] == 2 and strict["by_instruction"] == {SENTENCES: 1}
+    assert strict["prompt_accuracy_lrsweep"] == 0 and strict["prompt_accuracy_official"] == 0.5
+    assert strict["prompt_accuracy_difference_points"] == -50 and strict["degenerate_responses"] == 1
+    assert "2/3 pairs agree" in (tmp_path / "agreement.txt").read_text()
