@@ -105,6 +105,8 @@ def test_write_report_two_settings(sweeps, tmp_path):
     assert head["alpha"]["low_lr"] == 1e-4 and head["alpha"]["high_lr"] == 1e-2 and head["alpha"]["lower_bound"]
     assert head["alpha"]["verdict"] == "inconclusive at this many seeds"  # (a) >= ~0.5: the interval holds 1
     assert "## The note's headline numbers" in text and head["alpha"]["text"] in text
+    # claims: a sweep where the higher LR transfers sooner by construction is not the note's finding
+    assert "LR x steps-to-transfer is *not constant*" in text and "is not the finding" in text
 
 
 def test_threshold_and_error_rule_are_applied_and_stated(sweeps, tmp_path):
