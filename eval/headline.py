@@ -122,7 +122,9 @@ def headline_text(h: Headline) -> str:
     return (f"{h.setting}: LR x steps, lr {h.low_lr:.3g} over lr {h.high_lr:.3g} = {ge}{h.lr_ratio:.3g}x "
             f"{iv(h.lr_ratio_low, h.lr_ratio_high)} (1 under 1/LR); steps for a 10x LR gap = {ge}"
             f"{h.step_ratio_10x:.3g}x {iv(h.step_ratio_low, h.step_ratio_high)} (10 under 1/LR); "
-            f"{h.n_seeds} seed(s); verdict: {h.verdict}")
+            f"{h.n_seeds} seed(s); verdict: {h.verdict}" + (
+                "; the low LR's LR x max_steps is too small to show the effect: give it a larger step budget"
+                if h.lower_bound and h.verdict == INCONCLUSIVE else ""))
 
 
 def spread_factor(values: Sequence[float]) -> float:

@@ -139,7 +139,7 @@ def plot_lr_x_steps(summaries: Sequence[LRSummary], path: Path, error_rule: str 
     """The note's bar chart: LR x median interpolated steps-to-transfer per LR (log y), with the bracket as a grey
     band beside the bar; faded hatched bars are lower bounds (LR x max_steps) with an upward arrow."""
     groups = _by_setting(summaries)
-    fig, axes = _panels(list(groups), height=4.4)
+    fig, axes = _panels(list(groups), height=4.6)
     for ax, (setting, ss) in zip(axes, groups.items(), strict=True):
         ss = sorted(ss, key=lambda s: s.lr)
         colors = _colors([s.lr for s in ss])
@@ -157,7 +157,7 @@ def plot_lr_x_steps(summaries: Sequence[LRSummary], path: Path, error_rule: str 
         ax.set(xlabel="learning rate", ylabel="LR x steps (median over seeds, interpolated)")
         ax.margins(y=0.25)
         ax.grid(alpha=0.3, axis="y")
-    fig.text(0.01, 0.005, f"error bars: {error_rule}; grey band: bracket (last checkpoint above, first at/below); "
+    fig.text(0.01, 0.005, f"error bars: {error_rule}; grey band: bracket (last checkpoint above, first at/below)\n"
              "hatched/faded = did not converge (bar = LR x max_steps, a lower bound)", fontsize=7)
     return _save(fig, path)
 

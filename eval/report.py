@@ -253,7 +253,8 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
     trials = [t for s in sweeps for t in s.trials]
     title = ", ".join(s.setting for s in sweeps)
     lines = [f"# LR sweep report: {title}", "",
-             f"Generated {datetime.now():%Y-%m-%d %H:%M} by `{command}`. Numbers also in `report.json`.", "",
+             f"Generated {datetime.now():%Y-%m-%d %H:%M} by `{command}`. Numbers also in `report.json`.", ""]
+    lines += headline_lines(headlines) + [
              "## Sweeps", "", "Source: each sweep's `trials/*/config.json` (schedule, threshold) and the `n_eval`, "
              "`n_train` fields of the eval rows in `trials/*/metrics.jsonl`.", ""]
     cut = [t for t in trials if cut_warning(t)]
@@ -261,7 +262,7 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
         lines += [f"**WARNING: answers cut at the token limit.** In {len(cut)} of {len(trials)} trials more than "
                   f"{CUT_WARN_RATE:.0%} of the sampled answers stopped at `sample.max_new_tokens` (list under "
                   "\"Answers cut at the token limit\"); their grades may miss what the answers would have said.", ""]
-    lines += headline_lines(headlines) + _sweep_section(sweeps) + ["", "## Rules", ""] + list(rules)
+    lines += _sweep_section(sweeps) + ["", "## Rules", ""] + list(rules)
     lines += ["", "## Figures", ""]
     lines += [f"![{FIGURES[k][1]}]({name})\n\n*{FIGURES[k][1]}*\n" for k, name in figures.items()]
 
@@ -439,6 +440,7 @@ def capability_markdown(sweeps: Sequence[Sweep], caps: Sequence[Any]) -> str:
 
 
 def load_capability(path: Path) -> dict[tuple[str, int], float]:
-    """Capability data from a JSON list of {"trial", "step", "degradation"} rows (relative degradation)."""
+    """Capability data from a JSON list of {"trial", "step", "degradation"} rows (relative degradation); a row's
+    "degradation_high" (the upper end of its interval), when given, is what the 10% rule reads."""
     rows = json.loads(Path(path).read_text())
-    return {(str(r["trial"]), int(r["step"])): float(r["degradation"]) for r in rows}
+    return {(str(r["trial"]), int(r["step"])): float(r.get("degradation_high", r["degradation"])) for r in rows}
