@@ -156,9 +156,9 @@ def seed_study_factor(trials: Sequence[TrialAnalysis], min_seeds: int = MIN_SPRE
     return f, f"max/median spread of {n} converged seeds at {setting} lr {lr:.3g}"
 
 
-CLAIM = ("the note's finding is that LR x steps-to-transfer is *not constant* across LRs: a N-times lower LR run "
+CLAIM = ("the note's finding is that LR x steps-to-transfer is *not constant* across LRs: an N-times lower LR run "
          "for 6NS-50NS steps did not transfer where the high LR did in S. That a higher LR transfers in fewer steps "
-         "is expected under a 1/LR law too and is not the finding; only a verdict of \"faster than 1/LR\" below "
+         "is expected under a 1/LR law too and is not the finding; only the headline verdict \"faster than 1/LR\" "
          "agrees with the note.")
 HEADLINE_RULE = (f"per setting, H = the highest LR whose median converged, L = the sweep's lowest LR. (a) = (L x "
                  "steps_L) / (H x steps_H), steps being the interpolated crossing, or L's own max_steps when L did "

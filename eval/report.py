@@ -323,7 +323,7 @@ def render_markdown(sweeps: Sequence[Sweep], summaries: Sequence[LRSummary], pai
                  r.trial, "reference T" if r.k == 1 else ("k*T > max_steps" if r.beyond_max_steps else
                                                            ("k*T > last checkpoint" if r.beyond_last_checkpoint
                                                             else ""))] for r in paired]
-        lines += [f"T: {paired[0].t_choice}.", ""] + _table(
+        lines += [f"How T was chosen: {paired[0].t_choice}.", ""] + _table(
             ["setting", "seed", "lr", "k", "k*T", "checkpoint read", "read/kT", "eval desired rate", "trial", "note"],
             rows)
     else:
