@@ -68,9 +68,10 @@ def _colors(lrs: Sequence[float]) -> dict[float, Any]:
     return {lr: cmap(0.9 * i / max(1, len(lrs) - 1)) for i, lr in enumerate(lrs)}
 
 
-def _save(fig: Any, path: Path) -> Path:
-    """Save a Figure made without pyplot: no global figure list, no backend switch (a notebook's plots survive)."""
-    fig.tight_layout()
+def _save(fig: Any, path: Path, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Save a Figure made without pyplot: no global figure list, no backend switch (a notebook's plots survive).
+    rect keeps room for a footnote (fig.text) below the axes."""
+    fig.tight_layout(rect=rect)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     return path
@@ -112,7 +113,7 @@ def plot_attack_panels(trials: Sequence[TrialAnalysis], thresholds: Mapping[str,
     return _save(fig, path)
 
 
-def _lr_bar(ax: Any, x: int, s: LRSummary, color: Any) -> None:
+def _lr_bar(ax: Any, x: int, s: LRSummary, color: Any) -> float:
     """One bar of the LR x steps chart: the interpolated median (or the lower bound, hatched, with an upward arrow
     only: the true value lies strictly above), its error whisker and the median bracket (grey band)."""
     h = s.lr * s.bar_steps
@@ -132,6 +133,7 @@ def _lr_bar(ax: Any, x: int, s: LRSummary, color: Any) -> None:
         top, label = hi, f"{h:.3g}"
     ax.annotate(f"{label}\n{s.n_converged}/{len(s.seeds)} conv.", (x, top), xytext=(0, 3),
                 textcoords="offset points", ha="center", va="bottom", fontsize=7)
+    return top
 
 
 def plot_lr_x_steps(summaries: Sequence[LRSummary], path: Path, error_rule: str = "factor",
@@ -143,14 +145,17 @@ def plot_lr_x_steps(summaries: Sequence[LRSummary], path: Path, error_rule: str 
     for ax, (setting, ss) in zip(axes, groups.items(), strict=True):
         ss = sorted(ss, key=lambda s: s.lr)
         colors = _colors([s.lr for s in ss])
+        tops = []
         for x, s in enumerate(ss):
             if s.median is None:
                 ax.text(x, 0.03, "no data\n(all failed)", ha="center", fontsize=8, transform=ax.get_xaxis_transform())
             elif s.lr * (s.bar_steps or 0) <= 0:
                 ax.text(x, 0.03, "0 (at step 0)", ha="center", fontsize=8, transform=ax.get_xaxis_transform())
             else:
-                _lr_bar(ax, x, s, colors[s.lr])
+                tops.append(_lr_bar(ax, x, s, colors[s.lr]))
         ax.set_yscale("log")
+        if tops:  # room above the highest whisker or arrow for its label
+            ax.set_ylim(top=max(tops) * 5)
         ax.set_xticks(range(len(ss)), [f"{s.lr:.3g}" for s in ss])
         head = (headlines or {}).get(setting)
         ax.set_title(f"{setting}: LR x steps-to-transfer" + (f"\n{head}" if head else ""), fontsize=10)
@@ -159,7 +164,7 @@ def plot_lr_x_steps(summaries: Sequence[LRSummary], path: Path, error_rule: str 
         ax.grid(alpha=0.3, axis="y")
     fig.text(0.01, 0.005, f"error bars: {error_rule}; grey band: bracket (last checkpoint above, first at/below)\n"
              "hatched/faded = did not converge (bar = LR x max_steps, a lower bound)", fontsize=7)
-    return _save(fig, path)
+    return _save(fig, path, rect=(0, 0.05, 1, 1))
 
 
 def plot_paired(rows: Sequence[PairedRow], path: Path) -> Path:
@@ -234,7 +239,8 @@ def plot_seed_variance(trials: Sequence[TrialAnalysis], summaries: Sequence[LRSu
         ticks = sorted({s for t in ts for s in (t.scheduled_steps or t.steps) if s >= ax.get_ylim()[0]})
         ax.set_yticks(ticks, [str(s) for s in ticks], fontsize=8)
         ax.minorticks_off()
-        ax.axhline(top, color="grey", ls=":", lw=1)
+        for x, lr in enumerate(lrs):  # each LR's own budget (per-LR step budgets differ)
+            ax.hlines(max(t.max_steps for t in ts if t.lr == lr), x - 0.4, x + 0.4, color="grey", ls=":", lw=1)
         ax.set_xticks(range(len(lrs)), [f"{lr:.3g}" for lr in lrs])
         ax.set(title=f"{setting}: steps-to-transfer per seed", xlabel="learning rate", ylabel="steps (symlog)")
         ax.grid(alpha=0.3, axis="y")

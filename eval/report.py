@@ -394,7 +394,8 @@ def write_report(sweep_dirs: list[Path], out_dir: Path, threshold: float | None 
     figures = {k: name for k, (name, _) in FIGURES.items()}
     plot_attack_panels(trials, {s.setting: s.threshold for s in sweeps}, out_dir / figures["attack"])
     plot_lr_x_steps(summaries, out_dir / figures["bars"], error_rule,
-                    {h.setting: f"(a) {_f(h.lr_ratio, '.3g')}x, verdict: {h.verdict}" for h in headlines})
+                    {h.setting: f"(a) {'>= ' * h.lower_bound}{_f(h.lr_ratio, '.3g')}x, verdict: {h.verdict}"
+                     for h in headlines})
     plot_paired(paired, out_dir / figures["paired"])
     plot_seed_variance(trials, summaries, out_dir / figures["seeds"])
     table = [r | {"sweep": s.setting} for s, c in zip(sweeps, caps, strict=True) for r in c.table]
