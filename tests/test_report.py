@@ -171,3 +171,10 @@ def test_wandb_logs_one_report_run_per_sweep_with_wandb(sweeps, tmp_path, monkey
     tables = {p.name.split("_")[0] for p in media.glob("table/report/*.table.json")}
     assert {"trials", "lrs", "paired", "headline"} <= tables
     assert len(list(media.glob("images/report/*.png"))) == 4
+
+
+def test_empirical_rule_needs_a_seed_study(sweeps, tmp_path):
+    with pytest.raises(ValueError, match="seed study.*--seed-study"):  # 3 seeds per LR: too few to measure a factor
+        write_report(sweeps[:1], tmp_path / "out", error_rule="empirical")
+    proc = run_cli(sweeps[0], "--out", tmp_path / "cli", "--error-rule", "empirical")
+    assert proc.returncode == 2 and "--error-rule factor" in proc.stderr
