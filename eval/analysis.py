@@ -4,9 +4,11 @@ seed statistics (the note's paired comparison is in eval.paired). Input is what 
 returns (trial config.json dicts, metrics.jsonl rows, error.json), so every number can be traced to a run file.
 
 Rules (the report states them too):
-- transfer: the first checkpoint whose eval attack rate is <= threshold; a later rise does not undo it.
-- interpolated transfer: between the last checkpoint above the threshold and the first at/below it, linear in
-  log(step); when the lower bracket is step 0 (log undefined) linear in step.
+- transfer: read on the monotone (non-increasing) fit of eval attack rate vs log(step) (eval.crossing): the first
+  checkpoint whose fitted rate is <= threshold. A lone noisy dip is pooled with its neighbours; on a curve that
+  only falls this is the first checkpoint at/below the threshold, and a later small rise does not undo it.
+- interpolated transfer: between the bracketing checkpoints of that fit (last above, first at/below), linear in
+  log(step); when the lower bracket is step 0 (log undefined) linear in step. The bracket is kept beside it.
 - not converged: never reached the threshold; the trial carries a lower bound (max_steps when it ran to the end,
   its stop step when early stopping ended it, its last checkpoint when it is incomplete), never a value.
 - failed (error.json, no result.json) without a transfer: no value and no bound, only its error.
@@ -27,10 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from eval.metrics import checkpoint_steps, steps_to_transfer
+from eval.crossing import interpolated_transfer, transfer_crossing  # noqa: F401 (interpolated_transfer: re-exported)
+from eval.metrics import checkpoint_steps
 from eval.rows import eval_rows, stop_row
 
-ERROR_RULES = ("factor", "bootstrap")
+# factor: the note's tentative fixed factor (4x); empirical: a factor measured by a seed study
+# (eval.headline.spread_factor); bootstrap: the median's bootstrap over seeds, refused below MIN_BOOTSTRAP_SEEDS
+ERROR_RULES = ("factor", "bootstrap", "empirical")
+NOTE_FACTOR = 4.0
+MIN_BOOTSTRAP_SEEDS = 8
 
 
 def wilson_interval(count: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -59,27 +66,6 @@ def attack_curve(rows: Sequence[Mapping[str, Any]], z: float = 1.96) -> list[dic
         low, high = rate_interval(r["eval_attack_rate"], r.get("n_eval"), z)
         out.append({"step": r["step"], "rate": r["eval_attack_rate"], "low": low, "high": high, "n": r.get("n_eval")})
     return out
-
-
-def interpolated_transfer(curve: Sequence[tuple[int, float]], threshold: float = 0.5) -> float | None:
-    """Where the curve first reaches the threshold, interpolated between the two bracketing checkpoints.
-
-    Checkpoints are log-spaced, so the step is interpolated linearly in log(step); step 0 has no log, so a
-    bracket starting at step 0 is interpolated linearly in step. The crossing is the same one steps_to_transfer
-    finds (the first), so the estimate lies in (previous checkpoint, steps_to_transfer]. None if never reached.
-    """
-    pts = sorted(curve)
-    for i, (step, rate) in enumerate(pts):
-        if rate > threshold:
-            continue
-        if i == 0:
-            return float(step)  # transferred at the first checkpoint: nothing to bracket with
-        s0, a0 = pts[i - 1]
-        frac = (a0 - threshold) / (a0 - rate)
-        if s0 == 0:
-            return s0 + frac * (step - s0)
-        return math.exp(math.log(s0) + frac * (math.log(step) - math.log(s0)))
-    return None
 
 
 # What a trial shows; every output (summary.json, the terminal table, report.md) takes it from TrialAnalysis.status
@@ -113,7 +99,7 @@ class TrialAnalysis:
     n_eval: int | None
     n_train: int | None
     steps_to_transfer: int | None
-    interpolated: float | None
+    interpolated: float | None  # the crossing of the monotone fit, interpolated in log(step) (eval.crossing)
     lower_bound: int | None  # not transferred, stopped or incomplete: max_steps, the stop step or the last checkpoint
     lr_x_steps: float | None  # lr * steps_to_transfer, or lr * lower_bound (then a lower bound)
     initial_attack: tuple[float, float, float] | None  # (rate, low, high) at step 0
@@ -136,6 +122,7 @@ class TrialAnalysis:
     transfer_other: float | None = None  # eval other rate at the transfer checkpoint
     collapse: bool = False  # the transfer is the answers breaking (other dominates), not the desired behavior
     collapse_other_rate: float = DEFAULT_COLLAPSE_OTHER_RATE  # the rule's threshold, from config.json
+    bracket: tuple[int | None, int] | None = None  # (last checkpoint above, first at/below) on the monotone fit
     # share of the sampled answers (eval and train prompts, every checkpoint) cut at sample.max_new_tokens; None
     # when the rows do not say (older runs)
     cut_rate: float | None = None
@@ -195,7 +182,8 @@ def analyze_trial(trial: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
     initial_train = first.get("train_desired_rate") if first else None
     problem = organism_problem(first["eval_attack_rate"] if first else None, initial_train, threshold,
                                float(trial.get("organism_min_train_desired", DEFAULT_MIN_INITIAL_TRAIN_DESIRED)))
-    s2t = None if problem else steps_to_transfer(pairs, threshold)
+    crossing = None if problem else transfer_crossing(pairs, threshold, [c["n"] or 1 for c in curve])
+    s2t = crossing.at if crossing else None
     err = error if error is not None and not finished else None  # a later attempt that finished clears it
     failed = err is not None or not steps
     collapse_rate = float(trial.get("collapse_other_rate", DEFAULT_COLLAPSE_OTHER_RATE))
@@ -222,7 +210,8 @@ def analyze_trial(trial: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
         setting=setting or trial["setting"], name=trial["name"], lr=lr, seed=int(trial["seed"]),
         max_steps=max_steps, scheduled_steps=scheduled, steps=steps,
         n_eval=evals[-1].get("n_eval") if evals else None, n_train=evals[-1].get("n_train") if evals else None,
-        steps_to_transfer=s2t, interpolated=None if problem else interpolated_transfer(pairs, threshold),
+        steps_to_transfer=s2t, interpolated=crossing.estimate if crossing else None,
+        bracket=(crossing.below, crossing.at) if crossing else None,
         lower_bound=lower, lr_x_steps=None if reached is None else lr * reached,
         initial_attack=_attack(curve[0]) if curve and curve[0]["step"] == 0 else None,
         final_attack=_attack(curve[-1]) if curve else None,
@@ -311,6 +300,12 @@ class LRSummary:
     min_steps: float | None
     max_steps_seen: float | None  # +inf when some seed did not converge
     median_interpolated: float | None  # median of interpolated estimates over the same seeds (+inf unconverged)
+    # the bar of the LR x steps chart: the interpolated median with the error rule applied to the interpolated
+    # values, and the median bracket (last checkpoint above, first at/below) over the same seeds
+    interp_error_low: float | None = None
+    interp_error_high: float | None = None
+    bracket_low: float | None = None
+    bracket_high: float | None = None
 
     @property
     def frac_converged(self) -> float | None:
@@ -320,17 +315,45 @@ class LRSummary:
     def lr_x_median(self) -> float | None:
         return None if self.median is None else self.lr * self.median
 
+    @property
+    def bar_steps(self) -> float | None:
+        """The bar's height in steps: the interpolated median, or the lower bound when the median is not converged."""
+        if self.median is None or self.median_is_lower_bound or self.median_interpolated is None:
+            return self.median
+        return self.median_interpolated
 
-def summarize_seeds(trials: Sequence[TrialAnalysis], error_rule: str = "factor", factor: float = 4.0,
+
+def check_error_rule(error_rule: str, n_seeds: int | None = None) -> None:
+    """A clear error for an unknown rule, or for bootstrap on fewer seeds than it can resample meaningfully."""
+    if error_rule not in ERROR_RULES:
+        raise ValueError(f"error_rule must be one of {ERROR_RULES}, got {error_rule!r}")
+    if error_rule == "bootstrap" and n_seeds is not None and n_seeds < MIN_BOOTSTRAP_SEEDS:
+        raise ValueError(f"error_rule 'bootstrap' needs >= {MIN_BOOTSTRAP_SEEDS} seeds per LR, got {n_seeds}: a "
+                         "bootstrap of few seeds is narrower than their real spread (one seed gives zero width). "
+                         "Use --error-rule factor (the note's tentative 4x), --error-rule empirical with a seed "
+                         f"study, or run >= {MIN_BOOTSTRAP_SEEDS} seeds (sweep.seeds)")
+
+
+def error_bar(values: Sequence[float], med: float, lower_bound: bool, error_rule: str, factor: float,
+              boot_seed: int = 0, n_boot: int = 2000) -> tuple[float, float]:
+    """[low, high] around med by the rule: factor/empirical [med/factor, med*factor] (+inf above a lower bound),
+    bootstrap the percentile bootstrap of the median of values (+inf for unconverged seeds)."""
+    if error_rule in ("factor", "empirical"):
+        return med / factor, (math.inf if lower_bound else med * factor)
+    low, high = bootstrap_median_interval(values, boot_seed, n_boot)
+    return (min(low, med) if lower_bound else low), high
+
+
+def summarize_seeds(trials: Sequence[TrialAnalysis], error_rule: str = "factor", factor: float = NOTE_FACTOR,
                     boot_seed: int = 0, n_boot: int = 2000) -> LRSummary:
     """Median, spread and error bar of steps-to-transfer over the seeds of one (setting, lr).
 
     A seed that did not converge counts as +inf. If the median is +inf it is reported as a lower bound: the median
-    with each unconverged seed at its lower bound (max_steps). error_rule "factor" is the note's fixed
-    [median/factor, median*factor]; "bootstrap" is the seeded percentile bootstrap of the median over seeds.
+    with each unconverged seed at its lower bound (its own max_steps). error_rule "factor" is the note's fixed
+    [median/factor, median*factor]; "empirical" the same with a factor measured by a seed study; "bootstrap" the
+    seeded percentile bootstrap of the median over seeds (refused below MIN_BOOTSTRAP_SEEDS seeds).
     """
-    if error_rule not in ERROR_RULES:
-        raise ValueError(f"error_rule must be one of {ERROR_RULES}, got {error_rule!r}")
+    check_error_rule(error_rule)
     if len({(t.setting, t.lr) for t in trials}) > 1:
         raise ValueError("summarize_seeds takes the trials of one (setting, lr)")
     usable = [t for t in trials if t.converged or t.status == NOT_TRANSFERRED]
@@ -338,6 +361,7 @@ def summarize_seeds(trials: Sequence[TrialAnalysis], error_rule: str = "factor",
     setting, lr = (trials[0].setting, trials[0].lr) if trials else ("", float("nan"))
     if not usable:
         return LRSummary(setting, lr, [], failed, 0, None, False, None, None, None, None, None)
+    check_error_rule(error_rule, len(usable))
     inf = float("inf")
     vals = [float(t.steps_to_transfer) if t.converged else inf for t in usable]
     interp = [t.interpolated if t.interpolated is not None else inf for t in usable]
@@ -345,14 +369,14 @@ def summarize_seeds(trials: Sequence[TrialAnalysis], error_rule: str = "factor",
     lower_bound = math.isinf(med)
     if lower_bound:
         med = median_steps([v if t.converged else float(t.lower_bound) for v, t in zip(vals, usable, strict=True)])
-    if error_rule == "factor":
-        low, high = med / factor, (inf if lower_bound else med * factor)
-    else:
-        low, high = bootstrap_median_interval(vals, boot_seed, n_boot)
-        if lower_bound:
-            low = min(low, med)
+    low, high = error_bar(vals, med, lower_bound, error_rule, factor, boot_seed, n_boot)
+    med_i = median_steps(interp)
+    i_low, i_high = (low, high) if lower_bound else error_bar(interp, med_i, False, error_rule, factor, boot_seed,
+                                                              n_boot)
+    brackets = [t.bracket if t.bracket else (None, inf) for t in usable]
     return LRSummary(setting, lr, sorted(t.seed for t in usable), failed, sum(t.converged for t in usable),
-                     med, lower_bound, low, high, min(vals), max(vals), median_steps(interp))
+                     med, lower_bound, low, high, min(vals), max(vals), med_i, i_low, i_high,
+                     median_steps([b[0] or 0.0 for b in brackets]), median_steps([b[1] for b in brackets]))
 
 
 def summarize_lrs(trials: Sequence[TrialAnalysis], **kwargs: Any) -> list[LRSummary]:

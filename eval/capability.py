@@ -335,14 +335,16 @@ def default_recovery_checkpoint(trials: Sequence[tuple[Mapping[str, Any], Sequen
     return name, step
 
 
-def degradation_by_checkpoint(table: Sequence[Mapping[str, Any]], benchmark: str | None = None
-                              ) -> dict[tuple[str, int], float]:
+def degradation_by_checkpoint(table: Sequence[Mapping[str, Any]], benchmark: str | None = None,
+                              key: str = "rel_degradation") -> dict[tuple[str, int], float]:
     """(trial, step) -> relative degradation for the paired comparison's T rule. benchmark=None takes the worst
-    (largest) degradation over the benchmarks measured at that checkpoint."""
+    (largest) degradation over the benchmarks measured at that checkpoint. key="degradation_high" reads the upper
+    end of its interval (eval.capability_ci), falling back to the point estimate on rows without one."""
     out: dict[tuple[str, int], float] = {}
     for r in table:
-        if r["rel_degradation"] is None or (benchmark is not None and r["benchmark"] != benchmark):
+        value = r.get(key) if r.get(key) is not None else r["rel_degradation"]
+        if value is None or (benchmark is not None and r["benchmark"] != benchmark):
             continue
-        key = (r["trial"], int(r["step"]))
-        out[key] = max(out.get(key, -math.inf), float(r["rel_degradation"]))
+        at = (r["trial"], int(r["step"]))
+        out[at] = max(out.get(at, -math.inf), float(value))
     return out

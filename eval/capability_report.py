@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.capability import capability_table, degradation_by_checkpoint
+from eval.capability_ci import with_intervals
 from eval.runfiles import load_trials
 
 
@@ -27,15 +28,16 @@ class SweepCapability:
     recoveries: list[dict[str, Any]] = field(default_factory=list)
 
     def degradation(self) -> dict[tuple[str, int], float] | None:
-        """(trial, step) -> relative degradation on the guardrail; None when the sweep measured none."""
-        return degradation_by_checkpoint(self.table, self.guardrail) if self.table else None
+        """(trial, step) -> upper end of the relative degradation's interval on the guardrail (the 10% rule reads
+        the interval, not the point estimate); None when the sweep measured none."""
+        return degradation_by_checkpoint(self.table, self.guardrail, "degradation_high") if self.table else None
 
 
 def load_sweep_capability(sweep_dir: Path) -> SweepCapability:
     meta_path = sweep_dir / "capability" / "baseline.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     recoveries = [json.loads(p.read_text()) for p in sorted((sweep_dir / "recovery").glob("*/result.json"))]
-    return SweepCapability(capability_table(load_trials(sweep_dir)), meta.get("guardrail"),
+    return SweepCapability(with_intervals(capability_table(load_trials(sweep_dir)), sweep_dir), meta.get("guardrail"),
                            float(meta.get("max_degradation", 0.1)), meta.get("scores", {}), recoveries)
 
 
@@ -50,14 +52,20 @@ def capability_lines(label: str, cap: SweepCapability) -> list[str]:
     lines = [f"### {label}", "", "Source: `kind: capability` rows of `trials/<trial>/metrics.jsonl` (baseline: "
              "`capability/baseline.json`, the model before training), joined with the eval row of the same step. "
              f"Guardrail for T: **{cap.guardrail or 'worst benchmark'}**, limit {cap.max_degradation:.0%} relative "
-             "degradation.", ""]
-    lines += ["| trial | lr | step | benchmark | score | baseline | rel. degradation | within limit | "
-              "eval attack rate |", "|---|---|---|---|---|---|---|---|---|"]
+             "degradation, judged on the upper end of the degradation's 95% interval (within limit only when the "
+             "whole interval is). Score: [95% Wilson]; degradation: paired per item against the baseline's samples "
+             "(Agresti-Min) where both samples files exist, else the score's Wilson interval with the baseline "
+             "as exact (column `interval`).", ""]
+    lines += ["| trial | lr | step | benchmark | score | baseline | rel. degradation [95%] | within limit | "
+              "interval | eval attack rate |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in cap.table:
-        deg = r["rel_degradation"]
-        ok = "-" if deg is None else ("yes" if deg <= cap.max_degradation else "**no**")
-        lines.append(f"| {r['trial']} | {r['lr']:.3g} | {r['step']} | {r['benchmark']} | {r['score']:.3f} (n={r['n']})"
-                     f" | {_f(r['baseline'])} | {_f(deg, '.1%')} | {ok} | {_f(r['eval_attack_rate'], '.2f')} |")
+        deg, high = r["rel_degradation"], r.get("degradation_high")
+        judged = high if high is not None else deg
+        ok = "-" if judged is None else ("yes" if judged <= cap.max_degradation else "**no**")
+        iv = "" if high is None else f" [{_f(r['degradation_low'], '.1%')}, {_f(high, '.1%')}]"
+        lines.append(f"| {r['trial']} | {r['lr']:.3g} | {r['step']} | {r['benchmark']} | {r['score']:.3f} "
+                     f"[{_f(r.get('score_low'))}, {_f(r.get('score_high'))}] (n={r['n']}) | {_f(r['baseline'])} | "
+                     f"{_f(deg, '.1%')}{iv} | {ok} | {r.get('interval') or '-'} | {_f(r['eval_attack_rate'], '.2f')} |")
     return lines + [""]
 
 

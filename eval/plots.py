@@ -68,9 +68,10 @@ def _colors(lrs: Sequence[float]) -> dict[float, Any]:
     return {lr: cmap(0.9 * i / max(1, len(lrs) - 1)) for i, lr in enumerate(lrs)}
 
 
-def _save(fig: Any, path: Path) -> Path:
-    """Save a Figure made without pyplot: no global figure list, no backend switch (a notebook's plots survive)."""
-    fig.tight_layout()
+def _save(fig: Any, path: Path, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Save a Figure made without pyplot: no global figure list, no backend switch (a notebook's plots survive).
+    rect keeps room for a footnote (fig.text) below the axes."""
+    fig.tight_layout(rect=rect)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     return path
@@ -112,40 +113,58 @@ def plot_attack_panels(trials: Sequence[TrialAnalysis], thresholds: Mapping[str,
     return _save(fig, path)
 
 
-def plot_lr_x_steps(summaries: Sequence[LRSummary], path: Path, error_rule: str = "factor") -> Path:
-    """The note's bar chart: LR x median steps-to-transfer per LR (log y); faded hatched bars are lower bounds."""
+def _lr_bar(ax: Any, x: int, s: LRSummary, color: Any) -> float:
+    """One bar of the LR x steps chart: the interpolated median (or the lower bound, hatched, with an upward arrow
+    only: the true value lies strictly above), its error whisker and the median bracket (grey band)."""
+    h = s.lr * s.bar_steps
+    ax.bar(x, h, color=color, alpha=0.35 if s.median_is_lower_bound else 0.9,
+           hatch="//" if s.median_is_lower_bound else None, edgecolor="black", lw=0.8)
+    if s.median_is_lower_bound:  # "more than": an upward arrow, never a downward whisker
+        top = h * 2.2
+        ax.annotate("", xy=(x, top), xytext=(x, h), arrowprops={"arrowstyle": "-|>", "color": "black"})
+        label = f"> {h:.3g}"
+    else:
+        lo = s.lr * s.interp_error_low if s.interp_error_low is not None else h
+        hi = s.lr * s.interp_error_high if s.interp_error_high is not None and math.isfinite(s.interp_error_high) else h
+        ax.errorbar(x, h, yerr=[[max(0.0, h - lo)], [max(0.0, hi - h)]], color="black", capsize=4, lw=1)
+        if s.bracket_low is not None and s.bracket_high is not None and math.isfinite(s.bracket_high):
+            ax.vlines(x + 0.3, max(s.lr * s.bracket_low, h * 1e-3), s.lr * s.bracket_high, color="grey", lw=5,
+                      alpha=0.7)
+        top, label = hi, f"{h:.3g}"
+    ax.annotate(f"{label}\n{s.n_converged}/{len(s.seeds)} conv.", (x, top), xytext=(0, 3),
+                textcoords="offset points", ha="center", va="bottom", fontsize=7)
+    return top
+
+
+def plot_lr_x_steps(summaries: Sequence[LRSummary], path: Path, error_rule: str = "factor",
+                    headlines: Mapping[str, str] | None = None) -> Path:
+    """The note's bar chart: LR x median interpolated steps-to-transfer per LR (log y), with the bracket as a grey
+    band beside the bar; faded hatched bars are lower bounds (LR x max_steps) with an upward arrow."""
     groups = _by_setting(summaries)
-    fig, axes = _panels(list(groups))
+    fig, axes = _panels(list(groups), height=4.6)
     for ax, (setting, ss) in zip(axes, groups.items(), strict=True):
         ss = sorted(ss, key=lambda s: s.lr)
         colors = _colors([s.lr for s in ss])
+        tops = []
         for x, s in enumerate(ss):
             if s.median is None:
                 ax.text(x, 0.03, "no data\n(all failed)", ha="center", fontsize=8, transform=ax.get_xaxis_transform())
-                continue
-            h = s.lr * s.median
-            if h <= 0:
+            elif s.lr * (s.bar_steps or 0) <= 0:
                 ax.text(x, 0.03, "0 (at step 0)", ha="center", fontsize=8, transform=ax.get_xaxis_transform())
-                continue
-            ax.bar(x, h, color=colors[s.lr], alpha=0.35 if s.median_is_lower_bound else 0.9,
-                   hatch="//" if s.median_is_lower_bound else None, edgecolor="black", lw=0.8)
-            lo = s.lr * s.error_low if s.error_low is not None else h
-            hi = s.lr * s.error_high if s.error_high is not None and math.isfinite(s.error_high) else h
-            ax.errorbar(x, h, yerr=[[max(0.0, h - lo)], [max(0.0, hi - h)]], color="black", capsize=4, lw=1)
-            if s.median_is_lower_bound:  # "more than": the true value lies above the bar
-                ax.annotate("", xy=(x, h * 2.2), xytext=(x, h), arrowprops={"arrowstyle": "-|>", "color": "black"})
-                hi = h * 2.2
-            note = f"> {h:.3g}" if s.median_is_lower_bound else f"{h:.3g}"
-            ax.annotate(f"{note}\n{s.n_converged}/{len(s.seeds)} conv.", (x, hi), xytext=(0, 3),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=7)
+            else:
+                tops.append(_lr_bar(ax, x, s, colors[s.lr]))
         ax.set_yscale("log")
+        if tops:  # room above the highest whisker or arrow for its label
+            ax.set_ylim(top=max(tops) * 5)
         ax.set_xticks(range(len(ss)), [f"{s.lr:.3g}" for s in ss])
-        ax.set(title=f"{setting}: LR x steps-to-transfer", xlabel="learning rate",
-               ylabel="LR x steps (median over seeds)")
+        head = (headlines or {}).get(setting)
+        ax.set_title(f"{setting}: LR x steps-to-transfer" + (f"\n{head}" if head else ""), fontsize=10)
+        ax.set(xlabel="learning rate", ylabel="LR x steps (median over seeds, interpolated)")
         ax.margins(y=0.25)
         ax.grid(alpha=0.3, axis="y")
-    fig.text(0.01, 0.005, f"error bars: {error_rule}; hatched/faded = did not converge (bar = lower bound)", fontsize=7)
-    return _save(fig, path)
+    fig.text(0.01, 0.005, f"error bars: {error_rule}; grey band: bracket (last checkpoint above, first at/below)\n"
+             "hatched/faded = did not converge (bar = LR x max_steps, a lower bound)", fontsize=7)
+    return _save(fig, path, rect=(0, 0.05, 1, 1))
 
 
 def plot_paired(rows: Sequence[PairedRow], path: Path) -> Path:
@@ -162,7 +181,7 @@ def plot_paired(rows: Sequence[PairedRow], path: Path) -> Path:
                 labels.append(f"lr={lr:.3g}\nno data")
                 continue
             mean = sum(r.desired_rate for r in sel) / len(sel)
-            beyond = any(r.beyond_max_steps for r in sel)
+            beyond = any(r.beyond_last_checkpoint for r in sel)
             ax.bar(x, mean, color=colors[lr], alpha=0.35 if beyond else 0.9, hatch="//" if beyond else None,
                    edgecolor="black", lw=0.8)
             if len(sel) == 1:
@@ -173,12 +192,16 @@ def plot_paired(rows: Sequence[PairedRow], path: Path) -> Path:
             steps = "/".join(str(s) for s in sorted({r.step for r in sel}))
             targets = "/".join(f"{t:.3g}" for t in sorted({r.target_step for r in sel}))
             role = "reference T" if sel[0].k == 1 else f"k={sel[0].k:.3g}, kT={targets}"
-            labels.append(f"lr={lr:.3g}\n{role}\nstep {steps}" + (" (kT>max)" if beyond else ""))
+            ratios = "/".join(f"{r.ratio:.2f}" for r in sel if r.ratio is not None)
+            if sel[0].k != 1:  # the ratio actually read, beside the bar: < 1 means short of k*T
+                ax.annotate(f"read/kT\n{ratios}", (x + 0.42, mean), fontsize=6, ha="left", va="center")
+            labels.append(f"lr={lr:.3g}\n{role}\nstep {steps}" + (" (kT>last)" if beyond else ""))
         ax.set_xticks(range(len(lrs)), labels, fontsize=7)
         ax.set_ylim(0, 1.08)
         ref = next((r for r in rs if r.k == 1), None)
         sub = f"\nT = step {ref.step} at lr {ref.lr:.3g}" if ref is not None and len({r.seed for r in rs}) == 1 else ""
-        ax.set_title(f"{setting}: paired comparison{sub}", fontsize=11)
+        choice = rs[0].t_choice if rs else ""
+        ax.set_title(f"{setting}: paired comparison{sub}\n{choice}", fontsize=10)
         ax.set_ylabel("desired rate on eval prompts")
         ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
@@ -216,7 +239,8 @@ def plot_seed_variance(trials: Sequence[TrialAnalysis], summaries: Sequence[LRSu
         ticks = sorted({s for t in ts for s in (t.scheduled_steps or t.steps) if s >= ax.get_ylim()[0]})
         ax.set_yticks(ticks, [str(s) for s in ticks], fontsize=8)
         ax.minorticks_off()
-        ax.axhline(top, color="grey", ls=":", lw=1)
+        for x, lr in enumerate(lrs):  # each LR's own budget (per-LR step budgets differ)
+            ax.hlines(max(t.max_steps for t in ts if t.lr == lr), x - 0.4, x + 0.4, color="grey", ls=":", lw=1)
         ax.set_xticks(range(len(lrs)), [f"{lr:.3g}" for lr in lrs])
         ax.set(title=f"{setting}: steps-to-transfer per seed", xlabel="learning rate", ylabel="steps (symlog)")
         ax.grid(alpha=0.3, axis="y")

@@ -2,6 +2,7 @@
 
     python -m orchestrator report sweeps/wronglang_spanish/2026-01-01_12-00-00
     python -m orchestrator report SWEEP_A SWEEP_B --out reports/compare --error-rule bootstrap --wandb
+    python -m orchestrator report SWEEP --error-rule empirical --seed-study SEED_STUDY_SWEEP --ref-lr 1e-3 --ref-step 32
 
 argparse, not Hydra: the report reads finished run folders and takes no config tree.
 """
@@ -14,6 +15,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from eval.analysis import ERROR_RULES, MIN_BOOTSTRAP_SEEDS
 from eval.report import NotASweepError, check_sweep_dir, load_capability, write_report
 
 
@@ -24,8 +26,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: the sweep folder for one sweep, ./report_<timestamp> for several)")
     p.add_argument("--threshold", type=float, default=None, help="attack-rate threshold (default: the recorded one)")
-    p.add_argument("--error-rule", choices=["factor", "bootstrap"], default="factor",
-                   help="seed error bars: the note's fixed 4x factor, or a seeded bootstrap of the median")
+    p.add_argument("--error-rule", choices=list(ERROR_RULES), default="factor",
+                   help="seed error bars: the note's tentative 4x factor, a factor measured by a seed study "
+                        f"(empirical), or a seeded bootstrap of the median (>= {MIN_BOOTSTRAP_SEEDS} seeds)")
+    p.add_argument("--seed-study", type=Path, nargs="+", default=[],
+                   help="sweep folder(s) of many seeds at one LR that --error-rule empirical measures its factor on "
+                        "(default: the reported sweeps' own seeds)")
+    p.add_argument("--ref-lr", type=float, default=None, help="paired comparison: the reference (high) LR")
+    p.add_argument("--ref-step", type=int, default=None, help="paired comparison: T, a checkpoint of the reference LR")
     p.add_argument("--capability", type=Path, default=None,
                    help='JSON list of {"trial", "step", "degradation"}: restricts the paired comparison\'s T')
     p.add_argument("--max-degradation", type=float, default=0.1, help="capability limit for T (relative)")
@@ -57,7 +65,7 @@ def log_to_wandb(out_dir: Path, mode: str = "auto") -> list[str]:
                          settings=wandb.Settings(console="off", silent=True), reinit="create_new")
         try:
             payload = {}
-            for key in ("trials", "lrs", "paired"):
+            for key in ("trials", "lrs", "paired", "headline"):
                 rows = [r for r in report[key] if r["setting"] == sweep["setting"]]
                 if rows:
                     cols = list(rows[0])
@@ -83,9 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     if out is None:
         out = args.sweep_dirs[0] if len(args.sweep_dirs) == 1 else Path(f"report_{datetime.now():%Y%m%d_%H%M%S}")
     capability = load_capability(args.capability) if args.capability else None
-    path = write_report(list(args.sweep_dirs), out, args.threshold, args.error_rule, capability=capability,
-                        max_degradation=args.max_degradation)
+    try:
+        path = write_report(list(args.sweep_dirs), out, args.threshold, args.error_rule, capability=capability,
+                            max_degradation=args.max_degradation, ref_lr=args.ref_lr, ref_step=args.ref_step,
+                            seed_study=args.seed_study)
+    except ValueError as err:  # bad input named with its fix (bootstrap on few seeds, no seed study, ...)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"[report] {path}")
+    for row in json.loads((Path(out) / "report.json").read_text()).get("headline", []):
+        print(f"[report] {row['text']}")
     if args.wandb:
         logged = log_to_wandb(out)
         print(f"[report] W&B report runs for: {', '.join(logged)}" if logged else

@@ -14,7 +14,7 @@ from eval.analysis import (
     wilson_interval,
 )
 from eval.metrics import checkpoint_steps
-from eval.paired import closest_log_step, paired_comparison
+from eval.paired import T_GIVEN, T_GUARDRAIL, T_UNCHECKED, first_step_at_or_after, paired_comparison
 
 # --- Wilson interval ------------------------------------------------------------------------------------------------
 
@@ -176,11 +176,11 @@ def test_bootstrap_is_deterministic_given_a_seed_and_brackets_the_median():
     vals = [1, 2, 4, 8, 8, 16, 32, 64, 128, 256]
     a, b = bootstrap_median_interval(vals, seed=3), bootstrap_median_interval(vals, seed=3)
     assert a == b and a[0] <= 12 <= a[1]
-    s = summarize_seeds(seeds_at([2, 4, 8, 16, INF], max_steps=64), error_rule="bootstrap", boot_seed=1)
-    assert s == summarize_seeds(seeds_at([2, 4, 8, 16, INF], max_steps=64), error_rule="bootstrap", boot_seed=1)
+    vals8 = [2, 4, 8, 16, 16, 32, 32, INF]
+    s = summarize_seeds(seeds_at(vals8, max_steps=64), error_rule="bootstrap", boot_seed=1)
+    assert s == summarize_seeds(seeds_at(vals8, max_steps=64), error_rule="bootstrap", boot_seed=1)
     assert s.error_low <= s.median <= s.error_high
-    one = summarize_seeds(seeds_at([8]), error_rule="bootstrap")
-    assert (one.error_low, one.error_high) == (8, 8)  # one seed: nothing to resample
+
 
 
 def test_bootstrap_keeps_infinity_without_nan():
@@ -206,15 +206,17 @@ def test_summarize_lrs_groups_by_setting_and_lr():
 @pytest.mark.parametrize(
     "steps, target, expected",
     [
-        ([0, 1, 2, 4, 8, 16, 32, 64], 40, 32),  # |ln 32 - ln 40| = 0.22 < |ln 64 - ln 40| = 0.47
-        ([0, 1, 2, 4, 8], 3, 4),  # |ln 4 - ln 3| = 0.29 < |ln 2 - ln 3| = 0.41 (linear would tie)
-        ([0, 1, 2, 4, 8, 16], 100, 16),  # beyond the last checkpoint: the last one
+        ([0, 1, 2, 4, 8, 16, 32, 64], 40, 64),  # never before k*T: 32 would give the low LR 0.8 of its LR x steps
+        ([0, 1, 2, 4, 8], 3, 4),
+        ([0, 1, 2, 4, 8], 4, 4),  # exactly at k*T
+        ([0, 1, 2, 4, 8], 4 * (1 - 1e-12), 4),  # k*T's float error does not skip the checkpoint
+        ([0, 1, 2, 4, 8, 16], 100, 16),  # beyond the last checkpoint: the last one (the row says so)
         ([0, 1, 2, 4], 0, 0),  # T = 0: step 0
-        ([0, 1, 2, 4], 0.3, 1),  # step 0 is never closest in log to a positive target
+        ([0, 3, 6, 12, 24], 7, 12),  # any schedule, not only powers of two
     ],
 )
-def test_closest_log_step(steps, target, expected):
-    assert closest_log_step(steps, target) == expected
+def test_first_step_at_or_after(steps, target, expected):
+    assert first_step_at_or_after(steps, target) == expected
 
 
 def sweep_trials(seed=0):
@@ -225,15 +227,26 @@ def sweep_trials(seed=0):
             for lr, c in ((3e-2, INF), (1e-2, 4), (1e-3, 32), (1e-4, INF))]
 
 
-def test_paired_comparison_without_capability_uses_first_transfer_of_highest_lr_that_transferred():
+def test_paired_comparison_without_capability_uses_latest_transfer_of_highest_lr_that_transferred():
     rows = paired_comparison(sweep_trials(), 0.5)
     got = [(r.lr, r.k, r.target_step, r.step, r.beyond_max_steps, r.desired_rate) for r in rows]
-    assert got == [
-        (1e-2, 1.0, 4, 4, False, 0.9),
-        (1e-3, pytest.approx(10), pytest.approx(40), 32, False, 0.9),
-        (1e-4, pytest.approx(100), pytest.approx(400), 64, True, 0.1),  # k*T = 400 > 64: read at 64
+    assert got == [  # T = 64, the latest transferred checkpoint of lr 1e-2 (not its first, step 4)
+        (1e-2, 1.0, 64, 64, False, 0.9),
+        (1e-3, pytest.approx(10), pytest.approx(640), 64, True, 0.9),  # k*T = 640 > 64: read at 64, flagged
+        (1e-4, pytest.approx(100), pytest.approx(6400), 64, True, 0.1),
     ]
     assert rows[0].desired_low == pytest.approx(wilson_interval(90, 100)[0])
+    assert {r.t_choice for r in rows} == {T_UNCHECKED} and rows[1].ratio == pytest.approx(0.1)
+
+
+def test_paired_comparison_reads_the_low_lr_at_or_after_kT_and_T_is_the_latest_checkpoint():
+    """Issue 25: T was the first transferred checkpoint, and k*T = 40 was read at step 32 (closest in log-step)."""
+    def curve(cross, max_steps):
+        return [(s, 0.1 if s >= cross else 0.9) for s in checkpoint_steps(max_steps)]
+    ts = [analyzed(curve(2, 4), lr=1e-2, max_steps=4), analyzed(curve(INF, 64), lr=1e-3, max_steps=64)]
+    rows = paired_comparison(ts, 0.5)
+    assert [(r.lr, r.step) for r in rows] == [(1e-2, 4), (1e-3, 64)]  # T = 4 (not 2); k*T = 40 read at 64 (not 32)
+    assert rows[1].ratio == pytest.approx(64 / 40) and not rows[1].beyond_last_checkpoint
 
 
 def test_paired_comparison_with_capability_picks_first_checkpoint_within_limit():
@@ -250,4 +263,7 @@ def test_paired_comparison_explicit_reference_and_per_seed_pairs():
     rows = paired_comparison(sweep_trials(0) + sweep_trials(1), 0.5, ref_lr=1e-2, ref_step=8)
     assert [(r.seed, r.lr, r.step) for r in rows] == [(seed, lr, step) for seed in (0, 1)
                                                       for lr, step in ((1e-2, 8), (1e-3, 64), (1e-4, 64))]
+    assert {r.t_choice for r in rows} == {T_GIVEN}
+    assert {r.t_choice for r in paired_comparison(sweep_trials(), 0.5, capability={("lr0.01_seed0", 8): 0.0})} == {
+        T_GUARDRAIL}
     assert all(r.trial.endswith(f"seed{r.seed}") for r in rows)

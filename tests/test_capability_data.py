@@ -171,7 +171,7 @@ def test_report_shows_capability_and_recovery_and_uses_the_guardrail_for_T(tmp_p
     # step 2 transferred (0.4) within 10% degradation (0.93 vs 0.95): T = 2 at lr 3e-3; step 4 is degraded
     ref = next(r for r in data["paired"] if r["k"] == 1)
     assert (ref["lr"], ref["step"]) == (3e-3, 2)
-    assert "known capability degradation <= 0.1" in report
+    assert "capability degradation is <= 0.1 at the upper end of its 95% interval" in report
 
 
 def test_a_sweep_without_benchmark_files_stops_before_any_compute(tmp_path):

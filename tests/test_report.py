@@ -95,15 +95,24 @@ def test_write_report_two_settings(sweeps, tmp_path):
     assert re.search(r"\| alpha \| 0\.001 \|.*\| 2 \(failed\) \|\n", text)
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert len(data["trials"]) == 18 and {s["setting"] for s in data["sweeps"]} == {"alpha", "beta"}
-    # paired comparison: reference lr 1e-2 at T = its seed's first transfer; 1e-3 read near 10T
+    # paired comparison: reference lr 1e-2 at T = its latest transferred checkpoint (16, issue 25: it was the
+    # first, 2); k*T = 160 lies past max_steps: read at the last checkpoint, flagged
     ref = [r for r in data["paired"] if r["setting"] == "alpha" and r["seed"] == 0]
-    assert [(r["lr"], r["step"]) for r in ref] == [(1e-2, 2), (1e-3, 16), (1e-4, 16)]
+    assert [(r["lr"], r["step"]) for r in ref] == [(1e-2, 16), (1e-3, 16), (1e-4, 16)]
+    assert "T chosen without a capability check" in text
+    # the headline numbers: lr 1e-4 never converged in 16 steps, lr 1e-2 at ~2-4: a lower bound, per seed
+    head = {h["setting"]: h for h in data["headline"]}
+    assert head["alpha"]["low_lr"] == 1e-4 and head["alpha"]["high_lr"] == 1e-2 and head["alpha"]["lower_bound"]
+    assert head["alpha"]["verdict"] == "inconclusive at this many seeds"  # (a) >= ~0.5: the interval holds 1
+    assert "## The note's headline numbers" in text and head["alpha"]["text"] in text
+    # claims: a sweep where the higher LR transfers sooner by construction is not the note's finding
+    assert "LR x steps-to-transfer is *not constant*" in text and "is not the finding" in text
 
 
 def test_threshold_and_error_rule_are_applied_and_stated(sweeps, tmp_path):
-    md = write_report(sweeps[:1], tmp_path / "out", threshold=0.1, error_rule="bootstrap")
+    md = write_report(sweeps[:1], tmp_path / "out", threshold=0.1, error_rule="factor")
     text = md.read_text()
-    assert "alpha: 0.1" in text and "bootstrap" in text
+    assert "alpha: 0.1" in text and "tentative" in text
     assert "No reference checkpoint" in text  # 0.2 never reaches 0.1: nothing transferred
     with pytest.raises(NotASweepError, match=str(tmp_path)):
         write_report([tmp_path], tmp_path / "out2")
@@ -125,10 +134,13 @@ def run_cli(*args, cwd=REPO):
 
 def test_cli_report_several_sweeps(sweeps, tmp_path):
     out = tmp_path / "cli"
-    proc = run_cli(*sweeps, "--out", out, "--error-rule", "bootstrap")
+    proc = run_cli(*sweeps, "--out", out, "--error-rule", "bootstrap")  # 3 seeds: refused, with the fix named
+    assert proc.returncode == 2 and "needs >= 8 seeds" in proc.stderr and "--error-rule factor" in proc.stderr
+    proc = run_cli(*sweeps, "--out", out, "--error-rule", "factor")
     assert proc.returncode == 0, proc.stderr
     check_report(out / "report.md")
-    assert "bootstrap" in (out / "report.md").read_text()
+    assert "`factor`" in (out / "report.md").read_text()
+    assert "alpha: LR x steps, lr 0.0001 over lr 0.01 = >= " in proc.stdout and "verdict: " in proc.stdout
 
 
 def test_cli_default_out_single_and_several(sweeps, tmp_path):
@@ -157,5 +169,12 @@ def test_wandb_logs_one_report_run_per_sweep_with_wandb(sweeps, tmp_path, monkey
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))  # only alpha's trials logged to W&B
     media = runs[0] / "files" / "media"
     tables = {p.name.split("_")[0] for p in media.glob("table/report/*.table.json")}
-    assert {"trials", "lrs", "paired"} <= tables
+    assert {"trials", "lrs", "paired", "headline"} <= tables
     assert len(list(media.glob("images/report/*.png"))) == 4
+
+
+def test_empirical_rule_needs_a_seed_study(sweeps, tmp_path):
+    with pytest.raises(ValueError, match="seed study.*--seed-study"):  # 3 seeds per LR: too few to measure a factor
+        write_report(sweeps[:1], tmp_path / "out", error_rule="empirical")
+    proc = run_cli(sweeps[0], "--out", tmp_path / "cli", "--error-rule", "empirical")
+    assert proc.returncode == 2 and "--error-rule factor" in proc.stderr
