@@ -44,10 +44,9 @@ class ProgressTable(tune.Callback):
         self.last_poll = time.time()
         self.table.update(self.rows(), time.time() - self.started, force=force)
 
-    @staticmethod
-    def _names(trial: Any) -> set[str]:
+    def _names(self, trial: Any) -> set[str]:
         """The trials a Tune trial runs: its pack's members (orchestrator/pack.py)."""
-        return {trial_name(float(m["lr"]), int(m["seed"])) for m in trial.config["trial"]["members"]}
+        return {trial_name(float(m["lr"]), int(m["seed"]), self.sweep_dir) for m in trial.config["trial"]["members"]}
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if time.time() - self.last_poll >= self.poll_s:  # Tune calls this every ~0.1 s

@@ -71,6 +71,16 @@ def log_to_wandb(out_dir: Path, mode: str = "auto") -> list[str]:
     return logged
 
 
+def per_lr_table(report_md: str) -> str:
+    """The report's per-LR table (steps-to-transfer across seeds), as the terminal shows it after `report`."""
+    section = report_md.split("## Per LR across seeds", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    return "\n".join(["steps-to-transfer per LR (report.md, \"Per LR across seeds\"):"] +
+                     ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -85,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     capability = load_capability(args.capability) if args.capability else None
     path = write_report(list(args.sweep_dirs), out, args.threshold, args.error_rule, capability=capability,
                         max_degradation=args.max_degradation)
+    print(per_lr_table(path.read_text(encoding="utf-8")))
     print(f"[report] {path}")
     if args.wandb:
         logged = log_to_wandb(out)

@@ -22,7 +22,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from eval.runfiles import append_jsonl, write_text_atomic
+from eval.runfiles import append_jsonl, link_latest, write_text_atomic
 from orchestrator.schema import ClusterConfig, Config, ConfigError
 from workers.trainer_state import SAVE_REQUEST
 
@@ -91,9 +91,13 @@ def job_config(cfg: Config) -> Config:
     return replace(cfg, tracker=tracker, sweep=sweep, resume=None)
 
 
-def default_sweep_dir(cfg: Config) -> Path:
+DRY_RUN_DIR = "_dry_run"  # sweeps/_dry_run/<setting>/<date>: a rendered-only job, apart from the real runs
+
+
+def default_sweep_dir(cfg: Config, dry_run: bool = False) -> Path:
     base = Path(cfg.cluster.storage) if cfg.cluster.storage else Path.cwd()
-    return (base / "sweeps" / cfg.setting.name / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
+    sweeps = base / "sweeps" / DRY_RUN_DIR if dry_run else base / "sweeps"
+    return (sweeps / cfg.setting.name / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
 
 
 # ---------------------------------------------------------------- the script
@@ -187,6 +191,7 @@ def submit(cfg: Config, sweep_dir: Path, dry_run: bool = False) -> str | None:
     if dry_run:
         return None
     job_id = sbatch(script)
+    link_latest(sweep_dir, cfg.setting.name)
     append_jsonl(sweep_dir / "slurm" / "jobs.jsonl", {"job_id": job_id, "submitted": time.time(),
                                                       "script": str(script)})
     return job_id
@@ -232,7 +237,7 @@ def main(argv: list[str]) -> int:
             sweep_dir = folder
         else:
             cfg = compose_config([a for a in args if not a.startswith("hydra.run.dir=")])
-            sweep_dir = Path(run_dir).expanduser().resolve() if run_dir else default_sweep_dir(cfg)
+            sweep_dir = Path(run_dir).expanduser().resolve() if run_dir else default_sweep_dir(cfg, dry_run)
         job_id = submit(cfg, sweep_dir, dry_run=dry_run)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

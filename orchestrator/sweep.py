@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from eval.analysis import TrialAnalysis
 from eval.plots import plot_curves
 from eval.report import write_report
-from eval.runfiles import trial_name, write_curves_csv, write_json, write_text_atomic
+from eval.runfiles import link_latest, trial_name, write_curves_csv, write_json, write_text_atomic
 from eval.summary import analyze_sweep_dir, failure_message, format_table, trial_summary
 from orchestrator.build import build_train_spec, resolve_capability, resolve_model, sampler_spec
 from orchestrator.labels_cmd import preflight_labels, sampler_onpolicy
@@ -65,7 +65,7 @@ def record_failures(sweep_dir: Path, results: list[Any]) -> dict[str, dict[str, 
         error_file = Path(r.path) / "error.txt" if r.path else None
         members = tune_members(r.config)
         for lr, seed in members:  # a pack's error is each of its unfinished members'
-            name = trial_name(lr, seed)
+            name = trial_name(lr, seed, sweep_dir)
             if len(members) > 1 and (sweep_dir / "trials" / name / "result.json").exists():
                 continue
             err = {"error": last_error_line(r.error),
@@ -90,7 +90,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
     members = tune_members(config)
-    failed = [Path(ctx.sweep_dir) / "trials" / trial_name(lr, seed) / FAILED for lr, seed in members]
+    failed = [Path(ctx.sweep_dir) / "trials" / trial_name(lr, seed, ctx.sweep_dir) / FAILED for lr, seed in members]
     for path in failed:
         path.unlink(missing_ok=True)  # an earlier run's: this attempt decides afresh
 
@@ -165,7 +165,7 @@ def pending_trials(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
         {"lr": lr, "seed": seed}
         for lr in cfg.sweep.lrs
         for seed in cfg.sweep.seeds
-        if not (sweep_dir / "trials" / trial_name(lr, seed) / "result.json").exists()
+        if not (sweep_dir / "trials" / trial_name(lr, seed, sweep_dir) / "result.json").exists()
     ]
 
 
@@ -176,7 +176,7 @@ def record_refusals(sweep_dir: Path, todo: list[dict[str, Any]]) -> dict[str, di
 
     errors = {}
     for t in todo:
-        name = trial_name(t["lr"], t["seed"])
+        name = trial_name(t["lr"], t["seed"], sweep_dir)
         path = sweep_dir / "trials" / name / FAILED
         if path.exists():
             errors[name] = {"error": json.loads(path.read_text())["message"], "error_file": str(path),
@@ -225,7 +225,7 @@ def check_resumable(sweep_dir: Path, packs: list[list[tuple[float, int]]]) -> No
     for members in packs:
         state_dir = pack_state_dir(sweep_dir, members)
         for lr, seed in members:
-            trial_dir = sweep_dir / "trials" / trial_name(lr, seed)
+            trial_dir = sweep_dir / "trials" / trial_name(lr, seed, sweep_dir)
             if not trial_dir.exists() or (trial_dir / "result.json").exists():
                 continue
             problems = resume_problems(trial_dir, state_dir)
@@ -270,6 +270,8 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     if todo:  # a teacher endpoint that is down, or a bad label file, fails here: nothing written yet
         preflight_labels(cfg, sweep_dir)
     write_text_atomic(sweep_dir / "config.yaml", text)
+    if not resuming:
+        link_latest(sweep_dir, cfg.setting.name)
     n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
     log(f"[sweep] {sweep_id}: {len(cfg.sweep.lrs)} LRs x {len(cfg.sweep.seeds)} seeds = {n_trials} trials, "
         f"{cfg.sweep.max_steps} steps each, batch {cfg.train.batch_size}, LoRA rank {cfg.train.lora_rank}; "
@@ -286,7 +288,7 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
             raise ConfigError(str(err)) from None
     if todo:
         for t in todo:  # an error of an earlier run of this trial is not this run's
-            (sweep_dir / "trials" / trial_name(t["lr"], t["seed"]) / "error.json").unlink(missing_ok=True)
+            (sweep_dir / "trials" / trial_name(t["lr"], t["seed"], sweep_dir) / "error.json").unlink(missing_ok=True)
         failed = record_failures(sweep_dir, _run_trials(cfg, sweep_dir, sweep_id, packs, started))
         failed |= record_refusals(sweep_dir, todo)
     trials = summarize_sweep(sweep_dir, cfg.sweep.threshold, f"{cfg.setting.name} ({cfg.model.name})")
@@ -376,7 +378,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
             baseline = ensure_baseline(cap, sweep_dir, model_path,
                                        lambda *args: ray.get(sampler.generate.remote(*args)), log)
             ctx = replace(ctx, capability=cap, capability_baseline=baseline)
-        names = [trial_name(lr, seed) for lr in cfg.sweep.lrs for seed in cfg.sweep.seeds]  # the table's rows
+        names = [trial_name(lr, seed, sweep_dir) for lr in cfg.sweep.lrs for seed in cfg.sweep.seeds]
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trainable, ctx=ctx), placement.tune_resources()),
             param_space={"trial": tune.grid_search([{"members": [{"lr": lr, "seed": seed} for lr, seed in m]}

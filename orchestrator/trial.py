@@ -156,7 +156,7 @@ class Trial:
                  pack: str | None = None) -> None:
         self.ctx, self.lr, self.seed, self.report, self.extra = ctx, lr, seed, report, extra or {}
         self.began = time.time()
-        self.name = trial_name(lr, seed)
+        self.name = trial_name(lr, seed, ctx.sweep_dir)
         self.dir = Path(ctx.sweep_dir) / "trials" / self.name
         self.spec = trial_spec(ctx, lr, seed)
         self.pack = pack
