@@ -26,13 +26,12 @@ from orchestrator.placement import SAMPLER_RESOURCE, sampler_placement, trial_pl
 from orchestrator.resolve import resolve
 from orchestrator.sampler_session import ray_cluster, sampler_actors
 from orchestrator.schema import Config, ConfigError
+from orchestrator.sweep_log import FileOnlyStream, sweep_logging
+from orchestrator.sweep_log import say as log
 from orchestrator.trial import FAILED, TrialContext, eval_prompts
+from workers.engine_log import ENGINE_LOG_ENV, VERBOSE_ENV
 from workers.teacher import ensure_labels
 from workers.tracking import resolve_wandb_mode
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 class SweepFailed(RuntimeError):
@@ -256,8 +255,15 @@ def preflight(cfg: Config) -> str:
 
 
 def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
-    started = time.time()
+    """The sweep, its output (notes, progress tables, errors, engines' start-up) also in <sweep_dir>/sweep.log."""
     sweep_dir = sweep_dir.resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with sweep_logging(sweep_dir):
+        return _run_sweep(cfg, sweep_dir)
+
+
+def _run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
+    started = time.time()
     sweep_id = f"{cfg.setting.name}-{sweep_dir.name}"
     cfg = resolve(cfg)  # the plan's numbers in place of `auto`: config.yaml records what runs
     wandb_mode = preflight(cfg)
@@ -357,7 +363,8 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
     onpolicy = cfg.setting.teacher.kind == "onpolicy"  # labelled by the sweep's engine, once it is up
     labels = None if onpolicy else ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir)
     sampler_name = f"lrsweep-sampler-{os.getpid()}-{int(started)}"
-    env = {"LRSWEEP_CACHE": cfg.cache_dir}
+    env = {"LRSWEEP_CACHE": cfg.cache_dir} | {k: os.environ[k] for k in (ENGINE_LOG_ENV, VERBOSE_ENV)
+                                              if k in os.environ}  # engines log to sweep.log (sweep_log.py)
     with ray_cluster(cfg.sweep.ray_address, env, sampler_resource=not cfg.sweep.ray_address), \
             sampler_actors(log) as start:
         sampler = _start_sweep_sampler(cfg, start, sampler_name, model_path, placement, sweep_dir, started)
@@ -387,7 +394,8 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
             run_config=tune.RunConfig(
                 name=f"tune_{time.strftime('%Y%m%d_%H%M%S')}", storage_path=str(sweep_dir), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries),
-                callbacks=[ProgressTable(sweep_dir, names, cfg.sweep.max_steps, cfg.sweep.progress_interval_s)]),
+                callbacks=[ProgressTable(sweep_dir, names, cfg.sweep.max_steps, cfg.sweep.progress_interval_s,
+                                         log_stream=FileOnlyStream())]),
         )
         quiet = _QuietTrialErrors()
         for name in TUNE_ERROR_LOGGERS:
