@@ -376,7 +376,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
             model_name=cfg.model.name, train=train_spec, labels_path=str(labels),
             sample=cfg.sample, tracker=cfg.tracker, threshold=cfg.sweep.threshold, early_stop=cfg.sweep.early_stop,
             placement=placement, organism_min_train_desired=cfg.sweep.organism_min_train_desired,
-            collapse_other_rate=cfg.sweep.collapse_other_rate,
+            collapse_other_rate=cfg.sweep.collapse_other_rate, keep_adapters=cfg.sweep.keep_adapters,
         )
         if cfg.capability.benchmarks:  # the model before training, once per sweep (cached in the sweep folder)
             from workers.capability import ensure_baseline
