@@ -1,6 +1,6 @@
 """The sweep: build the model organism, label, start Ray and one vLLM engine, run every trial, summarise.
 
-    python -m orchestrator sweep setting=wronglang_spanish [sweep.lrs=[1e-4,1e-3] sweep.seeds=[0,1] ...]
+    python -m orchestrator sweep setting=wronglang_spanish ['sweep.lrs=[1e-4,1e-3]' 'sweep.seeds=[0,1]' ...]
 """
 
 from __future__ import annotations
