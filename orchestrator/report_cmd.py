@@ -73,8 +73,10 @@ def log_to_wandb(out_dir: Path, mode: str = "auto") -> list[str]:
 
 def per_lr_table(report_md: str) -> str:
     """The report's per-LR table (steps-to-transfer across seeds), as the terminal shows it after `report`."""
-    section = report_md.split("## Per LR across seeds", 1)[1].split("\n## ", 1)[0]
+    section = report_md.partition("## Per LR across seeds")[2].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    if not rows:
+        return "steps-to-transfer per LR: no table (no trial has an eval row yet)"
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
     return "\n".join(["steps-to-transfer per LR (report.md, \"Per LR across seeds\"):"] +
