@@ -51,9 +51,13 @@ def test_the_readme_fits_a_newcomers_ten_minutes() -> None:
 
 
 def test_every_bracketed_override_is_quoted() -> None:
-    """zsh (macOS's default shell) reads an unquoted key=[a,b] as a glob and refuses the command."""
-    for line in fenced_lines(README):
-        assert not re.search(r"(^|\s)[\w.+]+=\[", line), f"quote the override in: {line}"
+    """zsh (macOS's default shell) reads an unquoted key=[a,b] as a glob and refuses the command: in the README's
+    fenced and indented commands, and in docs/."""
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text()
+        indented = [line.strip() for line in text.splitlines() if line.startswith("    python -m orchestrator")]
+        for line in fenced_lines(text) + indented:
+            assert not re.search(r"(^|\s)[\w.+]+=\[", line), f"{path.name}: quote the override in: {line}"
 
 
 def test_install_and_test_commands_are_the_ones_ci_runs() -> None:
