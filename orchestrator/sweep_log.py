@@ -16,12 +16,25 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from workers.engine_log import ENGINE_LOG_ENV
 
 LOGGER = "lrsweep"
 LOG_FILE = "sweep.log"
 FILE_ONLY = {"file_only": True}  # `extra` of a record the terminal does not show
+
+
+class _CurrentStdout(logging.StreamHandler):
+    """Writes to sys.stdout as it is at each record (a test's capture, a redirect), not as it was at start-up."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
 
 
 class _NotFileOnly(logging.Filter):
@@ -33,7 +46,7 @@ def logger() -> logging.Logger:
     """The driver's logger: messages as they are on stdout (nothing added), never through Hydra's root handlers."""
     log = logging.getLogger(LOGGER)
     if not any(getattr(h, "lrsweep_console", False) for h in log.handlers):
-        console = logging.StreamHandler(sys.stdout)
+        console = _CurrentStdout()
         console.setFormatter(logging.Formatter("%(message)s"))
         console.addFilter(_NotFileOnly())
         console.lrsweep_console = True  # type: ignore[attr-defined]
