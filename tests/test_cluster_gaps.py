@@ -132,3 +132,23 @@ def test_submit_takes_site_configs_from_hydra_searchpath(tmp_path):
 def test_disk_is_priced_for_the_toy_too():
     plan = make_plan(replace(compose_config([]), resume=None), price=False)
     assert plan.sections["disk"]["adapters_kept_per_trial"] == 8  # all 8 checkpoints of 64 steps, locally
+
+
+def test_a_trial_prunes_after_each_evaluation_but_not_what_is_queued(tmp_path):
+    """Trial.prune_adapters (orchestrator/trial.py): the policy from its context, the queued steps spared."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from eval.runfiles import append_jsonl
+    from orchestrator.trial import Trial
+
+    for step in (0, 1, 2, 4):
+        (tmp_path / "adapters" / step_name(step)).mkdir(parents=True)
+        append_jsonl(tmp_path / "metrics.jsonl", {"step": step, "kind": "train", "train_loss": 1.0})
+        if step < 4:
+            append_jsonl(tmp_path / "metrics.jsonl", {"step": step, "kind": "eval", "eval_attack_rate": 0.9})
+    trial = object.__new__(Trial)
+    trial.dir, trial.ctx = tmp_path, SimpleNamespace(keep_adapters="last", threshold=0.5)
+    trial.pending = deque([(1, None, {}, 0.0)])  # step 1's evaluation of an earlier attempt, still queued
+    trial.prune_adapters()
+    assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == [step_name(s) for s in (1, 2, 4)]
