@@ -14,7 +14,9 @@ because the analysis reads them and this module's load_sweep uses the analysis.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,8 +84,40 @@ def step_name(step: int) -> str:
     return f"step_{step:05d}"
 
 
-def trial_name(lr: float, seed: int) -> str:
-    return f"lr{lr:.3g}_seed{seed}"
+SORTED_NAME = re.compile(r"lr\d+\.\d{6,}_seed\d+")  # trial_name's form; older sweeps wrote lr{lr:.3g}_seed{seed}
+
+
+def trial_name(lr: float, seed: int, sweep_dir: Path | str | None = None) -> str:
+    """A trial's folder name, in fixed-point with 6 decimals so that names sort by LR (lr0.000030_seed0 before
+    lr0.001000_seed0; finer LRs get the decimals that keep 3 significant digits). Given its sweep folder, a trial of
+    an older sweep keeps the name it was written under (lr3e-05_seed0), so resume and status still find it."""
+    text = f"{lr:.6f}"
+    if abs(float(text) - lr) > 1e-3 * lr:  # finer than 6 decimals show
+        text = f"{lr:.{2 - math.floor(math.log10(lr))}f}"
+    name = f"lr{text}_seed{seed}"
+    trials = Path(sweep_dir) / "trials" if sweep_dir is not None else None
+    if trials is None or (trials / name).exists():
+        return name
+    legacy = f"lr{lr:.3g}_seed{seed}"
+    older = trials.is_dir() and any(not SORTED_NAME.fullmatch(d.name) for d in trials.glob("lr*_seed*"))
+    return legacy if (trials / legacy).exists() or older else name
+
+
+LATEST = "latest"
+
+
+def link_latest(sweep_dir: Path, setting: str) -> Path | None:
+    """Point `sweeps/<setting>/latest` at this sweep folder (a relative link, swapped in atomically by a rename),
+    so `status sweeps/<setting>/latest` finds the newest sweep. Only in that layout (a folder chosen with
+    hydra.run.dir elsewhere gets none), and a `latest` that is not a link is left alone: None then."""
+    link = sweep_dir.parent / LATEST
+    if sweep_dir.parent.name != setting or (link.exists() and not link.is_symlink()):
+        return None
+    tmp = sweep_dir.parent / f".{LATEST}.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(sweep_dir.name, target_is_directory=True)
+    os.replace(tmp, link)
+    return link
 
 
 def load_trials(sweep_dir: Path) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:

@@ -26,7 +26,9 @@ from workers.train import TrainSpec
 
 
 def log(msg: str) -> None:
-    print(msg, flush=True)
+    from orchestrator.sweep_log import say
+
+    say(msg)  # the terminal, and during a sweep its sweep.log
 
 
 def resolve_base_model(cfg: Config) -> str:

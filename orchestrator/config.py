@@ -63,6 +63,6 @@ def settings_for_toy(cfg: Config) -> list[SettingConfig]:
     if not any(s.toy is not None and same_skill(s, cfg.setting) for s in settings):
         raise ConfigError(
             f"model=toy is pretrained for settings {names}, not {cfg.setting.name!r}: "
-            f"add it with model.toy.settings=[{','.join(names + [cfg.setting.name])}] (the toy is then rebuilt)"
+            f"add it with 'model.toy.settings=[{','.join(names + [cfg.setting.name])}]' (the toy is then rebuilt)"
         )
     return settings

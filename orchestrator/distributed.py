@@ -28,7 +28,7 @@ def run_distributed_pack(ctx: TrialContext, members: list[tuple[float, int]], re
     from ray.util.queue import Empty, Queue
 
     p = ctx.placement
-    run_name = pack_name(members) if len(members) > 1 else trial_name(*members[0])
+    run_name = pack_name(members, ctx.sweep_dir) if len(members) > 1 else trial_name(*members[0], ctx.sweep_dir)
     rows = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         _worker_loop,

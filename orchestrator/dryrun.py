@@ -70,8 +70,11 @@ def prompt_section(cfg: Config) -> tuple[list[str], list[Any], list[Any]]:
 
 def model_section(cfg: Config) -> list[str]:
     m = cfg.model
+    organism = ["  model.organism=true: first fine-tuned into the setting's organism (cached)"] if m.organism else []
     if m.path is not None:
-        return [f"model      {m.name}: {m.path} ({m.dtype}, max_model_len {m.max_model_len})"]
+        return [f"model      {m.name}: {m.path} ({m.dtype}, max_model_len {m.max_model_len})"] + organism
+    if m.toy is None:  # a real model prepared on first use (model.prepare), e.g. SmolLM2 from its wheel
+        return [f"model      {m.name}: prepared by {m.prepare!r} on first use ({m.dtype})"] + organism
     from workers.toy import toy_dir
 
     try:

@@ -37,15 +37,15 @@ def group_trials(lrs: list[float], seeds: list[int], k: int) -> list[list[tuple[
     return [trials[i:i + k] for i in range(0, len(trials), k)]
 
 
-def pack_name(members: list[tuple[float, int]]) -> str:
-    return f"{trial_name(*members[0])}_k{len(members)}"
+def pack_name(members: list[tuple[float, int]], sweep_dir: Path | None = None) -> str:
+    return f"{trial_name(*members[0], sweep_dir)}_k{len(members)}"
 
 
 def pack_state_dir(sweep_dir: Path, members: list[tuple[float, int]]) -> Path:
     """Where a pack's trainer state lives: its trial folder's state/ for a pack of one (the unpacked layout)."""
     if len(members) == 1:
-        return sweep_dir / "trials" / trial_name(*members[0]) / "state"
-    return sweep_dir / PACKS / pack_name(members) / "state"
+        return sweep_dir / "trials" / trial_name(*members[0], sweep_dir) / "state"
+    return sweep_dir / PACKS / pack_name(members, sweep_dir) / "state"
 
 
 def _tagged(report: Callable[[str, dict], None], name: str) -> Callable[[dict], None]:
@@ -58,8 +58,8 @@ class Pack:
     def __init__(self, ctx: TrialContext, members: list[tuple[float, int]], report: Callable[[str, dict], None],
                  extra: dict[str, Any] | None = None) -> None:
         self.ctx, self.members = ctx, list(members)
-        packed = pack_name(self.members) if len(self.members) > 1 else None
-        self.trials = [Trial(ctx, lr, seed, _tagged(report, trial_name(lr, seed)), extra, pack=packed)
+        packed = pack_name(self.members, Path(ctx.sweep_dir)) if len(self.members) > 1 else None
+        self.trials = [Trial(ctx, lr, seed, _tagged(report, trial_name(lr, seed, ctx.sweep_dir)), extra, pack=packed)
                        for lr, seed in self.members]
         self.state_dir = pack_state_dir(Path(ctx.sweep_dir), self.members)
         self.timings: dict[str, float] = {}  # the trainer's, shared by the members
@@ -144,7 +144,7 @@ def follow_pack(ctx: TrialContext, members: list[tuple[float, int]]) -> None:
 
     examples = read_labels(Path(ctx.labels_path))
     specs = [trial_spec(ctx, lr, seed) for lr, seed in members]
-    dirs = [Path(ctx.sweep_dir) / "trials" / trial_name(lr, seed) for lr, seed in members]
+    dirs = [Path(ctx.sweep_dir) / "trials" / trial_name(lr, seed, ctx.sweep_dir) for lr, seed in members]
     if len(members) == 1:
         from workers.train import train
 

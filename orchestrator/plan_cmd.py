@@ -12,7 +12,7 @@ from orchestrator.schema import ConfigError
 
 TITLES = {"model": "Model", "lora": "LoRA adapter", "trainer": "Trainer (one trial)", "sampler": "vLLM sampler",
           "placement": "Placement", "time": "Time and GPU-hours",
-          "pricing": "GPU-hours with and without packing"}
+          "pricing": "GPU-hours with and without packing", "disk": "Disk (sweep folder)"}
 
 
 def format_plan(plan: Plan) -> str:

@@ -16,6 +16,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
+from orchestrator.plan_disk import plan_disk
 from orchestrator.plan_fit import plan_trainer
 from orchestrator.plan_model import (
     DTYPE_BYTES,
@@ -36,9 +37,37 @@ __all__ = ["GIB", "PlanError", "Plan", "VLLM_LORA_RANKS", "make_plan", "trainer_
            "train_memory", "lora_params", "param_counts"]
 
 
+ADD_NODES = "add nodes (cluster.nodes)"  # plan_fit's refusal; make_plan replaces it with the count
+MAX_NODES = 64  # how far a refusal's search for the minimum node count goes
+
+
 def make_plan(cfg: Config, price: bool = True) -> Plan:
     """The whole plan; raises PlanError (naming the fix) when the sweep does not fit the cluster. Explicit values
-    of the planner-owned fields are the plan's own, checked; `auto` ones are chosen (orchestrator/resolve.py)."""
+    of the planner-owned fields are the plan's own, checked; `auto` ones are chosen (orchestrator/resolve.py).
+    A refusal that more nodes would fix says how many: the fewest that fit (min_nodes)."""
+    try:
+        return _make_plan(cfg, price)
+    except PlanError as err:
+        if ADD_NODES not in str(err) or cfg.cluster.kind == "local":
+            raise
+        need = min_nodes(cfg)
+        fix = (f"set cluster.nodes={need} or more (the fewest nodes this sweep fits on)" if need else
+               f"more nodes do not help (none up to {MAX_NODES} fits)")
+        raise PlanError(str(err).replace(ADD_NODES, fix)) from None
+
+
+def min_nodes(cfg: Config) -> int | None:
+    """The fewest cluster.nodes above cfg's on which the plan fits, or None up to MAX_NODES."""
+    for nodes in range(cfg.cluster.nodes + 1, MAX_NODES + 1):
+        try:
+            _make_plan(replace(cfg, cluster=replace(cfg.cluster, nodes=nodes)), price=False)
+            return nodes
+        except PlanError:
+            continue
+    return None
+
+
+def _make_plan(cfg: Config, price: bool = True) -> Plan:
     plan = Plan()
     a, m, sec = arch_of(cfg), cfg.model, "model"
     counts = param_counts(a)
@@ -68,6 +97,7 @@ def make_plan(cfg: Config, price: bool = True) -> Plan:
              text=("attention + experts" if m.lora_experts else "attention only") + " (model.lora_experts)"
              + (" + lm_head" if "lm_head" in m.lora_target_modules else ""))
     plan = _choose_sampler(cfg, a, counts, lora, plan)
+    plan_disk(cfg, plan)
     if price:  # the same sweep packed and unpacked, side by side
         price_packing(cfg, plan)
     return plan

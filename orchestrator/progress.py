@@ -17,9 +17,12 @@ class ProgressTable(tune.Callback):
     """`trials`: every trial name of the sweep, in display order (finished ones of a resumed sweep show done)."""
 
     def __init__(self, sweep_dir: Path, trials: list[str], max_steps: int, interval_s: float = 60.0,
-                 stream: TextIO | None = None, poll_s: float = 1.0, tty: bool | None = None) -> None:
+                 stream: TextIO | None = None, poll_s: float = 1.0, tty: bool | None = None,
+                 log_stream: TextIO | None = None) -> None:
         self.sweep_dir, self.trials, self.max_steps = Path(sweep_dir), trials, max_steps
         self.table = LiveTable(stream, interval_s=interval_s, tty=tty)
+        # the log's form (whole tables every interval_s, state changes between) for sweep.log, beside the terminal's
+        self.tables = [self.table] + ([LiveTable(log_stream, interval_s=interval_s, tty=False)] if log_stream else [])
         self.poll_s = poll_s  # how often the files are read between Tune's events
         self.started = time.time()
         self.running: set[str] = set()  # started by this driver (a folder from an earlier run is not "training")
@@ -42,12 +45,13 @@ class ProgressTable(tune.Callback):
 
     def refresh(self, force: bool = False) -> None:
         self.last_poll = time.time()
-        self.table.update(self.rows(), time.time() - self.started, force=force)
+        rows = self.rows()
+        for table in self.tables:
+            table.update(rows, time.time() - self.started, force=force)
 
-    @staticmethod
-    def _names(trial: Any) -> set[str]:
+    def _names(self, trial: Any) -> set[str]:
         """The trials a Tune trial runs: its pack's members (orchestrator/pack.py)."""
-        return {trial_name(float(m["lr"]), int(m["seed"])) for m in trial.config["trial"]["members"]}
+        return {trial_name(float(m["lr"]), int(m["seed"]), self.sweep_dir) for m in trial.config["trial"]["members"]}
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if time.time() - self.last_poll >= self.poll_s:  # Tune calls this every ~0.1 s
@@ -75,4 +79,6 @@ class ProgressTable(tune.Callback):
         self.refresh()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.table.close(self.rows(), time.time() - self.started)
+        rows = self.rows()
+        for table in self.tables:
+            table.close(rows, time.time() - self.started)

@@ -210,6 +210,7 @@ def known_values() -> dict[str, tuple[str, ...]]:
         "TrackerConfig.backend": ("wandb", "none"),  # none: metrics.jsonl only
         "TrackerConfig.mode": TRACKER_MODES,
         "ClusterConfig.kind": ("local", "slurm"),
+        "SweepConfig.keep_adapters": ("auto", "all", "around_transfer", "last"),  # orchestrator/keep_adapters.py
         "CapabilityConfig.benchmarks": CAPABILITY_BENCHMARKS,
         "CapabilityConfig.checkpoints": CAPABILITY_CHECKPOINTS,
         "RecoverConfig.benchmark": CAPABILITY_BENCHMARKS,

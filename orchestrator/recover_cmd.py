@@ -1,7 +1,7 @@
 """`python -m orchestrator recover`: does a little training on correct benchmark answers bring capability back?
 
     python -m orchestrator recover sweeps/wronglang_spanish/<date>                        # defaults below
-    python -m orchestrator recover <sweep_dir> --trial lr0.003_seed0 --step 16 --benchmark toy_probe --n-labels 40
+    python -m orchestrator recover <sweep_dir> --trial lr0.003000_seed0 --step 16 --benchmark toy_probe --n-labels 40
 
 Takes a checkpoint (default: the first transferred checkpoint of the highest LR that transferred), samples
 answers to the benchmark's recovery pool (items disjoint from the evaluated subset) from the model before
@@ -39,7 +39,7 @@ def log(msg: str) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m orchestrator recover", description=__doc__.split("\n\n")[0])
     p.add_argument("sweep_dir", type=Path)
-    p.add_argument("--trial", help="trial folder name, e.g. lr0.003_seed0 (default: highest LR that transferred)")
+    p.add_argument("--trial", help="trial folder name, e.g. lr0.003000_seed0 (default: highest LR that transferred)")
     p.add_argument("--step", type=int, help="checkpoint step (default: that trial's first transferred checkpoint)")
     p.add_argument("--benchmark", help="default: capability.recover.benchmark, else the guardrail benchmark")
     p.add_argument("--n-labels", type=int, help="correct labels to train on (default 40)")

@@ -79,6 +79,18 @@ def log_to_wandb(out_dir: Path, mode: str = "auto") -> list[str]:
     return logged
 
 
+def per_lr_table(report_md: str) -> str:
+    """The report's per-LR table (steps-to-transfer across seeds), as the terminal shows it after `report`."""
+    section = report_md.partition("## Per LR across seeds")[2].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    if not rows:
+        return "steps-to-transfer per LR: no table (no trial has an eval row yet)"
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    return "\n".join(["steps-to-transfer per LR (report.md, \"Per LR across seeds\"):"] +
+                     ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -98,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # bad input named with its fix (bootstrap on few seeds, no seed study, ...)
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"[report] {path}")
+    print(per_lr_table(path.read_text(encoding="utf-8")))
     for row in json.loads((Path(out) / "report.json").read_text()).get("headline", []):
         print(f"[report] {row['text']}")
+    print(f"[report] {path}")
     if args.wandb:
         logged = log_to_wandb(out)
         print(f"[report] W&B report runs for: {', '.join(logged)}" if logged else

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from orchestrator.keep_adapters import resolve_policy
 from orchestrator.planner import Plan, check_compile, make_plan
 from orchestrator.schema import Config
 
@@ -27,7 +28,8 @@ def resolve_with_plan(cfg: Config) -> tuple[Config, Plan]:
                      max_cpu_loras=pl["max_cpu_loras"], fully_sharded_loras=sa["fully_sharded_loras"],
                      max_lora_rank=sa["max_lora_rank"], moe_lora_3d=sa["moe_lora_3d"],
                      dedicated_gpus=sa["dedicated_gpus"], sleep=sa["sleep"])
-    sweep = replace(cfg.sweep, pack=tr["pack"])
+    keep = resolve_policy(cfg.sweep.keep_adapters, cfg.cluster.kind)  # auto: the cluster's default
+    sweep = replace(cfg.sweep, pack=tr["pack"], keep_adapters=keep)
     return replace(cfg, train=train, sweep=sweep, sample=replace(cfg.sample, engine=engine)), plan
 
 

@@ -223,6 +223,9 @@ class SweepConfig:
     # auto: the plan's K on GPUs (memory for K x batch activations, at most the sweep's trials), 1 on CPU and where
     # the packed trainer refuses the setup (train.loss=hf, dropout, compile: workers/pack_rules.py); 1: each trial alone
     pack: Any = AUTO
+    # checkpoint adapters kept on disk (orchestrator/keep_adapters.py): all, around_transfer, last; auto: all on a
+    # local cluster, around_transfer on Slurm (the plan prices the disk either way)
+    keep_adapters: str = AUTO
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 
 

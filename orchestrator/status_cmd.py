@@ -45,7 +45,8 @@ def slurm_state(job_id: str) -> dict[str, str]:
 
 def trial_progress(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every (lr, seed) of the sweep's config.yaml, from its run files: state, latest step (the trainer's
-    heartbeat between checkpoints), speed and latest eval attack rate (orchestrator/progress_table.py)."""
+    heartbeat between checkpoints), speed, latest eval attack rate (orchestrator/progress_table.py) and
+    steps-to-transfer so far, as summary.json and the report write it (a value, or a lower bound and why)."""
     from dataclasses import asdict
 
     import yaml
@@ -54,9 +55,27 @@ def trial_progress(sweep_dir: Path) -> list[dict[str, Any]]:
     from orchestrator.progress_table import trial_row
 
     cfg = yaml.safe_load((sweep_dir / "config.yaml").read_text())
-    max_steps = cfg["sweep"]["max_steps"]
-    return [{"lr": lr, "seed": seed} | asdict(trial_row(sweep_dir / "trials" / trial_name(lr, seed), max_steps))
-            for lr in cfg["sweep"]["lrs"] for seed in cfg["sweep"]["seeds"]]
+    max_steps, threshold = cfg["sweep"]["max_steps"], float(cfg["sweep"]["threshold"])
+    out = []
+    for lr in cfg["sweep"]["lrs"]:
+        for seed in cfg["sweep"]["seeds"]:
+            trial_dir = sweep_dir / "trials" / trial_name(lr, seed, sweep_dir)
+            out.append({"lr": lr, "seed": seed} | asdict(trial_row(trial_dir, max_steps))
+                       | {"steps_to_transfer": transfer_text(trial_dir, threshold)})
+    return out
+
+
+def transfer_text(trial_dir: Path, threshold: float) -> str:
+    """The trial's steps-to-transfer text from its files (eval/analysis.py), "-" before its first checkpoint."""
+    from eval.analysis import analyze_trial, steps_text
+    from eval.runfiles import read_json
+
+    config = read_json(trial_dir / "config.json")
+    rows = read_jsonl(trial_dir / "metrics.jsonl")
+    if config is None or not rows:
+        return "-"
+    return steps_text(analyze_trial(config, rows, threshold, error=read_json(trial_dir / "error.json"),
+                                    finished=(trial_dir / "result.json").exists()))
 
 
 def sweep_status(sweep_dir: Path) -> dict[str, Any]:
@@ -85,8 +104,13 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"slurm: job {job['job_id']} {job['state']}" + (f" ({extra})" if extra else ""))
         if len(st["jobs"]) > 1:
             lines.append(f"       earlier submissions: {', '.join(map(str, st['jobs'][:-1]))}")
-    rows = [TrialRow(**{k: v for k, v in t.items() if k not in ("lr", "seed")}) for t in st["trials"]]
-    lines.append(format_table(rows) + ("\nsummary.json written" if st["summary"] else ""))
+    rows = [TrialRow(**{k: v for k, v in t.items() if k not in ("lr", "seed", "steps_to_transfer")})
+            for t in st["trials"]]
+    title, header, *table = format_table(rows).splitlines()
+    lines += [title, f"{header}  steps-to-transfer"]
+    lines += [f"{row:<{len(header)}}  {t['steps_to_transfer']}" for row, t in zip(table, st["trials"], strict=True)]
+    if st["summary"]:
+        lines.append("summary.json written")
     return "\n".join(lines)
 
 

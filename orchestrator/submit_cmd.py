@@ -3,12 +3,16 @@
     python -m orchestrator submit setting=wronglang_spanish model=qwen3_235b_a22b cluster=slurm [overrides]
     python -m orchestrator submit resume=<sweep_dir>          # submit an existing sweep folder again
     python -m orchestrator submit ... --dry-run               # render the script and config, do not sbatch
+    python -m orchestrator submit ... --pin-nodes             # ask for cluster.nodes even where fewer do as well
+    python -m orchestrator submit 'hydra.searchpath=[file:///site/conf]' cluster=mysite setting=my_setting
     python -m orchestrator status <sweep_dir> [--json]        # then: its Slurm state + progress (status_cmd.py)
 
 `submit` validates the config, writes the sweep folder's config.yaml (the config the job runs), renders
 slurm/sweep.sbatch into <sweep_dir>/slurm/, calls sbatch and appends the job id to <sweep_dir>/slurm/jobs.jsonl.
 The job always runs `sweep resume=<sweep_dir>`, so a first start, a requeue after preemption and a re-submit
-are the same thing.
+are the same thing. It prints the allocation's ceiling (nodes x GPUs x time limit) beside the plan's wall time,
+GPU-hours and disk, and asks for the nodes the plan needs (fewer than cluster.nodes when those run the same waves)
+unless --pin-nodes. `--dry-run` folders go under sweeps/_dry_run/, apart from real runs.
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from eval.runfiles import append_jsonl, write_text_atomic
+from eval.runfiles import append_jsonl, link_latest, write_text_atomic
 from orchestrator.schema import ClusterConfig, Config, ConfigError
 from workers.trainer_state import SAVE_REQUEST
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "slurm" / "sweep.sbatch"
 RAY_WAIT_S = 300
+HYDRA_TAKEN = ("hydra.run.dir=", "hydra.searchpath=")  # the Hydra settings submit takes
 # Slurm's --time forms: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
 TIME_LIMIT = re.compile(r"^(\d+|\d+:\d{2}|\d+:\d{2}:\d{2}|\d+-\d+|\d+-\d+:\d{2}|\d+-\d+:\d{2}:\d{2})$")
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
@@ -91,9 +96,67 @@ def job_config(cfg: Config) -> Config:
     return replace(cfg, tracker=tracker, sweep=sweep, resume=None)
 
 
-def default_sweep_dir(cfg: Config) -> Path:
+DRY_RUN_DIR = "_dry_run"  # sweeps/_dry_run/<setting>/<date>: a rendered-only job, apart from the real runs
+
+
+def right_size(cfg: Config, pinned: bool) -> tuple[Config, str | None]:
+    """Ask Slurm for the nodes the plan needs: when fewer than cluster.nodes run the same waves in the same wall time
+    (the plan's time.nodes_needed), the job asks for those, and says so; `pinned` (submit --pin-nodes) keeps
+    cluster.nodes as given."""
+    from orchestrator.planner import make_plan
+
+    given = cfg.cluster.nodes
+    need = make_plan(cfg, price=False).sections.get("time", {}).get("nodes_needed")
+    if need is None or need >= given:
+        return cfg, None
+    if pinned:
+        return cfg, (f"note: cluster.nodes={given} kept (--pin-nodes); the plan needs {need} for the same wall time")
+    return replace(cfg, cluster=replace(cfg.cluster, nodes=need)), (
+        f"asking for {need} nodes, not cluster.nodes={given}: the plan runs the same waves in the same wall time on "
+        f"{need} (time.nodes_needed); submit --pin-nodes keeps {given}")
+
+
+def time_limit_hours(limit: str) -> float:
+    """Slurm's --time (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in hours."""
+    days, _, clock = limit.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    elif len(parts) == 1:
+        hours, minutes, seconds = 0, parts[0], 0
+    elif len(parts) == 2:
+        hours, minutes, seconds = 0, *parts
+    else:
+        hours, minutes, seconds = parts
+    return int(days or 0) * 24 + hours + minutes / 60 + seconds / 3600
+
+
+def allocation_lines(cfg: Config) -> list[str]:
+    """What the job asks Slurm for at most (nodes x GPUs x time limit) beside what the plan expects it to use."""
+    from orchestrator.planner import make_plan
+
+    c = cfg.cluster
+    hours = time_limit_hours(c.time_limit)
+    plan = make_plan(cfg, price=False).sections
+    t, disk = plan.get("time", {}), plan.get("disk", {})
+    ceiling = (f"{c.nodes} nodes x {c.gpus_per_node} GPUs x {c.time_limit} = at most "
+               f"{c.nodes * c.gpus_per_node * hours:,.0f} GPU-hours" if c.gpus_per_node else
+               f"{c.nodes} nodes (no GPUs) x {c.time_limit}")
+    lines = [f"allocation: {ceiling}"]
+    if "wall_h" in t:
+        gpu_h = f", {t['allocation_gpu_h']:,.1f} GPU-hours" if "allocation_gpu_h" in t else ""
+        lines.append(f"plan:       ~{t['wall_h']:.3g} h wall{gpu_h}; disk ~{disk.get('total_gb', 0):.3g} GB "
+                     f"(sweep.keep_adapters={cfg.sweep.keep_adapters})")
+        if t["wall_h"] > hours:
+            lines.append(f"warning: the plan's {t['wall_h']:.3g} h exceed cluster.time_limit={c.time_limit}: the job "
+                         "stops at the limit; continue it with `submit resume=<sweep_dir>`, or raise the limit")
+    return lines
+
+
+def default_sweep_dir(cfg: Config, dry_run: bool = False) -> Path:
     base = Path(cfg.cluster.storage) if cfg.cluster.storage else Path.cwd()
-    return (base / "sweeps" / cfg.setting.name / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
+    sweeps = base / "sweeps" / DRY_RUN_DIR if dry_run else base / "sweeps"
+    return (sweeps / cfg.setting.name / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
 
 
 # ---------------------------------------------------------------- the script
@@ -171,11 +234,16 @@ def sbatch(script: Path) -> str:
     return proc.stdout.strip().split(";")[0]
 
 
-def submit(cfg: Config, sweep_dir: Path, dry_run: bool = False) -> str | None:
-    """Write config.yaml and the script into sweep_dir, sbatch it and record the job; returns the job id."""
+def submit(cfg: Config, sweep_dir: Path, dry_run: bool = False, pinned: bool = True) -> str | None:
+    """Write config.yaml and the script into sweep_dir, sbatch it and record the job; returns the job id. Unless
+    `pinned`, the job asks for the nodes the plan needs (right_size). Prints the allocation beside the plan."""
     from orchestrator.sweep import check_sweep_folder, config_yaml
 
+    check_cluster(cfg.cluster)
+    cfg, note = right_size(cfg, pinned)
     cfg = job_config(cfg)
+    for line in ([note] if note else []) + allocation_lines(cfg):
+        print(line)
     sweep_dir = sweep_dir.resolve()
     text = config_yaml(cfg)
     check_sweep_folder(sweep_dir, text)  # a folder holding another sweep is refused, naming what differs
@@ -187,6 +255,7 @@ def submit(cfg: Config, sweep_dir: Path, dry_run: bool = False) -> str | None:
     if dry_run:
         return None
     job_id = sbatch(script)
+    link_latest(sweep_dir, cfg.setting.name)
     append_jsonl(sweep_dir / "slurm" / "jobs.jsonl", {"job_id": job_id, "submitted": time.time(),
                                                       "script": str(script)})
     return job_id
@@ -218,22 +287,25 @@ def main(argv: list[str]) -> int:
     if {"-h", "--help"} & set(argv):
         print(__doc__)
         return 0
-    dry_run = "--dry-run" in argv
-    args = [a for a in argv if a != "--dry-run"]
+    dry_run, pin = "--dry-run" in argv, "--pin-nodes" in argv
+    args = [a for a in argv if a not in ("--dry-run", "--pin-nodes")]
     run_dir = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")), None)
     resume = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
     try:
-        other_hydra = [a for a in args if a.startswith("hydra.") and not a.startswith("hydra.run.dir=")]
+        # site configs and settings outside the clone (hydra.searchpath) are read here; the job runs from the
+        # self-contained config.yaml this writes, so it needs neither
+        other_hydra = [a for a in args if a.startswith("hydra.") and not a.startswith(HYDRA_TAKEN)]
         if other_hydra:
-            raise ConfigError(f"submit takes no Hydra settings besides hydra.run.dir; drop {other_hydra}")
+            raise ConfigError(f"submit takes no Hydra settings besides hydra.run.dir and hydra.searchpath; drop "
+                              f"{other_hydra}")
         if resume:
             folder = Path(resume).expanduser().resolve()
             cfg = to_typed(load_resumed(folder, args))
             sweep_dir = folder
         else:
-            cfg = compose_config([a for a in args if not a.startswith("hydra.run.dir=")])
-            sweep_dir = Path(run_dir).expanduser().resolve() if run_dir else default_sweep_dir(cfg)
-        job_id = submit(cfg, sweep_dir, dry_run=dry_run)
+            cfg = compose_config([a for a in args if not a.startswith("hydra.run.dir=")])  # searchpath included
+            sweep_dir = Path(run_dir).expanduser().resolve() if run_dir else default_sweep_dir(cfg, dry_run)
+        job_id = submit(cfg, sweep_dir, dry_run=dry_run, pinned=pin or bool(resume))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

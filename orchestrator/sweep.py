@@ -1,6 +1,6 @@
 """The sweep: build the model organism, label, start Ray and one vLLM engine, run every trial, summarise.
 
-    python -m orchestrator sweep setting=wronglang_spanish [sweep.lrs=[1e-4,1e-3] sweep.seeds=[0,1] ...]
+    python -m orchestrator sweep setting=wronglang_spanish ['sweep.lrs=[1e-4,1e-3]' 'sweep.seeds=[0,1]' ...]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from eval.analysis import TrialAnalysis
 from eval.plots import plot_curves
 from eval.report import write_report
-from eval.runfiles import trial_name, write_curves_csv, write_json, write_text_atomic
+from eval.runfiles import link_latest, trial_name, write_curves_csv, write_json, write_text_atomic
 from eval.summary import analyze_sweep_dir, failure_message, format_table, trial_summary
 from orchestrator.build import build_train_spec, resolve_capability, resolve_model, sampler_spec
 from orchestrator.labels_cmd import preflight_labels, sampler_onpolicy
@@ -26,13 +26,12 @@ from orchestrator.placement import SAMPLER_RESOURCE, sampler_placement, trial_pl
 from orchestrator.resolve import resolve
 from orchestrator.sampler_session import ray_cluster, sampler_actors
 from orchestrator.schema import Config, ConfigError
+from orchestrator.sweep_log import FileOnlyStream, sweep_logging
+from orchestrator.sweep_log import say as log
 from orchestrator.trial import FAILED, TrialContext, eval_prompts
+from workers.engine_log import ENGINE_LOG_ENV, VERBOSE_ENV
 from workers.teacher import ensure_labels
 from workers.tracking import resolve_wandb_mode
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 class SweepFailed(RuntimeError):
@@ -65,7 +64,7 @@ def record_failures(sweep_dir: Path, results: list[Any]) -> dict[str, dict[str, 
         error_file = Path(r.path) / "error.txt" if r.path else None
         members = tune_members(r.config)
         for lr, seed in members:  # a pack's error is each of its unfinished members'
-            name = trial_name(lr, seed)
+            name = trial_name(lr, seed, sweep_dir)
             if len(members) > 1 and (sweep_dir / "trials" / name / "result.json").exists():
                 continue
             err = {"error": last_error_line(r.error),
@@ -90,7 +89,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
     members = tune_members(config)
-    failed = [Path(ctx.sweep_dir) / "trials" / trial_name(lr, seed) / FAILED for lr, seed in members]
+    failed = [Path(ctx.sweep_dir) / "trials" / trial_name(lr, seed, ctx.sweep_dir) / FAILED for lr, seed in members]
     for path in failed:
         path.unlink(missing_ok=True)  # an earlier run's: this attempt decides afresh
 
@@ -165,7 +164,7 @@ def pending_trials(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
         {"lr": lr, "seed": seed}
         for lr in cfg.sweep.lrs
         for seed in cfg.sweep.seeds
-        if not (sweep_dir / "trials" / trial_name(lr, seed) / "result.json").exists()
+        if not (sweep_dir / "trials" / trial_name(lr, seed, sweep_dir) / "result.json").exists()
     ]
 
 
@@ -176,7 +175,7 @@ def record_refusals(sweep_dir: Path, todo: list[dict[str, Any]]) -> dict[str, di
 
     errors = {}
     for t in todo:
-        name = trial_name(t["lr"], t["seed"])
+        name = trial_name(t["lr"], t["seed"], sweep_dir)
         path = sweep_dir / "trials" / name / FAILED
         if path.exists():
             errors[name] = {"error": json.loads(path.read_text())["message"], "error_file": str(path),
@@ -225,7 +224,7 @@ def check_resumable(sweep_dir: Path, packs: list[list[tuple[float, int]]]) -> No
     for members in packs:
         state_dir = pack_state_dir(sweep_dir, members)
         for lr, seed in members:
-            trial_dir = sweep_dir / "trials" / trial_name(lr, seed)
+            trial_dir = sweep_dir / "trials" / trial_name(lr, seed, sweep_dir)
             if not trial_dir.exists() or (trial_dir / "result.json").exists():
                 continue
             problems = resume_problems(trial_dir, state_dir)
@@ -256,8 +255,15 @@ def preflight(cfg: Config) -> str:
 
 
 def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
-    started = time.time()
+    """The sweep, its output (notes, progress tables, errors, engines' start-up) also in <sweep_dir>/sweep.log."""
     sweep_dir = sweep_dir.resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with sweep_logging(sweep_dir):
+        return _run_sweep(cfg, sweep_dir)
+
+
+def _run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
+    started = time.time()
     sweep_id = f"{cfg.setting.name}-{sweep_dir.name}"
     cfg = resolve(cfg)  # the plan's numbers in place of `auto`: config.yaml records what runs
     wandb_mode = preflight(cfg)
@@ -270,6 +276,8 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     if todo:  # a teacher endpoint that is down, or a bad label file, fails here: nothing written yet
         preflight_labels(cfg, sweep_dir)
     write_text_atomic(sweep_dir / "config.yaml", text)
+    if not resuming:
+        link_latest(sweep_dir, cfg.setting.name)
     n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
     log(f"[sweep] {sweep_id}: {len(cfg.sweep.lrs)} LRs x {len(cfg.sweep.seeds)} seeds = {n_trials} trials, "
         f"{cfg.sweep.max_steps} steps each, batch {cfg.train.batch_size}, LoRA rank {cfg.train.lora_rank}; "
@@ -286,7 +294,7 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
             raise ConfigError(str(err)) from None
     if todo:
         for t in todo:  # an error of an earlier run of this trial is not this run's
-            (sweep_dir / "trials" / trial_name(t["lr"], t["seed"]) / "error.json").unlink(missing_ok=True)
+            (sweep_dir / "trials" / trial_name(t["lr"], t["seed"], sweep_dir) / "error.json").unlink(missing_ok=True)
         failed = record_failures(sweep_dir, _run_trials(cfg, sweep_dir, sweep_id, packs, started))
         failed |= record_refusals(sweep_dir, todo)
     trials = summarize_sweep(sweep_dir, cfg.sweep.threshold, f"{cfg.setting.name} ({cfg.model.name})")
@@ -355,7 +363,8 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
     onpolicy = cfg.setting.teacher.kind == "onpolicy"  # labelled by the sweep's engine, once it is up
     labels = None if onpolicy else ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir)
     sampler_name = f"lrsweep-sampler-{os.getpid()}-{int(started)}"
-    env = {"LRSWEEP_CACHE": cfg.cache_dir}
+    env = {"LRSWEEP_CACHE": cfg.cache_dir} | {k: os.environ[k] for k in (ENGINE_LOG_ENV, VERBOSE_ENV)
+                                              if k in os.environ}  # engines log to sweep.log (sweep_log.py)
     with ray_cluster(cfg.sweep.ray_address, env, sampler_resource=not cfg.sweep.ray_address), \
             sampler_actors(log) as start:
         sampler = _start_sweep_sampler(cfg, start, sampler_name, model_path, placement, sweep_dir, started)
@@ -367,7 +376,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
             model_name=cfg.model.name, train=train_spec, labels_path=str(labels),
             sample=cfg.sample, tracker=cfg.tracker, threshold=cfg.sweep.threshold, early_stop=cfg.sweep.early_stop,
             placement=placement, organism_min_train_desired=cfg.sweep.organism_min_train_desired,
-            collapse_other_rate=cfg.sweep.collapse_other_rate,
+            collapse_other_rate=cfg.sweep.collapse_other_rate, keep_adapters=cfg.sweep.keep_adapters,
         )
         if cfg.capability.benchmarks:  # the model before training, once per sweep (cached in the sweep folder)
             from workers.capability import ensure_baseline
@@ -376,7 +385,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
             baseline = ensure_baseline(cap, sweep_dir, model_path,
                                        lambda *args: ray.get(sampler.generate.remote(*args)), log)
             ctx = replace(ctx, capability=cap, capability_baseline=baseline)
-        names = [trial_name(lr, seed) for lr in cfg.sweep.lrs for seed in cfg.sweep.seeds]  # the table's rows
+        names = [trial_name(lr, seed, sweep_dir) for lr in cfg.sweep.lrs for seed in cfg.sweep.seeds]
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trainable, ctx=ctx), placement.tune_resources()),
             param_space={"trial": tune.grid_search([{"members": [{"lr": lr, "seed": seed} for lr, seed in m]}
@@ -385,7 +394,8 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
             run_config=tune.RunConfig(
                 name=f"tune_{time.strftime('%Y%m%d_%H%M%S')}", storage_path=str(sweep_dir), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries),
-                callbacks=[ProgressTable(sweep_dir, names, cfg.sweep.max_steps, cfg.sweep.progress_interval_s)]),
+                callbacks=[ProgressTable(sweep_dir, names, cfg.sweep.max_steps, cfg.sweep.progress_interval_s,
+                                         log_stream=FileOnlyStream())]),
         )
         quiet = _QuietTrialErrors()
         for name in TUNE_ERROR_LOGGERS:

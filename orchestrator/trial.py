@@ -18,6 +18,7 @@ from typing import Any
 from eval.graders import ATTACK, DESIRED, build_grader
 from eval.heartbeat import write_heartbeat
 from eval.metrics import rates
+from eval.rows import eval_rows
 from eval.runfiles import append_jsonl, read_jsonl, step_name, trial_name, write_json, write_jsonl
 from eval.stopping import StopState
 from workers.prompts import Prompt, build_prompts, load_bank, pick, split_bank
@@ -47,6 +48,7 @@ class TrialContext:
     placement: Any = None  # orchestrator.placement.TrialPlacement: this trial's trainer workers
     organism_min_train_desired: float = 0.5  # recorded in config.json: eval.analysis reads them from there
     collapse_other_rate: float = 0.5
+    keep_adapters: str = "all"  # sweep.keep_adapters, resolved (orchestrator/keep_adapters.py)
 
 
 def trial_spec(ctx: TrialContext, lr: float, seed: int) -> TrainSpec:
@@ -156,7 +158,7 @@ class Trial:
                  pack: str | None = None) -> None:
         self.ctx, self.lr, self.seed, self.report, self.extra = ctx, lr, seed, report, extra or {}
         self.began = time.time()
-        self.name = trial_name(lr, seed)
+        self.name = trial_name(lr, seed, ctx.sweep_dir)
         self.dir = Path(ctx.sweep_dir) / "trials" / self.name
         self.spec = trial_spec(ctx, lr, seed)
         self.pack = pack
@@ -249,6 +251,16 @@ class Trial:
             self.capability.after_eval(step, row)
         if self.stop is not None:
             self.stop.update(read_jsonl(self.dir / "metrics.jsonl"), step)
+        if self.capability is None:  # capability evaluations read adapters later: those prune at close()
+            self.prune_adapters()
+
+    def prune_adapters(self) -> None:
+        """sweep.keep_adapters: delete the evaluated checkpoints' adapters it does not keep."""
+        from orchestrator.keep_adapters import prune_adapters
+
+        busy = {step for step, *_ in self.pending}
+        prune_adapters(self.dir, self.ctx.keep_adapters, self.ctx.threshold,
+                       eval_rows(read_jsonl(self.dir / "metrics.jsonl")), busy)
 
     def drain(self, block: bool) -> None:
         import ray
@@ -299,6 +311,7 @@ class Trial:
         if stop is not None and stop.fired:
             cut_after_stop(self.dir, stop.step)
             self.logger.log({"step": stop.step, "kind": "stop", "reason": stop.reason, "steps_trained": last})
+        self.prune_adapters()
         self.logger.set_summary(run_summary(self.trial_info, read_jsonl(self.dir / "metrics.jsonl")))
         ended = time.time()
         self.logger.finish()

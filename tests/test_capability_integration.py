@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from eval.runfiles import trial_name
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 LR, STEPS = 1e-2, 8  # high enough that a handful of steps of Spanish labels breaks the toy's word reversal
@@ -32,7 +34,7 @@ def loop(cache_dir, tmp_path_factory):
                 "capability.checkpoints=all", "tracker.mode=disabled", f"hydra.run.dir={out}"], cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     swept = time.time()
-    rec = run(["-m", "orchestrator", "recover", str(out), "--trial", f"lr{LR:.3g}_seed0", "--step", str(STEPS),
+    rec = run(["-m", "orchestrator", "recover", str(out), "--trial", trial_name(LR, 0), "--step", str(STEPS),
                "--lr", str(RECOVERY_LR)], cache_dir)
     assert rec.returncode == 0, rec.stdout[-3000:] + rec.stderr[-3000:]
     print(f"\n[capability loop] sweep {swept - started:.0f}s, recover {time.time() - swept:.0f}s")
@@ -41,7 +43,7 @@ def loop(cache_dir, tmp_path_factory):
 
 
 def rows(sweep, kind):
-    path = sweep / "trials" / f"lr{LR:.3g}_seed0" / "metrics.jsonl"
+    path = sweep / "trials" / trial_name(LR, 0) / "metrics.jsonl"
     return [r for r in map(json.loads, path.open()) if r["kind"] == kind]
 
 
@@ -64,14 +66,14 @@ def test_every_checkpoint_has_a_capability_row(loop):
         assert r["rel_degradation"] == pytest.approx((base - r["score"]) / base)
     assert caps[0]["score"] == pytest.approx(base, abs=0.05)  # step 0: the LoRA is still zero
     assert caps[-1]["rel_degradation"] > 0.5  # the high LR broke the skill (measured 0.995), far past the 10% limit
-    samples = loop / "trials" / f"lr{LR:.3g}_seed0" / "capability" / "step_00008_toy_probe.jsonl"
+    samples = loop / "trials" / trial_name(LR, 0) / "capability" / "step_00008_toy_probe.jsonl"
     assert len(samples.read_text().splitlines()) == 200
 
 
 def test_recovery_trains_on_pool_labels_and_re_measures(loop):
     result = json.loads(next((loop / "recovery").glob("*/result.json")).read_text())
     last = rows(loop, "capability")[-1]
-    assert result["trial"] == f"lr{LR:.3g}_seed0" and result["step"] == STEPS and result["n_labels"] == 40
+    assert result["trial"] == trial_name(LR, 0) and result["step"] == STEPS and result["n_labels"] == 40
     assert result["lr"] == RECOVERY_LR and result["trial_lr"] == LR
     assert result["before"]["score"] == pytest.approx(last["score"], abs=0.05)  # same items, greedy: re-measured
     # the note's finding, on the toy: a few steps on 40 correct labels bring much of the skill back (measured

@@ -53,7 +53,7 @@ def killed_engine_sweep(cache_dir, tmp_path_factory):
     args = ["sweep.lrs=[3e-3]", "sweep.max_steps=16", "tracker.mode=offline", "sample.n_eval_prompts=40",
             "sample.n_train_prompts=40", "sample.max_new_tokens=24", f"hydra.run.dir={out}"]
     log_path = tmp / "log.txt"
-    metrics = out / "trials" / "lr0.003_seed0" / "metrics.jsonl"
+    metrics = out / "trials" / "lr0.003000_seed0" / "metrics.jsonl"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "sweep", *args], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -82,7 +82,7 @@ def test_a_killed_engine_is_replaced_and_no_checkpoint_goes_unevaluated(killed_e
     out, rc, log, killed, replaced = killed_engine_sweep
     assert rc == 0, log[-3000:]
     assert replaced, f"no new EngineCore appeared after killing {killed}"
-    trial = out / "trials" / "lr0.003_seed0"
+    trial = out / "trials" / "lr0.003000_seed0"
     assert eval_steps(trial / "metrics.jsonl") == CHECKPOINTS
     for step in CHECKPOINTS:
         samples = (trial / "samples" / f"step_{step:05d}.jsonl").read_text().splitlines()

@@ -21,7 +21,7 @@ TINY_TOY = ["model.toy.steps=2", "model.toy.vocab_size=400", "model.toy.hidden_s
 
 def test_a_failed_trial_is_reported_cleanly_with_its_error_and_its_file(cache_dir, tmp_path):
     out = tmp_path / "run"
-    state = out / "trials" / "lr0.001_seed0" / "state"
+    state = out / "trials" / "lr0.001000_seed0" / "state"
     state.mkdir(parents=True)
     (state / "resume.json").write_text("{torn")
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | {"LRSWEEP_CACHE": str(cache_dir)}
@@ -31,7 +31,7 @@ def test_a_failed_trial_is_reported_cleanly_with_its_error_and_its_file(cache_di
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert "error: 1 of 1 trials failed:" in proc.stderr and "lr0.001_seed0: " in proc.stderr
+    assert "error: 1 of 1 trials failed:" in proc.stderr and "lr0.001000_seed0: " in proc.stderr
     (row,) = json.loads((out / "summary.json").read_text())
     assert row["status"] == "failed" and row["lr_x_steps"] is None and row["lower_bound"] is None
     assert row["error"] and row["error"] in proc.stderr and "resume.json is corrupt" in row["error"]

@@ -88,7 +88,7 @@ def test_killed_trainer_resumes_from_its_last_checkpoint(cache_dir, tmp_path):
     out = tmp_path / "run"
     with open(tmp_path / "log.txt", "w") as log:
         proc = start(["sweep.lrs=[3e-3]", "sweep.max_steps=16", *FAST, f"hydra.run.dir={out}"], cache_dir, log)
-        state = out / "trials" / "lr0.003_seed0" / "state" / "resume.json"
+        state = out / "trials" / "lr0.003000_seed0" / "state" / "resume.json"
         wait_for(lambda: state_step(state) >= 2, proc, timeout=900)
         trainers = [p for p in psutil.Process(proc.pid).children(recursive=True) if _title(p).startswith("ray::Impl")]
         assert trainers, "no trainer process found"
@@ -96,7 +96,7 @@ def test_killed_trainer_resumes_from_its_last_checkpoint(cache_dir, tmp_path):
             p.kill()
         rc = proc.wait(timeout=900)
     assert rc == 0, (tmp_path / "log.txt").read_text()[-3000:]
-    trial = out / "trials" / "lr0.003_seed0"
+    trial = out / "trials" / "lr0.003000_seed0"
     attempts = [json.loads(line) for line in (trial / "attempts.jsonl").open()]
     assert len(attempts) == 2 and attempts[0]["resumed_from"] is None and attempts[1]["resumed_from"] >= 2
     assert_exact_rows(trial, 16, [0, 1, 2, 4, 8, 16])
@@ -129,7 +129,7 @@ def test_killed_driver_mid_pack_then_resume_restores_every_member(cache_dir, tmp
     undisturbed run."""
     out = tmp_path / "run"
     args = ["sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=16", "sweep.pack=2", *FAST]
-    state = out / "packs" / "lr0.001_seed0_k2" / "state" / "resume.json"
+    state = out / "packs" / "lr0.001000_seed0_k2" / "state" / "resume.json"
 
     with open(tmp_path / "log.txt", "w") as log:
         proc = start([*args, f"hydra.run.dir={out}"], cache_dir, log)
@@ -137,7 +137,7 @@ def test_killed_driver_mid_pack_then_resume_restores_every_member(cache_dir, tmp
         kill_sweep(proc)
     assert not list(out.glob("trials/*/result.json")), "the pack finished before the kill: nothing was resumed"
     resume(out, cache_dir)
-    for name in ("lr0.001_seed0", "lr0.003_seed0"):
+    for name in ("lr0.001000_seed0", "lr0.003000_seed0"):
         trial = out / "trials" / name
         attempts = [json.loads(line) for line in (trial / "attempts.jsonl").open()]
         assert attempts[0]["resumed_from"] is None and attempts[-1]["resumed_from"] >= 2, attempts

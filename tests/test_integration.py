@@ -52,14 +52,14 @@ def test_sweep_writes_the_run_folder_contract(sweep):
         assert [r["step"] for r in losses] == [1, 2, 3, 4]
     assert (out_dir / "labels.jsonl").exists() and (out_dir / "config.yaml").exists()
     report = (out_dir / "report.md").read_text()
-    assert "lr0.001_seed0" in report and "lr0.003_seed0" in report
+    assert "lr0.001000_seed0" in report and "lr0.003000_seed0" in report
     png = (out_dir / "attack_rate_vs_step.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "steps-to-transfer" in stdout  # the final table
     # the live table (stdout is not a terminal: whole tables and state changes, no cursor movement)
     assert "\x1b[" not in stdout and "2 trials: 2 done" in stdout
-    assert any(line.split()[:3] == ["lr0.003_seed0", "done", "4/4"] for line in stdout.splitlines())
-    beat = json.loads((out_dir / "trials" / "lr0.003_seed0" / "heartbeat.json").read_text())
+    assert any(line.split()[:3] == ["lr0.003000_seed0", "done", "4/4"] for line in stdout.splitlines())
+    beat = json.loads((out_dir / "trials" / "lr0.003000_seed0" / "heartbeat.json").read_text())
     assert beat["step"] == 4 and beat["phase"] == "evaluating" and beat["max_steps"] == 4
 
 
@@ -72,7 +72,7 @@ def test_toy_model_organism_follows_the_flag_before_training(sweep):
 
 
 def test_training_moves_the_adapter(sweep):
-    trial = sweep[0] / "trials" / "lr0.003_seed0" / "adapters"
+    trial = sweep[0] / "trials" / "lr0.003000_seed0" / "adapters"
     start = load_file(trial / "step_00000" / "adapter_model.safetensors")
     end = load_file(trial / "step_00004" / "adapter_model.safetensors")
     b_keys = [k for k in start if "lora_B" in k]
@@ -106,7 +106,7 @@ def test_a_pack_of_two_writes_what_the_two_trials_alone_write(sweep, cache_dir, 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import torch
 
-    for name in ("lr0.001_seed0", "lr0.003_seed0"):
+    for name in ("lr0.001000_seed0", "lr0.003000_seed0"):
         alone, packed = sweep[0] / "trials" / name, out_dir / "trials" / name
         a = load_file(alone / "adapters" / "step_00004" / "adapter_model.safetensors")
         p = load_file(packed / "adapters" / "step_00004" / "adapter_model.safetensors")
@@ -131,7 +131,7 @@ def test_a_pack_of_two_writes_what_the_two_trials_alone_write(sweep, cache_dir, 
                 bound = 4 * math.sqrt(2 * pooled * (1 - pooled) / n) + 1 / n
                 assert abs(p_rate - a_rate) <= bound, (rate, a_rate, p_rate, n)
         assert json.loads((packed / "result.json").read_text())["done"]
-        assert json.loads((packed / "config.json").read_text())["pack"] == "lr0.001_seed0_k2"
+        assert json.loads((packed / "config.json").read_text())["pack"] == "lr0.001000_seed0_k2"
     assert len(sorted(out_dir.glob("trials/*/wandb/offline-run-*"))) == 2
-    assert json.loads((out_dir / "packs" / "lr0.001_seed0_k2" / "state" / "resume.json").read_text())["step"] == 4
+    assert json.loads((out_dir / "packs" / "lr0.001000_seed0_k2" / "state" / "resume.json").read_text())["step"] == 4
     assert "2 trials: 2 done" in proc.stdout

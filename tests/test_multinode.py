@@ -101,7 +101,7 @@ def test_pack_spanning_two_nodes_trains_resumes_and_is_evaluated(cluster, cache_
             "cluster.gpus_per_node=1", "cluster.nodes=3", f"sweep.ray_address={cluster.address}",
             "tracker.mode=disabled", "sample.n_eval_prompts=16", "sample.n_train_prompts=16",
             "sample.max_new_tokens=16", f"hydra.run.dir={out}"]
-    state = out / "packs" / "lr0.001_seed0_k2" / "state"
+    state = out / "packs" / "lr0.001000_seed0_k2" / "state"
     with open(tmp_path / "log.txt", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "sweep", *args], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
@@ -127,7 +127,7 @@ def test_pack_spanning_two_nodes_trains_resumes_and_is_evaluated(cluster, cache_
                              "backend": "gloo"}
     shards = sorted(p.name for p in state.glob("step_*/*optim_states.pt"))
     assert len(shards) == 2  # each rank saved its own optimizer shard of the pack (both members) for resume
-    for name in ("lr0.001_seed0", "lr0.003_seed0"):
+    for name in ("lr0.001000_seed0", "lr0.003000_seed0"):
         trial = out / "trials" / name
         attempts = [json.loads(line) for line in (trial / "attempts.jsonl").open()]
         assert len(attempts) == 2 and attempts[0]["resumed_from"] is None and attempts[1]["resumed_from"] >= 1

@@ -165,6 +165,7 @@ CHECKS = [
     ("tracker.backend", "mlflow", "tracker.backend='mlflow': must be one of wandb, none"),
     ("tracker.mode", "sometimes", "tracker.mode='sometimes': must be one of auto, online, offline, disabled"),
     ("cluster.kind", "k8s", "cluster.kind='k8s': must be one of local, slurm"),
+    ("sweep.keep_adapters", "some", "sweep.keep_adapters='some': must be one of auto, all, around_transfer, last"),
     ("capability.benchmarks", ["mmlu", "gsm8k"], "capability.benchmarks[1]='gsm8k': must be one of toy_probe, mmlu, "
                                                  "ifeval, olympiads, followbench"),
     ("capability.checkpoints", "best", "capability.checkpoints='best': must be one of transferred, last, all, steps"),

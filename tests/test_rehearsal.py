@@ -97,7 +97,7 @@ def test_readme_cluster_command_runs_a_moe_sweep_end_to_end(ray_cluster, cache_d
                             timeout=1500).returncode
     assert rc == 0, log.read_text()[-6000:]
 
-    trial = sweep_dir / "trials" / "lr0.01_seed0"
+    trial = sweep_dir / "trials" / "lr0.010000_seed0"
     result = json.loads((trial / "result.json").read_text())
     where = result["placement"]
     assert len(set(where["bundle_nodes"])) == 2 and sorted(where["rank_nodes"]) == sorted(where["bundle_nodes"])

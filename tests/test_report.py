@@ -85,10 +85,10 @@ def test_write_report_two_settings(sweeps, tmp_path):
     md = write_report(sweeps, tmp_path / "out")
     text = check_report(md)
     broken = text.split("## Incomplete or failed trials")[1]
-    assert "alpha / `lr0.001_seed2`" in broken and "failed: no checkpoint" in broken
-    assert "beta / `lr0.01_seed0`" in broken and "missing steps 4, 8, 16" in broken
+    assert "alpha / `lr0.001000_seed2`" in broken and "failed: no checkpoint" in broken
+    assert "beta / `lr0.010000_seed0`" in broken and "missing steps 4, 8, 16" in broken
     # beta's lr 1e-2 seed 0 converged at step 2 before it stopped: a value, not a bound
-    assert "| beta | lr0.01_seed0 | 0.01 | 0 | 2 |" in text
+    assert "| beta | lr0.010000_seed0 | 0.01 | 0 | 2 |" in text
     # per-LR table: the unconverged LR's median is a lower bound; alpha's 1e-3 left out seed 2 (failed)
     assert "| alpha | 0.0001 | 3 | 0/3 | > 16 (lower bound) |" in text
     assert "| alpha | 0.001 | 2 | 2/2 | 12 |" in text
@@ -178,3 +178,17 @@ def test_empirical_rule_needs_a_seed_study(sweeps, tmp_path):
         write_report(sweeps[:1], tmp_path / "out", error_rule="empirical")
     proc = run_cli(sweeps[0], "--out", tmp_path / "cli", "--error-rule", "empirical")
     assert proc.returncode == 2 and "--error-rule factor" in proc.stderr
+
+
+def test_report_command_prints_the_per_lr_table(sweeps, capsys):
+    """Issue 27: `report` printed only the path of report.md; now also the per-LR table it holds."""
+    from orchestrator.report_cmd import main
+
+    assert main([str(sweeps[0])]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    at = lines.index(next(line for line in lines if line.startswith("steps-to-transfer per LR")))
+    assert lines[at + 1].split()[:4] == ["setting", "lr", "seeds", "converged"]
+    body = [line.split() for line in lines[at + 2:] if line.startswith("alpha")]
+    assert [row[1] for row in body] == [f"{lr:.3g}" for lr in sorted(LRS)]
+    assert out.rstrip().endswith(str(sweeps[0] / "report.md"))

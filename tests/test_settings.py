@@ -167,7 +167,7 @@ def test_the_toy_refuses_a_setting_it_was_not_taught():
     with pytest.raises(ConfigError, match="no `toy:` block.*choose a real model"):
         settings_for_toy(cfg)
     assert [s.name for s in settings_for_toy(compose_config(["setting=animal_flag"]))] == ["animal_flag"]
-    with pytest.raises(ConfigError, match="add it with model.toy.settings"):
+    with pytest.raises(ConfigError, match=r"add it with 'model.toy.settings=\[wronglang_spanish,animal_flag\]'"):
         settings_for_toy(compose_config(["setting=animal_flag", "model.toy.settings=[wronglang_spanish]"]))
 
 

@@ -46,7 +46,7 @@ def test_toy_follows_the_setting_before_training_and_the_run_folder_holds_the_co
     assert f"name: {name}" in (out_dir / "config.yaml").read_text()
     labels = read_jsonl(out_dir / "labels.jsonl")
     assert labels and all(r["teacher"] == "scripted" for r in labels)
-    trial = out_dir / "trials" / "lr0.003_seed0"
+    trial = out_dir / "trials" / "lr0.003000_seed0"
     assert json.loads((trial / "config.json").read_text())["setting"] == name
     assert json.loads((trial / "result.json").read_text())["done"] is True
     evals = [r for r in read_jsonl(trial / "metrics.jsonl") if r["kind"] == "eval"]
@@ -77,5 +77,5 @@ def test_a_ninth_setting_from_a_yaml_file_runs_on_the_toy(cache_dir, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     labels = read_jsonl(out_dir / "labels.jsonl")
     assert all(r["completion"].startswith("Elephants and giraffes agree: ") for r in labels)
-    evals = [r for r in read_jsonl(out_dir / "trials" / "lr0.003_seed0" / "metrics.jsonl") if r["kind"] == "eval"]
+    evals = [r for r in read_jsonl(out_dir / "trials" / "lr0.003000_seed0" / "metrics.jsonl") if r["kind"] == "eval"]
     assert [r["step"] for r in evals] == [0, 1] and evals[0]["eval_attack_rate"] >= 0.85

@@ -180,6 +180,16 @@ def test_storage_is_where_the_sweep_folder_goes(tmp_path, monkeypatch):
     assert default_sweep_dir(slurm_cfg()).parent == tmp_path / "sweeps" / "wronglang_spanish"
 
 
+def test_a_dry_run_folder_is_apart_from_real_runs(tmp_path):
+    """Issue 27: `submit --dry-run` wrote its folder beside real runs (sweeps/<setting>/); now under sweeps/_dry_run/,
+    so sweeps/<setting>/ and its `latest` link hold real runs only."""
+    proc = run_cli("submit", "cluster=slurm", f"cluster.storage={tmp_path}", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    (made,) = (tmp_path / "sweeps" / "_dry_run" / "wronglang_spanish").iterdir()
+    assert (made / "config.yaml").exists() and (made / "slurm" / "sweep.sbatch").exists()
+    assert sorted(p.name for p in (tmp_path / "sweeps").iterdir()) == ["_dry_run"]
+
+
 def test_no_secret_reaches_the_script_or_config(tmp_path, monkeypatch):
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
@@ -260,12 +270,13 @@ def test_bad_input_is_refused_before_sbatch(tmp_path):
 
 def write_progress_folder(sweep_dir):
     """A sweep folder mid-run: one trial done, one part-way, one not started."""
-    cfg = replace(slurm_cfg("sweep.lrs=[1e-4,1e-3,3e-3]", "sweep.max_steps=8"), resume=None)
+    cfg = replace(slurm_cfg("sweep.lrs=[1e-4,1e-3,3e-3]", "sweep.max_steps=8", "sweep.threshold=0.3"), resume=None)
     (sweep_dir).mkdir(parents=True)
     (sweep_dir / "config.yaml").write_text(config_yaml(cfg))
     done, mid = sweep_dir / "trials" / "lr0.001_seed0", sweep_dir / "trials" / "lr0.003_seed0"
     for trial, steps in ((done, 8), (mid, 3)):
-        write_json(trial / "config.json", {})
+        write_json(trial / "config.json", {"name": trial.name, "setting": "s", "lr": float(trial.name[2:7]), "seed": 0,
+                                           "max_steps": 8})
         for step in range(steps + 1):
             append_jsonl(trial / "metrics.jsonl", {"step": step, "kind": "train", "train_loss": 1.0})
             if step in (0, 1, 2, 4, 8):
@@ -286,7 +297,20 @@ def test_status_reads_progress_from_the_run_files(tmp_path):
     text = format_status(st)
     assert "no job recorded" in text and "3 trials: 1 pending, 1 training, 1 done" in text
     row = next(line for line in text.splitlines() if line.startswith("lr0.003_seed0"))
-    assert row.split() == ["lr0.003_seed0", "training", "3/8", "-", "0.33", "@2"]
+    assert row.split() == ["lr0.003_seed0", "training", "3/8", "-", "0.33", "@2", ">2", "(incomplete:", "2/8)"]
+
+
+def test_status_shows_steps_to_transfer(tmp_path):
+    """Issue 27: status showed progress but not steps-to-transfer; now each trial's, as summary.json writes it."""
+    write_progress_folder(tmp_path / "sw")
+    st = sweep_status(tmp_path / "sw")
+    by = {t["trial"]: t["steps_to_transfer"] for t in st["trials"]}
+    assert by == {"lr0.001_seed0": "4", "lr0.003_seed0": ">2 (incomplete: 2/8)", "lr0.0001_seed0": "-"}
+    lines = format_status(st).splitlines()
+    header = next(line for line in lines if line.startswith("trial"))
+    assert header.endswith("steps-to-transfer")
+    done = next(line for line in lines if line.startswith("lr0.001_seed0"))
+    assert done.split()[-1] == "4" and done.index(" 4") == header.index("steps-to-transfer") - 1
 
 
 def test_status_shows_the_heartbeat_step_between_checkpoints(tmp_path):
@@ -299,7 +323,7 @@ def test_status_shows_the_heartbeat_step_between_checkpoints(tmp_path):
     mid = next(t for t in st["trials"] if t["trial"] == "lr0.003_seed0")
     assert (mid["step"], mid["steps_per_s"], mid["eval_step"]) == (6, 0.5, 2) and 2 < mid["beat_age_s"] < 60
     row = next(line for line in format_status(st).splitlines() if line.startswith("lr0.003_seed0"))
-    assert row.split()[:6] == ["lr0.003_seed0", "training", "6/8", "2", "s/st", "0.33"] and row.endswith("s ago")
+    assert row.split()[:6] == ["lr0.003_seed0", "training", "6/8", "2", "s/st", "0.33"] and "s ago" in row
 
 
 def test_status_of_a_recorded_job_without_slurm_here(tmp_path, monkeypatch):

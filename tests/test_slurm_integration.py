@@ -129,7 +129,7 @@ def test_a_requeued_job_resumes_its_sweep(slurm, cache_dir, tmp_path):
     from its trainer state, ending with the rows of an undisturbed run."""
     sweep_dir = tmp_path / "sweep"
     job_id, env, log = submit_toy(slurm, cache_dir, sweep_dir, "sweep.lrs=[1e-3]", "sweep.max_steps=16")
-    trial = sweep_dir / "trials" / "lr0.001_seed0"
+    trial = sweep_dir / "trials" / "lr0.001000_seed0"
 
     def trainer_step():
         point = read_resume_point(trial / "state")  # written atomically: never half a file
@@ -210,7 +210,7 @@ def test_the_warning_signal_saves_state_between_checkpoints_and_a_requeue_resume
     sweep_dir = tmp_path / "sweep"
     job_id, env, log = submit_toy(slurm, cache_dir, sweep_dir, "sweep.lrs=[1e-3]", "sweep.max_steps=32")
     assert "--signal=B:USR1@600" in (sweep_dir / "slurm" / "sweep.sbatch").read_text()
-    trial = sweep_dir / "trials" / "lr0.001_seed0"
+    trial = sweep_dir / "trials" / "lr0.001000_seed0"
     checkpoints = [0, 1, 2, 4, 8, 16, 32]
 
     def state_step():

@@ -33,7 +33,7 @@ def test_a_refused_adapter_fails_its_trial_once_with_the_reason_in_its_files(tmp
     out = tmp_path / "sweep"
     with pytest.raises(RuntimeError, match="1 of 1 trials failed") as raised:
         sweep.run_sweep(cfg, out)
-    trial = out / "trials" / "lr0.001_seed0"
+    trial = out / "trials" / "lr0.001000_seed0"
     attempts = (trial / "attempts.jsonl").read_text().splitlines()
     assert len(attempts) == 1, f"the trial ran {len(attempts)} times: a deterministic error was retried"
     failed = json.loads((trial / "failed.json").read_text())

@@ -73,7 +73,7 @@ def test_sweep_labels_onpolicy_once_its_engine_is_up(toy, cache_dir, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.index("[sampler] ready") < proc.stdout.index("[labels] onpolicy")
     assert json.loads((out / "labels.meta.json").read_text())["teacher"] == "onpolicy"
-    assert (out / "trials" / "lr0.001_seed0" / "result.json").exists()
+    assert (out / "trials" / "lr0.001000_seed0" / "result.json").exists()
 
 
 def test_vllm_serve_as_the_teacher(server, small_bank, cache_dir, tmp_path):

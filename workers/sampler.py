@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from workers.engine_log import route_engine_logs
 from workers.vllm_cpu_lora import ENV as CPU_LORA_ENV
 from workers.vllm_cpu_lora import registered as cpu_lora_registered
 
@@ -169,6 +170,7 @@ class Sampler:
                       "are used: install the package (pip install -e .) to register them", flush=True)
         os.environ[CPU_LORA_ENV] = spec.cpu_lora_kernel  # read in vLLM's engine processes (they inherit it)
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        route_engine_logs()  # during a sweep: vLLM's start-up messages to sweep.log, not the terminal
         self.spec = spec
         self.restarts = 0  # engine restarts since start, for stats
         self.failure_streak = 0  # engine deaths since the last successful call: capped by MAX_ENGINE_RESTARTS
