@@ -30,6 +30,7 @@ from eval.analysis import (
     steps_text,
     summarize_lrs,
 )
+from eval.errors import UserError
 from eval.paired import PairedRow, paired_comparison
 from eval.parametrization import describe, parametrization_lines
 from eval.runfiles import load_trial_records, write_json, write_text_atomic
@@ -45,7 +46,7 @@ FIGURES = {
 }
 
 
-class NotASweepError(ValueError):
+class NotASweepError(UserError, ValueError):
     """The path has no trials/*/config.json, so it is not a sweep folder."""
 
 

@@ -99,10 +99,6 @@ def main(argv: list[str]) -> int:
     if len(dirs) != 1 or dirs[0].startswith("-"):
         print("usage: python -m orchestrator status SWEEP_DIR [--json]", file=sys.stderr)
         return 2
-    try:
-        st = sweep_status(Path(dirs[0]))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    st = sweep_status(Path(dirs[0]))  # not a sweep folder: ConfigError, exit 2 in orchestrator/__main__.py
     print(json.dumps(st, indent=2) if as_json else format_status(st))
     return 0
