@@ -62,6 +62,7 @@ OWN_HELP = ("sweep", "dashboard", "probe", "recover", "report", "train")
 # commands that compose conf/ from Hydra overrides: `--cfg job` prints that config and runs nothing (sweep: Hydra's)
 COMPOSING = ("labels", "probe", "plan", "submit", "toy", "train")
 EXIT_USER_ERROR = 2  # a mistake in the input: the message names the fix (eval.errors.UserError)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool that stops when its reader goes away
 
 
@@ -103,6 +104,9 @@ def run_command(command: str, argv: list[str]) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # Ctrl-C outside a sweep's trials (those end in orchestrator/interrupt.py)
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         import os
 

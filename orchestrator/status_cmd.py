@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.runfiles import read_jsonl
+from orchestrator.interrupt import read_interrupted
 from orchestrator.schema import ConfigError
 
 
@@ -70,7 +71,8 @@ def sweep_status(sweep_dir: Path) -> dict[str, Any]:
     trials = trial_progress(sweep_dir)
     counts = {s: sum(t["state"] == s for t in trials) for s in STATES}
     return {"sweep_dir": str(sweep_dir), "job": job, "jobs": [j["job_id"] for j in jobs], "trials": trials,
-            "counts": counts, "summary": (sweep_dir / "summary.json").exists()}
+            "counts": counts, "summary": (sweep_dir / "summary.json").exists(),
+            "interrupted": read_interrupted(sweep_dir)}
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -78,6 +80,8 @@ def format_status(st: dict[str, Any]) -> str:
 
     job = st["job"]
     lines = [f"sweep {st['sweep_dir']}"]
+    if st.get("interrupted"):  # stopped by Ctrl-C or SIGTERM (orchestrator/interrupt.py)
+        lines.append(f"interrupted ({st['interrupted']['signal']}): resume with `{st['interrupted']['resume']}`")
     if job is None:
         lines.append("slurm: no job recorded (not submitted with `submit`)")
     else:

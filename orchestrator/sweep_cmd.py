@@ -65,6 +65,7 @@ def sweep_main(dcfg: DictConfig) -> None:
         cfg = to_typed(dcfg)
         if cfg.model.path is None and cfg.model.toy is not None:  # model=toy: refuse an untaught setting first
             settings_for_toy(cfg)
+        from orchestrator.interrupt import SweepInterrupted, end_interrupted
         from orchestrator.sweep import SweepFailed, run_sweep
 
         try:
@@ -72,6 +73,8 @@ def sweep_main(dcfg: DictConfig) -> None:
         except SweepFailed as err:  # the trials' own errors are in their files: no traceback of the driver
             print(f"error: {err}", file=sys.stderr)
             sys.exit(1)
+        except SweepInterrupted as err:  # Ctrl-C or SIGTERM: a pause; exit 130 / 143 with the resume command
+            end_interrupted(err)
     except UserError as err:  # bad input: refused before compute, nothing left to clean
         print(f"error: {err}", file=sys.stderr)
         discard_bookkeeping(run_dir)
