@@ -91,15 +91,13 @@ def precheck(argv: list[str]) -> None:
     """Compose and check the config before Hydra's entry point runs, so a misspelt key or config name is refused
     as every command refuses it (a ConfigError with a "did you mean", exit 2) and no run folder is made.
     Hydra's flags (--help, --cfg, ...) and resume= are left to the entry point."""
-    from orchestrator.config import compose_config, settings_for_toy
+    from orchestrator.config import compose_config
 
     if any(a in ("-m", "--multirun") or a.startswith("hydra.mode=") for a in argv):
         raise ConfigError(MULTIRUN_REFUSED)
     if any(a.startswith(("-", "resume=")) for a in argv):
         return
-    cfg = compose_config([a for a in argv if not a.startswith("hydra.")])
-    if cfg.model.path is None and cfg.model.toy is not None:
-        settings_for_toy(cfg)
+    compose_config([a for a in argv if not a.startswith("hydra.") or a.startswith("hydra.searchpath=")])
 
 
 def main(argv: list[str]) -> int:
