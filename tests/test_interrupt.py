@@ -65,10 +65,11 @@ def test_status_says_interrupted(tmp_path):
 
 
 def _train_and_eval_rows(trial_dir):
+    """Every training step's loss (bit for bit) and the evaluated steps, each once. Eval rates are left out: two
+    undisturbed runs already differ at step 0, the untouched model (vLLM's CPU sampling is not bit-reproducible)."""
     rows = [json.loads(line) for line in (trial_dir / "metrics.jsonl").open()]
-    train = sorted((r["step"], r["train_loss"]) for r in rows if r["kind"] == "train")
-    evals = sorted((r["step"], r["eval_attack_rate"], r["train_desired_rate"]) for r in rows if r["kind"] == "eval")
-    return train, evals
+    train = [(r["step"], r["train_loss"]) for r in sorted(rows, key=lambda r: r["step"]) if r["kind"] == "train"]
+    return train, sorted(r["step"] for r in rows if r["kind"] == "eval")
 
 
 @pytest.mark.integration
