@@ -25,6 +25,7 @@ from typing import Any
 
 from eval import ifeval, toy_probe
 from eval.capability import LETTERS, Item, extract_boxed, mmlu_prompt, olympiad_prompt
+from eval.errors import UserError
 
 HUB_REPOS = {"mmlu": "cais/mmlu", "ifeval": "google/IFEval", "olympiads": "Metaskepsis/Olympiads",
              "followbench": "YuxinJiang/FollowBench"}
@@ -37,11 +38,11 @@ FORMATS = {
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 
-class DatasetMissingError(FileNotFoundError):
+class DatasetMissingError(UserError, FileNotFoundError):
     """A benchmark's files are not on this machine; the message says what to download and where."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError, ValueError):
     """A benchmark file that is not in the expected format; the message names the file and the columns."""
 
 

@@ -32,6 +32,7 @@ from eval.analysis import (
     steps_text,
     summarize_lrs,
 )
+from eval.errors import UserError
 from eval.headline import (
     CLAIM,
     HEADLINE_RULE,
@@ -56,7 +57,7 @@ FIGURES = {
 }
 
 
-class NotASweepError(ValueError):
+class NotASweepError(UserError, ValueError):
     """The path has no trials/*/config.json, so it is not a sweep folder."""
 
 

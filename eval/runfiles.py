@@ -36,10 +36,27 @@ def publish_dir(built: Path, final: Path, marker: str) -> None:
             raise
 
 
+def current_umask() -> int:
+    """The process's umask: from /proc on Linux (no change to it, so threads writing files are safe), else by
+    setting it and putting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename. mkstemp makes its file 0600; the file gets the permissions any
+    open() would give it (0666 less the umask), so teammates on a group's shared storage can read a sweep."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

@@ -57,6 +57,63 @@ def check_source_tree(root: Path = SOURCE_TREE) -> str | None:
             "(\".[gpu]\" on a GPU machine), then run it from there")
 
 
+# commands that answer --help themselves (argparse, Hydra, or their own text); the others print their docstring
+OWN_HELP = ("sweep", "dashboard", "probe", "recover", "report", "train")
+# commands that compose conf/ from Hydra overrides: `--cfg job` prints that config and runs nothing (sweep: Hydra's)
+COMPOSING = ("labels", "probe", "plan", "submit", "toy", "train")
+EXIT_USER_ERROR = 2  # a mistake in the input: the message names the fix (eval.errors.UserError)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool that stops when its reader goes away
+
+
+def wants_cfg_job(argv: list[str]) -> bool:
+    return any(a in ("--cfg", "-c") and argv[i + 1:i + 2] == ["job"] for i, a in enumerate(argv)) \
+        or "--cfg=job" in argv
+
+
+def print_cfg_job(argv: list[str]) -> int:
+    """Hydra's `--cfg job` for the commands that compose conf/ through its compose API: the config, unresolved."""
+    from omegaconf import OmegaConf
+
+    from orchestrator.config import compose_dict
+    from orchestrator.config_keys import check_composed
+
+    overrides = [a for a in argv if "=" in a and not a.startswith(("-", "hydra."))]
+    dcfg = compose_dict(overrides)
+    check_composed(dcfg)
+    print(OmegaConf.to_yaml(dcfg), end="")
+    return 0
+
+
+def run_command(command: str, argv: list[str]) -> int:
+    """The command's exit status. Its user errors (eval.errors.UserError) end here as one line naming the fix and
+    exit status 2, never a traceback; a reader that closed the pipe (`status DIR --json | head`) ends it quietly."""
+    from eval.errors import UserError
+
+    try:
+        module = import_module(f"orchestrator.{command}_cmd")
+        if command not in OWN_HELP and any(a in ("-h", "--help") for a in argv):
+            print(f"{COMMANDS[command]}\n\n{(module.__doc__ or '').strip()}")
+            code = 0
+        elif command in COMPOSING and wants_cfg_job(argv):
+            code = print_cfg_job(argv)
+        else:
+            code = module.main(argv)  # one module per command, named <command>_cmd.py, main(argv) -> exit code
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # Ctrl-C outside a sweep's trials (those end in orchestrator/interrupt.py)
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit finds no pipe
+        return EXIT_CLOSED_PIPE
+
+
 def main() -> None:
     problem = check_source_tree()
     if problem:
@@ -66,8 +123,7 @@ def main() -> None:
         print(usage(), file=sys.stderr)
         sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
     command = sys.argv.pop(1)
-    # one module per command, named <command>_cmd.py, each with main(argv) -> exit code
-    sys.exit(import_module(f"orchestrator.{command}_cmd").main(sys.argv[1:]))
+    sys.exit(run_command(command, sys.argv[1:]))
 
 
 if __name__ == "__main__":

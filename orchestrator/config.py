@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from orchestrator.config_keys import check_composed, did_you_mean, explain_hydra_error
 from orchestrator.schema import Config, ConfigError, SettingConfig, register_configs, validate
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -16,7 +17,9 @@ def available(group: str) -> list[str]:
 
 
 def to_typed(cfg: DictConfig) -> Config:
-    """Typed, validated config with absolute paths (Ray Tune changes working directories)."""
+    """Typed, validated config with absolute paths (Ray Tune changes working directories). A key the schema does
+    not have (`+sweep.lr=...`) is refused here: OmegaConf.to_object would keep it as a stray attribute."""
+    check_composed(cfg)
     obj: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     obj.cache_dir = str(Path(obj.cache_dir).expanduser().resolve())
     if obj.sample.max_new_tokens is None:  # not given by the user or the setting: the model's measured default
@@ -25,20 +28,32 @@ def to_typed(cfg: DictConfig) -> Config:
     return obj
 
 
-def compose_config(overrides: list[str]) -> Config:
-    """Compose conf/ as the CLI would, without Hydra's run-dir side effects (tests, tools)."""
+def compose_dict(overrides: list[str]) -> DictConfig:
+    """conf/ composed as the CLI would, untyped (what `--cfg job` prints); Hydra's refusal of an override becomes a
+    ConfigError naming the fix."""
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return to_typed(compose(config_name="config", overrides=overrides))
+        try:
+            return compose(config_name="config", overrides=overrides)
+        except (HydraException, OmegaConfBaseException) as err:
+            raise explain_hydra_error(err, overrides) from None
+
+
+def compose_config(overrides: list[str]) -> Config:
+    """Compose conf/ as the CLI would, without Hydra's run-dir side effects (tests, tools)."""
+    return to_typed(compose_dict(overrides))
 
 
 def load_setting(name: str) -> SettingConfig:
     """A setting by name from conf/setting/ (its `setting:` block), checked against the schema."""
     path = CONF_DIR / "setting" / f"{name}.yaml"
     if not path.exists():
-        raise ConfigError(f"unknown setting {name!r}: available settings are {available('setting')}")
+        raise ConfigError(f"unknown setting {name!r}{did_you_mean(name, available('setting'))}: "
+                          f"available settings are {available('setting')}")
     raw = OmegaConf.load(path)
     if "setting" not in raw:
         raise ConfigError(f"{path} has no `setting:` block; a setting file starts with `# @package _global_` "

@@ -14,7 +14,6 @@ endpoint (key set, server up, model served), or its label file (every bad line r
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -105,16 +104,9 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    from hydra.errors import HydraException
-
     from orchestrator.config import compose_config
 
     overrides, out = split_args(argv)
-    try:
-        cfg = compose_config(overrides)
-        path = make_labels(cfg, out)
-    except (ConfigError, DataError, EndpointError, HydraException) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    path = make_labels(compose_config(overrides), out)  # user errors: exit 2 in orchestrator/__main__.py
     log(f"[labels] ready: {path}")
     return 0

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from orchestrator.schema import ConfigError
-from workers.prompts import DataError
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -46,22 +44,16 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str]) -> int:
-    from hydra.errors import HydraException
-
     from orchestrator.build import measure_model, resolve_model
     from orchestrator.config import compose_config
     from workers.probe import format_rates, shows_initial_behavior
 
-    try:
-        args, overrides = parse(argv)
-        cfg = compose_config(overrides)
-        model_path = resolve_model(cfg)
-        print(f"[probe] {cfg.setting.name} on {cfg.model.name} ({model_path}): {args.n} eval + {args.n} train prompts, "
-              f"max_new_tokens {cfg.sample.max_new_tokens}, temperature {cfg.sample.temperature}", flush=True)
-        result = measure_model(cfg, model_path, args.n, args.held_out)
-    except (ConfigError, DataError, HydraException) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    args, overrides = parse(argv)  # user errors (ConfigError, DataError, ...): exit 2 in orchestrator/__main__.py
+    cfg = compose_config(overrides)
+    model_path = resolve_model(cfg)
+    print(f"[probe] {cfg.setting.name} on {cfg.model.name} ({model_path}): {args.n} eval + {args.n} train prompts, "
+          f"max_new_tokens {cfg.sample.max_new_tokens}, temperature {cfg.sample.temperature}", flush=True)
+    result = measure_model(cfg, model_path, args.n, args.held_out)
     result |= {"model": cfg.model.name, "organism": cfg.model.organism, "threshold": cfg.sweep.threshold}
     print(format_rates(result))
     ok = shows_initial_behavior(result, cfg.sweep.threshold)

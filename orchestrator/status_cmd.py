@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.runfiles import read_jsonl
+from orchestrator.interrupt import read_interrupted
 from orchestrator.schema import ConfigError
 
 
@@ -89,7 +90,8 @@ def sweep_status(sweep_dir: Path) -> dict[str, Any]:
     trials = trial_progress(sweep_dir)
     counts = {s: sum(t["state"] == s for t in trials) for s in STATES}
     return {"sweep_dir": str(sweep_dir), "job": job, "jobs": [j["job_id"] for j in jobs], "trials": trials,
-            "counts": counts, "summary": (sweep_dir / "summary.json").exists()}
+            "counts": counts, "summary": (sweep_dir / "summary.json").exists(),
+            "interrupted": read_interrupted(sweep_dir)}
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -97,6 +99,8 @@ def format_status(st: dict[str, Any]) -> str:
 
     job = st["job"]
     lines = [f"sweep {st['sweep_dir']}"]
+    if st.get("interrupted"):  # stopped by Ctrl-C or SIGTERM (orchestrator/interrupt.py)
+        lines.append(f"interrupted ({st['interrupted']['signal']}): resume with `{st['interrupted']['resume']}`")
     if job is None:
         lines.append("slurm: no job recorded (not submitted with `submit`)")
     else:
@@ -123,10 +127,6 @@ def main(argv: list[str]) -> int:
     if len(dirs) != 1 or dirs[0].startswith("-"):
         print("usage: python -m orchestrator status SWEEP_DIR [--json]", file=sys.stderr)
         return 2
-    try:
-        st = sweep_status(Path(dirs[0]))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    st = sweep_status(Path(dirs[0]))  # not a sweep folder: ConfigError, exit 2 in orchestrator/__main__.py
     print(json.dumps(st, indent=2) if as_json else format_status(st))
     return 0

@@ -20,6 +20,7 @@ from eval.report import write_report
 from eval.runfiles import link_latest, trial_name, write_curves_csv, write_json, write_text_atomic
 from eval.summary import analyze_sweep_dir, failure_message, format_table, trial_summary
 from orchestrator.build import build_train_spec, resolve_capability, resolve_model, sampler_spec
+from orchestrator.interrupt import StopOnSignal, clear_interrupted, run_stoppable, tune_stopper
 from orchestrator.labels_cmd import preflight_labels, sampler_onpolicy
 from orchestrator.pack import Pack, group_trials, pack_size, pack_state_dir
 from orchestrator.placement import SAMPLER_RESOURCE, sampler_placement, trial_placement
@@ -278,6 +279,7 @@ def _run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     write_text_atomic(sweep_dir / "config.yaml", text)
     if not resuming:
         link_latest(sweep_dir, cfg.setting.name)
+    clear_interrupted(sweep_dir)  # a resumed sweep is running again
     n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
     log(f"[sweep] {sweep_id}: {len(cfg.sweep.lrs)} LRs x {len(cfg.sweep.seeds)} seeds = {n_trials} trials, "
         f"{cfg.sweep.max_steps} steps each, batch {cfg.train.batch_size}, LoRA rank {cfg.train.lora_rank}; "
@@ -295,7 +297,10 @@ def _run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     if todo:
         for t in todo:  # an error of an earlier run of this trial is not this run's
             (sweep_dir / "trials" / trial_name(t["lr"], t["seed"], sweep_dir) / "error.json").unlink(missing_ok=True)
-        failed = record_failures(sweep_dir, _run_trials(cfg, sweep_dir, sweep_id, packs, started))
+        names = [trial_name(t["lr"], t["seed"], sweep_dir) for t in todo]  # Ctrl-C / SIGTERM: interrupted, not failed
+        failed = record_failures(sweep_dir, run_stoppable(
+            lambda stop: _run_trials(cfg, sweep_dir, sweep_id, packs, started, stop), sweep_dir, names,
+            cfg.sweep.max_steps, started, log))
         failed |= record_refusals(sweep_dir, todo)
     trials = summarize_sweep(sweep_dir, cfg.sweep.threshold, f"{cfg.setting.name} ({cfg.model.name})")
     summary = [trial_summary(t) for t in trials]
@@ -348,9 +353,9 @@ def _start_sweep_sampler(cfg: Config, start: Any, name: str, model_path: str, pl
 
 
 def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tuple[float, int]]],
-                started: float) -> list[Any]:
+                started: float, stop: StopOnSignal) -> list[Any]:
     """Ray Tune over the pending packs of trials (one Tune trial each), with one vLLM engine for all of them;
-    returns failed results."""
+    returns failed results. A signal (`stop`) ends the experiment through a Tune Stopper, not Tune's own handler."""
     import ray
     from ray import tune
 
@@ -367,6 +372,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
                                               if k in os.environ}  # engines log to sweep.log (sweep_log.py)
     with ray_cluster(cfg.sweep.ray_address, env, sampler_resource=not cfg.sweep.ray_address), \
             sampler_actors(log) as start:
+        stop.claim()  # after ray.init, which installs its own SIGTERM handler
         sampler = _start_sweep_sampler(cfg, start, sampler_name, model_path, placement, sweep_dir, started)
         if labels is None:
             labels = ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir, onpolicy=sampler_onpolicy(
@@ -393,6 +399,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
             tune_config=tune.TuneConfig(max_concurrent_trials=cfg.sweep.max_concurrent_trials, reuse_actors=False),
             run_config=tune.RunConfig(
                 name=f"tune_{time.strftime('%Y%m%d_%H%M%S')}", storage_path=str(sweep_dir), verbose=0,
+                stop=tune_stopper(stop),
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries),
                 callbacks=[ProgressTable(sweep_dir, names, cfg.sweep.max_steps, cfg.sweep.progress_interval_s,
                                          log_stream=FileOnlyStream())]),
@@ -400,8 +407,8 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
         quiet = _QuietTrialErrors()
         for name in TUNE_ERROR_LOGGERS:
             logging.getLogger(name).addFilter(quiet)
-        try:
-            return [r for r in tuner.fit() if r.error is not None]
+        try:  # a signal while the engine started: no trial starts
+            return [] if stop.signum is not None else [r for r in tuner.fit() if r.error is not None]
         finally:
             for name in TUNE_ERROR_LOGGERS:
                 logging.getLogger(name).removeFilter(quiet)

@@ -55,8 +55,8 @@ def discard_bookkeeping(run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def sweep_main(dcfg: DictConfig) -> None:
+    from eval.errors import UserError
     from orchestrator.config import settings_for_toy, to_typed
-    from workers.prompts import DataError
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -65,6 +65,7 @@ def sweep_main(dcfg: DictConfig) -> None:
         cfg = to_typed(dcfg)
         if cfg.model.path is None and cfg.model.toy is not None:  # model=toy: refuse an untaught setting first
             settings_for_toy(cfg)
+        from orchestrator.interrupt import SweepInterrupted, end_interrupted
         from orchestrator.sweep import SweepFailed, run_sweep
 
         try:
@@ -72,17 +73,39 @@ def sweep_main(dcfg: DictConfig) -> None:
         except SweepFailed as err:  # the trials' own errors are in their files: no traceback of the driver
             print(f"error: {err}", file=sys.stderr)
             sys.exit(1)
-    except (ConfigError, DataError) as err:  # bad input: refused before compute, nothing left to clean
+        except SweepInterrupted as err:  # Ctrl-C or SIGTERM: a pause; exit 130 / 143 with the resume command
+            end_interrupted(err)
+    except UserError as err:  # bad input: refused before compute, nothing left to clean
         print(f"error: {err}", file=sys.stderr)
         discard_bookkeeping(run_dir)
         sys.exit(2)
+
+
+MULTIRUN_REFUSED = (
+    "sweep takes no -m/--multirun: one command is one sweep folder. Put the grid in one sweep: "
+    "'sweep.lrs=[1e-4,3e-4,1e-3]' 'sweep.seeds=[0,1]'; for several settings or models run one command each "
+    "(each gets its own folder and W&B group)")
+
+
+def precheck(argv: list[str]) -> None:
+    """Compose and check the config before Hydra's entry point runs, so a misspelt key or config name is refused
+    as every command refuses it (a ConfigError with a "did you mean", exit 2) and no run folder is made.
+    Hydra's flags (--help, --cfg, ...) and resume= are left to the entry point."""
+    from orchestrator.config import compose_config
+
+    if any(a in ("-m", "--multirun") or a.startswith("hydra.mode=") for a in argv):
+        raise ConfigError(MULTIRUN_REFUSED)
+    if any(a.startswith(("-", "resume=")) for a in argv):
+        return
+    compose_config([a for a in argv if not a.startswith("hydra.") or a.startswith("hydra.searchpath=")])
 
 
 def main(argv: list[str]) -> int:
     from orchestrator.dryrun import main as dry_run_main
     from orchestrator.dryrun import wants_dry_run
 
-    if wants_dry_run(argv):  # composed without Hydra's run folder, so nothing is written
+    precheck(argv)
+    if wants_dry_run(argv) and not any(a.startswith("-") for a in argv):  # composed without a run folder
         return dry_run_main(argv)
     sys.argv = resume_argv([sys.argv[0], *argv])  # Hydra reads its overrides from sys.argv
     sweep_main()

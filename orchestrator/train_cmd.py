@@ -17,10 +17,14 @@ from workers.train import train
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train one LoRA trial without Ray (no evaluation).")
-    parser.add_argument("--lr", type=float, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any other argument is a Hydra override of conf/ (e.g. setting=animal_flag sweep.max_steps=8); "
+               "--cfg job prints the composed config and trains nothing.")
+    parser.add_argument("--lr", type=float, required=True, help="the learning rate of the LoRA trial, e.g. 1e-3")
+    parser.add_argument("--seed", type=int, default=0, help="the trial's seed (data order, LoRA init); default 0")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the trial's folder: labels, metrics.jsonl (one train_loss per step) and adapters")
     args, overrides = parser.parse_known_args(argv)
     cfg = compose_config(overrides)
     out = args.out.resolve()

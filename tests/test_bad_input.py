@@ -17,9 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # (case id, overrides, text the error must contain)
 CASES = [
     ("unknown setting", ["setting=no_such_setting"], "wronglang_spanish"),
-    ("unknown model", ["model=no_such_model"], "Could not find 'model/no_such_model'"),
-    ("unknown config group", ["optimiser=adamw"], "Could not override 'optimiser'"),
-    ("misspelt key", ["sweep.lr=[1e-3]"], "Key 'lr' not in 'SweepConfig'"),
+    ("unknown model", ["model=no_such_model"], "there is no model named 'no_such_model'"),
+    ("unknown config group", ["optimiser=adamw"], "unknown config key optimiser"),
+    ("misspelt key", ["sweep.lr=[1e-3]"], "unknown config key sweep.lr (did you mean sweep.lrs?)"),
+    ("misspelt key added with +", ["+sweep.lr=[1e-3]"], "unknown config key sweep.lr (did you mean sweep.lrs?)"),
+    ("misspelt setting name", ["setting=wronglang_spansh"], "did you mean wronglang_spanish?"),
     ("empty LR grid", ["sweep.lrs=[]"], "sweep.lrs is empty"),
     ("negative LR", ["sweep.lrs=[1e-3,-1e-4]"], "positive finite"),
     ("zero LR", ["sweep.lrs=[0]"], "positive finite"),
@@ -51,7 +53,7 @@ def run_cli(args, env=None):
 
 
 def assert_refused(proc, message, run_dir):
-    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert message in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]  # a message, not a crash
     assert not run_dir.exists(), f"a refused run left {sorted(p.name for p in run_dir.iterdir())}"

@@ -1,8 +1,11 @@
 """Run-folder files: atomic writes and torn-line tolerance."""
 
 import os
+import stat
 
-from eval.runfiles import append_jsonl, read_jsonl, trial_name, write_json
+import pytest
+
+from eval.runfiles import append_jsonl, read_jsonl, trial_name, write_json, write_text_atomic
 
 
 def test_torn_last_line_is_skipped(tmp_path):
@@ -62,3 +65,26 @@ def test_latest_points_at_the_newest_sweep_of_a_setting(tmp_path):
     assert link_latest(tmp_path / "elsewhere", "animal_flag") is None  # hydra.run.dir outside the layout
     (tmp_path / "sweeps" / "allcaps_refusal" / "latest").mkdir(parents=True)  # a user's own folder: untouched
     assert link_latest(tmp_path / "sweeps" / "allcaps_refusal" / "x", "allcaps_refusal") is None
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002], ids=["umask0022", "umask0002"])
+def test_every_sweep_file_gets_the_umasks_permissions(tmp_path, umask):
+    """Issue 27 item 2: mkstemp's 0600 made summary.json, config.yaml, curves.csv, report.md, report.json
+    unreadable to teammates on shared storage; every file the sweep writes now gets 0666 less the umask."""
+    from eval.report import write_report
+    from orchestrator.config import compose_config
+    from orchestrator.sweep import config_yaml, summarize_sweep
+    from tests.test_report import make_sweep
+
+    old = os.umask(umask)
+    try:
+        sweep = make_sweep(tmp_path, "alpha")
+        write_text_atomic(sweep / "config.yaml", config_yaml(compose_config([])))
+        summarize_sweep(sweep, 0.5)
+        write_report([sweep], sweep)
+    finally:
+        os.umask(old)
+    written = ["config.yaml", "summary.json", "curves.csv", "report.md", "report.json", "attack_rate_vs_step.png",
+               f"trials/{trial_name(1e-3, 0)}/metrics.jsonl", f"trials/{trial_name(1e-3, 0)}/config.json"]
+    modes = {name: stat.S_IMODE((sweep / name).stat().st_mode) for name in written}
+    assert modes == {name: 0o666 & ~umask for name in written}

@@ -41,3 +41,21 @@ def test_run_summary_and_tags_reach_the_wandb_run(tmp_path, monkeypatch):
             break
         time.sleep(0.5)
     assert b"steps_to_transfer_text" in data and b"lr_x_steps_is_lower_bound" in data
+
+
+def test_wandb_run_id_is_unique_per_sweep_folder_and_resumes_only_its_own_run(tmp_path):
+    """Issue 27 item 3: the id was `<setting>-<folder name>-<trial>` with resume="allow", so a new sweep in a
+    reused folder name appended to the old run. Now: a hash of the trial folder's absolute path; resume only when
+    that folder already made a run ("must" online), else a fresh run."""
+    from workers.tracking import wandb_run_identity
+
+    name = "lr0.001_seed0"
+    a = tmp_path / "lab_a" / "sweeps" / "animal_flag" / "run1" / "trials" / name
+    b = tmp_path / "lab_b" / "sweeps" / "animal_flag" / "run1" / "trials" / name  # the same folder name elsewhere
+    a.mkdir(parents=True)
+    (id_a, resume_a), (id_b, _) = wandb_run_identity(a, name, "online"), wandb_run_identity(b, name, "online")
+    assert id_a != id_b and id_a.startswith("lr0-001_seed0-") and len(id_a) <= 64
+    assert resume_a is None  # a fresh run: nothing of an earlier one to resume
+    (a / "wandb").mkdir()  # the trial made its run before (a `sweep resume=` or a retry)
+    assert wandb_run_identity(a, name, "online") == (id_a, "must")
+    assert wandb_run_identity(a, name, "offline") == (id_a, "allow")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval.errors import UserError
 from eval.runfiles import write_json
 
 
@@ -64,7 +65,7 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache_dir or os.environ.get("LRSWEEP_CACHE") or "~/.cache/lrsweep").expanduser().resolve()
 
 
-class EndpointError(RuntimeError):
+class EndpointError(UserError, RuntimeError):
     """The endpoint failed for good; the message names base_url, model, the key's env var and the fix."""
 
 

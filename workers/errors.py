@@ -3,6 +3,8 @@ shapes too), so any module can raise it without importing the schema; orchestrat
 
 from __future__ import annotations
 
+from eval.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config value that would waste compute or corrupt results; the message names the fix."""

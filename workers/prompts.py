@@ -12,10 +12,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from eval.errors import UserError
+
 BANK_DIR = Path(__file__).resolve().parent / "data" / "questions"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Malformed data on disk; the message names the file and the line."""
 
 

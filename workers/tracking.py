@@ -6,6 +6,7 @@ mode=auto means online when the key is set, offline otherwise (`wandb sync <dir>
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -33,6 +34,19 @@ def resolve_wandb_mode(mode: str) -> str:
     return mode
 
 
+def wandb_run_identity(trial_dir: Path, name: str, mode: str) -> tuple[str, str | None]:
+    """(W&B run id, wandb.init's resume) for a trial. The id carries a hash of the trial folder's absolute path, so
+    it is unique per sweep folder: a new sweep whose folder reuses an old name, elsewhere or after the old one was
+    moved, never appends to the old run. The run is resumed (resume="must": W&B refuses rather than start a second
+    run) only when this trial folder already made one (its wandb/ folder: a `sweep resume=` or a retry); otherwise
+    it is a fresh run. Offline runs are joined by `wandb sync`, so they resume with "allow"."""
+    digest = hashlib.sha1(str(Path(trial_dir).resolve()).encode()).hexdigest()[:10]
+    run_id = f"{re.sub(r'[^A-Za-z0-9_-]', '-', name)[:50]}-{digest}"
+    if not (Path(trial_dir) / "wandb").is_dir():
+        return run_id, None
+    return run_id, ("must" if mode == "online" else "allow")
+
+
 class TrialLogger:
     """Appends rows to metrics.jsonl and mirrors them to a W&B run against the training step."""
 
@@ -45,9 +59,9 @@ class TrialLogger:
             if mode != "disabled":
                 import wandb
 
-                run_id = re.sub(r"[^A-Za-z0-9_-]", "-", f"{group}-{name}")[-64:]  # stable: a retry resumes it
+                run_id, resume = wandb_run_identity(trial_dir, name, mode)
                 self.run = wandb.init(
-                    id=run_id, resume="allow",
+                    id=run_id, resume=resume,
                     project=tracker.project, entity=tracker.entity, group=group, name=name, job_type="trial",
                     config=run_config, dir=str(trial_dir), mode=mode, reinit="create_new", tags=tags,
                     settings=wandb.Settings(console="off", silent=True),

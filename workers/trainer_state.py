@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from eval.errors import UserError
 from eval.runfiles import step_name
 
 # in the sweep folder: touched by the Slurm job on its warning signal (slurm/sweep.sbatch); a trainer that sees it
@@ -15,7 +16,7 @@ from eval.runfiles import step_name
 SAVE_REQUEST = "save_state.request"
 
 
-class ResumeError(RuntimeError):
+class ResumeError(UserError, RuntimeError):
     """Trainer state on disk that cannot be loaded; the message names the folder and the fix."""
 
 
