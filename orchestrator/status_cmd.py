@@ -51,12 +51,13 @@ def trial_progress(sweep_dir: Path) -> list[dict[str, Any]]:
     import yaml
 
     from eval.runfiles import trial_name
+    from orchestrator.budget import trial_max_steps
     from orchestrator.progress_table import trial_row
 
-    cfg = yaml.safe_load((sweep_dir / "config.yaml").read_text())
-    max_steps = cfg["sweep"]["max_steps"]
-    return [{"lr": lr, "seed": seed} | asdict(trial_row(sweep_dir / "trials" / trial_name(lr, seed), max_steps))
-            for lr in cfg["sweep"]["lrs"] for seed in cfg["sweep"]["seeds"]]
+    sw = yaml.safe_load((sweep_dir / "config.yaml").read_text())["sweep"]
+    return [{"lr": lr, "seed": seed} | asdict(trial_row(sweep_dir / "trials" / trial_name(lr, seed),
+                                                        trial_max_steps(sw, lr)))  # each LR's own budget
+            for lr in sw["lrs"] for seed in sw["seeds"]]
 
 
 def sweep_status(sweep_dir: Path) -> dict[str, Any]:

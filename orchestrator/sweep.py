@@ -19,6 +19,8 @@ from eval.plots import plot_curves
 from eval.report import write_report
 from eval.runfiles import trial_name, write_curves_csv, write_json, write_text_atomic
 from eval.summary import analyze_sweep_dir, failure_message, format_table, trial_summary
+from orchestrator.budget import describe as describe_budget
+from orchestrator.budget import steps_by_lr, steps_of_trials
 from orchestrator.build import build_train_spec, resolve_capability, resolve_model, sampler_spec
 from orchestrator.labels_cmd import preflight_labels, sampler_onpolicy
 from orchestrator.pack import Pack, group_trials, pack_size, pack_state_dir
@@ -151,7 +153,8 @@ def pending_packs(cfg: Config, sweep_dir: Path) -> list[list[tuple[float, int]]]
     """The packs (orchestrator/pack.py) that still hold a trial without a finished result.json."""
     done = {(t["lr"], t["seed"]) for t in _all_trials(cfg)} - {(t["lr"], t["seed"]) for t in
                                                                  pending_trials(cfg, sweep_dir)}
-    return [m for m in group_trials(list(cfg.sweep.lrs), list(cfg.sweep.seeds), pack_size(cfg))
+    sw = cfg.sweep
+    return [m for m in group_trials(list(sw.lrs), list(sw.seeds), pack_size(cfg), steps_by_lr(sw))
             if any(t not in done for t in m)]
 
 
@@ -272,7 +275,7 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     write_text_atomic(sweep_dir / "config.yaml", text)
     n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
     log(f"[sweep] {sweep_id}: {len(cfg.sweep.lrs)} LRs x {len(cfg.sweep.seeds)} seeds = {n_trials} trials, "
-        f"{cfg.sweep.max_steps} steps each, batch {cfg.train.batch_size}, LoRA rank {cfg.train.lora_rank}; "
+        f"{describe_budget(cfg.sweep)}, batch {cfg.train.batch_size}, LoRA rank {cfg.train.lora_rank}; "
         f"folder {sweep_dir}")
     if resuming:
         log(f"[sweep] resuming: {n_trials - len(todo)} trials finished, {len(todo)} to run")
@@ -367,7 +370,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
             model_name=cfg.model.name, train=train_spec, labels_path=str(labels),
             sample=cfg.sample, tracker=cfg.tracker, threshold=cfg.sweep.threshold, early_stop=cfg.sweep.early_stop,
             placement=placement, organism_min_train_desired=cfg.sweep.organism_min_train_desired,
-            collapse_other_rate=cfg.sweep.collapse_other_rate,
+            collapse_other_rate=cfg.sweep.collapse_other_rate, sweep=cfg.sweep,
         )
         if cfg.capability.benchmarks:  # the model before training, once per sweep (cached in the sweep folder)
             from workers.capability import ensure_baseline
@@ -385,7 +388,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
             run_config=tune.RunConfig(
                 name=f"tune_{time.strftime('%Y%m%d_%H%M%S')}", storage_path=str(sweep_dir), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries),
-                callbacks=[ProgressTable(sweep_dir, names, cfg.sweep.max_steps, cfg.sweep.progress_interval_s)]),
+                callbacks=[ProgressTable(sweep_dir, names, steps_of_trials(cfg.sweep), cfg.sweep.progress_interval_s)]),
         )
         quiet = _QuietTrialErrors()
         for name in TUNE_ERROR_LOGGERS:

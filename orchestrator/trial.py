@@ -47,14 +47,16 @@ class TrialContext:
     placement: Any = None  # orchestrator.placement.TrialPlacement: this trial's trainer workers
     organism_min_train_desired: float = 0.5  # recorded in config.json: eval.analysis reads them from there
     collapse_other_rate: float = 0.5
+    sweep: Any = None  # SweepConfig: each LR's own steps and checkpoints, the init seed (orchestrator/budget.py)
 
 
 def trial_spec(ctx: TrialContext, lr: float, seed: int) -> TrainSpec:
     """The trial's trainer config; its trainers watch the sweep folder's save request (the Slurm job's warning)."""
+    from orchestrator.budget import trial_fields
     from workers.trainer_state import SAVE_REQUEST
 
-    return TrainSpec(**{**asdict(ctx.train), "lr": lr, "seed": seed,
-                        "save_request_file": str(Path(ctx.sweep_dir) / SAVE_REQUEST)})
+    own = trial_fields(ctx.sweep, lr, seed) if ctx.sweep is not None else {"lr": lr, "seed": seed}
+    return TrainSpec(**{**asdict(ctx.train), **own, "save_request_file": str(Path(ctx.sweep_dir) / SAVE_REQUEST)})
 
 
 def eval_prompts(setting: Any, sample: Any) -> tuple[list[Prompt], list[Prompt]]:
@@ -170,6 +172,9 @@ class Trial:
     def info(self) -> dict[str, Any]:
         ctx, spec = self.ctx, self.spec
         return ({"name": self.name, "setting": ctx.setting.name, "lr": self.lr, "seed": self.seed,
+                 # the note's seeds vary data order only: which of the two this sweep's seed list varied
+                 "data_seed": spec.seed, "init_seed": spec.lora_seed,
+                 "seed_varies": "data_seed" if spec.init_seed is not None else "data_seed+init_seed",
                 "model": ctx.model_name, "max_steps": spec.max_steps, "checkpoint_steps": spec.checkpoint_steps,
                 "threshold": ctx.threshold, "organism_min_train_desired": ctx.organism_min_train_desired,
                 "collapse_other_rate": ctx.collapse_other_rate, "sweep_id": ctx.sweep_id,
