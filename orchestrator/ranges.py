@@ -21,6 +21,7 @@ TRACKER_MODES = ("auto", "online", "offline", "disabled")
 EXPECTED_GRADES = LABELS  # a setting's example answers: desired | attack | other
 CAPABILITY_BENCHMARKS = ("toy_probe", "mmlu", "ifeval", "olympiads", "followbench")
 CAPABILITY_CHECKPOINTS = ("transferred", "last", "all", "steps")
+RECOVER_CHECKPOINTS = ("last", "first")  # recover's default checkpoint: the trial's last or first transferred one
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ RANGES: dict[str, Interval] = {
     "RecoverConfig.steps": AT_LEAST_1,
     "RecoverConfig.batch_size": AT_LEAST_1,
     "RecoverConfig.lr": POSITIVE,
+    "RecoverConfig.lrs": POSITIVE,
     "RecoverConfig.temperature": NON_NEGATIVE,
     "RecoverConfig.max_rounds": AT_LEAST_1,
     "CapabilityConfig.steps": NON_NEGATIVE,
@@ -217,6 +219,7 @@ def known_values() -> dict[str, tuple[str, ...]]:
         "CapabilityConfig.benchmarks": CAPABILITY_BENCHMARKS,
         "CapabilityConfig.checkpoints": CAPABILITY_CHECKPOINTS,
         "RecoverConfig.benchmark": CAPABILITY_BENCHMARKS,
+        "RecoverConfig.checkpoint": RECOVER_CHECKPOINTS,
     }
 
 

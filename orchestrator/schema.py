@@ -366,6 +366,9 @@ class RecoverConfig:
     steps: int = 10
     batch_size: int = 4  # samples per step
     lr: float | None = None  # null: the checkpoint's own trial LR
+    lrs: list[float] = field(default_factory=list)  # an LR sweep: one recovery per LR (each its own folder)
+    # without --step: the last transferred checkpoint of the trial (the note recovers the last one), or the first
+    checkpoint: str = "last"
     teacher_model: str | None = None  # null: the model before training; else a trusted model's path or hub id
     temperature: float = 1.0  # sampling temperature of the label teacher
     max_rounds: int = 8  # passes over the recovery pool before giving up on n_labels

@@ -21,7 +21,7 @@ from eval.metrics import rates
 from eval.runfiles import append_jsonl, read_jsonl, step_name, trial_name, write_json, write_jsonl
 from eval.stopping import StopState
 from workers.prompts import Prompt, build_prompts, load_bank, pick, split_bank
-from workers.sampler import DeterministicError
+from workers.sampler import DeterministicError, request_seed
 from workers.train import TrainSpec
 
 FAILED = "failed.json"  # a trial that ended on an error a retry would repeat: what it was, and when
@@ -279,7 +279,7 @@ class Trial:
     def evaluate(self, step: int, adapter: Path, info: dict[str, Any]) -> None:
         s = self.ctx.sample
         ref = self.sampler.complete.remote(str(adapter), [p.text for p in self.prompts], s.max_new_tokens,
-                                           s.temperature, s.top_p)
+                                           s.temperature, s.top_p, request_seed(s.seed, self.seed, step))
         self.pending.append((step, ref, info, time.time()))
         self.drain(block=False)
 

@@ -144,6 +144,7 @@ CHECKS = [
     ("capability.recover.steps", 0, "capability.recover.steps=0: must be >= 1"),
     ("capability.recover.batch_size", 0, "capability.recover.batch_size=0: must be >= 1"),
     ("capability.recover.lr", 0.0, "capability.recover.lr=0.0: must be > 0"),
+    ("capability.recover.lrs", [1e-4, 0.0], "capability.recover.lrs[1]=0.0: must be > 0"),
     ("capability.recover.temperature", -1.0, "capability.recover.temperature=-1.0: must be >= 0"),
     ("capability.recover.max_rounds", 0, "capability.recover.max_rounds=0: must be >= 1"),
     ("capability.steps", [4, -1], "capability.steps[1]=-1: must be >= 0"),
@@ -174,6 +175,7 @@ CHECKS = [
     ("capability.checkpoints", "best", "capability.checkpoints='best': must be one of transferred, last, all, steps"),
     ("capability.recover.benchmark", "gsm8k", "capability.recover.benchmark='gsm8k': must be one of toy_probe, mmlu, "
                                               "ifeval, olympiads, followbench"),
+    ("capability.recover.checkpoint", "middle", "capability.recover.checkpoint='middle': must be one of last, first"),
 ]
 
 # string fields that hold free text, names or paths (checked elsewhere, if at all), not one of a known list
