@@ -70,8 +70,12 @@ def prompt_section(cfg: Config) -> tuple[list[str], list[Any], list[Any]]:
 
 def model_section(cfg: Config) -> list[str]:
     m = cfg.model
+    organism = "; fine-tuned into the setting's organism first (model.organism)" if m.organism else ""
     if m.path is not None:
-        return [f"model      {m.name}: {m.path} ({m.dtype}, max_model_len {m.max_model_len})"]
+        return [f"model      {m.name}: {m.path} ({m.dtype}, max_model_len {m.max_model_len}){organism}"]
+    if m.prepare is not None:  # a real model lrsweep prepares offline (workers/real_models.py)
+        return [f"model      {m.name}: prepared offline on first use ({m.prepare}; {m.dtype}, max_model_len "
+                f"{m.max_model_len}){organism}"]
     from workers.toy import toy_dir
 
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +183,23 @@ def test_data_order_follows_the_data_seed_and_lora_init_the_init_seed():
 def test_budget_arithmetic_matches_ceil():
     for lr in (3e-5, 7e-5, 2.5e-4):
         assert trial_max_steps(sweep(lr_steps_budget=0.05, max_steps=10**6), lr) == math.ceil(0.05 / lr - 1e-9)
+
+
+def test_reproduce_note_plans_the_notes_design_and_its_overrides_compose(tmp_path):
+    """bench/reproduce_note.py: >= 4 LRs over >= 30x, >= 3 seeds, per-LR budgets, packs of one LR; its sweep
+    command composes (the product checks every override) and refuses a design below that floor."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import reproduce_note as rn
+
+    args = rn.parse_args(["--out", str(tmp_path)])
+    assert rn.design_problems(rn.sweep_block(args)) == []
+    cfg = compose_config([o for o in rn.overrides(args, "animal_flag", tmp_path / "s") if not o.startswith("hydra.")])
+    steps = steps_by_lr(cfg.sweep)
+    assert len(steps) >= 4 and max(steps) / min(steps) >= 30 and steps[min(steps)] >= 30 * steps[max(steps)]
+    assert len(cfg.sweep.seeds) >= 3 and cfg.sweep.pack == len(cfg.sweep.seeds) and cfg.model.organism
+    assert all(len(p) == 3 for p in group_trials(list(cfg.sweep.lrs), list(cfg.sweep.seeds), 3, steps))
+    assert rn.estimate_s(args)["per_setting_s"] > 0
+    assert rn.design_problems(rn.sweep_block(rn.parse_args(["--lrs", "1e-3,3e-3,1e-2"])))  # 3 LRs: refused
+    assert rn.main(["--seeds", "0,1"]) == 2
