@@ -244,19 +244,27 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> list
         shared = info | {"baseline": baseline, "n_labels": len(labels), "n_sampled": sampled, "n_correct": correct,
                          "acceptance_rate": correct / sampled if sampled else None, "before": before}
         for lr, out in zip(lrs, outs, strict=True):
-            write_jsonl(out / "labels.jsonl", labels)
             spec = replace(build_train_spec(cfg, model_path, lr, int(trial_cfg["seed"])), max_steps=r.steps,
                            checkpoint_steps=[r.steps], batch_size=r.batch_size, micro_batch_size=r.batch_size,
                            init_adapter=str(adapter))
-            for stale in ("state", "adapters"):  # a re-run trains afresh rather than resuming the previous state
-                shutil.rmtree(out / stale, ignore_errors=True)
-            rows = ray.get(ray.remote(num_cpus=1)(_train_in_worker).remote(spec, labels, str(out)))
-            after = measure_checkpoint(cfg, cap, generate, rows[-1]["adapter"], items, baseline, out, "after")
-            log(f"[recover] lr {lr:g} after: {bench} {after['score']:.3f}, eval attack "
-                f"{after['eval_attack_rate']:.2f}")
-            write_json(out / "result.json", shared | {"lr": lr, "train": rows, "after": after,
-                                                      "wall_s": round(time.time() - started, 1)})
+            after = recover_at(cfg, cap, spec, labels, out, lambda a, out=out: measure_checkpoint(
+                cfg, cap, generate, a, items, baseline, out, "after"))
+            write_json(out / "result.json", shared | after | {"wall_s": round(time.time() - started, 1)})
     return outs
+
+
+def recover_at(cfg: Config, cap: Any, spec: Any, labels: list[dict], out: Path, measure: Any) -> dict[str, Any]:
+    """Train the checkpoint's adapter on the labels at spec.lr (a fresh run in `out`), then measure it."""
+    import ray
+
+    write_jsonl(out / "labels.jsonl", labels)
+    for stale in ("state", "adapters"):  # a re-run trains afresh rather than resuming the previous state
+        shutil.rmtree(out / stale, ignore_errors=True)
+    rows = ray.get(ray.remote(num_cpus=1)(_train_in_worker).remote(spec, labels, str(out)))
+    after = measure(rows[-1]["adapter"])
+    log(f"[recover] lr {spec.lr:g} after: {cap.benchmarks[0]} {after['score']:.3f}, eval attack "
+        f"{after['eval_attack_rate']:.2f}")
+    return {"lr": spec.lr, "train": rows, "after": after}
 
 
 def main(argv: list[str] | None = None) -> int:
