@@ -203,3 +203,15 @@ def test_reproduce_note_plans_the_notes_design_and_its_overrides_compose(tmp_pat
     assert rn.estimate_s(args)["per_setting_s"] > 0
     assert rn.design_problems(rn.sweep_block(rn.parse_args(["--lrs", "1e-3,3e-3,1e-2"])))  # 3 LRs: refused
     assert rn.main(["--seeds", "0,1"]) == 2
+
+
+def test_status_reads_each_trials_budget_from_the_sweeps_config_yaml(tmp_path):
+    import yaml
+
+    from orchestrator.status_cmd import trial_progress
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"sweep": sweep(lr_steps_budget=0.064, max_steps=1000)}))
+    rows = trial_progress(tmp_path)
+    assert {(r["lr"], r["max_steps"]) for r in rows} == {(3e-5, 1000), (1e-4, 640), (3e-4, 214), (1e-3, 64)}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"sweep": sweep()}))  # a sweep from before budgets
+    assert {r["max_steps"] for r in trial_progress(tmp_path)} == {64}
