@@ -215,3 +215,19 @@ def test_status_reads_each_trials_budget_from_the_sweeps_config_yaml(tmp_path):
     assert {(r["lr"], r["max_steps"]) for r in rows} == {(3e-5, 1000), (1e-4, 640), (3e-4, 214), (1e-3, 64)}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"sweep": sweep()}))  # a sweep from before budgets
     assert {r["max_steps"] for r in trial_progress(tmp_path)} == {64}
+
+
+def test_a_trials_config_json_records_its_own_budget_and_which_seed_varied(tmp_path):
+    """The sweep's trials get their specs through TrialContext (orchestrator/trial.py): each its own max_steps and
+    checkpoints, the data seed and the init seed, and config.json says which the seed list varied."""
+    from orchestrator.trial import Trial, TrialContext
+
+    cfg = compose_config(["sweep.lr_steps_budget=0.032", "sweep.max_steps=256", "sweep.checkpoints_per_octave=2",
+                          "sweep.seeds=[0,1]"])
+    ctx = TrialContext(sweep_dir=str(tmp_path), sweep_id="s", sampler_name="x", setting=cfg.setting, model_name="toy",
+                       train=build_train_spec(cfg, "/m", 0.0, 0), labels_path="", sample=cfg.sample,
+                       tracker=cfg.tracker, threshold=0.5, sweep=cfg.sweep)
+    info = Trial(ctx, 1e-3, 1, report=None).info()
+    assert (info["max_steps"], info["checkpoint_steps"]) == (32, checkpoint_steps(32, 2))
+    assert (info["data_seed"], info["init_seed"], info["seed_varies"]) == (1, 0, "data_seed")
+    assert Trial(ctx, 1e-4, 0, report=None).info()["max_steps"] == 256  # 320 capped
