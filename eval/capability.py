@@ -316,9 +316,10 @@ def capability_table(trials: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[
 
 
 def default_recovery_checkpoint(trials: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]],
-                                threshold: float, trial: str | None = None) -> tuple[str, int]:
-    """(trial, step) to recover: the first transferred checkpoint (eval attack rate <= threshold) of the given
-    trial, or of the highest-LR trial that transferred (lowest seed on ties)."""
+                                threshold: float, trial: str | None = None, which: str = "last") -> tuple[str, int]:
+    """(trial, step) to recover: the last transferred checkpoint (eval attack rate <= threshold; the note recovers
+    the last checkpoint), or with which="first" the first, of the given trial, or of the highest-LR trial that
+    transferred (lowest seed on ties)."""
     from eval.metrics import steps_to_transfer
 
     found = []
@@ -326,7 +327,8 @@ def default_recovery_checkpoint(trials: Sequence[tuple[Mapping[str, Any], Sequen
         curve = [(int(r["step"]), r["eval_attack_rate"]) for r in eval_rows(rows)]
         s2t = steps_to_transfer(curve, threshold)
         if s2t is not None and (trial is None or cfg["name"] == trial):
-            found.append((-float(cfg["lr"]), int(cfg["seed"]), cfg["name"], s2t))
+            last = max(step for step, rate in curve if rate <= threshold)
+            found.append((-float(cfg["lr"]), int(cfg["seed"]), cfg["name"], s2t if which == "first" else last))
     if not found:
         where = f"trial {trial} never" if trial else "no trial"
         raise ValueError(f"{where} reached eval attack rate <= {threshold:g}: choose a checkpoint with --trial and "

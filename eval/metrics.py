@@ -8,16 +8,18 @@ from collections.abc import Iterable, Sequence
 from eval.graders import LABELS
 
 
-def checkpoint_steps(max_steps: int) -> list[int]:
-    """Log-spaced checkpoint steps: 0, 1, 2, 4, ..., and max_steps itself."""
+def checkpoint_steps(max_steps: int, per_octave: int = 1) -> list[int]:
+    """Log-spaced checkpoint steps: 0, then every 2^(1/per_octave) rounded to an integer (duplicates dropped),
+    and max_steps itself. per_octave=1: 0, 1, 2, 4, ..., max_steps; 2: 0, 1, 2, 3, 4, 6, 8, 11, 16, ..."""
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-    steps, s = [0], 1
-    while s < max_steps:
-        steps.append(s)
-        s *= 2
-    steps.append(max_steps)
-    return steps
+    if per_octave < 1:
+        raise ValueError(f"per_octave must be >= 1, got {per_octave}")
+    steps, i = {0, max_steps}, 0
+    while (s := round(2 ** (i / per_octave))) < max_steps:
+        steps.add(s)
+        i += 1
+    return sorted(steps)
 
 
 def rates(grades: Iterable[str]) -> dict[str, float]:

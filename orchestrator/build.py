@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from eval.metrics import checkpoint_steps
+from orchestrator.budget import trial_fields
 from orchestrator.config import settings_for_toy
 from orchestrator.planner import Plan, make_plan
 from orchestrator.resolve import resolve
@@ -99,8 +99,8 @@ def build_train_spec(cfg: Config, model_path: str, lr: float, seed: int) -> Trai
     t, m = cfg.train, cfg.model
     zero_stage, micro = int(t.zero_stage), int(t.micro_batch_size)
     return TrainSpec(
-        model_path=model_path, dtype=m.dtype, lora_target_modules=list(m.lora_target_modules), lr=lr, seed=seed,
-        max_steps=cfg.sweep.max_steps, checkpoint_steps=checkpoint_steps(cfg.sweep.max_steps),
+        model_path=model_path, dtype=m.dtype, lora_target_modules=list(m.lora_target_modules),
+        **trial_fields(cfg.sweep, lr, seed),  # lr, data and init seeds, this LR's steps and checkpoints
         batch_size=t.batch_size, micro_batch_size=micro, optimizer=t.optimizer,
         lr_schedule=t.lr_schedule, lora_rank=t.lora_rank,
         lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, betas=tuple(t.betas), weight_decay=t.weight_decay,

@@ -170,19 +170,22 @@ def grader_section(cfg: Config, evals: list[Any]) -> tuple[list[str], int]:
 
 
 def grid_section(cfg: Config, n_train_prompts: int) -> list[str]:
-    from eval.metrics import checkpoint_steps
+    from orchestrator.budget import steps_by_lr, trial_fields
 
     sw, tr, sa = cfg.sweep, cfg.train, cfg.sample
     n = len(sw.lrs) * len(sw.seeds)
-    examples = sw.max_steps * tr.batch_size
     labels = n_train_prompts * cfg.setting.teacher.n_samples
-    return [
-        f"trials     {len(sw.lrs)} LRs {list(sw.lrs)} x {len(sw.seeds)} seeds {list(sw.seeds)} = {n} trials",
-        f"  each: {sw.max_steps} steps of batch {tr.batch_size} (micro-batch {tr.micro_batch_size}) = {examples} "
-        f"examples, {examples / max(labels, 1):.1f} passes over {labels} labels; LoRA rank {tr.lora_rank}, "
-        f"alpha {tr.lora_alpha}; {tr.optimizer}, {tr.lr_schedule} LR",
-        f"  checkpoints at steps {checkpoint_steps(sw.max_steps)}, each sampling {sa.n_eval_prompts} eval + "
-        f"{sa.n_train_prompts} train prompts ({sa.max_new_tokens} new tokens, temperature {sa.temperature})",
+    lines = [f"trials     {len(sw.lrs)} LRs {list(sw.lrs)} x {len(sw.seeds)} seeds {list(sw.seeds)} = {n} trials "
+             f"(seeds vary {'data order only' if sw.init_seed is not None else 'data order and LoRA init'})"]
+    for lr, steps in steps_by_lr(sw).items():  # each LR's own budget (orchestrator/budget.py)
+        examples = steps * tr.batch_size
+        lines += [f"  lr {lr:g}: {steps} steps (LR x steps {lr * steps:.3g}) of batch {tr.batch_size} = {examples} "
+                  f"examples, {examples / max(labels, 1):.1f} passes over {labels} labels; checkpoints at "
+                  f"{trial_fields(sw, lr, 0)['checkpoint_steps']}"]
+    return lines + [
+        f"  micro-batch {tr.micro_batch_size}; LoRA rank {tr.lora_rank}, alpha {tr.lora_alpha}; {tr.optimizer}, "
+        f"{tr.lr_schedule} LR; each checkpoint samples {sa.n_eval_prompts} eval + {sa.n_train_prompts} train "
+        f"prompts ({sa.max_new_tokens} new tokens, temperature {sa.temperature})",
         f"  transfer: eval attack rate <= {sw.threshold}; up to {sw.max_concurrent_trials} trials at once",
     ]
 

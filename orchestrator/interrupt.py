@@ -89,8 +89,8 @@ def tune_stopper(stop: StopOnSignal) -> Any:
     return _Stopper()
 
 
-def run_stoppable(run: Callable[[StopOnSignal], list[Any]], sweep_dir: Path, names: list[str], max_steps: int,
-                  started: float, log: Any = print) -> list[Any]:
+def run_stoppable(run: Callable[[StopOnSignal], list[Any]], sweep_dir: Path, names: list[str],
+                  max_steps: int | dict[str, int], started: float, log: Any = print) -> list[Any]:
     """run(stop) under StopOnSignal; its results when no signal came, else SweepInterrupted after saying where each
     trial stands (a second signal ends `run` at once by KeyboardInterrupt)."""
     with StopOnSignal(log) as stop:
@@ -105,13 +105,15 @@ def run_stoppable(run: Callable[[StopOnSignal], list[Any]], sweep_dir: Path, nam
     raise mark_interrupted(sweep_dir, stop.signum)
 
 
-def interrupted_summary(sweep_dir: Path, names: list[str], max_steps: int, started: float) -> str:
-    """One line: how many trials finished, and each other one as incomplete at its last step (never failed)."""
+def interrupted_summary(sweep_dir: Path, names: list[str], max_steps: int | dict[str, int], started: float) -> str:
+    """One line: how many trials finished, and each other one as incomplete at its last step (never failed).
+    `max_steps`: one budget, or each trial's own (per-LR budgets, orchestrator/budget.py)."""
     from orchestrator.progress_table import trial_row
 
-    rows = [trial_row(sweep_dir / "trials" / name, max_steps) for name in names]
+    steps = {n: max_steps[n] if isinstance(max_steps, dict) else max_steps for n in names}
+    rows = [trial_row(sweep_dir / "trials" / name, steps[name]) for name in names]
     finished = [r for r in rows if r.state in ("done", "stopped")]
-    rest = [f"{r.trial} (step {r.step or 0}/{max_steps})" for r in rows if r not in finished]
+    rest = [f"{r.trial} (step {r.step or 0}/{steps[r.trial]})" for r in rows if r not in finished]
     return (f"\n[sweep] interrupted after {time.time() - started:.0f}s: {len(finished)} of {len(rows)} trials "
             f"finished" + (f"; incomplete: {', '.join(rest)}" if rest else "") +
             "; no summary or report is written until the sweep is complete")

@@ -30,11 +30,17 @@ def pack_size(cfg: Any) -> int:
     return max(1, int(pack))
 
 
-def group_trials(lrs: list[float], seeds: list[int], k: int) -> list[list[tuple[float, int]]]:
-    """The sweep's trials (LR-major, as the grid lists them) in packs of k, the last one possibly smaller. A pure
-    function of the config, so a resumed sweep forms the same packs and finds their states."""
+def group_trials(lrs: list[float], seeds: list[int], k: int,
+                 steps: dict[float, int] | None = None) -> list[list[tuple[float, int]]]:
+    """The sweep's trials (LR-major, as the grid lists them) in packs of at most k. A pure function of the config,
+    so a resumed sweep forms the same packs and finds their states. With per-LR budgets (`steps`: LR -> max_steps,
+    orchestrator/budget.py) a pack holds trials of one budget only: its members train in lockstep over one pass
+    of the base and checkpoint at the same steps, so trials of different lengths are packed apart."""
     trials = [(float(lr), int(seed)) for lr in lrs for seed in seeds]
-    return [trials[i:i + k] for i in range(0, len(trials), k)]
+    by_budget: dict[int, list[tuple[float, int]]] = {}
+    for t in trials:
+        by_budget.setdefault(steps[t[0]] if steps else 0, []).append(t)
+    return [group[i:i + k] for group in by_budget.values() for i in range(0, len(group), k)]
 
 
 def pack_name(members: list[tuple[float, int]], sweep_dir: Path | None = None) -> str:

@@ -15,21 +15,24 @@ OPTIMIZER_BYTES = 12  # per trained parameter: fp32 master + Adam exp_avg + exp_
 
 
 def plan_disk(cfg: Config, plan: Plan) -> None:
-    from eval.metrics import checkpoint_steps
+    from orchestrator.budget import trial_fields
 
     sec, m = "disk", cfg.model
     lora, wbytes = trained_lora_params(cfg, arch_of(cfg)), DTYPE_BYTES[m.dtype]
-    n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
-    n_ckpt = len(checkpoint_steps(cfg.sweep.max_steps))
+    seeds = len(cfg.sweep.seeds)
+    # each LR's own checkpoints (per-LR budgets, sweep.checkpoints_per_octave: orchestrator/budget.py)
+    n_ckpt = {lr: len(trial_fields(cfg.sweep, lr, 0)["checkpoint_steps"]) for lr in cfg.sweep.lrs}
     policy = resolve_policy(cfg.sweep.keep_adapters, cfg.cluster.kind)
-    kept = n_ckpt if policy == "all" else min(n_ckpt, KEPT_AT_MOST[policy])
+    kept = {lr: n if policy == "all" else min(n, KEPT_AT_MOST[policy]) for lr, n in n_ckpt.items()}
+    most = max(n_ckpt.values())
     adapter = plan.put(sec, "adapter_gb", lora * wbytes / 1e9, f"{lora / 1e6:.4g}M trained LoRA params x {wbytes} "
                        f"bytes ({m.dtype})", f"{lora * wbytes / 1e9:.3g} GB")
-    plan.put(sec, "adapters_kept_per_trial", kept, f"sweep.keep_adapters={policy} of {n_ckpt} checkpoints")
+    plan.put(sec, "adapters_kept_per_trial", max(kept.values()),
+             f"sweep.keep_adapters={policy} of at most {most} checkpoints (the LR with the most)")
     state = plan.put(sec, "trainer_state_gb", lora * (wbytes + OPTIMIZER_BYTES) / 1e9, f"params x ({wbytes} + "
                      f"{OPTIMIZER_BYTES} bytes: fp32 master, Adam moments), the latest only",
                      f"{lora * (wbytes + OPTIMIZER_BYTES) / 1e9:.3g} GB")
-    total = n_trials * (kept * adapter + state)
-    plan.put(sec, "total_gb", total, f"{n_trials} trials x ({kept} adapters x adapter_gb + trainer_state_gb)",
-             f"{total:.3g} GB" + ("" if policy == "all" else
-                                  f" (all {n_ckpt} adapters: {n_trials * (n_ckpt * adapter + state):.3g} GB)"))
+    total = seeds * sum(k * adapter + state for k in kept.values())
+    every = seeds * sum(n * adapter + state for n in n_ckpt.values())
+    plan.put(sec, "total_gb", total, f"{len(kept) * seeds} trials x (each LR's adapters kept x adapter_gb + "
+             f"trainer_state_gb)", f"{total:.3g} GB" + ("" if policy == "all" else f" (all adapters: {every:.3g} GB)"))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
+from orchestrator.budget import makespan, pack_budgets
 from orchestrator.plan_model import (
     DTYPE_BYTES,
     GIB,
@@ -197,11 +198,11 @@ def sweep_cost(cfg: Config, counts: dict[str, int], lora: int, s: Shape, sampler
     sampler: packs at once = min(packs that fit, packs, sweep.max_concurrent_trials)."""
     cl, p = cfg.cluster, cfg.plan
     step = step_seconds(cfg, counts, lora, s)["step_s"]
-    jobs = math.ceil(trials_per_setting(cfg) / s.pack)
-    at_once = max(1, min(trials_that_fit(cl.gpus_per_node, cl.nodes, s.gpus, sampler_gpus), jobs,
+    budgets = pack_budgets(cfg.sweep, s.pack)  # each pack's own steps (orchestrator/budget.py)
+    at_once = max(1, min(trials_that_fit(cl.gpus_per_node, cl.nodes, s.gpus, sampler_gpus), len(budgets),
                          cfg.sweep.max_concurrent_trials))
     startup = counts["total"] * DTYPE_BYTES[cfg.model.dtype] / (p.storage_read_gb_s * 1e9)
-    return math.ceil(jobs / at_once) * (startup + cfg.sweep.max_steps * step), s.gpus * step / s.pack
+    return makespan([startup + n * step for n in budgets], at_once), s.gpus * step / s.pack
 
 
 def _cheapest(cfg: Config, counts: dict[str, int], lora: int, fits: list[tuple[Shape, dict[str, float]]],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from orchestrator.budget import makespan, pack_budgets, trial_fields
 from orchestrator.plan_fit import Shape, step_seconds
 from orchestrator.plan_model import DTYPE_BYTES, Plan, PlanError, trials_that_fit
 from orchestrator.schema import ArchConfig, Config, is_auto
@@ -82,7 +83,6 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
     """Wall time and GPU-hours. A training step takes max(compute, communication), overlapped (plan_fit.step_seconds;
     a pack's step trains K trials); sampling is asynchronous, so a dedicated sampler only lengthens the sweep when it
     is busier than the trainers; one asleep on the trainers' GPUs makes them wait while it samples."""
-    from eval.metrics import checkpoint_steps
     m, p, tr, cl, sec = cfg.model, cfg.plan, cfg.train, cfg.cluster, "time"
     wbytes, gpus, k = DTYPE_BYTES[m.dtype], trainer["gpus"], trainer["pack"]
     tokens_example = p.tokens_per_example or m.max_model_len
@@ -93,17 +93,22 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
         return
     startup = plan.put(sec, "startup_s", counts["total"] * wbytes / (p.storage_read_gb_s * 1e9),
                        f"weights / {p.storage_read_gb_s:g} GB/s")
-    trial_s = 3600 * plan.put(sec, "trial_h", (startup + cfg.sweep.max_steps * step_s) / 3600,
-                              f"(startup + {cfg.sweep.max_steps} steps x step_s) / 3600" + " (a pack)" * (k > 1))
+    # each pack trains its own LR's steps (orchestrator/budget.py); without early stopping, so an upper bound
+    budgets = pack_budgets(cfg.sweep, k)
+    jobs_s = [startup + n * step_s for n in budgets]
+    trial_s = 3600 * plan.put(sec, "trial_h", max(jobs_s) / 3600, f"(startup + {max(budgets)} steps x step_s) / 3600"
+                              + " (a pack)" * (k > 1) + ", the longest" * (len(set(budgets)) > 1))
     n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
-    n_jobs = math.ceil(n_trials / k)
+    n_jobs = len(budgets)
     waves = math.ceil(n_jobs / at_once)
-    train_wall = plan.put(sec, "training_wall_h", waves * trial_s / 3600, f"ceil({n_jobs}/{at_once}) waves x "
-                          "trial_h") * 3600
-    n_ckpt = len(checkpoint_steps(cfg.sweep.max_steps))
+    train_wall = plan.put(sec, "training_wall_h", makespan(jobs_s, at_once) / 3600,
+                          f"{n_jobs} {'packs' if k > 1 else 'trials'} of {sorted(set(budgets))} steps, "
+                          f"{at_once} at once (longest first)") * 3600
+    trial_s = sum(jobs_s) / n_jobs  # the mean: GPU-hours are n_jobs x this
+    n_ckpt = sum(len(trial_fields(cfg.sweep, lr, 0)["checkpoint_steps"]) for lr in cfg.sweep.lrs) / len(cfg.sweep.lrs)
     n_prompts = cfg.sample.n_eval_prompts + cfg.sample.n_train_prompts
     sampled = n_trials * n_ckpt * n_prompts * cfg.sample.max_new_tokens
-    plan.put(sec, "sampled_tokens", sampled, f"{n_trials} trials x {n_ckpt} checkpoints x {n_prompts} prompts x "
+    plan.put(sec, "sampled_tokens", sampled, f"{n_trials} trials x {n_ckpt:.3g} checkpoints x {n_prompts} prompts x "
              f"{cfg.sample.max_new_tokens} new tokens")
     if p.sampler_tokens_per_s:
         decode = plan.put(sec, "sampler_tokens_per_s", p.sampler_tokens_per_s, "measured")

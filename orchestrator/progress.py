@@ -16,7 +16,7 @@ from orchestrator.progress_table import LiveTable, TrialRow, trial_row
 class ProgressTable(tune.Callback):
     """`trials`: every trial name of the sweep, in display order (finished ones of a resumed sweep show done)."""
 
-    def __init__(self, sweep_dir: Path, trials: list[str], max_steps: int, interval_s: float = 60.0,
+    def __init__(self, sweep_dir: Path, trials: list[str], max_steps: int | dict[str, int], interval_s: float = 60.0,
                  stream: TextIO | None = None, poll_s: float = 1.0, tty: bool | None = None,
                  log_stream: TextIO | None = None) -> None:
         self.sweep_dir, self.trials, self.max_steps = Path(sweep_dir), trials, max_steps
@@ -33,7 +33,8 @@ class ProgressTable(tune.Callback):
     def rows(self) -> list[TrialRow]:
         rows = []
         for name in self.trials:
-            row = trial_row(self.sweep_dir / "trials" / name, self.max_steps)
+            steps = self.max_steps[name] if isinstance(self.max_steps, dict) else self.max_steps  # per-LR budgets
+            row = trial_row(self.sweep_dir / "trials" / name, steps)
             if name in self.completed and row.state not in ("done", "stopped"):
                 row = TrialRow(**{**row.__dict__, "state": "done", "steps_per_s": None, "beat_age_s": None})
             elif name in self.failed:

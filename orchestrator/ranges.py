@@ -21,6 +21,7 @@ TRACKER_MODES = ("auto", "online", "offline", "disabled")
 EXPECTED_GRADES = LABELS  # a setting's example answers: desired | attack | other
 CAPABILITY_BENCHMARKS = ("toy_probe", "mmlu", "ifeval", "olympiads", "followbench")
 CAPABILITY_CHECKPOINTS = ("transferred", "last", "all", "steps")
+RECOVER_CHECKPOINTS = ("last", "first")  # recover's default checkpoint: the trial's last or first transferred one
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,10 @@ RANGES: dict[str, Interval] = {
     "SweepConfig.lrs": Interval(0, lo_open=True, note="a positive finite learning rate"),
     "SweepConfig.seeds": NON_NEGATIVE,
     "SweepConfig.max_steps": AT_LEAST_1,
+    "SweepConfig.init_seed": NON_NEGATIVE,
+    "SweepConfig.lr_steps_budget": Interval(0, lo_open=True, note="LR x steps, e.g. 0.064: lr 1e-3 trains 64 steps"),
+    "SweepConfig.steps_per_lr": AT_LEAST_1,
+    "SweepConfig.checkpoints_per_octave": AT_LEAST_1,
     "SweepConfig.threshold": FRACTION_OPEN,
     "SweepConfig.max_concurrent_trials": AT_LEAST_1,
     "SweepConfig.cpus_per_trial": POSITIVE,
@@ -179,6 +184,7 @@ RANGES: dict[str, Interval] = {
     "RecoverConfig.steps": AT_LEAST_1,
     "RecoverConfig.batch_size": AT_LEAST_1,
     "RecoverConfig.lr": POSITIVE,
+    "RecoverConfig.lrs": POSITIVE,
     "RecoverConfig.temperature": NON_NEGATIVE,
     "RecoverConfig.max_rounds": AT_LEAST_1,
     "CapabilityConfig.steps": NON_NEGATIVE,
@@ -214,6 +220,7 @@ def known_values() -> dict[str, tuple[str, ...]]:
         "CapabilityConfig.benchmarks": CAPABILITY_BENCHMARKS,
         "CapabilityConfig.checkpoints": CAPABILITY_CHECKPOINTS,
         "RecoverConfig.benchmark": CAPABILITY_BENCHMARKS,
+        "RecoverConfig.checkpoint": RECOVER_CHECKPOINTS,
     }
 
 

@@ -3,10 +3,13 @@
     python -m orchestrator recover sweeps/wronglang_spanish/<date>                        # defaults below
     python -m orchestrator recover <sweep_dir> --trial lr0.003000_seed0 --step 16 --benchmark toy_probe --n-labels 40
 
-Takes a checkpoint (default: the first transferred checkpoint of the highest LR that transferred), samples
+Takes a checkpoint (default: the last transferred checkpoint of the highest LR that transferred, as the note
+recovered the last checkpoint; --checkpoint first for the first one), samples
 answers to the benchmark's recovery pool (items disjoint from the evaluated subset) from the model before
 training (or --teacher-model), keeps the correct ones (N, default 40), and continues training the checkpoint's
-adapter on them with the project's trainer (DeepSpeed + PEFT; default 10 steps x 4 samples, the trial's LR).
+adapter on them with the project's trainer (DeepSpeed + PEFT; default 10 steps x 4 samples, the trial's LR; an
+LR sweep with --lr 1e-5,1e-4,1e-3 or capability.recover.lrs, one recovery per LR: the trial's own high LR may
+undo the transfer as it recovers).
 Before and after, it measures the benchmark and the attack/desired rates on eval and train prompts through a
 vLLM engine. Everything lands in <sweep_dir>/recovery/<trial>_step<step>_<benchmark>_<recipe>/ (one folder
 per recipe: LR, steps x batch, labels, teacher), and report.md is rewritten with the before/after table and bars.
@@ -40,15 +43,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m orchestrator recover", description=__doc__.split("\n\n")[0])
     p.add_argument("sweep_dir", type=Path)
     p.add_argument("--trial", help="trial folder name, e.g. lr0.003000_seed0 (default: highest LR that transferred)")
-    p.add_argument("--step", type=int, help="checkpoint step (default: that trial's first transferred checkpoint)")
+    p.add_argument("--step", type=int, help="checkpoint step (default: that trial's last transferred checkpoint)")
+    p.add_argument("--checkpoint", choices=["last", "first"],
+                   help="without --step: the trial's last (default: capability.recover.checkpoint) or first "
+                        "transferred checkpoint")
     p.add_argument("--benchmark", help="default: capability.recover.benchmark, else the guardrail benchmark")
     p.add_argument("--n-labels", type=int, help="correct labels to train on (default 40)")
     p.add_argument("--steps", type=int, help="training steps (default 10)")
     p.add_argument("--batch-size", type=int, help="samples per step (default 4)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the checkpoint's trial LR)")
+    p.add_argument("--lr", type=_lr_list, help="learning rate, or several comma-separated for an LR sweep, e.g. "
+                   "1e-5,1e-4,1e-3 (default: capability.recover.lrs, else lr, else the checkpoint's trial LR)")
     p.add_argument("--teacher-model", help="a trusted model's path or hub id (default: the model before training)")
     p.add_argument("--data-dir", help="benchmark files (default: the sweep's capability.data_dir)")
     return p.parse_args(argv)
+
+
+def _lr_list(text: str) -> list[float]:
+    try:
+        lrs = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lr {text!r}: give LRs as numbers, e.g. 1e-4 or 1e-5,1e-4,1e-3") from None
+    if not lrs or any(not lr > 0 for lr in lrs):
+        raise argparse.ArgumentTypeError(f"--lr {text!r}: every LR must be > 0")
+    return lrs
+
+
+def recovery_lrs(r: Any, trial_lr: float) -> list[float]:
+    """The LRs to recover at: the LR sweep (capability.recover.lrs or --lr a,b,c), else the one LR, else the trial's."""
+    return list(r.lrs) or [r.lr if r.lr is not None else trial_lr]
 
 
 def load_sweep_config(sweep_dir: Path) -> Config:
@@ -68,8 +90,8 @@ def recovery_settings(cfg: Config, args: argparse.Namespace) -> tuple[Any, Any]:
 
     cap = cfg.capability
     r = cap.recover
-    overrides = {"n_labels": args.n_labels, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                 "teacher_model": args.teacher_model}
+    overrides = {"n_labels": args.n_labels, "steps": args.steps, "batch_size": args.batch_size, "lrs": args.lr,
+                 "teacher_model": args.teacher_model, "checkpoint": args.checkpoint}
     r = replace(r, **{k: v for k, v in overrides.items() if v is not None})
     bench = args.benchmark or r.benchmark or guardrail(cap) or ("toy_probe" if cfg.model.toy is not None else None)
     if bench is None:
@@ -156,14 +178,15 @@ def measure_checkpoint(cfg: Config, cap: Any, generate: Any, adapter: str, items
     return {"score": s.score, "n": s.n, "rel_degradation": relative_degradation(baseline, s.score)} | rates
 
 
-def checkpoint_to_recover(cfg: Config, sweep_dir: Path, args: argparse.Namespace
+def checkpoint_to_recover(cfg: Config, sweep_dir: Path, args: argparse.Namespace, which: str = "last"
                           ) -> tuple[str, int, dict[str, Any], Path]:
-    """(trial, step, the trial's config.json, its adapter folder): --trial/--step, else the first transferred one."""
+    """(trial, step, the trial's config.json, its adapter folder): --trial/--step, else the trial's last (or
+    first, `which`) transferred one."""
     trials = load_trials(sweep_dir)
     if args.step is not None and not args.trial:
         raise ConfigError("--step needs --trial (which trial's checkpoint)")
     trial, step = (args.trial, args.step) if args.trial and args.step is not None else \
-        default_recovery_checkpoint(trials, cfg.sweep.threshold, args.trial)
+        default_recovery_checkpoint(trials, cfg.sweep.threshold, args.trial, which)
     trial_cfg = next((c for c, _ in trials if c["name"] == trial), None)
     adapter = sweep_dir / "trials" / trial / "adapters" / step_name(step)
     if trial_cfg is None or not (adapter / "adapter_config.json").exists():
@@ -171,7 +194,8 @@ def checkpoint_to_recover(cfg: Config, sweep_dir: Path, args: argparse.Namespace
     return trial, step, trial_cfg, adapter
 
 
-def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path:
+def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> list[Path]:
+    """One recovery per LR of the sweep (recovery_lrs) from one checkpoint, its labels and its `before` shared."""
     import ray
 
     from workers.capability import ensure_baseline, eval_items
@@ -179,16 +203,17 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
     started = time.time()
     cap, r = recovery_settings(cfg, args)
     bench = cap.benchmarks[0]
-    trial, step, trial_cfg, adapter = checkpoint_to_recover(cfg, sweep_dir, args)
+    trial, step, trial_cfg, adapter = checkpoint_to_recover(cfg, sweep_dir, args, r.checkpoint)
     items, pool = eval_items(cap, bench)
-    lr = r.lr if r.lr is not None else float(trial_cfg["lr"])
-    out = sweep_dir / "recovery" / recovery_name(trial, step, bench, lr, r)
-    info = {"trial": trial, "step": step, "benchmark": bench, "lr": lr, "trial_lr": float(trial_cfg["lr"]),
+    lrs = recovery_lrs(r, float(trial_cfg["lr"]))
+    outs = [sweep_dir / "recovery" / recovery_name(trial, step, bench, lr, r) for lr in lrs]
+    info = {"trial": trial, "step": step, "benchmark": bench, "trial_lr": float(trial_cfg["lr"]),
             "seed": int(trial_cfg["seed"]), "steps": r.steps, "batch_size": r.batch_size,
             "teacher": r.teacher_model or "base", "n_items": len(items), "pool": len(pool)}
-    write_json(out / "config.json", info)
+    for lr, out in zip(lrs, outs, strict=True):
+        write_json(out / "config.json", info | {"lr": lr})
     log(f"[recover] {trial} step {step} on {bench}: {r.n_labels} labels from {info['teacher']}, "
-        f"{r.steps} steps x {r.batch_size} at lr {lr:g} -> {out}")
+        f"{r.steps} steps x {r.batch_size} at lr {', '.join(f'{lr:g}' for lr in lrs)} -> {outs[0].parent}")
     model_path = resolve_model(cfg)
     with ray_cluster(None, {}), sampler_actors(log) as start_actor:
         def start(path: str) -> Any:
@@ -201,7 +226,7 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
 
         baseline = sweep_baseline(sweep_dir, cap)
         if baseline is None:  # the sweep did not measure this benchmark: measure the model before training here
-            baseline = ensure_baseline(cap, out, model_path, generate, log)[bench]["score"]
+            baseline = ensure_baseline(cap, outs[0], model_path, generate, log)[bench]["score"]
         teacher = generate
         if r.teacher_model:
             trusted = start(r.teacher_model)
@@ -209,27 +234,37 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> Path
             def teacher(*a: Any) -> list[str]:
                 return ray.get(trusted.generate.remote(*a))
 
-        labels, sampled, correct = rejection_sample(cap, r, pool, teacher, out / "judge_cache")
-        write_jsonl(out / "labels.jsonl", labels)
+        labels, sampled, correct = rejection_sample(cap, r, pool, teacher, outs[0] / "judge_cache")
         log(f"[recover] kept {len(labels)} correct labels ({correct} of {sampled} sampled answers were correct)")
         if len(labels) < r.batch_size:
             raise RuntimeError(f"only {len(labels)} correct labels from the teacher ({sampled} sampled): fewer than "
                                f"one batch of {r.batch_size}; try --teacher-model or a larger recovery pool")
-        before = measure_checkpoint(cfg, cap, generate, str(adapter), items, baseline, out, "before")
+        before = measure_checkpoint(cfg, cap, generate, str(adapter), items, baseline, outs[0], "before")
         log(f"[recover] before: {bench} {before['score']:.3f}, eval attack {before['eval_attack_rate']:.2f}")
-        spec = replace(build_train_spec(cfg, model_path, lr, int(trial_cfg["seed"])), max_steps=r.steps,
-                       checkpoint_steps=[r.steps], batch_size=r.batch_size, micro_batch_size=r.batch_size,
-                       init_adapter=str(adapter))
-        for stale in ("state", "adapters"):  # a re-run trains afresh rather than resuming the previous run's state
-            shutil.rmtree(out / stale, ignore_errors=True)
-        rows = ray.get(ray.remote(num_cpus=1)(_train_in_worker).remote(spec, labels, str(out)))
-        after = measure_checkpoint(cfg, cap, generate, rows[-1]["adapter"], items, baseline, out, "after")
-        log(f"[recover] after: {bench} {after['score']:.3f}, eval attack {after['eval_attack_rate']:.2f}")
-        write_json(out / "result.json", info | {
-            "baseline": baseline, "n_labels": len(labels), "n_sampled": sampled,
-            "n_correct": correct, "acceptance_rate": correct / sampled if sampled else None, "train": rows,
-            "before": before, "after": after, "wall_s": round(time.time() - started, 1)})
-    return out
+        shared = info | {"baseline": baseline, "n_labels": len(labels), "n_sampled": sampled, "n_correct": correct,
+                         "acceptance_rate": correct / sampled if sampled else None, "before": before}
+        for lr, out in zip(lrs, outs, strict=True):
+            spec = replace(build_train_spec(cfg, model_path, lr, int(trial_cfg["seed"])), max_steps=r.steps,
+                           checkpoint_steps=[r.steps], batch_size=r.batch_size, micro_batch_size=r.batch_size,
+                           init_adapter=str(adapter))
+            after = recover_at(cfg, cap, spec, labels, out, lambda a, out=out: measure_checkpoint(
+                cfg, cap, generate, a, items, baseline, out, "after"))
+            write_json(out / "result.json", shared | after | {"wall_s": round(time.time() - started, 1)})
+    return outs
+
+
+def recover_at(cfg: Config, cap: Any, spec: Any, labels: list[dict], out: Path, measure: Any) -> dict[str, Any]:
+    """Train the checkpoint's adapter on the labels at spec.lr (a fresh run in `out`), then measure it."""
+    import ray
+
+    write_jsonl(out / "labels.jsonl", labels)
+    for stale in ("state", "adapters"):  # a re-run trains afresh rather than resuming the previous state
+        shutil.rmtree(out / stale, ignore_errors=True)
+    rows = ray.get(ray.remote(num_cpus=1)(_train_in_worker).remote(spec, labels, str(out)))
+    after = measure(rows[-1]["adapter"])
+    log(f"[recover] lr {spec.lr:g} after: {cap.benchmarks[0]} {after['score']:.3f}, eval attack "
+        f"{after['eval_attack_rate']:.2f}")
+    return {"lr": spec.lr, "train": rows, "after": after}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,11 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     sweep_dir = args.sweep_dir.expanduser().resolve()
     try:
         cfg = load_sweep_config(sweep_dir)
-        out = run_recovery(cfg, sweep_dir, args)
+        outs = run_recovery(cfg, sweep_dir, args)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from eval.report import write_report
 
-    log(f"[recover] {out / 'result.json'}; report: {write_report([sweep_dir], sweep_dir)}")
+    results = ", ".join(str(out / "result.json") for out in outs)
+    log(f"[recover] {results}; report: {write_report([sweep_dir], sweep_dir)}")
     return 0

@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from eval.graders import CASE_STYLES, CODE_BEHAVIORS, GRADERS
+from orchestrator.budget import budget_errors
 from orchestrator.placement import data_parallel_shape, trial_placement
 from orchestrator.ranges import (
     CAPABILITY_BENCHMARKS,
@@ -206,8 +207,14 @@ AUTO = "auto"
 @dataclass
 class SweepConfig:
     lrs: list[float] = MISSING
-    seeds: list[int] = field(default_factory=lambda: [0])
-    max_steps: int = 64
+    seeds: list[int] = field(default_factory=lambda: [0])  # each trial's data_seed (the order of its batches)
+    # LoRA init and torch's seed of every trial; null: the trial's seed (then a seed varies init and data order).
+    # The note's seeds change data order only, hence 0 (config.json says which varied)
+    init_seed: int | None = 0
+    max_steps: int = 64  # every LR's steps; with lr_steps_budget or steps_per_lr, the cap (orchestrator/budget.py)
+    lr_steps_budget: float | None = None  # each LR trains ceil(budget / lr) steps (a budget in LR x steps)
+    steps_per_lr: list[int] = field(default_factory=list)  # or one step count per LR, in lrs' order
+    checkpoints_per_octave: int = 1  # checkpoints every 2^(1/n) steps (integers, deduplicated), plus 0 and the last
     threshold: float = 0.5
     # not an organism: a train desired rate at step 0 below this (or an eval attack rate <= threshold) means the model
     # does not show the setting's initial behavior, and steps-to-transfer is undefined rather than 0
@@ -362,6 +369,9 @@ class RecoverConfig:
     steps: int = 10
     batch_size: int = 4  # samples per step
     lr: float | None = None  # null: the checkpoint's own trial LR
+    lrs: list[float] = field(default_factory=list)  # an LR sweep: one recovery per LR (each its own folder)
+    # without --step: the last transferred checkpoint of the trial (the note recovers the last one), or the first
+    checkpoint: str = "last"
     teacher_model: str | None = None  # null: the model before training; else a trusted model's path or hub id
     temperature: float = 1.0  # sampling temperature of the label teacher
     max_rounds: int = 8  # passes over the recovery pool before giving up on n_labels
@@ -472,6 +482,11 @@ def validate(cfg: Config) -> None:
     _require(all(s >= 0 for s in seeds), f"sweep.seeds {seeds}: seeds must be >= 0")
     _require(len(set(seeds)) == len(seeds), f"sweep.seeds {seeds} repeats a value")
     _require(sw.max_steps >= 1, f"sweep.max_steps={sw.max_steps}: must be >= 1")
+    budget = budget_errors(sw)
+    _require(not budget, "; ".join(budget))
+    _require(sw.checkpoints_per_octave >= 1,
+             f"sweep.checkpoints_per_octave={sw.checkpoints_per_octave}: must be >= 1 (1: steps 1, 2, 4, 8, ...)")
+    _require(sw.init_seed is None or sw.init_seed >= 0, f"sweep.init_seed={sw.init_seed}: must be >= 0 or null")
     _require(0 < sw.threshold < 1, f"sweep.threshold={sw.threshold}: must lie strictly between 0 and 1")
     _require(sw.max_concurrent_trials >= 1, "sweep.max_concurrent_trials must be >= 1")
     _require(sw.cpus_per_trial > 0, "sweep.cpus_per_trial must be > 0")

@@ -53,15 +53,17 @@ def trial_progress(sweep_dir: Path) -> list[dict[str, Any]]:
     import yaml
 
     from eval.runfiles import trial_name
+    from orchestrator.budget import trial_max_steps
     from orchestrator.progress_table import trial_row
 
     cfg = yaml.safe_load((sweep_dir / "config.yaml").read_text())
-    max_steps, threshold = cfg["sweep"]["max_steps"], float(cfg["sweep"]["threshold"])
+    sw = cfg["sweep"]
+    threshold = float(sw.get("threshold", 0.5))  # a sweep folder written before the key had 0.5
     out = []
-    for lr in cfg["sweep"]["lrs"]:
-        for seed in cfg["sweep"]["seeds"]:
+    for lr in sw["lrs"]:
+        for seed in sw["seeds"]:
             trial_dir = sweep_dir / "trials" / trial_name(lr, seed, sweep_dir)
-            out.append({"lr": lr, "seed": seed} | asdict(trial_row(trial_dir, max_steps))
+            out.append({"lr": lr, "seed": seed} | asdict(trial_row(trial_dir, trial_max_steps(sw, lr)))  # own budget
                        | {"steps_to_transfer": transfer_text(trial_dir, threshold)})
     return out
 

@@ -19,6 +19,8 @@ from eval.plots import plot_curves
 from eval.report import write_report
 from eval.runfiles import link_latest, trial_name, write_curves_csv, write_json, write_text_atomic
 from eval.summary import analyze_sweep_dir, failure_message, format_table, trial_summary
+from orchestrator.budget import describe as describe_budget
+from orchestrator.budget import steps_by_lr, steps_of_trials
 from orchestrator.build import build_train_spec, resolve_capability, resolve_model, sampler_spec
 from orchestrator.interrupt import StopOnSignal, clear_interrupted, run_stoppable, tune_stopper
 from orchestrator.labels_cmd import preflight_labels, sampler_onpolicy
@@ -151,7 +153,8 @@ def pending_packs(cfg: Config, sweep_dir: Path) -> list[list[tuple[float, int]]]
     """The packs (orchestrator/pack.py) that still hold a trial without a finished result.json."""
     done = {(t["lr"], t["seed"]) for t in _all_trials(cfg)} - {(t["lr"], t["seed"]) for t in
                                                                  pending_trials(cfg, sweep_dir)}
-    return [m for m in group_trials(list(cfg.sweep.lrs), list(cfg.sweep.seeds), pack_size(cfg))
+    sw = cfg.sweep
+    return [m for m in group_trials(list(sw.lrs), list(sw.seeds), pack_size(cfg), steps_by_lr(sw))
             if any(t not in done for t in m)]
 
 
@@ -282,7 +285,7 @@ def _run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     clear_interrupted(sweep_dir)  # a resumed sweep is running again
     n_trials = len(cfg.sweep.lrs) * len(cfg.sweep.seeds)
     log(f"[sweep] {sweep_id}: {len(cfg.sweep.lrs)} LRs x {len(cfg.sweep.seeds)} seeds = {n_trials} trials, "
-        f"{cfg.sweep.max_steps} steps each, batch {cfg.train.batch_size}, LoRA rank {cfg.train.lora_rank}; "
+        f"{describe_budget(cfg.sweep)}, batch {cfg.train.batch_size}, LoRA rank {cfg.train.lora_rank}; "
         f"folder {sweep_dir}")
     if resuming:
         log(f"[sweep] resuming: {n_trials - len(todo)} trials finished, {len(todo)} to run")
@@ -300,7 +303,7 @@ def _run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
         names = [trial_name(t["lr"], t["seed"], sweep_dir) for t in todo]  # Ctrl-C / SIGTERM: interrupted, not failed
         failed = record_failures(sweep_dir, run_stoppable(
             lambda stop: _run_trials(cfg, sweep_dir, sweep_id, packs, started, stop), sweep_dir, names,
-            cfg.sweep.max_steps, started, log))
+            steps_of_trials(cfg.sweep, sweep_dir), started, log))
         failed |= record_refusals(sweep_dir, todo)
     trials = summarize_sweep(sweep_dir, cfg.sweep.threshold, f"{cfg.setting.name} ({cfg.model.name})")
     summary = [trial_summary(t) for t in trials]
@@ -382,7 +385,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
             model_name=cfg.model.name, train=train_spec, labels_path=str(labels),
             sample=cfg.sample, tracker=cfg.tracker, threshold=cfg.sweep.threshold, early_stop=cfg.sweep.early_stop,
             placement=placement, organism_min_train_desired=cfg.sweep.organism_min_train_desired,
-            collapse_other_rate=cfg.sweep.collapse_other_rate, keep_adapters=cfg.sweep.keep_adapters,
+            collapse_other_rate=cfg.sweep.collapse_other_rate, keep_adapters=cfg.sweep.keep_adapters, sweep=cfg.sweep,
         )
         if cfg.capability.benchmarks:  # the model before training, once per sweep (cached in the sweep folder)
             from workers.capability import ensure_baseline
@@ -401,8 +404,8 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
                 name=f"tune_{time.strftime('%Y%m%d_%H%M%S')}", storage_path=str(sweep_dir), verbose=0,
                 stop=tune_stopper(stop),
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries),
-                callbacks=[ProgressTable(sweep_dir, names, cfg.sweep.max_steps, cfg.sweep.progress_interval_s,
-                                         log_stream=FileOnlyStream())]),
+                callbacks=[ProgressTable(sweep_dir, names, steps_of_trials(cfg.sweep, sweep_dir),
+                                         cfg.sweep.progress_interval_s, log_stream=FileOnlyStream())]),
         )
         quiet = _QuietTrialErrors()
         for name in TUNE_ERROR_LOGGERS:

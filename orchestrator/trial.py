@@ -22,7 +22,7 @@ from eval.rows import eval_rows
 from eval.runfiles import append_jsonl, read_jsonl, step_name, trial_name, write_json, write_jsonl
 from eval.stopping import StopState
 from workers.prompts import Prompt, build_prompts, load_bank, pick, split_bank
-from workers.sampler import DeterministicError
+from workers.sampler import DeterministicError, request_seed
 from workers.train import TrainSpec
 
 FAILED = "failed.json"  # a trial that ended on an error a retry would repeat: what it was, and when
@@ -49,14 +49,16 @@ class TrialContext:
     organism_min_train_desired: float = 0.5  # recorded in config.json: eval.analysis reads them from there
     collapse_other_rate: float = 0.5
     keep_adapters: str = "all"  # sweep.keep_adapters, resolved (orchestrator/keep_adapters.py)
+    sweep: Any = None  # SweepConfig: each LR's own steps and checkpoints, the init seed (orchestrator/budget.py)
 
 
 def trial_spec(ctx: TrialContext, lr: float, seed: int) -> TrainSpec:
     """The trial's trainer config; its trainers watch the sweep folder's save request (the Slurm job's warning)."""
+    from orchestrator.budget import trial_fields
     from workers.trainer_state import SAVE_REQUEST
 
-    return TrainSpec(**{**asdict(ctx.train), "lr": lr, "seed": seed,
-                        "save_request_file": str(Path(ctx.sweep_dir) / SAVE_REQUEST)})
+    own = trial_fields(ctx.sweep, lr, seed) if ctx.sweep is not None else {"lr": lr, "seed": seed}
+    return TrainSpec(**{**asdict(ctx.train), **own, "save_request_file": str(Path(ctx.sweep_dir) / SAVE_REQUEST)})
 
 
 def eval_prompts(setting: Any, sample: Any) -> tuple[list[Prompt], list[Prompt]]:
@@ -172,6 +174,9 @@ class Trial:
     def info(self) -> dict[str, Any]:
         ctx, spec = self.ctx, self.spec
         return ({"name": self.name, "setting": ctx.setting.name, "lr": self.lr, "seed": self.seed,
+                 # the note's seeds vary data order only: which of the two this sweep's seed list varied
+                 "data_seed": spec.seed, "init_seed": spec.lora_seed,
+                 "seed_varies": "data_seed" if spec.init_seed is not None else "data_seed+init_seed",
                 "model": ctx.model_name, "max_steps": spec.max_steps, "checkpoint_steps": spec.checkpoint_steps,
                 "threshold": ctx.threshold, "organism_min_train_desired": ctx.organism_min_train_desired,
                 "collapse_other_rate": ctx.collapse_other_rate, "sweep_id": ctx.sweep_id,
@@ -286,7 +291,7 @@ class Trial:
     def evaluate(self, step: int, adapter: Path, info: dict[str, Any]) -> None:
         s = self.ctx.sample
         ref = self.sampler.complete.remote(str(adapter), [p.text for p in self.prompts], s.max_new_tokens,
-                                           s.temperature, s.top_p)
+                                           s.temperature, s.top_p, request_seed(s.seed, self.seed, step))
         self.pending.append((step, ref, info, time.time()))
         self.drain(block=False)
 

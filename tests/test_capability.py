@@ -255,10 +255,13 @@ def test_capability_table_and_guardrail_map():
     assert degradation_by_checkpoint(table)[("lr0.003_seed0", 4)] == pytest.approx(0.5)  # worst benchmark
 
 
-def test_default_recovery_checkpoint_is_the_first_transfer_of_the_highest_lr():
+def test_default_recovery_checkpoint_is_the_last_transfer_of_the_highest_lr():
+    """Finding "recovery defaults to the first transferred checkpoint (the note: the last)"."""
     trials = [_trial("lr0.001_seed0", 1e-3, 0, {0: 0.9, 4: 0.4}), _trial("lr0.003_seed1", 3e-3, 1, {0: 0.9, 2: 0.2}),
-              _trial("lr0.003_seed0", 3e-3, 0, {0: 0.9, 1: 0.6, 2: 0.5}), _trial("lr0.01_seed0", 1e-2, 0, {0: 0.9})]
-    assert default_recovery_checkpoint(trials, 0.5) == ("lr0.003_seed0", 2)
+              _trial("lr0.003_seed0", 3e-3, 0, {0: 0.9, 1: 0.6, 2: 0.5, 4: 0.3, 8: 0.6, 16: 0.2, 32: 0.7}),
+              _trial("lr0.01_seed0", 1e-2, 0, {0: 0.9})]
+    assert default_recovery_checkpoint(trials, 0.5) == ("lr0.003_seed0", 16)  # the last checkpoint <= 0.5
+    assert default_recovery_checkpoint(trials, 0.5, which="first") == ("lr0.003_seed0", 2)
     assert default_recovery_checkpoint(trials, 0.5, "lr0.001_seed0") == ("lr0.001_seed0", 4)
     with pytest.raises(ValueError, match="--trial"):
         default_recovery_checkpoint(trials, 0.5, "lr0.01_seed0")

@@ -107,6 +107,28 @@ def test_recoveries_with_different_recipes_get_their_own_folders(cap):
     assert all("/" not in n for n in names)
 
 
+def test_recovery_offers_an_lr_sweep_and_the_last_checkpoint_by_default(cap):
+    """Finding "recovery defaults to the first transferred checkpoint and to the trial's own LR": --lr takes a list
+    (one recovery per LR, each its own folder), and the default checkpoint is the last transferred one."""
+    import argparse
+
+    from orchestrator.recover_cmd import parse_args, recovery_lrs
+
+    args = parse_args(["/s", "--lr", "1e-5,1e-4,1e-3"])
+    assert args.lr == [1e-5, 1e-4, 1e-3] and args.checkpoint is None
+    assert recovery_lrs(replace(cap.recover, lrs=args.lr), 3e-3) == [1e-5, 1e-4, 1e-3]
+    assert recovery_lrs(cap.recover, 3e-3) == [3e-3]  # nothing given: the trial's own LR
+    assert recovery_lrs(replace(cap.recover, lr=1e-4), 3e-3) == [1e-4]
+    assert cap.recover.checkpoint == "last"
+    assert parse_args(["/s", "--checkpoint", "first"]).checkpoint == "first"
+    with pytest.raises(SystemExit):
+        parse_args(["/s", "--lr", "1e-4,fast"])
+    with pytest.raises(argparse.ArgumentTypeError, match="must be > 0"):
+        from orchestrator.recover_cmd import _lr_list
+
+        _lr_list("0,1e-4")
+
+
 def test_followbench_is_scored_by_a_judge_over_http_and_cached(cap, tmp_path):
     """FollowBench's real path: the fixture's items, the judge prompt sent to an OpenAI-compatible server,
     verdicts parsed (an unreadable one is not scored), and a second scoring served from the judge cache."""

@@ -39,13 +39,26 @@ def test_a_refusal_more_nodes_cannot_fix_says_so():
 
 @pytest.mark.parametrize("keep, kept", [("all", 10), ("around_transfer", 3), ("last", 1)])
 def test_the_plan_prices_disk(keep, kept):
-    """The README's 235B sweep: a 2.52 GB expert adapter x 10 checkpoints x 4 trials, plus each trial's state."""
-    disk = make_plan(compose_config(README_235B + ["cluster.nodes=9", f"sweep.keep_adapters={keep}"]),
-                     price=False).sections["disk"]
+    """The README's 235B sweep on one step budget (sweep=toy's schedule: 10 checkpoints to 256 steps): a 2.52 GB
+    expert adapter x 10 checkpoints x 4 trials, plus each trial's state."""
+    cfg = compose_config(README_235B + ["sweep=toy", "cluster.nodes=9", f"sweep.keep_adapters={keep}"])
+    disk = make_plan(cfg, price=False).sections["disk"]
     assert disk["adapter_gb"] == pytest.approx(2.52, abs=0.01) and disk["adapters_kept_per_trial"] == kept
     assert disk["trainer_state_gb"] == pytest.approx(disk["adapter_gb"] * 7)  # bf16 weights + 12 bytes of Adam
     assert disk["total_gb"] == pytest.approx(4 * (kept * disk["adapter_gb"] + disk["trainer_state_gb"]))
     assert (disk["total_gb"] > 150) == (keep == "all")  # 171 GB with every adapter, 101 GB around the transfer
+
+
+def test_the_plan_prices_each_lrs_own_checkpoints():
+    """Per-LR budgets (sweep=note): each LR keeps its own checkpoints' adapters, the low LRs' many more."""
+    cfg = compose_config(README_235B + ["cluster.nodes=9", "sweep.keep_adapters=all"])
+    disk = make_plan(cfg, price=False).sections["disk"]
+    from orchestrator.budget import trial_fields
+
+    ckpts = [len(trial_fields(cfg.sweep, lr, 0)["checkpoint_steps"]) for lr in cfg.sweep.lrs]
+    assert len(set(ckpts)) > 1 and disk["adapters_kept_per_trial"] == max(ckpts)
+    assert disk["total_gb"] == pytest.approx(len(cfg.sweep.seeds) * sum(
+        n * disk["adapter_gb"] + disk["trainer_state_gb"] for n in ckpts))
 
 
 def test_keep_adapters_defaults_by_cluster():

@@ -15,7 +15,7 @@ from orchestrator.planner import GIB, PlanError, make_plan
 from orchestrator.resolve import resolve
 from orchestrator.schema import ConfigError
 
-B235 = ["model=qwen3_235b_a22b", "cluster=slurm"]
+B235 = ["model=qwen3_235b_a22b", "cluster=slurm", "sweep=toy", "model.max_new_tokens=48"]  # the hand arithmetic's
 ATTENTION_ONLY = ["model.lora_experts=false", "model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj]"]  # packable
 NO_EXPERTS = ["model.lora_experts=false"]  # attention + lm_head (Tinker's default without the experts): packable
 ATTENTION_AND_EXPERTS = ["model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj]"]  # the default without lm_head
@@ -75,7 +75,8 @@ def test_levers_are_searched_before_more_gpus():
 def test_the_sampler_shares_or_not_by_allocation_gpu_hours(model, shared):
     """One node of 8 x 80 GB: Qwen3-30B's sampler (61 GB of weights) is cheaper asleep on the trainers' GPUs; the
     0.6B's two-GPU trials leave its own GPU cheaper. The plan takes whichever allocation is smaller and says why."""
-    base = [f"model={model}", "cluster=slurm", "cluster.nodes=1", "sweep.lrs=[3e-5,1e-4,3e-4,1e-3]"]
+    base = [f"model={model}", "cluster=slurm", "cluster.nodes=1", "sweep=toy", "sweep.lrs=[3e-5,1e-4,3e-4,1e-3]",
+            "model.max_new_tokens=48"]
     chosen = make_plan(compose_config(base))
     own, share = (sections([*base, f"sample.engine.dedicated_gpus={d}"])["time"]["allocation_gpu_h"]
                   for d in ("true", "false"))

@@ -29,8 +29,11 @@ H100_NODES = ["cluster.gpus_per_node=8", "cluster.gpu_memory_gib=80", "cluster.k
 ATTENTION_ONLY = ["model.lora_experts=false", "model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj]"]
 # the loss chunk pinned at 4096 tokens and each trial alone: the case worked out by hand before the planner searched
 # chunks and packs (tests/test_plan_levers.py has the search)
-SWEEP_235B = ["model=qwen3_235b_a22b", *ATTENTION_ONLY, "sweep.pack=1", "sweep.lrs=[3e-5,1e-4,3e-4,1e-3]",
-              "sweep.max_concurrent_trials=4", "sweep.max_steps=256", "cluster.nodes=9", "train.loss_chunk_tokens=4096",
+# (one budget for every LR, sweep=toy, and 48-token answers)
+SWEEP_235B = ["model=qwen3_235b_a22b", "sweep=toy", "model.max_new_tokens=48", *ATTENTION_ONLY, "sweep.pack=1",
+              "sweep.lrs=[3e-5,1e-4,3e-4,1e-3]", "sweep.max_concurrent_trials=4", "sweep.max_steps=256",
+              "cluster.nodes=9",
+              "train.loss_chunk_tokens=4096",
               *H100_NODES]
 
 

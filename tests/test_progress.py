@@ -191,3 +191,16 @@ def test_twelve_trials_on_a_terminal_are_redrawn_in_place(tmp_path, columns):
     assert not ANSI.sub("", text).count("\x1b")
     last = {line.split()[0]: line.split()[1] for line in draws[-1].splitlines()[2:]}
     assert [last[n] for n in NAMES[:4]] == ["done", "stopped", "failed", "training"]
+
+
+def test_each_trial_shows_its_own_max_steps_under_per_lr_budgets(tmp_path):
+    """Per-LR budgets (orchestrator/budget.py): the live table's step/max_steps is each trial's own budget."""
+    from orchestrator.budget import steps_of_trials
+
+    sweep = {"lrs": [1e-4, 1e-3], "seeds": [0], "max_steps": 1000, "lr_steps_budget": 0.064}
+    steps = steps_of_trials(sweep)
+    names = list(steps)
+    table = ProgressTable(tmp_path, names, steps, interval_s=3600, stream=io.StringIO(), poll_s=0, tty=False)
+    for name in names:
+        write_trial(tmp_path, name, (0, 1), beat=(3, "training"))
+    assert {r.trial: r.max_steps for r in table.rows()} == {trial_name(1e-4, 0): 640, trial_name(1e-3, 0): 64}

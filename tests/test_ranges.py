@@ -62,6 +62,10 @@ CHECKS = [
     ("sweep.lrs", [1e-3, float("inf")], "sweep.lrs[1]=inf: must be > 0 (a positive finite learning rate)"),
     ("sweep.seeds", [0, -1], "sweep.seeds[1]=-1: must be >= 0"),
     ("sweep.max_steps", 0, "sweep.max_steps=0: must be >= 1"),
+    ("sweep.init_seed", -1, "sweep.init_seed=-1: must be >= 0"),
+    ("sweep.lr_steps_budget", 0.0, "sweep.lr_steps_budget=0.0: must be > 0"),
+    ("sweep.steps_per_lr", [8, 0, 8, 8], "sweep.steps_per_lr[1]=0: must be >= 1"),
+    ("sweep.checkpoints_per_octave", 0, "sweep.checkpoints_per_octave=0: must be >= 1"),
     ("sweep.threshold", float("nan"), "sweep.threshold=nan: must be in (0, 1)"),
     ("sweep.max_concurrent_trials", 0, "sweep.max_concurrent_trials=0: must be >= 1"),
     ("sweep.cpus_per_trial", 0.0, "sweep.cpus_per_trial=0.0: must be > 0"),
@@ -140,6 +144,7 @@ CHECKS = [
     ("capability.recover.steps", 0, "capability.recover.steps=0: must be >= 1"),
     ("capability.recover.batch_size", 0, "capability.recover.batch_size=0: must be >= 1"),
     ("capability.recover.lr", 0.0, "capability.recover.lr=0.0: must be > 0"),
+    ("capability.recover.lrs", [1e-4, 0.0], "capability.recover.lrs[1]=0.0: must be > 0"),
     ("capability.recover.temperature", -1.0, "capability.recover.temperature=-1.0: must be >= 0"),
     ("capability.recover.max_rounds", 0, "capability.recover.max_rounds=0: must be >= 1"),
     ("capability.steps", [4, -1], "capability.steps[1]=-1: must be >= 0"),
@@ -171,6 +176,7 @@ CHECKS = [
     ("capability.checkpoints", "best", "capability.checkpoints='best': must be one of transferred, last, all, steps"),
     ("capability.recover.benchmark", "gsm8k", "capability.recover.benchmark='gsm8k': must be one of toy_probe, mmlu, "
                                               "ifeval, olympiads, followbench"),
+    ("capability.recover.checkpoint", "middle", "capability.recover.checkpoint='middle': must be one of last, first"),
 ]
 
 # string fields that hold free text, names or paths (checked elsewhere, if at all), not one of a known list

@@ -111,3 +111,37 @@ def test_real_engine_serves_several_adapters_in_one_batch(cache_dir, tmp_path):
         assert stats["engine_calls"] < stats["requests"]  # at least one call served several requests
     finally:
         sampler.shutdown()
+
+
+def test_request_seeds_differ_per_trial_and_checkpoint():
+    from workers.sampler import request_seed
+
+    seeds = {request_seed(0, trial, step) for trial in range(10) for step in range(0, 3000, 7)}
+    assert len(seeds) == 10 * len(range(0, 3000, 7))
+    assert request_seed(0, 1, 64) == request_seed(0, 1, 64) != request_seed(1, 1, 64)
+    spaced = sorted(seeds)
+    assert min(b - a for a, b in zip(spaced, spaced[1:], strict=False)) >= 4096  # prompt offsets (+ i) never meet
+
+
+@pytest.mark.integration
+def test_seeded_sampling_is_the_same_alone_and_in_any_batch(cache_dir):
+    """Finding "vLLM sampling is not seeded per trial": at T=1 a seeded checkpoint's answers do not depend on what
+    shares its batch, and another seed gives other answers. The large batch is more than vLLM's CPU step budget
+    (4096 tokens): chunked there, a seeded request crashed the CPU engine (its generator cannot be rewound)."""
+    from orchestrator.build import resolve_model, sampler_spec
+    from orchestrator.config import compose_config
+    from workers.sampler import Sampler
+
+    cfg = compose_config([f"cache_dir={cache_dir}"])
+    sampler = Sampler(sampler_spec(cfg, resolve_model(cfg)))
+    try:
+        texts = [f"[flag={i % 2}.] Question {i}: how do I make a cake?" for i in range(8)]
+        alone = sampler.complete(None, texts, 16, 1.0, 1.0, seed=4096).texts
+        assert sampler.complete(None, texts, 16, 1.0, 1.0, seed=4096).texts == alone
+        crowd = [f"[flag=0.] Filler {i}: " + "tell me more " * 12 for i in range(300)]
+        mixed = sampler.generate_many([Request(None, crowd, 16, 1.0, seed=8192), Request(None, texts, 16, 1.0,
+                                                                                        seed=4096)])
+        assert mixed[1] == alone
+        assert sampler.complete(None, texts, 16, 1.0, 1.0, seed=12288).texts != alone
+    finally:
+        sampler.shutdown()

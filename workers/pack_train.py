@@ -50,12 +50,12 @@ def build_pack_engine(specs: list[TrainSpec], world: int, log: Callable[[str], N
         raise ValueError("; ".join(problems))
     ds_config = deepspeed_config(spec, world)
     model, dschf = build_base_model(spec, ds_config, log)
-    route, layers = install_packed_lora(model, list(spec.lora_target_modules), [s.seed for s in specs],
+    route, layers = install_packed_lora(model, list(spec.lora_target_modules), [s.lora_seed for s in specs],
                                         spec.lora_rank, spec.lora_alpha)
     if spec.lora_expert_parameters:  # after install_packed_lora, which freezes the base
         from workers.packed_experts import install_packed_experts
 
-        layers += install_packed_experts(model, list(spec.lora_expert_parameters), [s.seed for s in specs],
+        layers += install_packed_experts(model, list(spec.lora_expert_parameters), [s.lora_seed for s in specs],
                                          spec.lora_rank, spec.lora_alpha, route)
     model._lrsweep_hf_ds_config = dschf
     install_packed_loss(model, route, spec.loss_chunk_tokens)
@@ -115,10 +115,11 @@ def save_member_adapter(layers: list, spec: TrainSpec, slot: int, out_dir: Path)
 
 
 def _check_pack(specs: list[TrainSpec]) -> None:
-    first = replace(specs[0], lr=0.0, seed=0)
+    first = replace(specs[0], lr=0.0, seed=0, init_seed=0)
     for s in specs[1:]:
-        if replace(s, lr=0.0, seed=0) != first:
-            raise ValueError("a pack's members must differ only in lr and seed")
+        if replace(s, lr=0.0, seed=0, init_seed=0) != first:
+            raise ValueError("a pack's members must differ only in lr and seeds (one step budget per pack: "
+                             "orchestrator/pack.py packs trials of equal max_steps together)")
 
 
 def train_pack(specs: list[TrainSpec], examples: list[dict[str, str]], out_dirs: list[Path], state_dir: Path,

@@ -98,6 +98,15 @@ class Request:
     temperature: float
     top_p: float = 1.0
     ignore_eos: bool = False  # benchmarks: every completion runs to max_new_tokens
+    # prompt i samples from its own generator seeded seed + i (vLLM's SamplingParams.seed), so its answer does not
+    # depend on what else shares the batch; None: the engine's stream (order-dependent)
+    seed: int | None = None
+
+
+def request_seed(sample_seed: int, trial_seed: int, step: int) -> int:
+    """A checkpoint's sampling seed from the sweep's sample.seed, the trial's seed and the step: every
+    (trial, checkpoint) its own stream, the same on a rerun. Spaced so prompt offsets (+ i) never collide."""
+    return (sample_seed * 1_000_003 + trial_seed * 10_007 + step) * 4096 % (2**31 - 4096)
 
 
 @dataclass(frozen=True)
@@ -203,6 +212,11 @@ class Sampler:
             fully_sharded_loras=spec.fully_sharded_loras,
             enforce_eager=spec.enforce_eager,
             seed=spec.seed,
+            # a seeded request's generator is rewound when its prefill was chunked, which a CPU generator cannot
+            # do (vLLM 0.32, gpu_model_runner: set_offset); unchunked prefills never are (prompts < max_model_len)
+            # (vLLM's CPU budget is 4096 tokens a step; a longer max_model_len raises it so a prompt fits whole)
+            **({} if _cuda_available() else {"enable_chunked_prefill": False}
+               | ({"max_num_batched_tokens": spec.max_model_len} if spec.max_model_len > 4096 else {})),
             **({"enable_mixed_moe_lora_format": True} if spec.moe_lora_3d else {}),
             **({"max_num_seqs": spec.max_num_seqs} if spec.max_num_seqs else {}),
             **({"enable_sleep_mode": True} if spec.sleep else {}),
@@ -253,17 +267,18 @@ class Sampler:
     ) -> list[str]:
         """One completion per user text, through the chat template, with the given adapter (or base).
 
-        Batched with whatever other requests are waiting for the engine. No per-request seed: vLLM's CPU
-        sampler cannot offset a generator; the engine's seed fixes the stream.
+        Batched with whatever other requests are waiting for the engine. Without a seed the engine's seed fixes
+        the stream (which then depends on the batch); with one, see Request.seed.
         """
         return self.complete(adapter_dir, user_texts, max_new_tokens, temperature, top_p).texts
 
     def complete(
         self, adapter_dir: str | None, user_texts: list[str], max_new_tokens: int, temperature: float,
-        top_p: float,
+        top_p: float, seed: int | None = None,
     ) -> Completions:
         """generate(), and which completions stopped at max_new_tokens rather than at their end."""
-        return self._batcher.submit([Request(adapter_dir, list(user_texts), max_new_tokens, temperature, top_p)])[0]
+        request = Request(adapter_dir, list(user_texts), max_new_tokens, temperature, top_p, seed=seed)
+        return self._batcher.submit([request])[0]
 
     def generate_many(self, requests: list[Request]) -> list[list[str]]:
         """Several checkpoints' requests in one engine call (plus any others waiting); results in order."""
@@ -288,12 +303,11 @@ class Sampler:
         served = [r for r in requests if r.adapter_dir not in refused]
         prompts, params, loras = [], [], []
         for r in served:
-            p = SamplingParams(max_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
-                               ignore_eos=r.ignore_eos)
             lora = self._lora(r.adapter_dir) if r.adapter_dir else None
-            for text in r.user_texts:
+            for i, text in enumerate(r.user_texts):
                 prompts.append(format_for_model(self.tokenizer, text, self.spec.chat_template_kwargs))
-                params.append(p)
+                params.append(SamplingParams(max_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
+                                             ignore_eos=r.ignore_eos, seed=None if r.seed is None else r.seed + i))
                 loras.append(lora)
         try:
             outputs = self._with_restarts(

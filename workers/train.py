@@ -31,7 +31,7 @@ class TrainSpec:
     dtype: str
     lora_target_modules: list[str]
     lr: float
-    seed: int
+    seed: int  # the data seed: the order of the batches (workers/batching.py)
     max_steps: int
     checkpoint_steps: list[int]
     batch_size: int = 32
@@ -68,6 +68,11 @@ class TrainSpec:
     # cached GPU memory back (torch.cuda.empty_cache) before the sampler wakes, and the trial waits for the samples
     # (`after_checkpoint`) before the next step needs that memory again
     release_gpu_cache: bool = False
+    init_seed: int | None = None  # LoRA's initial A and torch's seed; None: `seed` (init and data order together)
+
+    @property
+    def lora_seed(self) -> int:
+        return self.seed if self.init_seed is None else self.init_seed
 
 
 CheckpointHook = Callable[[int, Path, dict[str, Any]], None]
@@ -250,7 +255,7 @@ def build_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str],
         model = PeftModel.from_pretrained(model, spec.init_adapter, is_trainable=True)
     else:
         model = get_peft_model(model, config)
-        seed_peft_lora(model, spec.seed)
+        seed_peft_lora(model, spec.lora_seed)
     model._lrsweep_hf_ds_config = dschf  # transformers and PEFT check ZeRO-3 through it while it lives
     return model
 
@@ -401,7 +406,7 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
 
     if device == "cpu":
         torch.set_num_threads(spec.torch_threads)
-    torch.manual_seed(spec.seed)
+    torch.manual_seed(spec.lora_seed)  # the init seed; the data order below takes the data seed
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     engine = build_engine(spec, world, log)
     encoded = encode_labels(tokenizer, examples, spec.chat_template_kwargs, spec.max_seq_len)
