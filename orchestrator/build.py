@@ -83,7 +83,14 @@ def sampler_spec(cfg: Config, model_path: str) -> SamplerSpec:
         cpu_lora_kernel=e.cpu_lora_kernel, fully_sharded_loras=e.fully_sharded_loras,
         moe_lora_3d=e.moe_lora_3d,  # the plan's: the trainer saves expert LoRA in PEFT's fused 3-D format
         sleep=e.sleep,  # the plan's: asleep between batches when it shares the trainers' GPUs
+        require_cuda=plan_wants_cuda(cfg),
     )
+
+
+def plan_wants_cuda(cfg: Config) -> bool:
+    """The cluster has GPUs and the trainers use them (NCCL): the workers refuse to start without CUDA. A CPU
+    rehearsal on Ray's logical GPUs says train.dist_backend=gloo (tests/test_rehearsal.py)."""
+    return cfg.cluster.gpus_per_node > 0 and cfg.train.dist_backend != "gloo"
 
 
 def resolve_capability(cfg: Config) -> Any:
@@ -108,6 +115,7 @@ def build_train_spec(cfg: Config, model_path: str, lr: float, seed: int) -> Trai
         gradient_checkpointing=m.gradient_checkpointing, loss=t.loss, loss_chunk_tokens=t.loss_chunk_tokens,
         compile=t.compile, state_every_s=t.state_every_s, hpz_partition_size=int(t.hpz_partition_size),
         release_gpu_cache=cfg.sample.engine.sleep is True,  # the plan's: the sampler sleeps on the trainers' GPUs
+        require_cuda=plan_wants_cuda(cfg),
     )
 
 

@@ -68,6 +68,9 @@ class TrainSpec:
     # cached GPU memory back (torch.cuda.empty_cache) before the sampler wakes, and the trial waits for the samples
     # (`after_checkpoint`) before the next step needs that memory again
     release_gpu_cache: bool = False
+    # the plan placed the trainer on GPUs: without CUDA it refuses to start (workers/cuda_check.py) instead of
+    # falling back to gloo on CPU
+    require_cuda: bool = False
 
 
 CheckpointHook = Callable[[int, Path, dict[str, Any]], None]
@@ -83,12 +86,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed(backend: str) -> tuple[str, bool]:
+def init_distributed(backend: str, require_cuda: bool = False) -> tuple[str, bool]:
     """Join the process group a launcher built (Ray Train sets RANK, WORLD_SIZE, MASTER_ADDR and inits
-    torch.distributed), or start a single-process group; returns (device name, whether we own the group)."""
+    torch.distributed), or start a single-process group; returns (device name, whether we own the group).
+    `require_cuda` (the plan's GPUs) or backend nccl without CUDA: refused, naming the driver torch needs."""
     import torch
 
-    cuda = torch.cuda.is_available()
+    from workers.cuda_check import require_cuda as check_cuda
+
+    cuda = check_cuda(require_cuda or backend == "nccl", "the trainer")
     if not cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
@@ -391,7 +397,7 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
         clock.setdefault(key, 0.0)
 
     schedule = StateSchedule(spec.state_every_s, spec.save_request_file)  # a request from now on is new
-    device, owned = init_distributed(spec.dist_backend)
+    device, owned = init_distributed(spec.dist_backend, spec.require_cuda)
     rank, world = rank_and_world()
     if rank != 0:
         log = _quiet
