@@ -16,7 +16,7 @@ from typing import Any
 from eval.metrics import checkpoint_steps
 from orchestrator.config import settings_for_toy
 from orchestrator.planner import Plan, make_plan
-from orchestrator.resolve import resolve
+from orchestrator.resolve import resolve, resolve_with_plan
 from orchestrator.sampler_session import local_sampler
 from orchestrator.schema import Config, ConfigError
 from workers.capability import resolve as resolve_benchmarks
@@ -100,7 +100,7 @@ def resolve_capability(cfg: Config) -> Any:
 
 def build_train_spec(cfg: Config, model_path: str, lr: float, seed: int) -> TrainSpec:
     """The trainer's narrow config, from the resolved plan (orchestrator/resolve.py): ZeRO stage and micro-batch."""
-    cfg = resolve(cfg)  # refuses train.compile with ZeRO-3, and anything that cannot fit, naming the fix
+    cfg, plan = resolve_with_plan(cfg)  # refuses train.compile with ZeRO-3, and anything that cannot fit
     t, m = cfg.train, cfg.model
     zero_stage, micro = int(t.zero_stage), int(t.micro_batch_size)
     return TrainSpec(
@@ -115,7 +115,8 @@ def build_train_spec(cfg: Config, model_path: str, lr: float, seed: int) -> Trai
         gradient_checkpointing=m.gradient_checkpointing, loss=t.loss, loss_chunk_tokens=t.loss_chunk_tokens,
         compile=t.compile, state_every_s=t.state_every_s, hpz_partition_size=int(t.hpz_partition_size),
         release_gpu_cache=cfg.sample.engine.sleep is True,  # the plan's: the sampler sleeps on the trainers' GPUs
-        require_cuda=plan_wants_cuda(cfg),
+        require_cuda=plan_wants_cuda(cfg), collective_timeout_s=float(t.collective_timeout_s),
+        zero_buffers=dict(plan.sections["trainer"]["zero_buffers"]),  # the sizes its memory sum counted
     )
 
 

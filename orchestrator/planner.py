@@ -131,12 +131,22 @@ def sleep_mode(cfg: Config, dedicated: bool) -> tuple[bool, str]:
     return True, "on: vLLM sleeps (level 1: weights to host RAM, KV cache dropped) between checkpoint batches"
 
 
+def usable_gpu_bytes(cfg: Config, plan: Plan) -> float:
+    """What the trainers and the sampler may use of each GPU: the card less plan.headroom (printed once)."""
+    c, h = cfg.cluster, cfg.plan.headroom
+    usable = c.gpu_memory_gib * GIB * (1 - h)
+    if c.gpus_per_node:
+        plan.put("trainer", "usable_per_gpu_gib", round(usable / GIB, 2), f"{c.gpu_memory_gib:g} GiB x (1 - headroom "
+                 f"{h:g})", f"{usable / GIB:.2f} GiB ({h * c.gpu_memory_gib:.2f} GiB of each GPU left free)")
+    return usable
+
+
 def _plan_jobs(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, plan: Plan, dedicated: bool) -> Plan:
     """Trainer, sampler, placement and time, with the sampler on GPUs of its own (`dedicated`) or sharing: a static
     share of each GPU (without sleep), or asleep beside the trainers' peak and awake beside what they hold between
     steps (with sleep: the trainers on its GPUs wait while it samples)."""
     bound = min(len(cfg.sweep.lrs) * len(cfg.sweep.seeds), cfg.sweep.max_concurrent_trials)
-    gpu = cfg.cluster.gpu_memory_gib * GIB
+    gpu = usable_gpu_bytes(cfg, plan)
     sleep, why = sleep_mode(cfg, dedicated)
     if dedicated or cfg.cluster.gpus_per_node == 0:  # the sampler's GPUs first: the trials are placed beside them
         sampler = plan_sampler(cfg, a, counts, bound, plan, dedicated)
