@@ -161,8 +161,20 @@ def _plan_jobs(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, pl
         sampler = plan_sampler(cfg, a, counts, bound, plan, dedicated, room=gpu - trainer["resident"])
     sampler["sleep"] = plan.put("sampler", "sleep", sleep, text=f"{sleep} ({why})")
     at_once = plan_placement(cfg, trainer, sampler, plan)
+    if sleep and not dedicated and at_once > 1:
+        raise PlanError(sleep_overlap(at_once))
     plan_time(cfg, a, counts, lora, trainer, sampler, at_once, plan)
     return plan
+
+
+def sleep_overlap(at_once: int) -> str:
+    """Why a sampler asleep on the trainers' GPUs cannot serve several packs at once: each pack pauses only at its
+    own checkpoint (orchestrator/pack.py), so one pack's requests wake the engine on GPUs where another is mid-step
+    at its peak, which the awake engine was not sized beside (nothing makes every trainer there pause first)."""
+    return (f"{at_once} packs would run at once beside a sampler asleep on their GPUs: one pack's requests wake it "
+            "while another is mid-step on the same GPUs (its peak plus the awake engine is more than a GPU holds); "
+            "set sweep.max_concurrent_trials=1, or sample.engine.sleep=false (a static share), or "
+            "sample.engine.dedicated_gpus=true")
 
 
 def check_compile(cfg: Config, stage: int) -> None:

@@ -75,9 +75,12 @@ def test_levers_are_searched_before_more_gpus():
 
 @pytest.mark.parametrize("model, shared", [("qwen3_30b_a3b", True), ("qwen3_0_6b", False)])
 def test_the_sampler_shares_or_not_by_allocation_gpu_hours(model, shared):
-    """One node of 8 x 80 GB: Qwen3-30B's sampler (61 GB of weights) is cheaper asleep on the trainers' GPUs; the
-    0.6B's two-GPU trials leave its own GPU cheaper. The plan takes whichever allocation is smaller and says why."""
-    base = [f"model={model}", "cluster=slurm", "cluster.nodes=1", "sweep.lrs=[3e-5,1e-4,3e-4,1e-3]"]
+    """One node of 8 x 80 GB, one pack at a time (issue 26: a sleeping sampler serves one pack at a time, else one
+    pack's requests would wake it beside another's peak): Qwen3-30B's sampler (61 GB of weights) is cheaper asleep on
+    the trainers' GPUs; the 0.6B's two-GPU trials leave its own GPU cheaper. The plan takes whichever allocation is
+    smaller and says why."""
+    base = [f"model={model}", "cluster=slurm", "cluster.nodes=1", "sweep.lrs=[3e-5,1e-4,3e-4,1e-3]",
+            "sweep.max_concurrent_trials=1"]
     chosen = make_plan(compose_config(base))
     own, share = (sections([*base, f"sample.engine.dedicated_gpus={d}"])["time"]["allocation_gpu_h"]
                   for d in ("true", "false"))

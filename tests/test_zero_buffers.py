@@ -43,3 +43,22 @@ def test_plans_leave_the_headroom_free(overrides: list[str]) -> None:
     assert tr["memory_per_gpu_gib"] <= 73.6
     edge = make_plan(compose_config([*overrides, "plan.headroom=0"])).sections["trainer"]
     assert edge["usable_per_gpu_gib"] == pytest.approx(80.0)
+
+
+def test_a_sleeping_sampler_never_wakes_beside_another_packs_peak() -> None:
+    """Issue 26 finding 1: `plan model=qwen3_30b_a3b cluster=slurm` ran two packs of 4 GPUs at once with the sampler
+    asleep on pack A's GPUs, sized against what trainers hold between steps: pack B's requests woke ~40 GiB beside
+    pack A mid-step at ~48 GiB. Only one pack pauses at its checkpoint, so a sleeping sampler now serves one pack at
+    a time; with more the plan takes GPUs of its own (or a static share), and an explicit sharing plan is refused."""
+    from orchestrator.planner import PlanError
+
+    def overlap_free(plan: dict) -> bool:
+        sa, pl = plan["sampler"], plan["placement"]
+        return sa["dedicated_gpus"] or not sa["sleep"] or pl["concurrent_trials"] == 1
+
+    plan = make_plan(compose_config(B30)).sections
+    assert overlap_free(plan)
+    one_at_a_time = make_plan(compose_config([*B30, "sweep.max_concurrent_trials=1"])).sections
+    assert one_at_a_time["sampler"]["sleep"] and overlap_free(one_at_a_time)
+    with pytest.raises(PlanError, match="wake it while another is mid-step.*sweep.max_concurrent_trials=1"):
+        make_plan(compose_config([*B30, "sample.engine.dedicated_gpus=false"]))
