@@ -67,3 +67,29 @@ def test_a_slow_sampler_on_rank0_survives_the_plans_timeout_and_not_a_shorter_on
     with pytest.raises(pytest.fail.Exception, match="exited with"):
         run_ranks_in_fresh_processes(train_with_slow_sampler, (spec_for(model, SAMPLER_S / 3), str(tmp_path / "short")),
                                      2, 240, "two ranks, a slow sampler, a timeout shorter than its wait")
+
+
+def test_rank0_waits_for_samples_at_most_short_of_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blocking drain (a paused pack waiting for its samples, an early-stopping wait) asks Ray for the samples with
+    a bound short of the collective timeout and fails naming the knob; before, it waited without one. The sampler
+    here never answers (a fake `ray.wait`: scheduling logic only)."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    import ray
+
+    from orchestrator.trial import Trial
+
+    asked: list[float | None] = []
+
+    def never_ready(refs: list, timeout: float | None = None) -> tuple[list, list]:
+        asked.append(timeout)
+        return [], refs
+
+    monkeypatch.setattr(ray, "wait", never_ready)
+    trial = SimpleNamespace(capability=None, pending=deque([(4, "ref", {}, 0.0)]), timing={"eval_wait_s": 0.0},
+                            spec=SimpleNamespace(collective_timeout_s=600.0), name="lr1e-3_s0")
+    Trial.drain(trial, block=False)  # a poll between steps: no wait at all
+    with pytest.raises(TimeoutError, match=r"step 4's samples took over 540 s.*collective_timeout_s=600"):
+        Trial.drain(trial, block=True)
+    assert asked == [0, wait_limit_s(600.0)]
