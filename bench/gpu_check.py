@@ -81,10 +81,16 @@ def train_member(spec_fields: dict[str, Any], words: int, out: str, packed: bool
             "losses": losses}
 
 
+# how far a packed member's adapter may sit from its trial alone, per tensor: |got - want| / |want| (Frobenius). Not
+# elementwise: Adam's first steps move each element by about +-lr whatever its gradient's size, so an element whose
+# gradient is near zero can flip sign with bf16 rounding (two ranks, or another kernel, sum in another order); a
+# wrong member, route or gradient differs by ~1 or more (two runs seen on CPU: at most 0.06)
+ADAPTER_TOLERANCE = 0.1
+
+
 def compare_adapters(got_dir: Path, want_dir: Path) -> dict[str, Any]:
-    """The largest difference between two saved adapters, relative to each tensor's scale, and whether every one is
-    within bf16 tolerance (5% of the tensor's largest value: bf16 keeps ~3 significant digits, and two runs sum
-    the same gradients in another order)."""
+    """The largest relative (Frobenius) difference between two saved adapters' tensors, and whether every one is
+    within ADAPTER_TOLERANCE with expert LoRA present."""
     from safetensors.torch import load_file
 
     got = load_file(got_dir / "adapter_model.safetensors")
@@ -93,11 +99,10 @@ def compare_adapters(got_dir: Path, want_dir: Path) -> dict[str, Any]:
         return {"same_keys": False, "ok": False}
     worst = 0.0
     for key, w in want.items():
-        scale = float(w.float().abs().max()) or 1.0
-        worst = max(worst, float((got[key].float() - w.float()).abs().max()) / scale)
+        worst = max(worst, float((got[key].float() - w.float()).norm()) / (float(w.float().norm()) or 1.0))
     experts = sum(".experts." in k for k in got)
     return {"same_keys": True, "tensors": len(got), "expert_tensors": experts, "max_rel_diff": round(worst, 5),
-            "ok": worst <= 0.05 and experts > 0}
+            "ok": worst <= ADAPTER_TOLERANCE and experts > 0}
 
 
 def moe_pack_phase(model: Path, work: Path, steps: int, batch: int, micro: int, words: int,
@@ -122,7 +127,7 @@ def moe_pack_phase(model: Path, work: Path, steps: int, batch: int, micro: int, 
         alone, packed = result[f"alone_{i}"]["losses"][0], result["pack"]["losses"][i]
         diffs = [abs(a - b) / max(abs(a), 1e-9) for a, b in zip(alone, packed, strict=True)]
         check["max_loss_rel_diff"] = round(max(diffs), 5)
-        check["ok"] = check["ok"] and check["max_loss_rel_diff"] <= 0.02
+        check["ok"] = check["ok"] and check["max_loss_rel_diff"] <= 0.01
         checks.append(check)
     result["members_match"] = checks
     result["ok"] = all(c["ok"] for c in checks)

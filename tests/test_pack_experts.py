@@ -172,6 +172,8 @@ def test_the_moe_default_as_a_whole_on_two_ranks_equals_each_trial_alone(tiny_mo
     order on two ranks, so the match is to bf16's precision, not bitwise."""
     import torch
 
+    from bench.gpu_check import compare_adapters
+
     spec = replace(base_spec(tiny_moe), dtype="bfloat16", gradient_checkpointing=True)
     specs = [replace(spec, lr=lr, seed=seed) for lr, seed in MEMBERS[:2]]
     for i, one in enumerate(specs):
@@ -179,13 +181,13 @@ def test_the_moe_default_as_a_whole_on_two_ranks_equals_each_trial_alone(tiny_mo
     run_ranks_in_fresh_processes(packed, (specs, str(tmp_path / "pack"), None), 2, DEADLINE_S, "bf16 pack on 2 ranks")
     for i in range(len(specs)):
         one, mine = tmp_path / f"alone_{i}", tmp_path / "pack" / f"member_{i}"
-        got, want = adapters(mine, STEPS), adapters(one, STEPS)
-        assert got.keys() == want.keys() and any(".mlp.experts.base_layer.lora_B" in k for k in got)
-        for key in want:
-            assert got[key].dtype == torch.bfloat16, key
-            scale = float(want[key].float().abs().max()) or 1.0
-            torch.testing.assert_close(got[key].float(), want[key].float(), rtol=0.05, atol=0.02 * scale, msg=key)
-        moved = [k for k, v in got.items() if "lora_B" in k and v.float().abs().max() > 0]
-        assert len(moved) == len([k for k in got if "lora_B" in k]), "every B trained"
+        # adapters: relative Frobenius difference per tensor (bench/gpu_check.py ADAPTER_TOLERANCE says why not
+        # elementwise); step losses: to bf16's precision (two runs on CPU matched to 1e-4)
+        adapter = Path("adapters") / f"step_{STEPS:05d}"
+        check = compare_adapters(mine / adapter, one / adapter)
+        assert check["ok"] and check["expert_tensors"] > 0, check
+        assert adapters(mine, STEPS)["base_model.model.lm_head.lora_B.weight"].dtype == torch.bfloat16
+        moved = [k for k, v in adapters(mine, STEPS).items() if "lora_B" in k and v.float().abs().max() > 0]
+        assert len(moved) == sum("lora_B" in k for k in adapters(mine, STEPS)), "every B trained"
         assert json.loads((mine / "losses.json").read_text()) == pytest.approx(
-            json.loads((one / "losses.json").read_text()), rel=0.02)
+            json.loads((one / "losses.json").read_text()), rel=1e-3)
