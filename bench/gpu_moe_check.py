@@ -18,6 +18,7 @@ Everything lands in one JSON (`--out`, default bench/results/gpu_moe_check.json)
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing
 import os
@@ -79,9 +80,12 @@ def build_checkpoint(path: Path, shape: dict[str, Any], layers: int, shard_bytes
 
 
 def _child(fn_name: str, args: tuple, out: str) -> None:
-    """A fresh process (the trainer owns its process group); its result or its error as JSON."""
+    """A fresh process (the trainer owns its process group); its result or its error as JSON. `fn_name`: a function
+    of this module, or "module:function" (bench/gpu_check.py's phases)."""
     try:
-        result = globals()[fn_name](*args)
+        module, _, name = fn_name.rpartition(":")
+        fn = getattr(importlib.import_module(module), name) if module else globals()[name]
+        result = fn(*args)
     except BaseException as e:  # the parent records the failure instead of losing it
         import traceback
 
@@ -90,7 +94,7 @@ def _child(fn_name: str, args: tuple, out: str) -> None:
 
 
 def in_fresh_process(fn_name: str, args: tuple, work: Path, deadline_s: float) -> dict[str, Any]:
-    out = work / f"{fn_name}.{time.time_ns()}.json"
+    out = work / f"{fn_name.replace(':', '.')}.{time.time_ns()}.json"
     proc = multiprocessing.get_context("spawn").Process(target=_child, args=(fn_name, args, str(out)))
     proc.start()
     proc.join(deadline_s)

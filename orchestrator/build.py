@@ -16,7 +16,7 @@ from typing import Any
 from orchestrator.budget import trial_fields
 from orchestrator.config import settings_for_toy
 from orchestrator.planner import Plan, make_plan
-from orchestrator.resolve import resolve
+from orchestrator.resolve import resolve, resolve_with_plan
 from orchestrator.sampler_session import local_sampler
 from orchestrator.schema import Config, ConfigError
 from workers.capability import resolve as resolve_benchmarks
@@ -85,7 +85,14 @@ def sampler_spec(cfg: Config, model_path: str) -> SamplerSpec:
         cpu_lora_kernel=e.cpu_lora_kernel, fully_sharded_loras=e.fully_sharded_loras,
         moe_lora_3d=e.moe_lora_3d,  # the plan's: the trainer saves expert LoRA in PEFT's fused 3-D format
         sleep=e.sleep,  # the plan's: asleep between batches when it shares the trainers' GPUs
+        require_cuda=plan_wants_cuda(cfg),
     )
+
+
+def plan_wants_cuda(cfg: Config) -> bool:
+    """The cluster has GPUs and the trainers use them (NCCL): the workers refuse to start without CUDA. A CPU
+    rehearsal on Ray's logical GPUs says train.dist_backend=gloo (tests/test_rehearsal.py)."""
+    return cfg.cluster.gpus_per_node > 0 and cfg.train.dist_backend != "gloo"
 
 
 def resolve_capability(cfg: Config) -> Any:
@@ -95,7 +102,7 @@ def resolve_capability(cfg: Config) -> Any:
 
 def build_train_spec(cfg: Config, model_path: str, lr: float, seed: int) -> TrainSpec:
     """The trainer's narrow config, from the resolved plan (orchestrator/resolve.py): ZeRO stage and micro-batch."""
-    cfg = resolve(cfg)  # refuses train.compile with ZeRO-3, and anything that cannot fit, naming the fix
+    cfg, plan = resolve_with_plan(cfg)  # refuses train.compile with ZeRO-3, and anything that cannot fit
     t, m = cfg.train, cfg.model
     zero_stage, micro = int(t.zero_stage), int(t.micro_batch_size)
     return TrainSpec(
@@ -110,6 +117,8 @@ def build_train_spec(cfg: Config, model_path: str, lr: float, seed: int) -> Trai
         gradient_checkpointing=m.gradient_checkpointing, loss=t.loss, loss_chunk_tokens=t.loss_chunk_tokens,
         compile=t.compile, state_every_s=t.state_every_s, hpz_partition_size=int(t.hpz_partition_size),
         release_gpu_cache=cfg.sample.engine.sleep is True,  # the plan's: the sampler sleeps on the trainers' GPUs
+        require_cuda=plan_wants_cuda(cfg), collective_timeout_s=float(t.collective_timeout_s),
+        zero_buffers=dict(plan.sections["trainer"]["zero_buffers"]),  # the sizes its memory sum counted
     )
 
 

@@ -35,6 +35,7 @@ from orchestrator.plan_model import (
     train_memory,
     trained_lora_params,
     trials_that_fit,
+    zero_buffers,
 )
 from orchestrator.schema import ArchConfig, Config, is_auto
 from workers.pack_rules import pack_refusals
@@ -303,8 +304,12 @@ def _record(cfg: Config, plan: Plan, s: Shape, mem: dict[str, float], limit: flo
         if s.hpz > 1 else "off: " + ("the trial is inside one node" if s.gpus <= max(cfg.cluster.gpus_per_node, 1)
                                      else "the second copy does not fit" if s.stage == 3 else "no ZeRO-3") + ")"))
     for key in ("base_weights", "hpz_secondary_weights", "lora_weights_and_grads", "lora_fp32_master_and_adam",
-                "zero3_gathered_layers", "activations", "logits", "expert_lora_materialized"):
+                "zero3_gathered_layers", "activations", "logits", "expert_lora_materialized", "zero_buffers"):
         plan.put(sec, f"{key}_gib", round(mem[key] / GIB, 3), text=gib(mem[key]))
+    a = arch_of(cfg)
+    buffers = zero_buffers(a, param_counts(a), s.pack * trained_lora_params(cfg, a), s.stage)
+    plan.put(sec, "zero_buffers", buffers, text="elements, set in the DeepSpeed config (workers/train.py): "
+             + ", ".join(f"{k}={v:.3g}" for k, v in buffers.items()))
     plan.put(sec, "memory_per_gpu_gib", round(mem["total"] / GIB, 2),
              f"sum x fragmentation {cfg.plan.fragmentation:g} + overhead {cfg.plan.overhead_gib:g} GiB",
              gib(mem["total"]) + (f" of {limit / GIB:.4g} GiB" if cfg.cluster.gpus_per_node else

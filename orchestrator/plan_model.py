@@ -146,11 +146,41 @@ def train_memory(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, 
                            shape.chunk, head_lora="lm_head" in cfg.model.lora_target_modules)
     mem["activations"], mem["logits"] = act["layers"], act["logits"]
     mem["expert_lora_materialized"] = expert_materialization_bytes(cfg, a, k)
+    mem["zero_buffers"] = zero_buffer_bytes(zero_buffers(a, counts, k * lora, stage), wbytes, stage)
     p = cfg.plan
     mem["total"] = sum(mem.values()) * p.fragmentation + p.overhead_gib * GIB
     held = ("base_weights", "hpz_secondary_weights", "lora_weights_and_grads", "lora_fp32_master_and_adam")
     mem["resident"] = sum(mem[key] for key in held) * p.fragmentation + p.overhead_gib * GIB
     return mem
+
+
+# the gradient bucket: at most 2e8 elements (DeepSpeed's default is 5e8; LoRA gradients are reduced once a step, so a
+# smaller bucket costs a few more collectives, not time); small parameters kept whole below DeepSpeed's default 1e5
+DS_REDUCE_BUCKET_CAP = 200_000_000
+DS_PERSISTENCE_THRESHOLD = 100_000
+
+
+def zero_buffers(a: ArchConfig, counts: dict[str, int], lora: int, stage: int) -> dict[str, int]:
+    """Every DeepSpeed ZeRO buffer size the memory plan relies on, in elements, for workers/train.py's DeepSpeed
+    config (DeepSpeed's defaults would hold far more: 1e9 live parameters, 5e8-element buckets). ZeRO-3: at most two
+    layers (or the embeddings) gathered at once, the next one prefetched, small parameters (the norms) kept whole up
+    to their count; every stage: one gradient bucket of at most the trainable LoRA (`lora`: a pack's K adapters)."""
+    bucket = max(1, min(DS_REDUCE_BUCKET_CAP, lora))
+    out = {"reduce_bucket_size": bucket, "allgather_bucket_size": bucket}
+    if stage == 3:
+        unit = max(counts["layer"], counts["embeddings"])
+        norms = a.num_layers * (2 * a.hidden_size + 2 * a.head_dim) + a.hidden_size
+        out |= {"stage3_max_live_parameters": 2 * unit, "stage3_max_reuse_distance": 2 * unit,
+                "stage3_prefetch_bucket_size": unit, "stage3_param_persistence_threshold": DS_PERSISTENCE_THRESHOLD,
+                "stage3_model_persistence_threshold": norms}
+    return out
+
+
+def zero_buffer_bytes(buffers: dict[str, int], wbytes: int, stage: int) -> float:
+    """Bytes per GPU of the buffers outside the other terms: the gradient bucket (DeepSpeed's flat IPG buffer), and at
+    ZeRO-3 the persisted small parameters (the gathered layers are zero3_gathered_layers)."""
+    held = buffers["reduce_bucket_size"] * wbytes
+    return held + (buffers["stage3_model_persistence_threshold"] * wbytes if stage == 3 else 0)
 
 
 def expert_materialization_bytes(cfg: Config, a: ArchConfig, members: int = 1) -> float:

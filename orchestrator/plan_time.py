@@ -78,6 +78,11 @@ def _step_s(cfg: Config, counts: dict[str, int], lora: int, trainer: dict[str, A
     return step_s
 
 
+# the process-group timeout: Ray Train's default (1800 s) at least, else 3x the longest checkpoint wait
+COLLECTIVE_TIMEOUT_FLOOR_S = 1800.0
+COLLECTIVE_TIMEOUT_MARGIN = 3.0
+
+
 def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, trainer: dict[str, Any],
               sampler: dict[str, Any], at_once: int, plan: Plan) -> None:
     """Wall time and GPU-hours. A training step takes max(compute, communication), overlapped (plan_fit.step_seconds;
@@ -131,6 +136,32 @@ def plan_time(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, tra
         wall = plan.put(sec, "wall_h", max(train_wall, busy) / 3600, "max(training_wall_h, sampler_busy_h)") * 3600
     if cl.gpus_per_node:
         _gpu_hours(cfg, plan, sampler, gpus, k, n_jobs, trial_s, wall, at_once)
+    _checkpoint_wait(cfg, plan, sampler, decode, at_once * k, startup)
+
+
+def collective_timeout_s(checkpoint_wait_s: float) -> float:
+    """The trainers' process-group timeout: the longest wait of rank 0 at a checkpoint (while the other ranks sit in
+    a collective) with a margin, never below Ray Train's own default (which a slow checkpoint would outlast)."""
+    return max(COLLECTIVE_TIMEOUT_FLOOR_S, COLLECTIVE_TIMEOUT_MARGIN * checkpoint_wait_s)
+
+
+def _checkpoint_wait(cfg: Config, plan: Plan, sampler: dict[str, Any], decode: float, trials: int,
+                     startup_s: float) -> None:
+    """Rank 0's longest wait at a checkpoint: every trial running at once sampled in one go, the sampler's wake and
+    one restart (its weights read again), and an LLM judge's calls at their per-request timeout."""
+    s, sec = cfg.sample, "time"
+    n_prompts = s.n_eval_prompts + s.n_train_prompts
+    sample_s = trials * n_prompts * s.max_new_tokens / decode
+    wake_s = 2 * sampler["weights_per_gpu"] / (cfg.plan.host_copy_gb_s * 1e9) if sampler.get("sleep") else 0.0
+    grader = cfg.setting.grader
+    judge_s = (math.ceil(trials * n_prompts / grader.endpoint.max_concurrency) * grader.endpoint.timeout_s
+               if grader.kind == "judge" else 0.0)
+    wait = plan.put(sec, "checkpoint_wait_s", sample_s + wake_s + startup_s + judge_s,
+                    f"sampling {trials} trials {sample_s:.0f} s + wake {wake_s:.0f} s + a sampler restart "
+                    f"{startup_s:.0f} s + judge {judge_s:.0f} s")
+    plan.put(sec, "collective_timeout_s", collective_timeout_s(wait),
+             f"max({COLLECTIVE_TIMEOUT_FLOOR_S:g}, {COLLECTIVE_TIMEOUT_MARGIN:g} x checkpoint_wait_s): the trainers' "
+             "process-group timeout (rank 0 waits that long at most)")
 
 
 def _gpu_hours(cfg: Config, plan: Plan, sampler: dict[str, Any], gpus: int, k: int, n_jobs: int, trial_s: float,

@@ -161,12 +161,22 @@ def sleep_mode(cfg: Config, dedicated: bool) -> tuple[bool, str]:
     return True, "on: vLLM sleeps (level 1: weights to host RAM, KV cache dropped) between checkpoint batches"
 
 
+def usable_gpu_bytes(cfg: Config, plan: Plan) -> float:
+    """What the trainers and the sampler may use of each GPU: the card less plan.headroom (printed once)."""
+    c, h = cfg.cluster, cfg.plan.headroom
+    usable = c.gpu_memory_gib * GIB * (1 - h)
+    if c.gpus_per_node:
+        plan.put("trainer", "usable_per_gpu_gib", round(usable / GIB, 2), f"{c.gpu_memory_gib:g} GiB x (1 - headroom "
+                 f"{h:g})", f"{usable / GIB:.2f} GiB ({h * c.gpu_memory_gib:.2f} GiB of each GPU left free)")
+    return usable
+
+
 def _plan_jobs(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, plan: Plan, dedicated: bool) -> Plan:
     """Trainer, sampler, placement and time, with the sampler on GPUs of its own (`dedicated`) or sharing: a static
     share of each GPU (without sleep), or asleep beside the trainers' peak and awake beside what they hold between
     steps (with sleep: the trainers on its GPUs wait while it samples)."""
     bound = min(len(cfg.sweep.lrs) * len(cfg.sweep.seeds), cfg.sweep.max_concurrent_trials)
-    gpu = cfg.cluster.gpu_memory_gib * GIB
+    gpu = usable_gpu_bytes(cfg, plan)
     sleep, why = sleep_mode(cfg, dedicated)
     if dedicated or cfg.cluster.gpus_per_node == 0:  # the sampler's GPUs first: the trials are placed beside them
         sampler = plan_sampler(cfg, a, counts, bound, plan, dedicated)
@@ -181,8 +191,20 @@ def _plan_jobs(cfg: Config, a: ArchConfig, counts: dict[str, int], lora: int, pl
         sampler = plan_sampler(cfg, a, counts, bound, plan, dedicated, room=gpu - trainer["resident"])
     sampler["sleep"] = plan.put("sampler", "sleep", sleep, text=f"{sleep} ({why})")
     at_once = plan_placement(cfg, trainer, sampler, plan)
+    if sleep and not dedicated and at_once > 1:
+        raise PlanError(sleep_overlap(at_once))
     plan_time(cfg, a, counts, lora, trainer, sampler, at_once, plan)
     return plan
+
+
+def sleep_overlap(at_once: int) -> str:
+    """Why a sampler asleep on the trainers' GPUs cannot serve several packs at once: each pack pauses only at its
+    own checkpoint (orchestrator/pack.py), so one pack's requests wake the engine on GPUs where another is mid-step
+    at its peak, which the awake engine was not sized beside (nothing makes every trainer there pause first)."""
+    return (f"{at_once} packs would run at once beside a sampler asleep on their GPUs: one pack's requests wake it "
+            "while another is mid-step on the same GPUs (its peak plus the awake engine is more than a GPU holds); "
+            "set sweep.max_concurrent_trials=1, or sample.engine.sleep=false (a static share), or "
+            "sample.engine.dedicated_gpus=true")
 
 
 def check_compile(cfg: Config, stage: int) -> None:

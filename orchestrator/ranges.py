@@ -179,6 +179,7 @@ RANGES: dict[str, Interval] = {
     "PlanConfig.hbm_efficiency": FRACTION_UP_TO_1,
     "PlanConfig.decode_step_floor_ms": NON_NEGATIVE,
     "PlanConfig.sampler_sleep_gib": NON_NEGATIVE,
+    "PlanConfig.headroom": Interval(0, 1, hi_open=True),
     "PlanConfig.host_copy_gb_s": POSITIVE,
     "RecoverConfig.n_labels": AT_LEAST_1,
     "RecoverConfig.steps": AT_LEAST_1,

@@ -22,7 +22,8 @@ def resolve_with_plan(cfg: Config) -> tuple[Config, Plan]:
     tr, sa, pl = plan.sections["trainer"], plan.sections["sampler"], plan.sections["placement"]
     train = replace(cfg.train, num_workers=tr["gpus_per_trial"], zero_stage=tr["zero_stage"],
                     micro_batch_size=tr["micro_batch_per_gpu"], loss_chunk_tokens=tr["loss_chunk_tokens"],
-                    hpz_partition_size=tr["hpz_partition_size"])
+                    hpz_partition_size=tr["hpz_partition_size"],
+                    collective_timeout_s=_collective_timeout(cfg, plan))
     engine = replace(cfg.sample.engine, tensor_parallel_size=sa["tensor_parallel_size"],
                      gpu_memory_utilization=sa["gpu_memory_utilization"], max_loras=pl["max_loras"],
                      max_cpu_loras=pl["max_cpu_loras"], fully_sharded_loras=sa["fully_sharded_loras"],
@@ -31,6 +32,16 @@ def resolve_with_plan(cfg: Config) -> tuple[Config, Plan]:
     keep = resolve_policy(cfg.sweep.keep_adapters, cfg.cluster.kind)  # auto: the cluster's default
     sweep = replace(cfg.sweep, pack=tr["pack"], keep_adapters=keep)
     return replace(cfg, train=train, sweep=sweep, sample=replace(cfg.sample, engine=engine)), plan
+
+
+def _collective_timeout(cfg: Config, plan: Plan) -> float:
+    """train.collective_timeout_s: the user's, or the plan's (its floor where the plan cannot time the sweep)."""
+    from orchestrator.plan_time import COLLECTIVE_TIMEOUT_FLOOR_S
+    from orchestrator.schema import is_auto
+
+    if not is_auto(cfg.train.collective_timeout_s):
+        return float(cfg.train.collective_timeout_s)
+    return float(plan.sections.get("time", {}).get("collective_timeout_s", COLLECTIVE_TIMEOUT_FLOOR_S))
 
 
 def resolve(cfg: Config) -> Config:

@@ -258,6 +258,10 @@ class TrainConfig:
     # ZeRO++ hierarchical partitioning (DeepSpeed zero_hpz_partition_size): a second copy of the frozen base sharded
     # inside each node, so the per-step all-gathers stay on the node's links; 1: off; auto: the plan's
     hpz_partition_size: Any = AUTO
+    # seconds a collective waits before the trainers' process group gives up (NCCL's watchdog): rank 0 waits for
+    # the sampler and the grader at checkpoints while the other ranks sit in a collective; auto: the plan's
+    # time.collective_timeout_s (3x its longest checkpoint wait, at least 1800)
+    collective_timeout_s: Any = AUTO
     compile: bool = False  # torch.compile each decoder layer; ZeRO stages 0-2 only
     num_workers: Any = AUTO  # trainer processes per trial (one per GPU; a Ray placement group holds them); auto: plan
     # trainer state (LoRA, Adam, RNG, data position) also every this many seconds, at a step boundary, so a
@@ -356,6 +360,7 @@ class PlanConfig:
     hbm_gb_s: float = 3350.0  # GPU memory bandwidth (decode reads the weights once per step)
     hbm_efficiency: float = 0.5
     decode_step_floor_ms: float = 10.0  # scheduler, sampling and kernel launches bound a small model's decode step
+    headroom: float = 0.08  # share of each GPU the plans leave free (unmeasured NCCL buffers, allocator spikes)
     sampler_sleep_gib: float = 1.0  # per GPU, what a sleeping vLLM engine still holds (CUDA context, allocator pools)
     host_copy_gb_s: float = 20.0  # per GPU, pinned host <-> GPU copies (vLLM sleep level 1 offloads, wake_up restores)
 
@@ -509,6 +514,7 @@ def validate(cfg: Config) -> None:
     _require(tr.dist_backend in ("auto", "gloo", "nccl"), "train.dist_backend must be auto, gloo or nccl")
     _require(tr.loss in ("answer_chunks", "hf"), f"train.loss={tr.loss!r}: must be answer_chunks or hf")
     _planned(tr.loss_chunk_tokens, "train.loss_chunk_tokens", int, lambda v: v >= 1, "an integer >= 1")
+    _planned(tr.collective_timeout_s, "train.collective_timeout_s", float, lambda v: v > 0, "seconds > 0")
     _planned(tr.hpz_partition_size, "train.hpz_partition_size", int, lambda v: v >= 1, "an integer >= 1 (1: off)")
     _planned(sw.pack, "sweep.pack", int, lambda v: v >= 1, "an integer >= 1 (1: each trial alone)")
     _require(not (tr.compile and str(tr.zero_stage) == "3"),

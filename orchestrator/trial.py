@@ -23,7 +23,7 @@ from eval.runfiles import append_jsonl, read_jsonl, step_name, trial_name, write
 from eval.stopping import StopState
 from workers.prompts import Prompt, build_prompts, load_bank, pick, split_bank
 from workers.sampler import DeterministicError, request_seed
-from workers.train import TrainSpec
+from workers.train import TrainSpec, wait_limit_s
 
 FAILED = "failed.json"  # a trial that ended on an error a retry would repeat: what it was, and when
 
@@ -274,8 +274,14 @@ class Trial:
             self.capability.drain(block=False)
         while self.pending:
             waited = time.time()
-            ready, _ = ray.wait([self.pending[0][1]], timeout=None if block else 0)
+            limit = wait_limit_s(self.spec.collective_timeout_s)
+            ready, _ = ray.wait([self.pending[0][1]], timeout=limit if block else 0)
             self.timing["eval_wait_s"] += time.time() - waited
+            if block and not ready:
+                raise TimeoutError(f"{self.name}: step {self.pending[0][0]}'s samples took over {limit:.0f} s; the "
+                                   "other trainer ranks would hit their collective timeout (train."
+                                   f"collective_timeout_s={self.spec.collective_timeout_s:g}): raise it, or check the "
+                                   "sampler's log")
             if not ready:
                 return
             self._finish(*self.pending.popleft())

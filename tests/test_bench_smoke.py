@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,24 @@ def test_pack_speed_bench_runs_its_cpu_smoke(tmp_path):
     result = json.loads(out.read_text())
     assert [(c["k"], c["packed"]) for c in result["cases"]] == [(1, False), (1, True), (2, True)]
     assert all(c["trial_steps_per_s"] > 0 for c in result["cases"]) and result["cases"][0]["ratio_vs_unpacked"] == 1
+
+
+@pytest.mark.integration
+def test_gpu_check_runs_its_cpu_smoke(tmp_path):
+    """bench/gpu_check.py, the one-GPU acceptance script (docs/gpu.md), at toy size on CPU: every phase runs and
+    reports, the pack of two equals its trials alone, and the JSON holds each phase."""
+    from bench.gpu_check import ADAPTER_TOLERANCE
+
+    out = tmp_path / "gpu_check.json"
+    began = time.time()
+    _run(["bench/gpu_check.py", "--cpu-smoke", "--work", str(tmp_path / "work"), "--out", str(out)], tmp_path)
+    result = json.loads(out.read_text())
+    for phase in ("moe_pack", "dense_mfu", "memory_vs_plan", "load_rss"):
+        assert "error" not in result[phase], (phase, result[phase])
+    pack = result["moe_pack"]
+    assert pack["ok"] and len(pack["members_match"]) == 2, pack
+    assert all(m["expert_tensors"] > 0 and m["max_rel_diff"] <= ADAPTER_TOLERANCE for m in pack["members_match"])
+    assert result["dense_mfu"]["tokens_per_s"] > 0
+    assert result["memory_vs_plan"]["planned"]["total_gib"] > 0
+    assert result["load_rss"]["host_mib"]["peak"] > 0
+    print(f"gpu_check --cpu-smoke: {time.time() - began:.0f} s")

@@ -97,9 +97,14 @@ def test_qwen3_235b_on_h100_nodes_by_hand():
     assert tr["activations_gib"] == pytest.approx(5_272_240_128 / GIB, abs=1e-3)
     # logits 4096*151936*(2+4+4) = 6,223,298,560 B
     assert tr["logits_gib"] == pytest.approx(6_223_298_560 / GIB, abs=1e-3)
-    # sum 29,386,704,320 + 25,411,584 + 9,951,020,032 + 5,272,240,128 + 6,223,298,560 = 50,858,674,624
-    # x 1.1 + 4 GiB = 60,239,509,382 B = 56.10 GiB
-    assert tr["memory_per_gpu_gib"] == pytest.approx(56.10, abs=0.01)
+    # DeepSpeed buffers set from the plan (plan_model.zero_buffers): the gradient bucket, the whole LoRA
+    # 25,411,584 x 2 B = 50,823,168, and the persisted norms 94*(2*4096 + 2*128) + 4096 = 798,208 x 2 B = 1,596,416
+    assert tr["zero_buffers"]["reduce_bucket_size"] == 25_411_584
+    assert tr["zero_buffers"]["stage3_model_persistence_threshold"] == 798_208
+    assert tr["zero_buffers_gib"] == pytest.approx(52_419_584 / GIB, abs=1e-3)
+    # sum 29,386,704,320 + 25,411,584 + 9,951,020,032 + 5,272,240,128 + 6,223,298,560 + 52,419,584 = 50,911,094,208
+    # x 1.1 + 4 GiB = 60,297,170,925 B = 56.16 GiB (56.10 before the buffers were counted)
+    assert tr["memory_per_gpu_gib"] == pytest.approx(56.16, abs=0.01)
     # sampler: TP4 would hold 117,546,817,280 B of weights > 0.9*80 GiB; TP8: 58,773,408,640 B per GPU,
     # KV room 0.9*80 GiB - 58,773,408,640 - 4 slots*50,823,168/8 - 6 GiB = 12,068,140,160 B;
     # per token 2*94 layers*1 kv head*128*2 B = 48,128; 12,068,140,160 // (48,128*304) = 824 sequences
@@ -129,17 +134,21 @@ def test_expert_lora_multiplies_the_adapter_and_the_sampler_slots():
 
 def test_235b_on_one_node_fits_with_a_smaller_loss_chunk_and_is_refused_without_it():
     """Before: refused at 80.35 GiB per GPU over one node (a 4096-token loss chunk holds 2048 tokens' logits at
-    micro-batch 1: 3.1 GB). The plan now lowers the chunk to 1024 tokens (1,555,824,640 B of logits): 78.75 GiB."""
-    cfg = compose_config(["model=qwen3_235b_a22b", *ATTENTION_ONLY, "cluster.nodes=2", *H100_NODES, "sweep.pack=1"])
+    micro-batch 1: 3.1 GB). The plan now lowers the chunk to 1024 tokens (1,555,824,640 B of logits): 78.81 GiB with
+    DeepSpeed's buffers (78.75 without). At the card's edge (plan.headroom=0): with the default 8% left free (73.6 GiB)
+    no chunk fits 8 GPUs and the trial takes two nodes (tests/test_plan_levers.py prices that)."""
+    edge = ["plan.headroom=0"]
+    cfg = compose_config(["model=qwen3_235b_a22b", *ATTENTION_ONLY, "cluster.nodes=2", *H100_NODES, "sweep.pack=1",
+                          *edge])
     tr = make_plan(cfg).sections["trainer"]
     assert (tr["gpus_per_trial"], tr["micro_batch_per_gpu"], tr["loss_chunk_tokens"]) == (8, 1, 1024)
-    assert tr["memory_per_gpu_gib"] == pytest.approx(78.75, abs=0.01)
+    assert tr["memory_per_gpu_gib"] == pytest.approx(78.81, abs=0.01)
     # the chunk pinned: at best 80.35 GiB over the node's 8 GPUs (see above) > 80, and the fix names the lever
     with pytest.raises(PlanError, match=r"does not fit with train.num_workers=8, train.loss_chunk_tokens=4096: at best "
                                         r"80\.\d GiB .*ZeRO-3 over 8 GPUs.*set train.num_workers=auto and "
                                         r"train.loss_chunk_tokens=auto \(the plan: 8 GPUs per trial"):
         make_plan(compose_config([*("model=qwen3_235b_a22b", *ATTENTION_ONLY, "cluster.nodes=2", *H100_NODES),
-                                  "train.loss_chunk_tokens=4096", "train.num_workers=8", "sweep.pack=1"]))
+                                  "train.loss_chunk_tokens=4096", "train.num_workers=8", "sweep.pack=1", *edge]))
 
 
 def test_no_room_beside_the_sampler_is_refused_naming_the_node_count():
@@ -154,12 +163,12 @@ def test_explicit_unsharded_stage_that_cannot_fit_is_refused():
         make_plan(compose_config(["model=qwen3_235b_a22b", "cluster.nodes=9", "train.zero_stage=0", *H100_NODES]))
 
 
-@pytest.mark.parametrize("loss, micro", [("hf", 8), ("answer_chunks", 32)])
+@pytest.mark.parametrize("loss, micro", [("hf", 8), ("answer_chunks", 16)])
 def test_a_model_that_fits_one_gpu_is_not_sharded(loss, micro):
     # Qwen3-0.6B on one local GPU shared with vLLM (0.4 of it): weights 596,050,944*2 B = 1.11 GiB.
     # train.loss=hf: micro-batch 32 needs ~46 GiB of logits alone, so the plan halves it until it fits 0.6*80 GiB;
-    # answer_chunks holds one chunk's logits: at 4096 tokens (~5.8 GiB) micro-batch 16 fits; the plan lowers the
-    # chunk (1024 tokens) until the whole batch fits in one pass
+    # answer_chunks holds one chunk's logits: at 4096 tokens (~5.8 GiB) micro-batch 16 fits; micro-batch 32 (the
+    # whole batch, chunk 1024) fitted 0.6 x 80 GiB but not 0.6 x 73.6 GiB, what plan.headroom (8%) leaves
     cfg = compose_config(["model=qwen3_0_6b", "cluster.gpus_per_node=1", "sample.engine.gpu_memory_utilization=0.4",
                           f"train.loss={loss}", "sweep.pack=1"])
     shape = trainer_shape(cfg)
@@ -208,7 +217,8 @@ def test_plan_cli_prints_json_and_refuses_with_exit_code():
     plan = json.loads(ok.stdout)
     assert plan["trainer"]["gpus_per_trial"] == 16 and plan["arithmetic"]
     text = run(*SWEEP_235B)
-    assert "memory_per_gpu_gib = sum x fragmentation 1.1 + overhead 4 GiB = 56.10 GiB of 80 GiB" in text.stdout
+    assert "memory_per_gpu_gib = sum x fragmentation 1.1 + overhead 4 GiB = 56.16 GiB of 73.6 GiB" in text.stdout
+    assert "usable_per_gpu_gib = 80 GiB x (1 - headroom 0.08) = 73.60 GiB" in text.stdout
     refused = run("model=qwen3_235b_a22b", "cluster.nodes=2", *H100_NODES)
     assert refused.returncode == 1 and "set cluster.nodes=3" in refused.stderr
 

@@ -139,6 +139,7 @@ CHECKS = [
     ("plan.hbm_efficiency", 1.5, "plan.hbm_efficiency=1.5: must be in (0, 1]"),
     ("plan.decode_step_floor_ms", -1.0, "plan.decode_step_floor_ms=-1.0: must be >= 0"),
     ("plan.sampler_sleep_gib", -1.0, "plan.sampler_sleep_gib=-1.0: must be >= 0"),
+    ("plan.headroom", 1.0, "plan.headroom=1.0: must be in [0, 1)"),
     ("plan.host_copy_gb_s", 0.0, "plan.host_copy_gb_s=0.0: must be > 0"),
     ("capability.recover.n_labels", 0, "capability.recover.n_labels=0: must be >= 1"),
     ("capability.recover.steps", 0, "capability.recover.steps=0: must be >= 1"),

@@ -82,7 +82,7 @@ def test_submit_dry_run_writes_the_plan_for_the_readme_235b_command(model_dir, t
     assert written == {"num_workers": 16, "zero_stage": 3, "micro_batch_size": 2, "tensor_parallel_size": 8,
                        "gpu_memory_utilization": 0.9, "max_loras": 4, "max_cpu_loras": 8, "fully_sharded_loras": True,
                        # 1024: the note preset's per-LR budgets (2134 steps at 3e-5) make the packs' lengths differ,
-                       # and the smaller chunk's memory places more of them at once (4096 under sweep=toy)
+                       # and issue 26's headroom (8% of each GPU left free) leaves less for the loss chunk
                        "max_lora_rank": 8, "moe_lora_3d": True, "dedicated_gpus": True, "loss_chunk_tokens": 1024,
                        "hpz_partition_size": 1, "pack": 4, "sleep": False}
     assert "auto" not in written.values()

@@ -11,7 +11,9 @@ into one state dict and fuses the per-expert MoE weights in host RAM on every ra
    order transformers' conversion mapping fuses them (qwen2_moe family: `gate_up_proj[e] = cat(gate_e, up_e)`,
    `down_proj[e] = down_e`, stacked over experts);
 3. each rank reads, with safetensors slices, only the rows that overlap its own flat partition
-   (`ds_tensor`, elements [rank * n, (rank + 1) * n) of the flattened parameter) and copies them straight in.
+   (`ds_tensor`, elements [rank * n, (rank + 1) * n) of the flattened parameter) and copies them straight in;
+   with hpZ (ZeRO++ `zero_hpz_partition_size` > 1) it fills its secondary partition (`ds_secondary_tensor`, sharded
+   over its hpZ group) the same way, since every fetch gathers from that copy.
 
 Host memory per rank beyond its own partitions (which live on the GPU when there is one): the rows of one
 checkpoint tensor that fall in one partition (an expert matrix, or 1/world of the embedding), plus the module
@@ -163,9 +165,32 @@ def partition(p: Any) -> tuple[Any, int, int]:
     rank = getattr(p, "ds_zero_partition_rank", None)
     if rank is None:
         rank = dist.get_rank(group=p.ds_process_group)
-    n = p.ds_tensor.ds_numel
+    return _span(p.ds_tensor, rank, p.ds_numel)
+
+
+def secondary_partition(p: Any) -> tuple[Any, int, int] | None:
+    """This rank's hpZ (ZeRO++ zero_hpz_partition_size > 1) secondary partition of `p`, or None without hpZ.
+
+    DeepSpeed 0.19 (partition_parameters.py `_partition_param_sec`) keeps a second copy of every parameter sharded
+    over the rank's hpZ group: size aligned_numel / group size, starting at rank-in-group x that size. Every fetch
+    all-gathers from this copy when it exists, and only trainable parameters get it refreshed (stage3.py), so a
+    frozen base whose secondary copy is not loaded computes with the construction-time (uninitialized) bytes."""
+    import deepspeed.comm as dist
+
+    secondary = getattr(p, "ds_secondary_tensor", None)
+    if secondary is None:
+        return None
+    if hasattr(secondary, "ds_quant_scale") or getattr(secondary, "final_location", None) is not None:
+        raise NotImplementedError("workers/load.py writes hpZ secondary partitions in memory: quantized or "
+                                  "offloaded secondary weights are not supported")
+    return _span(secondary, dist.get_rank(group=p.ds_zero_param_process_group), p.ds_numel)
+
+
+def _span(part: Any, rank: int, numel: int) -> tuple[Any, int, int]:
+    """(partition tensor, its first element in the flat parameter, its element count there) for `rank`."""
+    n = part.ds_numel
     start = rank * n
-    return p.ds_tensor, start, max(0, min(n, p.ds_numel - start))
+    return part, start, max(0, min(n, numel - start))
 
 
 def load_partitions(model: Any, path: str | Path, log: Callable[[str], None] = print) -> dict[str, int]:
@@ -179,17 +204,17 @@ def load_partitions(model: Any, path: str | Path, log: Callable[[str], None] = p
     read = 0
     with torch.no_grad():
         for p, _, blocks in plan:
-            part, start, count = partition(p)
-            if count < part.numel():
-                part[count:].zero_()  # the last rank's padding
-            if count == 0:
-                continue
+            for part, start, count in filter(None, (partition(p), secondary_partition(p))):
+                if count < part.numel():
+                    part[count:].zero_()  # the last rank's padding
+                if count == 0:
+                    continue
 
-            def put(offset: int, piece: Any, part: Any = part) -> None:
-                part.narrow(0, offset, piece.numel()).copy_(piece)
+                def put(offset: int, piece: Any, part: Any = part) -> None:
+                    part.narrow(0, offset, piece.numel()).copy_(piece)
 
-            read_flat(ckpt, blocks, start, start + count, put)
-            read += count * part.element_size()
+                read_flat(ckpt, blocks, start, start + count, put)
+                read += count * part.element_size()
         for name, buf in model.named_buffers():
             if name in ckpt.shape_of:
                 read_flat(ckpt, [ckpt.block(name)], 0, buf.numel(),

@@ -139,7 +139,7 @@ def train_pack(specs: list[TrainSpec], examples: list[dict[str, str]], out_dirs:
     for key in ("setup_s", "train_steps_s", "checkpoint_save_s", "hook_s", "poll_s"):
         clock.setdefault(key, 0.0)
     schedule = StateSchedule(spec.state_every_s, spec.save_request_file)
-    device, owned = init_distributed(spec.dist_backend)
+    device, owned = init_distributed(spec.dist_backend, spec.require_cuda, spec.collective_timeout_s)
     rank, world = rank_and_world()
     log = log if rank == 0 else _quiet
     from transformers import AutoTokenizer

@@ -56,6 +56,9 @@ class SamplerSpec:
     # the plan's (sample.engine.sleep): vLLM sleep mode, level 1 (weights to host RAM, KV cache dropped) between
     # batches, so trainers sharing these GPUs get the memory back; CUDA only (vLLM's CPU platform has none)
     sleep: bool = False
+    # the plan placed the engine on GPUs: without CUDA it refuses to start (workers/cuda_check.py) instead of taking
+    # vLLM's CPU branch
+    require_cuda: bool = False
 
 
 class DeterministicError(Exception):
@@ -172,6 +175,9 @@ class Batcher:
 
 class Sampler:
     def __init__(self, spec: SamplerSpec) -> None:
+        from workers.cuda_check import require_cuda
+
+        require_cuda(spec.require_cuda, "the sampler")
         if not _cuda_available():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.cpu_kvcache_space_gib))
             if spec.cpu_lora_kernel == "grouped" and not cpu_lora_registered():

@@ -9,6 +9,7 @@ sweep's trial evaluates it there. Runnable alone, without Ray (trains and saves 
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import time
@@ -69,10 +70,26 @@ class TrainSpec:
     # (`after_checkpoint`) before the next step needs that memory again
     release_gpu_cache: bool = False
     init_seed: int | None = None  # LoRA's initial A and torch's seed; None: `seed` (init and data order together)
+    # the plan placed the trainer on GPUs: without CUDA it refuses to start (workers/cuda_check.py) instead of
+    # falling back to gloo on CPU
+    require_cuda: bool = False
+    # the process group's collective timeout (the plan's: its longest checkpoint wait with a margin); rank 0's waits
+    # for samples give up before it (wait_limit_s), with an error that names the knob
+    collective_timeout_s: float = 1800.0
+    # the plan's DeepSpeed buffer sizes (orchestrator/plan_model.py zero_buffers: gradient bucket, live and prefetched
+    # ZeRO-3 parameters, persisted small parameters), set explicitly so DeepSpeed's larger defaults never apply;
+    # empty: DeepSpeed's defaults (a trainer run without a plan)
+    zero_buffers: dict = field(default_factory=dict)
 
     @property
     def lora_seed(self) -> int:
         return self.seed if self.init_seed is None else self.init_seed
+
+
+def wait_limit_s(collective_timeout_s: float) -> float:
+    """How long rank 0 may wait (samples, grades, early stopping) while the other ranks sit in a collective: short of
+    their timeout, so the trial fails with a clear error instead of the watchdog's abort."""
+    return 0.9 * collective_timeout_s
 
 
 CheckpointHook = Callable[[int, Path, dict[str, Any]], None]
@@ -88,12 +105,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed(backend: str) -> tuple[str, bool]:
+def init_distributed(backend: str, require_cuda: bool = False, timeout_s: float = 1800.0) -> tuple[str, bool]:
     """Join the process group a launcher built (Ray Train sets RANK, WORLD_SIZE, MASTER_ADDR and inits
-    torch.distributed), or start a single-process group; returns (device name, whether we own the group)."""
+    torch.distributed), or start a single-process group; returns (device name, whether we own the group).
+    `require_cuda` (the plan's GPUs) or backend nccl without CUDA: refused, naming the driver torch needs."""
     import torch
 
-    cuda = torch.cuda.is_available()
+    from workers.cuda_check import require_cuda as check_cuda
+
+    cuda = check_cuda(require_cuda or backend == "nccl", "the trainer")
     if not cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
@@ -113,7 +133,8 @@ def init_distributed(backend: str) -> tuple[str, bool]:
     owned = not torch.distributed.is_initialized()
     if cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    deepspeed.init_distributed(dist_backend=backend)  # adopts a group that already exists
+    # adopts a group that already exists (Ray Train's: TorchConfig carries the same timeout)
+    deepspeed.init_distributed(dist_backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return ("cuda" if cuda else "cpu"), owned
 
 
@@ -150,7 +171,7 @@ def deepspeed_config(spec: TrainSpec, world_size: int | None = None) -> dict[str
     """DeepSpeed's config: spec.batch_size sequences per step over the data-parallel ranks."""
     world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
     micro, accum = data_parallel_shape(spec.batch_size, spec.micro_batch_size, world)
-    zero: dict[str, Any] = {"stage": spec.zero_stage}
+    zero: dict[str, Any] = {"stage": spec.zero_stage, **spec.zero_buffers}
     if spec.zero_stage == 3:
         # adapters are saved from gathered LoRA tensors (save_adapter); a consolidated 16-bit copy of the
         # frozen base on rank 0 is never wanted (470 GB for Qwen3-235B)
@@ -396,7 +417,7 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
         clock.setdefault(key, 0.0)
 
     schedule = StateSchedule(spec.state_every_s, spec.save_request_file)  # a request from now on is new
-    device, owned = init_distributed(spec.dist_backend)
+    device, owned = init_distributed(spec.dist_backend, spec.require_cuda, spec.collective_timeout_s)
     rank, world = rank_and_world()
     if rank != 0:
         log = _quiet
