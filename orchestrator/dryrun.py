@@ -186,6 +186,9 @@ def grid_section(cfg: Config, n_train_prompts: int) -> list[str]:
 
 def describe(cfg: Config, sweep_dir: Path | None = None) -> tuple[str, int]:
     """The dry run's report and its number of example answers that graded unexpectedly."""
+    from orchestrator.preflight import preflight
+
+    preflight(cfg)  # a sweep would be refused: so is its dry run
     st = cfg.setting
     lines = [f"dry run of setting {st.name!r}: nothing is trained, sampled, requested or written", "",
              f"initial (attack) behavior: {st.initial_behavior}", f"desired behavior:          {st.desired_behavior}",

@@ -112,6 +112,9 @@ def main(argv: list[str]) -> int:
     overrides, out = split_args(argv)
     try:
         cfg = compose_config(overrides)
+        from orchestrator.preflight import check_labels
+
+        check_labels(cfg)
         path = make_labels(cfg, out)
     except (ConfigError, DataError, EndpointError, HydraException) as err:
         print(f"error: {err}", file=sys.stderr)
