@@ -72,6 +72,9 @@ def model_section(cfg: Config) -> list[str]:
     m = cfg.model
     if m.path is not None:
         return [f"model      {m.name}: {m.path} ({m.dtype}, max_model_len {m.max_model_len})"]
+    if m.toy is None:  # a real model prepared on first use (model.prepare), e.g. smollm2_135m
+        return [f"model      {m.name}: prepared by {m.prepare!r} on first use ({m.dtype}, max_model_len "
+                f"{m.max_model_len})"]
     from workers.toy import toy_dir
 
     try:

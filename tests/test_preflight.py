@@ -62,6 +62,9 @@ def test_dry_run_refuses_what_the_sweep_would_refuse(capsys):
 
     assert main(["setting=animal_flag", "model=smollm2_135m", "dry_run=true"]) == 2
     assert "allow_scripted=true" in capsys.readouterr().err
+    assert main(["setting=animal_flag", "model=smollm2_135m", "setting.teacher.allow_scripted=true",
+                 "dry_run=true"]) == 0  # it used to stop on an assertion for a prepared model (no `toy:` block)
+    assert "model      smollm2_135m: prepared by 'smollm2_135m'" in capsys.readouterr().out
 
 
 def test_labels_meta_and_report_say_where_the_labels_came_from(tmp_path):
