@@ -44,6 +44,7 @@ def make_sweep(root: Path, setting) -> Path:
     sweep = root / "sweep"
     sweep.mkdir()
     (sweep / "config.yaml").write_text("setting:\n  name: animal_flag\nsweep:\n  threshold: 0.5\n")
+    write_json(sweep / "labels.meta.json", {"teacher": "scripted", "source": "scripted: the template 'X' (test)"})
     name = trial_name(1e-3, 0)
     tdir = sweep / "trials" / name
     write_json(tdir / "config.json", {"name": name, "setting": "animal_flag", "lr": 1e-3, "seed": 0, "model": "toy",
@@ -85,7 +86,9 @@ def test_regrade_rewrites_grades_rates_summary_and_report_keeping_the_old(tmp_pa
     assert after[0]["steps_to_transfer"] == 2
     assert json.loads((sweep / "summary_before.json").read_text()) == before_summary
     assert (sweep / "report_before.md").read_text() == "the sweep's own report\n"
-    assert "the sweep's own report" not in (sweep / "report.md").read_text()
+    report = (sweep / "report.md").read_text()
+    assert "the sweep's own report" not in report
+    assert "Labels of animal_flag (`labels.meta.json`): scripted: the template 'X' (test)" in report  # provenance
     assert record["changed"] == [{"trial": tdir.name, "steps_to_transfer_text": [">4 (not transferred)", "2"],
                                   "status": ["not_transferred", "transferred"], "collapse": [False, False],
                                   "initial_attack_rate": [1.0, 1.0]}]
