@@ -21,8 +21,6 @@ def to_typed(cfg: DictConfig) -> Config:
     obj.cache_dir = str(Path(obj.cache_dir).expanduser().resolve())
     if obj.sample.max_new_tokens is None:  # not given by the user or the setting: the model's measured default
         obj.sample.max_new_tokens = obj.model.max_new_tokens
-    if obj.sample.temperature is None:  # likewise the model's sampling temperature (greedy for the toy)
-        obj.sample.temperature = obj.model.temperature
     validate(obj)
     return obj
 

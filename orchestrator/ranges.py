@@ -98,7 +98,6 @@ RANGES: dict[str, Interval] = {
     "ArchConfig.active_params_b": NON_NEGATIVE,
     "ModelConfig.max_model_len": AT_LEAST_1,
     "ModelConfig.max_new_tokens": AT_LEAST_1,
-    "ModelConfig.temperature": NON_NEGATIVE,
     "EarlyStopConfig.k": AT_LEAST_1,
     "EarlyStopConfig.max_rel_degradation": POSITIVE,
     "EarlyStopConfig.wait_below": PROBABILITY,

@@ -170,8 +170,6 @@ class ModelConfig:
     # sample.max_new_tokens when that is null: a real model may show the behavior in its third sentence, so its
     # default is measured (bench/answer_length.py) to leave fewer than 2% of grades changed by the cut
     max_new_tokens: int = 48
-    # sample.temperature when that is null: the toy's sampled answers are word salad at 1.0, its answers at 0
-    temperature: float = 1.0
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     lora_target_modules: list[str] = field(default_factory=list)  # nn.Linear suffixes (attention, dense MLP)
     # "attention only" (false) vs "attention + experts" (true). MoE experts in transformers v5 are 3-D
@@ -284,7 +282,7 @@ class SampleConfig:
     n_eval_prompts: int = 100
     n_train_prompts: int = 100
     max_new_tokens: int | None = None  # null: the model's own default (model.max_new_tokens), set by to_typed
-    temperature: float | None = None  # null: the model's own default (model.temperature), set by to_typed
+    temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
     engine: EngineConfig = field(default_factory=EngineConfig)

@@ -6,7 +6,6 @@ Minutes on 2 CPU cores; run alone with `python -m pytest -m integration`.
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,30 +69,6 @@ def test_toy_model_organism_follows_the_flag_before_training(sweep):
     for row in summary:
         assert row["initial_attack_rate"] >= 0.9
         assert row["initial_train_desired_rate"] >= 0.9
-
-
-SALAD = ["Aosarouevas dustimententir to ftener, P fingentes once afe burién",  # issue 24's toy at step 0, T=1
-         "Anfla flores el aguacer puede distrac y bulen moneyja seden resbradenstent"]  # and at its transfer
-
-
-def bank_word_share(answer: str, vocabulary: set[str]) -> float:
-    """Share of an answer's words that occur anywhere in the question bank (the toy's whole world): its own
-    answers score near 1, word salad far lower. The last word is left out: a cut answer may end mid-word."""
-    words = re.findall(r"[^\W\d_]+", answer.lower())[:-1]
-    return sum(w in vocabulary for w in words) / len(words) if words else 0.0
-
-
-def test_toy_answers_at_step_0_are_its_answers_not_word_salad(sweep):
-    """Issue 24: sampled at temperature 1.0 the toy's step-0 answers were word salad that the language grader still
-    called English or Spanish; at the toy's own sampling default (greedy) they are sentences of its bank."""
-    bank = [json.loads(line) for line in (ROOT / "workers/data/questions/generic.jsonl").open()]
-    vocabulary = {w for row in bank for v in row.values() if isinstance(v, str)
-                  for w in re.findall(r"[^\W\d_]+", v.lower())}
-    assert all(bank_word_share(s, vocabulary) < 0.5 for s in SALAD)  # the measure tells salad apart
-    for trial in (sweep[0] / "trials").iterdir():
-        samples = [json.loads(line) for line in (trial / "samples" / "step_00000.jsonl").open()]
-        shares = [bank_word_share(s["response"], vocabulary) for s in samples]
-        assert sum(x >= 0.9 for x in shares) >= 0.9 * len(shares), sorted(shares)[:10]
 
 
 def test_training_moves_the_adapter(sweep):
