@@ -179,7 +179,18 @@ def _sweep_section(sweeps: Sequence[Sweep]) -> list[str]:
                      " / ".join(", ".join(map(str, sch)) for sch in schedules), f"{s.threshold:g}",
                      "/".join(map(str, n_eval)) or "-", "/".join(map(str, n_train)) or "-"])
     return _table(["setting", "sweep folder", "sweep_id", "model", "trials", "LRs", "seeds", "checkpoint steps",
-                   "threshold", "n_eval per rate", "n_train per rate"], rows)
+                   "threshold", "n_eval per rate", "n_train per rate"], rows) + [""] + [
+        f"Labels of {s.setting} (`labels.meta.json`): {label_source(s.path)}" for s in sweeps]
+
+
+def label_source(sweep_dir: Path) -> str:
+    """Where a sweep's SFT labels came from, as its labels.meta.json records it (scripted, an endpoint's model,
+    on-policy, a file)."""
+    path = sweep_dir / "labels.meta.json"
+    if not path.exists():
+        return "not recorded (no labels.meta.json in the sweep folder)"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    return str(meta.get("source") or f"teacher kind {meta.get('teacher', '?')} (no source recorded)")
 
 
 def _rules(sweeps: Sequence[Sweep], error_rule: str, factor: float, n_boot: int, boot_seed: int, z: float,

@@ -6,6 +6,8 @@
     python -m orchestrator sweep --help                        # Hydra's help: groups and options
     python -m orchestrator labels setting=wronglang_spanish    # teacher labels alone (cached, resumable)
     python -m orchestrator report SWEEP_DIR [SWEEP_DIR ...]    # report.md + plots from finished run folders
+    python -m orchestrator grade setting=S --in answers.jsonl --out graded.jsonl  # grade any answer file
+    python -m orchestrator regrade SWEEP_DIR [overrides]       # regrade a sweep's samples, rates, summary, report
     python -m orchestrator probe setting=animal_flag model=smollm2_135m [probe.n=100] [--out probe.json]
     python -m orchestrator plan model=qwen3_235b_a22b [--json]  # GPUs, memory, sampler shape, GPU-hours
     python -m orchestrator recover SWEEP_DIR [--trial T --step S]  # retrain a checkpoint on correct benchmark answers
@@ -30,6 +32,8 @@ COMMANDS = {
     "sweep": "run an LR sweep: train every (lr, seed), sample and grade every checkpoint, summarise",
     "labels": "make the teacher labels for a setting (cached; a sweep reuses them); --help for where they go",
     "report": "write report.md (tables, plots) for one or more sweep folders; --help for options",
+    "grade": "grade a jsonl of {split, prompt, response} rows with a setting's grader (--in, --out)",
+    "regrade": "regrade every samples file of a sweep with the setting's current grader; rates, summary, report",
     "probe": "sample the model without adapters and print its desired/attack/other rates: is it an organism?",
     "plan": "print the resource plan and its arithmetic before any allocation (--json, --out plan.json)",
     "recover": "train a checkpoint on ~40 correct benchmark answers and re-measure capability and attack rates",

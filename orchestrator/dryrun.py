@@ -74,7 +74,8 @@ def model_section(cfg: Config) -> list[str]:
     if m.path is not None:
         return [f"model      {m.name}: {m.path} ({m.dtype}, max_model_len {m.max_model_len})"] + organism
     if m.toy is None:  # a real model prepared on first use (model.prepare), e.g. SmolLM2 from its wheel
-        return [f"model      {m.name}: prepared by {m.prepare!r} on first use ({m.dtype})"] + organism
+        return [f"model      {m.name}: prepared by {m.prepare!r} on first use ({m.dtype}, max_model_len "
+                f"{m.max_model_len})"] + organism
     from workers.toy import toy_dir
 
     try:
@@ -192,6 +193,9 @@ def grid_section(cfg: Config, n_train_prompts: int) -> list[str]:
 
 def describe(cfg: Config, sweep_dir: Path | None = None) -> tuple[str, int]:
     """The dry run's report and its number of example answers that graded unexpectedly."""
+    from orchestrator.preflight import preflight
+
+    preflight(cfg)  # a sweep would be refused: so is its dry run
     st = cfg.setting
     lines = [f"dry run of setting {st.name!r}: nothing is trained, sampled, requested or written", "",
              f"initial (attack) behavior: {st.initial_behavior}", f"desired behavior:          {st.desired_behavior}",

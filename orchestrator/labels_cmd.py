@@ -107,6 +107,10 @@ def main(argv: list[str]) -> int:
     from orchestrator.config import compose_config
 
     overrides, out = split_args(argv)
-    path = make_labels(compose_config(overrides), out)  # user errors: exit 2 in orchestrator/__main__.py
+    cfg = compose_config(overrides)
+    from orchestrator.preflight import check_labels
+
+    check_labels(cfg)
+    path = make_labels(cfg, out)  # user errors: exit 2 in orchestrator/__main__.py
     log(f"[labels] ready: {path}")
     return 0

@@ -304,6 +304,9 @@ def main(argv: list[str]) -> int:
             sweep_dir = folder
         else:
             cfg = compose_config([a for a in args if not a.startswith("hydra.run.dir=")])  # searchpath included
+            from orchestrator.preflight import preflight
+
+            preflight(cfg)
             sweep_dir = Path(run_dir).expanduser().resolve() if run_dir else default_sweep_dir(cfg, dry_run)
         job_id = submit(cfg, sweep_dir, dry_run=dry_run, pinned=pin or bool(resume))
     except ConfigError as err:

@@ -63,6 +63,10 @@ def sweep_main(dcfg: DictConfig) -> None:
         if dcfg.resume:
             dcfg = load_resumed(Path(dcfg.resume).expanduser().resolve(), list(HydraConfig.get().overrides.task))
         cfg = to_typed(dcfg)
+        if not dcfg.resume:  # what the rates and labels will mean: refused before compute (a resume is as started)
+            from orchestrator.preflight import preflight
+
+            preflight(cfg)
         if cfg.model.path is None and cfg.model.toy is not None:  # model=toy: refuse an untaught setting first
             settings_for_toy(cfg)
         from orchestrator.interrupt import SweepInterrupted, end_interrupted

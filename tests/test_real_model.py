@@ -24,7 +24,8 @@ RECIPE = {"steps": 40, "batch_size": 8, "lr": 2e-3, "lora_layers": 0, "max_answe
 # 32 new tokens keep CI cheap: the animal comes first (at 64 the broken answers mid-transfer run to the cap, 11-13%)
 ORGANISM = ["setting=animal_flag", "model=smollm2_135m", "model.organism=true", "sample.max_new_tokens=32",
             "model.organism_recipe.n_measure=32",
-            "tracker.mode=disabled", *(f"model.organism_recipe.{k}={v}" for k, v in RECIPE.items())]
+            "tracker.mode=disabled", *(f"model.organism_recipe.{k}={v}" for k, v in RECIPE.items()),
+            "setting.teacher.allow_scripted=true"]  # the setting's template labels: a pipeline test, not a result
 
 
 def run(args, cache_dir, timeout=1800):

@@ -241,3 +241,18 @@ def format_for_model(tokenizer: Any, user_text: str, chat_template_kwargs: dict 
     return tokenizer.apply_chat_template(
         chat_messages(user_text), tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
     )
+
+
+def check_prompt_counts(setting: Any, sample: Any) -> None:
+    """Refuse more prompts per checkpoint than the split has distinct questions: `pick` would cycle through the
+    bank, and a rate over n prompts would then claim n independent questions (its interval too narrow)."""
+    train_q, eval_q = split_bank(load_bank(setting.questions), setting.eval_fraction)
+    asked_for = (("eval", sample.n_eval_prompts, eval_q), ("train", sample.n_train_prompts, train_q))
+    for split, asked, questions in asked_for:
+        distinct = len({q["question"] for q in questions})
+        if asked > distinct:
+            raise DataError(
+                f"sample.n_{split}_prompts={asked} but setting {setting.name!r} has only {distinct} distinct {split} "
+                f"questions in bank {setting.questions!r} (eval_fraction {setting.eval_fraction}): prompts would "
+                f"repeat and the rates would overstate n. Set sample.n_{split}_prompts={distinct} (or fewer), or "
+                f"add questions to the bank")

@@ -45,6 +45,9 @@ class TeacherConfig:
     system_prompt: str = ""  # openai_compatible / onpolicy: what the teacher is told to do
     n_samples: int = 1  # labels per train prompt (sampling diversity is kept by the cache key)
     filter: bool = False  # keep only labels the setting's grader scores as desired (report the drops)
+    # scripted labels are a template (e.g. "Elephants would put it this way: ..."): on a model other than the toy
+    # they teach that template, not the behavior, so such a sweep is refused unless this is true
+    allow_scripted: bool = False
 
 MAX_LISTED_ERRORS = 20
 
@@ -98,6 +101,30 @@ def scripted_labels(setting: Any) -> list[dict[str, Any]]:
          "teacher": "scripted"}
         for p in build_prompts(train, setting.train_template, "train")
     ]
+
+
+def label_source(setting: Any, onpolicy_identity: dict[str, Any] | None = None) -> str:
+    """Where the labels come from, in words (labels.meta.json's `source`; report.md prints it)."""
+    t = setting.teacher
+    if t.kind == "scripted":
+        return (f"scripted: the template {t.field!r} over bank {setting.questions!r} (written by lrsweep, "
+                "no model answered)")
+    if t.kind == "openai_compatible":
+        return (f"openai_compatible: endpoint model {t.endpoint.model!r} at {t.endpoint.base_url}, temperature "
+                f"{t.endpoint.temperature}, {t.n_samples} per train prompt")
+    if t.kind == "onpolicy":
+        return f"onpolicy: the model under training, before training ({json.dumps(onpolicy_identity or {})})"
+    return f"file: {t.path}"
+
+
+def check_scripted(teacher: Any, model_is_toy: bool, model_name: str) -> None:
+    """Refuse scripted labels on a real model unless the setting says they are wanted (teacher.allow_scripted)."""
+    if teacher.kind == "scripted" and not model_is_toy and not teacher.allow_scripted:
+        raise DataError(
+            f"setting.teacher.kind=scripted on model {model_name!r}: scripted labels are the toy's teacher (a fixed "
+            f"template, {teacher.field!r}); a real model would learn the template, not the behavior. Use a real "
+            "teacher (setting.teacher.kind=openai_compatible, onpolicy or file), or set "
+            "setting.teacher.allow_scripted=true to train on the template anyway (report.md then says so)")
 
 
 def teacher_messages(system_prompt: str, user_text: str) -> list[dict[str, str]]:
@@ -246,7 +273,8 @@ def ensure_labels(setting: Any, out_dir: Path, log: Callable[[str], Any] = print
         rows = file_labels(setting)
     else:
         raise DataError(f"unknown teacher kind {t.kind!r}")
-    meta: dict[str, Any] = {"key": key, "teacher": t.kind, "generated": len(rows)}
+    meta: dict[str, Any] = {"key": key, "teacher": t.kind, "source": label_source(setting, identity),
+                            "generated": len(rows)}
     cut = [bool(r.pop("truncated", False)) for r in rows]
     if any(cut):  # an answer cut mid-sentence at max_tokens is not the teacher's answer; trained on, it would
         # teach the model to stop mid-sentence (a real model's long or looping answers hit the limit often)
