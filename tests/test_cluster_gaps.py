@@ -109,7 +109,8 @@ def run_submit(*args):
 
 def test_submit_asks_for_the_nodes_the_plan_needs_and_prints_the_ceiling(tmp_path):
     """Was: 4 nodes asked when 3 give the same wall time, and no allocation ceiling printed."""
-    args = README_235B[:3] + ["cluster.offline=false", "cluster.nodes=4"]
+    args = README_235B[:3] + ["cluster.offline=false", "cluster.nodes=4", "setting.teacher.kind=onpolicy",
+                              "setting.teacher.filter=true"]  # a real teacher: scripted labels are the toy's
     proc = run_submit(*args, f"hydra.run.dir={tmp_path}/a")
     assert proc.returncode == 0, proc.stderr
     assert "asking for 3 nodes, not cluster.nodes=4" in proc.stdout
