@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 PREFIX = "python -m orchestrator "
 COMPOSED = {"submit", "probe", "labels"}  # compose their config: no engines, no endpoints, no sbatch
-FOLDER_READERS = {"status", "report", "recover", "dashboard"}  # read a sweep folder or W&B: --help
+FOLDER_READERS = {"status", "report", "recover", "dashboard", "regrade"}  # read a sweep folder or W&B: --help
 
 
 def fenced_lines(text: str) -> list[str]:
