@@ -77,7 +77,9 @@ def test_sigint_to_the_driver_pauses_the_sweep_and_resume_finishes_it(cache_dir,
     from test_faults import FAST, resume, start, state_step, wait_for
 
     args = ["sweep.lrs=[3e-3]", "sweep.max_steps=16", *FAST]
-    out, trial = tmp_path / "run", "lr0.003_seed0"
+    from eval.runfiles import trial_name
+
+    out, trial = tmp_path / "run", trial_name(3e-3, 0)
     with open(tmp_path / "log.txt", "w") as log:
         proc = start([*args, f"hydra.run.dir={out}"], cache_dir, log)
         wait_for(lambda: state_step(out / "trials" / trial / "state" / "resume.json") >= 2, proc, timeout=900)
