@@ -14,7 +14,7 @@ from typing import Any
 
 from eval.runfiles import read_jsonl
 from orchestrator.interrupt import read_interrupted
-from orchestrator.schema import ConfigError
+from orchestrator.schema import ConfigError, SweepConfig
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess | None:
@@ -58,7 +58,7 @@ def trial_progress(sweep_dir: Path) -> list[dict[str, Any]]:
 
     cfg = yaml.safe_load((sweep_dir / "config.yaml").read_text())
     sw = cfg["sweep"]
-    threshold = float(sw.get("threshold", 0.5))  # a sweep folder written before the key had 0.5
+    threshold = float(sw.get("threshold", SweepConfig.threshold))  # a folder written before the key: its default
     out = []
     for lr in sw["lrs"]:
         for seed in sw["seeds"]:
