@@ -103,7 +103,8 @@ def test_nothing_listening_fails_the_check_at_once_and_requests_after_retries(tm
 
 def test_a_batch_that_failed_midway_resumes_from_the_cache(server, tmp_path):
     server.faults = ["ok"] * 4 + ["500"] * 50  # four answers, then down
-    cfg = endpoint(server.base_url, max_concurrency=1, max_retries=1)
+    # a generous timeout: an "ok" answer that a loaded machine delays past 0.5 s would be retried into a 500
+    cfg = endpoint(server.base_url, max_concurrency=1, max_retries=1, timeout_s=30.0)
     with pytest.raises(EndpointError, match="4 of 10 completions of this batch are cached"):
         ChatClient(cfg, tmp_path).complete(convs(10))
     assert len(list(tmp_path.rglob("*.json"))) == 4

@@ -47,7 +47,8 @@ def test_prepared_smollm2_is_a_plain_llama_folder(cache_dir):
 @pytest.fixture(scope="module")
 def sweep(cache_dir, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("real") / "run"
-    proc = run(["sweep", *ORGANISM, "sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=8", "train.batch_size=4",
+    # sweep=toy: one seed and one step budget for both LRs (a pipeline test; a real model defaults to sweep=note)
+    proc = run(["sweep", *ORGANISM, "sweep=toy", "sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=8", "train.batch_size=4",
                 "train.micro_batch_size=4", "sample.n_eval_prompts=16", "sample.n_train_prompts=16",
                 f"hydra.run.dir={out_dir}"], cache_dir)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
