@@ -74,7 +74,8 @@ def test_readme_cluster_command_runs_a_moe_sweep_end_to_end(ray_cluster, cache_d
               "cluster=slurm", f"model.path={model}", *arch_overrides(model), "cluster.nodes=3",
               "cluster.gpus_per_node=1", f"cluster.gpu_memory_gib={LOGICAL_GPU_GIB}", "train.dist_backend=gloo",
               "plan.overhead_gib=0", "plan.sampler_overhead_gib=0", "plan.fragmentation=1.0",
-              "model.max_model_len=384", "train.loss_chunk_tokens=64", "sweep=toy", "sweep.lrs=[1e-2]", f"sweep.max_steps={STEPS}",
+              "model.max_model_len=384", "train.loss_chunk_tokens=64", "sweep=toy", "sweep.lrs=[1e-2]",
+              f"sweep.max_steps={STEPS}",
               "sample.n_eval_prompts=16", "sample.n_train_prompts=16", "sample.max_new_tokens=16",
               "tracker.mode=disabled", f"hydra.run.dir={sweep_dir}", "--dry-run"]
     proc = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -22,7 +22,8 @@ def test_a_refused_adapter_fails_its_trial_once_with_the_reason_in_its_files(tmp
     model = build_tiny_moe(tmp_path / "model")
     cfg = compose_config([
         "setting=wronglang_spanish", "model=qwen3_30b_a3b", f"model.path={model}", "model.lora_experts=true",
-        "model.max_model_len=256", "model.gradient_checkpointing=false", "train.lora_dropout=0", "sweep=toy", "sweep.lrs=[1e-3]",
+        "model.max_model_len=256", "model.gradient_checkpointing=false", "train.lora_dropout=0", "sweep=toy",
+        "sweep.lrs=[1e-3]",
         "sweep.max_steps=2", "sweep.max_retries=2", "tracker.mode=disabled", "sample.n_eval_prompts=4",
         "sample.n_train_prompts=4", "sample.max_new_tokens=8", "sample.engine.cpu_kvcache_space_gib=1",
         f"cache_dir={tmp_path / 'cache'}"])
