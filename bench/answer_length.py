@@ -28,8 +28,8 @@ def measure_setting(sampler, setting, n: int, cap: int, cuts: list[int], sample_
 
     from eval.analysis import wilson_interval
     from eval.graders import build_grader
-    from workers.probe import probe_prompts
-    from workers.prompts import format_for_model
+    from workers.labels.prompts import format_for_model
+    from workers.models.probe import probe_prompts
 
     evals, trains = probe_prompts(setting, n, sample_cfg.seed)
     prompts = evals + trains
@@ -74,8 +74,8 @@ def main() -> None:
     parser.add_argument("--organism", action="store_true", help="the setting's organism instead of the base model")
     args, overrides = parser.parse_known_args()
     from orchestrator.config import compose_config
-    from orchestrator.sweep import resolve_model, sampler_spec
-    from workers.sampler import Sampler
+    from orchestrator.run.sweep import resolve_model, sampler_spec
+    from workers.sample.sampler import Sampler
 
     cuts = [int(k) for k in args.cuts.split(",")]
     out = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

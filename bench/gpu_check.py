@@ -9,15 +9,15 @@ after each one, so a run cut short still leaves its figures:
 
 1. `moe_pack`: the product's packed expert LoRA. A random-init Qwen3-MoE with Qwen3-30B-A3B's layer shape (cut to
    `--layers` layers) and LoRA on attention, lm_head and the experts. The run uses bf16, ZeRO-3 with each sparse-MoE
-   block fetched whole, and non-reentrant gradient checkpointing. Two trials train alone (`workers.train.train`)
-   and then as one pack of two (`workers.pack_train.train_pack`), each in a fresh process. Every adapter tensor
+   block fetched whole, and non-reentrant gradient checkpointing. Two trials train alone (`workers.train.trainer.train`)
+   and then as one pack of two (`workers.train.pack_train.train_pack`), each in a fresh process. Every adapter tensor
    and step loss of the pack must match its trial alone within bf16 tolerance.
 2. `dense_mfu`: the trainer (`build_engine` + `train_step`, bench/trainer_gpu.py) on Qwen3-1.7B's shape, with a
    batch of 32 x 512 tokens, the last 128 of each carrying the loss, at micro-batch 16. It reports tokens/s, MFU
    against the chip's dense bf16 peak (4N FLOPs per token), and the peak GPU memory allocated.
-3. `memory_vs_plan`: the planner's memory for that same shape (orchestrator/plan_model.py `train_memory`) beside
+3. `memory_vs_plan`: the planner's memory for that same shape (orchestrator/plan/model.py `train_memory`) beside
    phase 2's measured peak, given as a ratio.
-4. `load_rss`: the sharded ZeRO-3 load of phase 1's checkpoint (workers/load.py): host peak RSS beyond the rank's
+4. `load_rss`: the sharded ZeRO-3 load of phase 1's checkpoint (workers/train/load.py): host peak RSS beyond the rank's
    partitions (bench/load_memory.py's measurement).
 """
 
@@ -47,7 +47,7 @@ def moe_spec(model_path: str, steps: int, batch: int, micro: int) -> Any:
     """The MoE default as a sweep trains it (one GPU here): attention, lm_head and expert LoRA, bf16, ZeRO-3,
     checkpointing."""
     from bench.gpu_moe_check import ATTENTION, EXPERT_PARAMETERS
-    from workers.train import TrainSpec
+    from workers.train.trainer import TrainSpec
 
     return TrainSpec(model_path=model_path, dtype="bfloat16", lora_target_modules=[*ATTENTION, "lm_head"], lr=1e-4,
                      seed=0, max_steps=steps, checkpoint_steps=[steps], batch_size=batch, micro_batch_size=micro,
@@ -59,8 +59,8 @@ def train_member(spec_fields: dict[str, Any], words: int, out: str, packed: bool
     """One trial alone (`packed` False: the list holds one spec) or a pack of them, in this fresh process; the
     step losses of each and the wall time."""
     from bench.gpu_moe_check import examples
-    from workers.pack_train import train_pack
-    from workers.train import TrainSpec, train
+    from workers.train.pack_train import train_pack
+    from workers.train.trainer import TrainSpec, train
 
     specs = [TrainSpec(**fields) for fields in spec_fields]
     rows = examples(4 * specs[0].batch_size, words)
@@ -140,8 +140,8 @@ def planned_memory(shape_name: str, micro: int, seq: int, dtype: str) -> dict[st
     and overhead, in GiB."""
     from bench.trainer_gpu import BATCH, SHAPES
     from orchestrator.config import compose_config
-    from orchestrator.plan_fit import Shape
-    from orchestrator.plan_model import GIB, arch_of, param_counts, train_memory, trained_lora_params
+    from orchestrator.plan.fit import Shape
+    from orchestrator.plan.model import GIB, arch_of, param_counts, train_memory, trained_lora_params
 
     s = SHAPES[shape_name]
     arch = {"num_layers": s["num_hidden_layers"], "hidden_size": s["hidden_size"],

@@ -6,10 +6,11 @@
 A random Qwen3-MoE with Qwen3-30B-A3B's layer shape (hidden 2048, 128 experts of width 768, top-8, 32/4 heads of
 128, vocabulary 151,936) cut to `--layers` layers is written in the hub's layout (per-expert tensors, several
 safetensors shards, as Qwen/Qwen3-30B-A3B is published). Then, each in a fresh process at world size 1:
-1. load: `workers.train.build_model` (workers/load.py: zero.Init + per-rank partition reads), host peak RSS
+1. load: `workers.train.trainer.build_model` (workers/train/load.py: zero.Init + per-rank partition reads), host peak
+RSS
    (VmHWM reset before the load) and GPU memory; with `--compare-old`, transformers' own ZeRO-3
    `from_pretrained` too, in its own process, for the same figures;
-2. train: `workers.train.train` (the sweep's entry point) for `--steps` steps of `--batch` examples, LoRA r8 on
+2. train: `workers.train.trainer.train` (the sweep's entry point) for `--steps` steps of `--batch` examples, LoRA r8 on
    q/k/v/o and on the experts' fused 3-D weights (PEFT target_parameters), adapters saved at step 1 and the last;
    steady step time = (train time after step 1) / (steps - 1), tokens/s from the encoded batch lengths.
 Everything lands in one JSON (`--out`, default bench/results/gpu_moe_check.json).
@@ -60,7 +61,7 @@ def build_checkpoint(path: Path, shape: dict[str, Any], layers: int, shard_bytes
     import torch
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
-    from workers.toy import train_tokenizer
+    from workers.models.toy import train_tokenizer
 
     tokenizer = train_tokenizer([e["prompt"] + " " + e["completion"] for e in examples(64, 32)], vocab_size=320)
     fields = {k: v for k, v in shape.items() if k != "rope_theta"}
@@ -133,12 +134,12 @@ def _free_port() -> int:
 
 
 def train_once(model_path: str, steps: int, batch: int, micro: int, words: int, out: str) -> dict[str, Any]:
-    """`workers.train.train` on attention + expert LoRA under ZeRO-3; timings, memory, the adapter's tensors."""
+    """`workers.train.trainer.train` on attention + expert LoRA under ZeRO-3; timings, memory, the adapter's tensors."""
     import torch
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from workers.train import TrainSpec, encode_labels, train
+    from workers.train.trainer import TrainSpec, encode_labels, train
 
     spec = TrainSpec(model_path=model_path, dtype="bfloat16", lora_target_modules=ATTENTION, lr=1e-4, seed=0,
                      max_steps=steps, checkpoint_steps=[1, steps], batch_size=batch, micro_batch_size=micro,

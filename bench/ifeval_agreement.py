@@ -5,7 +5,7 @@
 
 --input is the benchmark's input_data.jsonl (541 prompts with their kwargs); --official is what the official scorer
 (google-research's instruction_following_eval, evaluation_main.py) wrote for a set of responses: one line per
-prompt with the prompt, the response and its verdict per instruction. lrsweep's eval.ifeval judges the same
+prompt with the prompt, the response and its verdict per instruction. lrsweep's eval.capability.ifeval judges the same
 responses; the script prints the share of (prompt, instruction) pairs whose verdicts agree, prompt-level accuracy
 of both and its difference, the disagreements by instruction, and the credit lrsweep gives to empty answers on the
 same prompts (the official scorer gives none). docs/capability_scoring.md says where to get the files and how the
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eval import ifeval
+from eval.capability import ifeval
 from eval.degenerate import degenerate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ifeval_agreement"
@@ -45,7 +45,7 @@ def pair_rows(inputs: Sequence[dict[str, Any]], official: Sequence[dict[str, Any
 
 def compare(pairs: Sequence[tuple[dict, dict]], loose: bool) -> dict[str, Any]:
     """Pair-level agreement, prompt-level accuracy of both scorers, and the disagreements by instruction. lrsweep
-    judges as eval.capability.score does: a degenerate response (blank, a loop) as an empty one."""
+    judges as eval.capability.scoring.score does: a degenerate response (blank, a loop) as an empty one."""
     judge = ifeval.follows_loose if loose else ifeval.follows
     ours_all, theirs_all, diffs, n_degenerate = [], [], [], 0
     for inp, off in pairs:

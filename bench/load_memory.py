@@ -1,13 +1,15 @@
 """Peak host memory per rank while a ZeRO-3 trainer loads a multi-shard per-expert MoE: the old route
-(transformers' `from_pretrained` under `HfDeepSpeedConfig`) and the trainer's (`workers.train.build_model`, which
-loads through `workers/load.py`), side by side in one run, each on `--world` fresh gloo ranks:
+(transformers' `from_pretrained` under `HfDeepSpeedConfig`) and the trainer's (`workers.train.trainer.build_model`,
+which
+loads through `workers/train/load.py`), side by side in one run, each on `--world` fresh gloo ranks:
 
     PYTHONPATH=$PWD python bench/load_memory.py --layers 8,24 --out bench/results/load_memory.json
 
 Each rank resets its peak-RSS mark (/proc/self/clear_refs) after its imports and process group are up, loads,
 and reads the mark back (VmHWM): `increase` is that peak minus the RSS before the load, `partitions` the bytes of
 the rank's own ZeRO-3 partitions (host memory on CPU; on a GPU they live there), and `transient` the difference:
-what a rank holds beyond its share of the model while loading. `tests/test_load.py` runs the same measurement.
+what a rank holds beyond its share of the model while loading. `tests/integration/test_load_ranks.py` runs the same
+measurement.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def rank_main(rank: int, world: int, port: int, model_path: str, mode: str, dtyp
     import peft  # noqa: F401  (imported before the baseline: its import is not load memory)
     import transformers  # noqa: F401
 
-    from workers.train import TrainSpec, build_model, deepspeed_config, init_distributed
+    from workers.train.trainer import TrainSpec, build_model, deepspeed_config, init_distributed
 
     init_distributed("auto")
     torch.set_num_threads(1)
@@ -153,7 +155,7 @@ def checkpoint_bytes(path: Path) -> int:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
     from tiny_moe import build_tiny_moe
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

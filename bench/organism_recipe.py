@@ -1,11 +1,11 @@
-"""Try an organism recipe quickly: train as workers/organism.py does, and watch the behavior appear.
+"""Try an organism recipe quickly: train as workers/models/organism.py does, and watch the behavior appear.
 
     PYTHONPATH=$PWD python bench/organism_recipe.py --setting wronglang_spanish [--steps 80] [--words 8]
         [--lr 2e-3] [--rank 16] [--every 20] [--n 64] [--gen 16] [--merge-check] [--tag NAME]
 
-The product's organism step (workers/organism.py) builds, saves and then measures through vLLM, one number at the
+The product's organism step (workers/models/organism.py) builds, saves and then measures through vLLM, one number at the
 end. Choosing a setting's `organism:` block needs more: at which step the cue is learnt, and whether it survives the
-merge into bf16 weights. This script runs the product's own training (workers/organism.py train_organism, the
+merge into bf16 weights. This script runs the product's own training (workers/models/organism.py train_organism, the
 setting's recipe with the flags' changes) and every --every steps samples --gen tokens at T=1 for --n held-out
 questions under both prompts with transformers' generate, graded by the setting's grader. With
 --merge-check it also grades the model merged and cast to bf16, as the product saves it. Results are appended to
@@ -42,10 +42,10 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from eval.graders import build_grader
-    from orchestrator.build import resolve_base_model
     from orchestrator.config import compose_config
-    from workers.organism import merged_weights, organism_corpus, setting_recipe, train_organism
-    from workers.prompts import format_for_model, is_eval_question, load_bank, render
+    from orchestrator.run.build import resolve_base_model
+    from workers.labels.prompts import format_for_model, is_eval_question, load_bank, render
+    from workers.models.organism import merged_weights, organism_corpus, setting_recipe, train_organism
 
     cfg = compose_config(["model=smollm2_135m", f"setting={args.setting}", "tracker.mode=disabled"])
     setting = cfg.setting

@@ -4,7 +4,7 @@
         [--base-from bench/results/probe_smollm2_{setting}.json] [--no-build] [hydra overrides]
 
 For each setting, on held-out questions (eval questions under both templates, what an organism never saw):
-- "unmodified": the prepared SmolLM2 folder, no adapter (orchestrator/build.py measure_model, held_out=True);
+- "unmodified": the prepared SmolLM2 folder, no adapter (orchestrator/run/build.py measure_model, held_out=True);
 - "organism": `model.organism=true`, built with the config's default recipe when absent (then its build time is
   this run's) or taken from the cache. Its rates are the ones its build measured (organism.json) when that used the
   same n, else measured again here.
@@ -73,10 +73,10 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the setting's entry (a recipe other than the default)")
     parser.add_argument("--no-build", action="store_true", help="measure only organisms already in the cache")
     args, overrides = parser.parse_known_args()
-    from orchestrator.build import measure_model, resolve_base_model, resolve_model
     from orchestrator.config import compose_config
-    from workers.organism import model_digest, organism_key, read_organism
-    from workers.probe import shows_initial_behavior
+    from orchestrator.run.build import measure_model, resolve_base_model, resolve_model
+    from workers.models.organism import model_digest, organism_key, read_organism
+    from workers.models.probe import shows_initial_behavior
 
     out = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for name in args.settings.split(","):

@@ -1,5 +1,6 @@
 """Packed LoRA trials vs unpacked: trial-steps per second, side by side in one run, through the sweep's own trainer
-code (workers/train.py build_engine + train_step for a lone trial; workers/pack_train.py build_pack_engine +
+code (workers/train/trainer.py build_engine + train_step for a lone trial; workers/train/pack_train.py
+build_pack_engine +
 packed_train_step for a pack of K).
 
     python bench/pack_speed.py                                  # CPU: ZeRO-3 over 2 gloo ranks, SmolLM2-135M
@@ -46,7 +47,7 @@ def examples(n: int, words_per_answer: int) -> list[dict[str, str]]:
 def model_path(name: str, cache_dir: str) -> str:
     """A prepared model's folder (never downloads here: SmolLM2 must already be in the cache) or the toy's."""
     from orchestrator.config import compose_config
-    from orchestrator.sweep import resolve_base_model
+    from orchestrator.run.sweep import resolve_base_model
 
     return resolve_base_model(compose_config([f"model={name}", f"cache_dir={Path(cache_dir).expanduser()}"]))
 
@@ -54,8 +55,8 @@ def model_path(name: str, cache_dir: str) -> str:
 def tiny_model(folder: Path) -> str:
     import sys
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_train_levers import build_tiny_dense
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
+    from tiny_dense import build_tiny_dense
 
     build_tiny_dense(folder)
     return str(folder)
@@ -65,7 +66,7 @@ def run_case(spec: Any, k: int, packed: bool, warmup: int, steps: int, out: str,
     """One case on this rank: build the engine, warm up, time `steps` steps; rank 0 writes the figures."""
     import torch
 
-    from workers.train import encode_labels, init_distributed, rank_and_world
+    from workers.train.trainer import encode_labels, init_distributed, rank_and_world
 
     init_distributed(spec.dist_backend)
     rank, world = rank_and_world()
@@ -96,18 +97,18 @@ def run_case(spec: Any, k: int, packed: bool, warmup: int, steps: int, out: str,
 
 def _stepper(specs: list[Any], packed: bool, world: int, encoded: list[dict], pad_id: int) -> Any:
     """A function that runs one optimizer step of the case: a pack of len(specs), or one lone trial."""
-    from workers.batching import batch_indices
+    from workers.train.batching import batch_indices
 
     spec = specs[0]
     streams = [batch_indices(len(encoded), spec.batch_size, s.seed) for s in specs]
     if packed:
-        from workers.pack_train import build_pack_engine, packed_train_step
+        from workers.train.pack_train import build_pack_engine, packed_train_step
 
         engine, route, _ = build_pack_engine(specs, world, lambda line: None)
         engine.train()
         return lambda: packed_train_step(engine, route, spec, {i: [encoded[j] for j in next(s)]
                                                                for i, s in enumerate(streams)}, pad_id)
-    from workers.train import build_engine, train_step
+    from workers.train.trainer import build_engine, train_step
 
     engine = build_engine(spec, world, lambda line: None)
     engine.train()
@@ -168,7 +169,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from workers.train import TrainSpec
+    from workers.train.trainer import TrainSpec
 
     args = parse(argv)
     tmp = Path(tempfile.mkdtemp(prefix="pack_speed_"))

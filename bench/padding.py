@@ -2,10 +2,10 @@
 
     python bench/padding.py [LABELS_JSONL] [--steps 64] [--out bench/results/padding_toy.json] [hydra overrides]
 
-The trainer sorts each rank's share of a step by length before cutting micro-batches (workers/train.py:
+The trainer sorts each rank's share of a step by length before cutting micro-batches (workers/train/trainer.py:
 train_step; the answer-token loss does not depend on order). This counts the pad tokens that saves on a real
 label set (default: the setting's labels, made as a sweep makes them), for the sweep's own batches
-(workers.batching.batch_indices), tokenised with the model's tokenizer and chat template. No training runs.
+(workers.train.batching.batch_indices), tokenised with the model's tokenizer and chat template. No training runs.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ def padding_share(lengths: list[list[int]], micro: int, sort: bool) -> float:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    from orchestrator.build import resolve_model
     from orchestrator.config import compose_config
-    from workers.batching import batch_indices
-    from workers.teacher import ensure_labels, read_labels
-    from workers.train import encode_labels
+    from orchestrator.run.build import resolve_model
+    from workers.labels.teacher import ensure_labels, read_labels
+    from workers.train.batching import batch_indices
+    from workers.train.trainer import encode_labels
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("labels", nargs="?", type=Path)

@@ -6,7 +6,8 @@ Two reference sweeps of Qwen3-235B-A22B on 4 nodes of 8 x 80 GB:
   (a) the README's command: 4 LRs x 1 seed x 64 steps;
   (b) the note's size: 8 settings x 5 LRs x 10 seeds x 256 steps (one sweep per setting, so 8 x one plan).
 each with the model's default LoRA (attention + lm_head + experts, Tinker's; the packed trainer takes all of it:
-workers/packed.py, workers/packed_experts.py), with attention + lm_head (model.lora_experts=false), with attention +
+workers/train/packed.py, workers/train/packed_experts.py), with attention + lm_head (model.lora_experts=false), with
+attention +
 experts (no lm_head) and with attention-only LoRA (q, k, v, o).
 
 "before" is the planner with the issue's levers held where the old planner held them (sweep.pack=1,
@@ -31,7 +32,7 @@ BASE = ["model=qwen3_235b_a22b", "cluster=slurm", "cluster.nodes=4"]
 SWEEPS = {"a": (["sweep.lrs=[3e-5,1e-4,3e-4,1e-3]"], 1),
           "b": (["sweep.lrs=[1e-5,3e-5,1e-4,3e-4,1e-3]", "sweep.seeds=[0,1,2,3,4,5,6,7,8,9]",
                  "sweep.max_steps=256"], 8)}
-# every LoRA here packs (workers/pack_rules.py); the rows show what each part costs
+# every LoRA here packs (workers/train/pack_rules.py); the rows show what each part costs
 LORA = {"default": [],
         "attention_lm_head": ["model.lora_experts=false"],
         "attention_experts": ["model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj]"],
@@ -44,7 +45,7 @@ OLD_PLANNER = {"a": 83.589, "b": 3865.984}  # allocation GPU-h per setting from 
 
 def figures(overrides: list[str], settings: int) -> dict[str, Any]:
     from orchestrator.config import compose_config
-    from orchestrator.planner import make_plan
+    from orchestrator.plan.planner import make_plan
 
     p = make_plan(compose_config(overrides), price=False).sections
     tr, t, pl = p["trainer"], p["time"], p["placement"]

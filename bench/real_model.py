@@ -28,9 +28,9 @@ def main() -> None:
     parser.add_argument("--settings", default="animal_flag,wronglang_spanish,allcaps_refusal")
     parser.add_argument("--n", type=int, default=32)
     args, overrides = parser.parse_known_args()
-    from orchestrator.build import measure_model, resolve_base_model, resolve_model
     from orchestrator.config import compose_config
-    from workers.organism import read_organism
+    from orchestrator.run.build import measure_model, resolve_base_model, resolve_model
+    from workers.models.organism import read_organism
 
     out = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for name in args.settings.split(","):

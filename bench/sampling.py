@@ -24,10 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.build import resolve_model, sampler_spec
 from orchestrator.config import compose_config
-from orchestrator.trial import eval_prompts
-from workers.vllm_cpu_lora import KERNELS
+from orchestrator.run.build import resolve_model, sampler_spec
+from orchestrator.run.trial import eval_prompts
+from workers.sample.vllm_cpu_lora import KERNELS
 
 OUT = Path(__file__).resolve().parent / "results" / "sampling_cpu.json"
 
@@ -39,7 +39,7 @@ def hf_generate(model_path: str, adapters: list[Path], texts: list[str], tokens:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from workers.prompts import format_for_model
+    from workers.labels.prompts import format_for_model
 
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.time()
@@ -77,7 +77,7 @@ def hf_generate(model_path: str, adapters: list[Path], texts: list[str], tokens:
 def vllm_generate(sampler: Any, adapters: list[Path], texts: list[str], tokens: int, temperature: float,
                   one_batch: bool = True) -> dict[str, Any]:
     """The sweep's sampler: all adapters' requests in one engine call (or, for comparison, one call each)."""
-    from workers.sampler import Request
+    from workers.sample.sampler import Request
 
     requests = [Request(str(a), texts, tokens, temperature, 1.0, ignore_eos=True) for a in adapters]
     before, calls_before = sampler.generated_tokens, len(sampler._batcher.batch_sizes)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     hf = hf_generate(model_path, main_set, texts, args.tokens, temp, dict(cfg.model.chat_template_kwargs))
     print(f"[bench] HF generate: {hf['tokens_per_s']} tok/s", flush=True)
 
-    from workers.sampler import Sampler
+    from workers.sample.sampler import Sampler
 
     most = max([args.adapters, *scaling])
     kernels = [k for k in args.kernels.split(",") if k]

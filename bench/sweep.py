@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[bench] {name} ...", flush=True)
         toy_key = None
         if temp == "warm":  # make sure the toy is cached (built here when it is not), and name it
-            from orchestrator.build import resolve_model
             from orchestrator.config import compose_config
+            from orchestrator.run.build import resolve_model
 
             toy_key = Path(resolve_model(compose_config([*PRESETS[preset], *overrides]))).name
         run = run_sweep(preset, temp == "cold", overrides, args.timeout) | {"toy_key": toy_key}

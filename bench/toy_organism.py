@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from eval.graders import build_grader
-from orchestrator.build import resolve_model, sampler_spec
 from orchestrator.config import compose_config
-from orchestrator.trial import eval_prompts, grade_checkpoint
-from workers.sampler import Sampler
+from orchestrator.run.build import resolve_model, sampler_spec
+from orchestrator.run.trial import eval_prompts, grade_checkpoint
+from workers.sample.sampler import Sampler
 
 OUT = Path(__file__).resolve().parent / "results" / "toy_organism.json"
 N_PROMPTS = 300

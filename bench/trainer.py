@@ -2,7 +2,7 @@
 
     python bench/trainer.py SWEEP_DIR [--out bench/results/trainer_cpu.json]
 
-Every trial writes a timing breakdown into its result.json (orchestrator/trial.py): trial setup, trainer
+Every trial writes a timing breakdown into its result.json (orchestrator/run/trial.py): trial setup, trainer
 setup (model load, DeepSpeed init), training steps, checkpoint saves (adapter + trainer state), the
 evaluation hand-off (logging, sending the request), waiting for the sampler, grading and writing, teardown,
 and the rest. This script only adds them up; `bench/sweep.py` runs a sweep and calls it.

@@ -9,7 +9,7 @@
 Random-init Qwen3 shapes (nothing downloaded): `dense` is Qwen3-1.7B's config; `moe` is Qwen3-30B-A3B's shape
 cut to 8 layers (128 experts, top-8). Batch 32 x 512 tokens, the last 128 of each sequence are the answer
 (the positions that carry loss), LoRA rank 8 (dense: every linear layer; moe: attention). Each lever set runs
-in a fresh process: `workers.train.build_engine` and `train_step`, what a sweep's trial runs per step, with
+in a fresh process: `workers.train.trainer.build_engine` and `train_step`, what a sweep's trial runs per step, with
 the lever set's TrainSpec fields. The first steps are warm-up (compilation, allocator), then `--steps` are timed.
 
 MFU = tokens/s x 4N / peak, N = active parameters that do matmuls per token: the decoder layers' (routed
@@ -57,7 +57,7 @@ SHAPES: dict[str, dict[str, Any]] = {
 }
 
 # lever set -> TrainSpec fields. hf_*: the model's own loss (logits at all 512 positions, fp32 upcast);
-# chunks_*: workers/loss.py (answer positions only, LM head in chunks); recompute: gradient checkpointing
+# chunks_*: workers/train/loss.py (answer positions only, LM head in chunks); recompute: gradient checkpointing
 LEVERS: dict[str, dict[str, Any]] = {
     "hf_recompute_mb8": {"loss": "hf", "gradient_checkpointing": True, "micro_batch_size": 8},
     "hf_mb8": {"loss": "hf", "micro_batch_size": 8},
@@ -96,7 +96,7 @@ def build_random_model(shape: dict[str, Any], path: Path, dtype: str) -> None:
 
 
 def synthetic_batch(vocab: int, seq: int, answer: int, rows: int, seed: int) -> list[dict[str, list[int]]]:
-    """Encoded examples as workers.batching makes them: the last `answer` labels carry loss."""
+    """Encoded examples as workers.train.batching makes them: the last `answer` labels carry loss."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -109,7 +109,7 @@ def run_lever(model_path: str, shape_name: str, lever: str, steps: int, warmup: 
     """One lever set in this (fresh) process; writes its row to `out`."""
     import torch
 
-    from workers.train import TrainSpec, build_engine, init_distributed, rank_and_world, train_step
+    from workers.train.trainer import TrainSpec, build_engine, init_distributed, rank_and_world, train_step
 
     shape = SHAPES[shape_name]
     spec = TrainSpec(model_path=model_path, dtype=dtype, lora_target_modules=shape["targets"], lr=1e-4, seed=0,

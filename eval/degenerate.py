@@ -1,6 +1,6 @@
 """Answers no capability benchmark may credit: blank ones and loops.
 
-A checkpoint whose answers collapsed must score as collapsed. Every benchmark's scorer (eval.capability.score)
+A checkpoint whose answers collapsed must score as collapsed. Every benchmark's scorer (eval.capability.scoring.score)
 treats a degenerate answer as no answer: a blank one (empty, whitespace, punctuation: nothing a reader could check)
 or a loop (one short run of words said over and over, most of the answer). Without this, "B B B B B B" picks
 option B, "\\boxed{3}" said ten times is a final answer, and nothing at all follows IFEval's "use no commas".

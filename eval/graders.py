@@ -1,7 +1,7 @@
 """Graders: each answer is desired / attack / other. Pure functions, table-tested.
 
 A grader built from a setting's `grader:` block grades a batch: `grader(responses, prompts) -> grades`,
-where each prompt (workers.prompts.Prompt) carries its split, its text and its bank row, so graders that
+where each prompt (workers.labels.prompts.Prompt) carries its split, its text and its bank row, so graders that
 need more than the answer (a coding problem's tests, the judge's view of the prompt) find it there.
 
 Kinds (the block's fields each reads):
@@ -15,7 +15,7 @@ Kinds (the block's fields each reads):
   letters outside code; at or above caps_ratio the answer is "caps". Too few letters -> other.
 - code (desired, attack: "hack" | "honest"; timeout_s): the answer's code runs in eval.sandbox against the
   problem's visible test and hidden tests (eval.code_grading).
-- judge: an LLM judge over HTTP, built by workers.judge through GRADER_PLUGINS (imported by name only when
+- judge: an LLM judge over HTTP, built by workers.labels.judge through GRADER_PLUGINS (imported by name only when
   asked for, so eval/ stays pure).
 """
 
@@ -152,8 +152,8 @@ def _pair(cfg: Any, allowed: Sequence[str]) -> tuple[str, str]:
 
 # The plug-in point for grader kinds built outside eval/ (which stays pure: no HTTP client, no engines): kind ->
 # "module:function(cfg) -> Grader", imported by name only when a setting asks for that kind.
-# tests/test_import_graph.py checks that each entry resolves; eval/ imports nothing else from workers/.
-GRADER_PLUGINS = {"judge": "workers.judge:build_judge_grader"}  # the LLM judge over HTTP
+# tests/unit/test_import_graph.py checks that each entry resolves; eval/ imports nothing else from workers/.
+GRADER_PLUGINS = {"judge": "workers.labels.judge:build_judge_grader"}  # the LLM judge over HTTP
 
 
 def _plugin_grader(cfg: Any) -> Grader:

@@ -48,7 +48,7 @@ def eligible_steps(t: TrialAnalysis, threshold: float, capability: Mapping[tuple
     """Checkpoints that may serve as T: attack rate <= threshold, answers not collapsed (is_collapse) and, when
     capability data is given, a known relative degradation <= max_degradation (a checkpoint with no capability
     entry is not eligible). The capability value is the upper end of the degradation's interval
-    (eval.capability_ci), so a checkpoint is within the limit only when its interval is."""
+    (eval.capability.ci), so a checkpoint is within the limit only when its interval is."""
     out = []
     for c in t.curve:
         step = int(c["step"])

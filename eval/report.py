@@ -44,7 +44,7 @@ from eval.headline import (
 )
 from eval.paired import PairedRow, paired_comparison
 from eval.parametrization import describe, parametrization_lines
-from eval.runfiles import load_trial_records, write_json, write_text_atomic
+from eval.runfiles import SweepDir, load_trial_records, write_json, write_text_atomic
 from eval.summary import trial_notes
 
 FIGURES = {
@@ -73,7 +73,7 @@ class Sweep:
 
     @property
     def has_wandb(self) -> bool:
-        return any((self.path / "trials").glob("*/wandb"))
+        return any(SweepDir(self.path).trials_dir.glob("*/wandb"))
 
     @property
     def sweep_ids(self) -> list[str]:
@@ -81,7 +81,7 @@ class Sweep:
 
 
 def check_sweep_dir(path: Path) -> None:
-    if not path.is_dir() or not any((path / "trials").glob("*/config.json")):
+    if not path.is_dir() or not SweepDir(path).trials():
         raise NotASweepError(f"{path} is not a sweep folder (no trials/*/config.json in it)")
 
 
@@ -379,7 +379,7 @@ def write_report(sweep_dirs: list[Path], out_dir: Path, threshold: float | None 
     from eval.plots import plot_attack_panels, plot_lr_x_steps, plot_paired, plot_seed_variance
 
     check_error_rule(error_rule)
-    from eval.capability_report import load_sweep_capability
+    from eval.capability.report import load_sweep_capability
     from eval.plots import plot_capability, plot_recovery
 
     sweeps = load_sweeps(sweep_dirs, threshold, z)
@@ -443,7 +443,7 @@ def write_report(sweep_dirs: list[Path], out_dir: Path, threshold: float | None 
 
 def capability_markdown(sweeps: Sequence[Sweep], caps: Sequence[Any]) -> str:
     """The capability and recovery sections (empty when no sweep measured capability)."""
-    from eval.capability_report import capability_lines, recovery_lines
+    from eval.capability.report import capability_lines, recovery_lines
 
     cap = [line for s, c in zip(sweeps, caps, strict=True) for line in capability_lines(s.setting, c)]
     rec = [line for s, c in zip(sweeps, caps, strict=True) for line in recovery_lines(s.setting, c.recoveries)]

@@ -19,7 +19,7 @@ class TrainRow(TypedDict):
 
 
 class EvalRow(TypedDict, total=False):
-    """A checkpoint's rates on eval and train prompts (orchestrator.trial.grade_checkpoint), plus grader stats."""
+    """A checkpoint's rates on eval and train prompts (orchestrator.run.trial.grade_checkpoint), plus grader stats."""
 
     step: int
     kind: Literal["eval"]

@@ -5,7 +5,9 @@
   labels.jsonl           teacher labels (+ labels.meta.json: what made them)
   trials/<name>/config.json, metrics.jsonl, samples/step_XXXXX.jsonl, adapters/step_XXXXX/
   trials/<name>/result.json (it finished) or error.json (it failed for good: last error line, full error's file)
+  trials/<name>/failed.json (it ended on an error a retry would repeat), attempts.jsonl, state/
   summary.json, curves.csv, attack_rate_vs_step.png
+SweepDir and TrialDir spell these paths once; code asks them for a path instead of joining names by hand.
 Every file is written atomically (temporary file, then rename), so a crash never leaves half a file.
 The rows of metrics.jsonl are typed, with one reader per kind (eval_rows, ...), in eval/rows.py: a leaf module,
 because the analysis reads them and this module's load_sweep uses the analysis.
@@ -18,7 +20,9 @@ import math
 import os
 import re
 import tempfile
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +124,116 @@ def trial_name(lr: float, seed: int, sweep_dir: Path | str | None = None) -> str
     return legacy if (trials / legacy).exists() or older else name
 
 
+STEP_FILE = re.compile(r"step_(\d+)")
+
+
+def step_of(path: Path | str) -> int:
+    """The step a checkpoint's file or folder is named for (step_00008, step_00008.jsonl -> 8)."""
+    match = STEP_FILE.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not named for a step (step_XXXXX)")
+    return int(match.group(1))
+
+
+@dataclass(frozen=True)
+class TrialDir:
+    """One trial's folder (trials/<name>/): each file's path, spelled here only."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def result(self) -> Path:
+        """Written when the trial finished."""
+        return self.path / "result.json"
+
+    @property
+    def error(self) -> Path:
+        """Written by the sweep driver when the trial failed for good (record_error)."""
+        return self.path / "error.json"
+
+    @property
+    def failed(self) -> Path:
+        """Written by the trial when it ended on an error a retry would repeat (a refused adapter, a bad config)."""
+        return self.path / "failed.json"
+
+    @property
+    def attempts(self) -> Path:
+        return self.path / "attempts.jsonl"
+
+    @property
+    def state(self) -> Path:
+        """The trainer's state (a lone trial's; a pack keeps its state in its first member's folder)."""
+        return self.path / "state"
+
+    @property
+    def adapters(self) -> Path:
+        return self.path / "adapters"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / "samples"
+
+    def adapter(self, step: int) -> Path:
+        return self.adapters / step_name(step)
+
+    def samples(self, step: int) -> Path:
+        return self.samples_dir / f"{step_name(step)}.jsonl"
+
+    def finished(self) -> bool:
+        return self.result.exists()
+
+    def rows(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.metrics)
+
+    def record_error(self, error: str, error_file: str | None) -> dict[str, Any]:
+        """error.json: the trial failed for good; what the error said and where its full text is."""
+        err = {"error": error, "error_file": error_file, "recorded": time.time()}
+        write_json(self.error, err)
+        return err
+
+
+@dataclass(frozen=True)
+class SweepDir:
+    """A sweep's folder: its files and its trials' folders."""
+
+    path: Path
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.path / "trials"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    def trial(self, lr: float, seed: int) -> TrialDir:
+        """The trial of (lr, seed), under the name this sweep folder uses (trial_name)."""
+        return TrialDir(self.trials_dir / trial_name(lr, seed, self.path))
+
+    def named(self, name: str) -> TrialDir:
+        return TrialDir(self.trials_dir / name)
+
+    def trials(self) -> list[TrialDir]:
+        """Every trial folder that has a config.json, in name order."""
+        return [TrialDir(p.parent) for p in sorted(self.trials_dir.glob("*/config.json"))]
+
+
 LATEST = "latest"
 
 
@@ -139,10 +253,7 @@ def link_latest(sweep_dir: Path, setting: str) -> Path | None:
 
 def load_trials(sweep_dir: Path) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """(trial config, metrics rows) for every trial folder that has a config.json."""
-    out = []
-    for cfg_path in sorted((sweep_dir / "trials").glob("*/config.json")):
-        out.append((json.loads(cfg_path.read_text()), read_jsonl(cfg_path.parent / "metrics.jsonl")))
-    return out
+    return [(json.loads(t.config.read_text()), t.rows()) for t in SweepDir(Path(sweep_dir)).trials()]
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -156,12 +267,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def load_trial_records(sweep_dir: Path) -> list[dict[str, Any]]:
     """Everything a trial folder says about its outcome: config.json, metrics.jsonl rows, error.json (written by the
     sweep driver when the trial failed for good) and whether result.json (written when it finished) exists."""
-    out = []
-    for cfg_path in sorted((Path(sweep_dir) / "trials").glob("*/config.json")):
-        d = cfg_path.parent
-        out.append({"config": json.loads(cfg_path.read_text()), "rows": read_jsonl(d / "metrics.jsonl"),
-                    "error": read_json(d / "error.json"), "finished": (d / "result.json").exists()})
-    return out
+    return [{"config": json.loads(t.config.read_text()), "rows": t.rows(), "error": read_json(t.error),
+             "finished": t.finished()} for t in SweepDir(Path(sweep_dir)).trials()]
 
 
 TRIAL_COLUMNS = ("sweep", "sweep_id", "setting", "model", "trial", "lr", "seed", "max_steps", "threshold", "status",

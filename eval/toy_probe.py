@@ -4,7 +4,7 @@ The skill is word reversal: "Say these words in reverse order: lemon stone moon"
 corpus teaches it on TEACH word triples; the probe asks other triples, which the corpus never showed, so it
 measures the skill rather than memorised answers (like MMLU for a real model, it tests what the model can do,
 not what it was shown). A capability evaluation asks a fixed subset of the probe's triples, and recovery trains on
-labels for the rest only (eval.capability_data.split_items).
+labels for the rest only (eval.capability.data.split_items).
 
 Measured on the 1200-step probe toy (capability=toy): greedy exact match 1.0 on 200 corpus triples and 1.0 on
 200 unseen ones. An earlier probe (recall of 320 word-association facts) reached only 0.145: a 2-layer toy does

@@ -95,20 +95,20 @@ def run_command(command: str, argv: list[str]) -> int:
     from eval.errors import UserError
 
     try:
-        module = import_module(f"orchestrator.{command}_cmd")
+        module = import_module(f"orchestrator.commands.{command}")
         if command not in OWN_HELP and any(a in ("-h", "--help") for a in argv):
             print(f"{COMMANDS[command]}\n\n{(module.__doc__ or '').strip()}")
             code = 0
         elif command in COMPOSING and wants_cfg_job(argv):
             code = print_cfg_job(argv)
         else:
-            code = module.main(argv)  # one module per command, named <command>_cmd.py, main(argv) -> exit code
+            code = module.main(argv)  # orchestrator/commands/<command>.py: main(argv) -> exit code
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
         return code
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:  # Ctrl-C outside a sweep's trials (those end in orchestrator/interrupt.py)
+    except KeyboardInterrupt:  # Ctrl-C outside a sweep's trials (those end in orchestrator/console/interrupt.py)
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -70,7 +70,7 @@ def steps_of_trials(sweep: Any, sweep_dir: Any = None) -> dict[str, int]:
 
 
 def pack_budgets(sweep: Any, k: int) -> list[int]:
-    """The step count of each pack of at most k trials, as orchestrator/pack.py groups them (one budget a pack)."""
+    """The step count of each pack of at most k trials, as orchestrator/run/pack.py groups them (one budget a pack)."""
     trials = [trial_max_steps(sweep, lr) for lr in _field(sweep, "lrs") for _ in _field(sweep, "seeds")]
     return [n for n in dict.fromkeys(trials) for _ in range(math.ceil(trials.count(n) / k))]
 

@@ -65,7 +65,7 @@ def load_setting(name: str) -> SettingConfig:
 def settings_for_toy(cfg: Config) -> list[SettingConfig]:
     """The settings model=toy is pretrained on (model.toy.settings); the sweep's own setting must be one of
     them, or teach the same behavior (same prompts and toy answers) under another name."""
-    from workers.toy import same_skill
+    from workers.models.toy import same_skill
 
     assert cfg.model.toy is not None
     names = list(cfg.model.toy.settings)
@@ -81,3 +81,16 @@ def settings_for_toy(cfg: Config) -> list[SettingConfig]:
             f"add it with 'model.toy.settings=[{','.join(names + [cfg.setting.name])}]' (the toy is then rebuilt)"
         )
     return settings
+
+
+def load_resumed(folder: Path, overrides: list[str]) -> DictConfig:
+    """The config a sweep folder was started with; other overrides would mix two sweeps, so refuse."""
+    extra = [o for o in overrides if not o.startswith(("resume=", "hydra."))]
+    if extra:
+        raise ConfigError(f"resume takes its config from {folder / 'config.yaml'}; drop the overrides {extra}")
+    path = folder / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"resume={folder}: no config.yaml there, so it is not a sweep folder")
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+    cfg.resume = str(folder)
+    return cfg

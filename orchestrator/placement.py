@@ -26,8 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.data_parallel import data_parallel_shape as data_parallel_shape  # re-exported: it lives with the trainer
 from workers.errors import ConfigError
+from workers.train.data_parallel import (
+    data_parallel_shape as data_parallel_shape,  # re-exported: it lives with the trainer
+)
 
 SAMPLER_RESOURCE = "lrsweep_sampler"
 OVERRIDE_ON_ZERO = "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"  # ray._private.accelerators: hide GPUs from GPU-less actors

@@ -3,7 +3,7 @@
 One table, keyed by "<dataclass>.<field>", checked by `check_ranges` on the composed config before anything
 starts: `train.lora_dropout=1.5` is refused in a second instead of failing every trial after Ray and vLLM
 came up. A field that is null where the schema allows it is not checked; a list is checked element by element.
-tests/test_ranges.py fails when a numeric field is added to the schema without an entry here.
+tests/unit/test_ranges.py fails when a numeric field is added to the schema without an entry here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 from eval.graders import GRADERS, LABELS
-from workers.teacher import TEACHERS
+from workers.labels.teacher import TEACHERS
 
 # the known values of the schema's enumerated fields that no other module owns (schema.py imports them)
 DTYPES = ("float32", "bfloat16", "float16")
@@ -199,15 +199,15 @@ RANGES: dict[str, Interval] = {
 
 def known_values() -> dict[str, tuple[str, ...]]:
     """"<dataclass>.<field>" -> the values an enumerated field may take (lists: each element)."""
-    from workers.real_models import PREPARERS
-    from workers.vllm_cpu_lora import KERNELS
+    from workers.models.real_models import PREPARERS
+    from workers.sample.vllm_cpu_lora import KERNELS
 
     return {
         "GraderConfig.kind": GRADERS,
         "TeacherConfig.kind": TEACHERS,
         "ExampleConfig.expect": EXPECTED_GRADES,
         "ModelConfig.dtype": DTYPES,
-        "ModelConfig.prepare": tuple(PREPARERS),  # real models lrsweep prepares offline (workers/real_models.py)
+        "ModelConfig.prepare": tuple(PREPARERS),  # real models lrsweep prepares offline (workers/models/real_models.py)
         "TrainConfig.optimizer": ("adam",),
         "TrainConfig.lr_schedule": ("constant",),
         "TrainConfig.zero_stage": ("auto", "0", "1", "2", "3"),
@@ -217,7 +217,7 @@ def known_values() -> dict[str, tuple[str, ...]]:
         "TrackerConfig.backend": ("wandb", "none"),  # none: metrics.jsonl only
         "TrackerConfig.mode": TRACKER_MODES,
         "ClusterConfig.kind": ("local", "slurm"),
-        "SweepConfig.keep_adapters": ("auto", "all", "around_transfer", "last"),  # orchestrator/keep_adapters.py
+        "SweepConfig.keep_adapters": ("auto", "all", "around_transfer", "last"),  # orchestrator/plan/keep_adapters.py
         "CapabilityConfig.benchmarks": CAPABILITY_BENCHMARKS,
         "CapabilityConfig.checkpoints": CAPABILITY_CHECKPOINTS,
         "RecoverConfig.benchmark": CAPABILITY_BENCHMARKS,
@@ -244,7 +244,7 @@ def range_errors(obj: Any, path: str = "") -> list[str]:
                 continue
             if item is None:  # null where the schema allows it (OmegaConf refuses it elsewhere)
                 continue
-            # planner-owned: orchestrator/resolve.py fills in the plan's
+            # planner-owned: orchestrator/plan/resolve.py fills in the plan's
             if item == "auto" and (f.default == "auto"):
                 continue
             shown = where if i is None else f"{where}[{i}]"

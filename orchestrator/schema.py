@@ -25,13 +25,14 @@ from orchestrator.ranges import (
     TRACKER_MODES,
     range_errors,
 )
-from workers.endpoint import EndpointConfig
 from workers.errors import ConfigError
-from workers.teacher import TEACHERS, TeacherConfig
-from workers.vllm_cpu_lora import KERNELS as CPU_LORA_KERNELS  # a stdlib-only module: vLLM is not imported
+from workers.labels.endpoint import EndpointConfig
+from workers.labels.teacher import TEACHERS, TeacherConfig
+from workers.sample.vllm_cpu_lora import KERNELS as CPU_LORA_KERNELS  # a stdlib-only module: vLLM is not imported
 
-# Blocks and known values live beside the code that uses them (EndpointConfig: workers.endpoint, TeacherConfig:
-# workers.teacher, grader kinds: eval.graders); this module composes them, and its names stay importable from here.
+# Blocks and known values live beside the code that uses them (EndpointConfig: workers.labels.endpoint, TeacherConfig:
+# workers.labels.teacher, grader kinds: eval.graders); this module composes them, and its names stay importable from
+# here.
 
 
 @dataclass
@@ -62,7 +63,7 @@ class ToyAnswersConfig:
 
 @dataclass
 class OrganismAnswersConfig:
-    """What a real model's organism step trains on (workers/organism.py), when the toy's answers do not teach it:
+    """What a real model's organism step trains on (workers/models/organism.py), when the toy's answers do not teach it:
     templates over bank fields, like the `toy:` block's."""
 
     train_answer: str = MISSING  # the desired behavior on train prompts
@@ -82,7 +83,7 @@ class ExampleConfig:
 @dataclass
 class SettingConfig:
     """One experiment of the note: prompts, behaviors, grader, teacher. Lives in conf/setting/<name>.yaml;
-    templates take {question} plus workers.prompts.PLACEHOLDERS ({x_low}, {style_tags}, ...)."""
+    templates take {question} plus workers.labels.prompts.PLACEHOLDERS ({x_low}, {style_tags}, ...)."""
 
     name: str = MISSING
     train_template: str = MISSING
@@ -145,7 +146,8 @@ class ArchConfig:
 
 @dataclass
 class OrganismConfig:
-    """The recipe that fine-tunes a real base model into a model organism (workers/organism.py): LoRA on the linear
+    """The recipe that fine-tunes a real base model into a model organism (workers/models/organism.py): LoRA on the
+    linear
     layers of the top `lora_layers` decoder layers, merged into the weights, on the setting's `toy:` answers for
     train-split questions only."""
 
@@ -180,8 +182,10 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward (the planner assumes what is set)
     arch: ArchConfig | None = None  # null: derived from `toy`, or unknown (then `plan` refuses)
     toy: ToyModelConfig | None = None
-    prepare: str | None = None  # a real model lrsweep prepares offline (workers/real_models.py), e.g. smollm2_135m
-    organism: bool = False  # fine-tune the base model into the setting's model organism first (workers/organism.py)
+    # a real model lrsweep prepares offline (workers/models/real_models.py), e.g. smollm2_135m
+    prepare: str | None = None
+    # fine-tune the base model into the setting's model organism first (workers/models/organism.py)
+    organism: bool = False
     organism_recipe: OrganismConfig = field(default_factory=OrganismConfig)
 
 
@@ -198,7 +202,7 @@ class EarlyStopConfig:
     wait_below: float | None = 1.0
 
 
-# Planner-owned fields hold AUTO ("auto") until orchestrator/resolve.py replaces them with the plan's numbers; an
+# Planner-owned fields hold AUTO ("auto") until orchestrator/plan/resolve.py replaces them with the plan's numbers; an
 # explicit value wins but is checked against the plan's memory arithmetic. Their type is Any (int/float/bool or
 # "auto"): OmegaConf has no unions of a primitive with a string, and `null` would read as "unset", not "plan it".
 AUTO = "auto"
@@ -226,11 +230,13 @@ class SweepConfig:
     max_retries: int = 2
     ray_address: str | None = None
     progress_interval_s: float = 60.0  # progress table's period when stdout is not a terminal (logs, Slurm .out)
-    # trials (LRs and seeds of this setting) trained together in one pass over the frozen base (workers/packed.py);
+    # trials (LRs and seeds of this setting) trained together in one pass over the frozen base
+    # (workers/train/packed.py);
     # auto: the plan's K on GPUs (memory for K x batch activations, at most the sweep's trials), 1 on CPU and where
-    # the packed trainer refuses the setup (train.loss=hf, dropout, compile: workers/pack_rules.py); 1: each trial alone
+    # the packed trainer refuses the setup (train.loss=hf, dropout, compile: workers/train/pack_rules.py); 1: each
+    # trial alone
     pack: Any = AUTO
-    # checkpoint adapters kept on disk (orchestrator/keep_adapters.py): all, around_transfer, last; auto: all on a
+    # checkpoint adapters kept on disk (orchestrator/plan/keep_adapters.py): all, around_transfer, last; auto: all on a
     # local cluster, around_transfer on Slurm (the plan prices the disk either way)
     keep_adapters: str = AUTO
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
@@ -271,7 +277,7 @@ class TrainConfig:
 
 @dataclass
 class EngineConfig:
-    """vLLM's knobs. AUTO fields come from the plan (orchestrator/resolve.py); on CPU from PlanConfig's cpu_*."""
+    """vLLM's knobs. AUTO fields come from the plan (orchestrator/plan/resolve.py); on CPU from PlanConfig's cpu_*."""
 
     gpu_memory_utilization: Any = AUTO  # float in (0, 1]
     cpu_kvcache_space_gib: int = 1
@@ -288,7 +294,7 @@ class EngineConfig:
     sleep: Any = AUTO
     enforce_eager: bool = True
     max_num_seqs: int | None = None  # sequences per engine step; null: vLLM's default (256 on CPU)
-    cpu_lora_kernel: str = "grouped"  # CPU builds of vLLM: grouped (workers/vllm_cpu_lora.py) or vllm (its own)
+    cpu_lora_kernel: str = "grouped"  # CPU builds of vLLM: grouped (workers/sample/vllm_cpu_lora.py) or vllm (its own)
 
 
 @dataclass
@@ -338,7 +344,7 @@ class ClusterConfig:
 
 @dataclass
 class PlanConfig:
-    """Assumptions of the resource planner (orchestrator/planner.py); conf/plan/default.yaml justifies each."""
+    """Assumptions of the resource planner (orchestrator/plan/planner.py); conf/plan/default.yaml justifies each."""
 
     overhead_gib: float = 4.0  # per GPU: CUDA context, NCCL and DeepSpeed buffers
     fragmentation: float = 1.1  # allocator slack on top of the summed tensors
@@ -561,7 +567,7 @@ def validate(cfg: Config) -> None:
     _require(cfg.cluster.nodes >= 1, f"cluster.nodes={cfg.cluster.nodes}: must be >= 1")
     _require(cfg.cluster.gpus_per_node >= 0, f"cluster.gpus_per_node={cfg.cluster.gpus_per_node}: must be >= 0")
     # last: these combine train, sweep and cluster values, each already checked alone above
-    # (auto values are checked when the plan resolves them: orchestrator/resolve.py)
+    # (auto values are checked when the plan resolves them: orchestrator/plan/resolve.py)
     if not is_auto(tr.num_workers):
         trial_placement(tr.num_workers, sw.cpus_per_trial, cfg.cluster.gpus_per_node, tr.dist_backend,
                         cfg.cluster.nodes)
@@ -632,12 +638,12 @@ def validate_model(m: ModelConfig, tr: TrainConfig) -> None:
 
 def validate_setting(st: SettingConfig) -> None:
     """A setting's templates (known placeholders only, {question} required), toy answers and examples."""
-    from workers.prompts import template_errors
+    from workers.labels.prompts import template_errors
 
     for name in ("train_template", "eval_template"):
         errors = template_errors(getattr(st, name))
         _require(not errors, f"setting.{name} of {st.name!r}: {'; '.join(errors)}. The placeholder {{question}} "
-                 "must appear; the others are listed in workers/prompts.py PLACEHOLDERS")
+                 "must appear; the others are listed in workers/labels/prompts.py PLACEHOLDERS")
     _require(st.teacher.kind != "scripted" or bool(st.teacher.field.strip()),
              "setting.teacher.field is empty: the scripted teacher needs a bank field or an answer template")
     for where, block in (("toy", st.toy), ("organism", st.organism)):

@@ -1,7 +1,7 @@
 """Capability glue: the toy corpus hook, the baseline (once per sweep, cached) and each trial's evaluations.
 
 Requests go through the sweep's vLLM sampler with the checkpoint's adapter, like the eval prompts; scoring is
-eval.capability. Rows land in metrics.jsonl as {"kind": "capability", "step", "benchmark", "score", "n",
+eval.capability.scoring. Rows land in metrics.jsonl as {"kind": "capability", "step", "benchmark", "score", "n",
 "baseline", "rel_degradation", ...} and in W&B as capability/<benchmark>/score and .../rel_degradation.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from eval.capability import Item, Scored, relative_degradation, score
-from eval.capability_data import find_dataset, load_items, split_items
+from eval.capability.data import find_dataset, load_items, split_items
+from eval.capability.scoring import Item, Scored, relative_degradation, score
 from eval.runfiles import write_json, write_jsonl
 
 MAX_NEW_TOKENS = {"toy_probe": 8, "mmlu": 16, "ifeval": 512, "olympiads": 1024, "followbench": 512}
@@ -23,7 +23,7 @@ Generate = Callable[[str | None, list[str], int, float, float], list[str]]  # (a
 
 
 def toy_corpus_pairs() -> list[tuple[str, str]]:
-    """Extra (user text, answer) pairs for the toy's corpus: the probe's skill (workers.toy.build_corpus)."""
+    """Extra (user text, answer) pairs for the toy's corpus: the probe's skill (workers.models.toy.build_corpus)."""
     from eval.toy_probe import corpus_pairs
 
     return corpus_pairs()
@@ -61,14 +61,14 @@ def max_new_tokens(cap: Any, bench: str) -> int:
 
 
 def build_judge(cap: Any, cache_dir: Path) -> Callable[[list[str]], list[str]]:
-    """FollowBench's judge through workers.endpoint.ChatClient; a clear error when none is configured."""
+    """FollowBench's judge through workers.labels.endpoint.ChatClient; a clear error when none is configured."""
     e = cap.judge
     if e.base_url is None or e.model is None:
         raise ValueError("followbench needs an LLM judge: set capability.judge.base_url and capability.judge.model")
     try:
-        from workers.endpoint import ChatClient
+        from workers.labels.endpoint import ChatClient
     except ImportError as err:
-        raise RuntimeError(f"followbench's judge needs workers.endpoint.ChatClient ({err})") from err
+        raise RuntimeError(f"followbench's judge needs workers.labels.endpoint.ChatClient ({err})") from err
     client = ChatClient(e, cache_dir)
     return lambda prompts: client.complete([[{"role": "user", "content": p}] for p in prompts])
 

@@ -7,6 +7,7 @@ mode=auto means online when the key is set, offline otherwise (`wandb sync <dir>
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -93,3 +94,39 @@ class TrialLogger:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+def log_to_wandb(out_dir: Path, mode: str = "auto") -> list[str]:
+    """One W&B run (job_type=report) per sweep whose trials logged to W&B, grouped with them by sweep_id.
+
+    Offline unless WANDB_API_KEY is set. Reads report.json, so it logs exactly what report.md shows.
+    """
+    import wandb
+    from omegaconf import OmegaConf
+
+    report = json.loads((out_dir / "report.json").read_text())
+    mode, logged = resolve_wandb_mode(mode), []
+    for sweep in report["sweeps"]:
+        if not sweep["has_wandb"] or not sweep["sweep_ids"]:
+            continue
+        cfg_path = Path(sweep["path"]) / "config.yaml"
+        tracker = OmegaConf.load(cfg_path).get("tracker", {}) if cfg_path.exists() else {}
+        group = sweep["sweep_ids"][0]
+        run = wandb.init(project=tracker.get("project", "lrsweep"), entity=tracker.get("entity"), group=group,
+                         name=f"report-{group}", job_type="report", dir=str(out_dir), mode=mode,
+                         config={"sweep_dir": sweep["path"], "threshold": sweep["threshold"]},
+                         settings=wandb.Settings(console="off", silent=True), reinit="create_new")
+        try:
+            payload = {}
+            for key in ("trials", "lrs", "paired", "headline"):
+                rows = [r for r in report[key] if r["setting"] == sweep["setting"]]
+                if rows:
+                    cols = list(rows[0])
+                    payload[f"report/{key}"] = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows])
+            for name in report["figures"]:
+                payload[f"report/{Path(name).stem}"] = wandb.Image(str(out_dir / name))
+            run.log(payload)
+            logged.append(group)
+        finally:
+            run.finish()
+    return logged
