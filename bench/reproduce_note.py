@@ -49,6 +49,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=48,
                    help="the organisms answer in a few words (answer_length.json: mean 15.6, max 26 tokens)")
     p.add_argument("--per-octave", type=int, default=2, help="sweep.checkpoints_per_octave")
+    p.add_argument("--teacher", default="onpolicy", choices=["onpolicy", "scripted"],
+                   help="onpolicy: the organism's own answers on train prompts, kept when graded desired (the note's "
+                        "behavior-compatible labels); scripted: the setting's template (a pipeline check only)")
     p.add_argument("--out", type=Path, default=RESULTS / "reproduce_note")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimate; run nothing")
     return p.parse_args(argv)
@@ -68,7 +71,15 @@ def overrides(args: argparse.Namespace, setting: str, folder: Path) -> list[str]
             f"sweep.checkpoints_per_octave={args.per_octave}", f"sweep.pack={len(sw['seeds'])}",
             f"train.batch_size={args.batch_size}", f"train.micro_batch_size={args.batch_size}",
             f"sample.n_eval_prompts={args.prompts}", f"sample.n_train_prompts={args.prompts}",
-            f"sample.max_new_tokens={args.max_new_tokens}", "tracker.mode=disabled", f"hydra.run.dir={folder}"]
+            f"sample.max_new_tokens={args.max_new_tokens}", "tracker.mode=disabled", *teacher(args),
+            f"hydra.run.dir={folder}"]
+
+
+def teacher(args: argparse.Namespace) -> list[str]:
+    """A real model's labels come from a real teacher: the organism itself, filtered by the setting's grader."""
+    if args.teacher == "onpolicy":
+        return ["setting.teacher.kind=onpolicy", "setting.teacher.filter=true"]
+    return ["setting.teacher.allow_scripted=true"]
 
 
 def design_problems(sw: dict) -> list[str]:

@@ -201,6 +201,10 @@ def test_reproduce_note_plans_the_notes_design_and_its_overrides_compose(tmp_pat
     assert len(cfg.sweep.seeds) >= 3 and cfg.sweep.pack == len(cfg.sweep.seeds) and cfg.model.organism
     assert all(len(p) == 3 for p in group_trials(list(cfg.sweep.lrs), list(cfg.sweep.seeds), 3, steps))
     assert rn.estimate_s(args)["per_setting_s"] > 0
+    from orchestrator.plan.preflight import check_labels
+
+    check_labels(cfg)  # a real model's labels from a real teacher: refused before, with scripted labels
+    assert (cfg.setting.teacher.kind, cfg.setting.teacher.filter) == ("onpolicy", True)
     assert rn.design_problems(rn.sweep_block(rn.parse_args(["--lrs", "1e-3,3e-3,1e-2"])))  # 3 LRs: refused
     assert rn.main(["--seeds", "0,1"]) == 2
 
