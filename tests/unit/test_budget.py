@@ -108,6 +108,18 @@ def test_plan_prices_each_lrs_own_steps():
     assert own["training_wall_h"] * 3600 == pytest.approx(2 * startup + 704 * per_step, rel=1e-6)
 
 
+def test_plan_counts_packs_of_one_budget_each():
+    """4 LRs x 3 seeds in packs of K 4: with one budget, ceil(12 / 4) = 3 packs; with per-LR budgets a pack holds
+    one LR's seeds only, so 4 packs of 3 (before: the plan said 3 and ran them as 4)."""
+    from orchestrator.plan.planner import make_plan
+
+    base = ["model=qwen3_0_6b", "cluster=slurm", "cluster.nodes=1", "sweep.pack=4", "sweep.seeds=[0,1,2]",
+            "sweep.lrs=[1e-4,3e-4,1e-3,3e-3]", "sweep.max_steps=640"]
+    one = make_plan(compose_config([*base, "sweep.lr_steps_budget=null"])).sections["placement"]
+    own = make_plan(compose_config([*base, "sweep.lr_steps_budget=0.064"])).sections["placement"]
+    assert (one["packs"], own["packs"]) == (3, 4)
+
+
 def test_progress_and_status_show_each_trials_own_max_steps():
     s = sweep(lr_steps_budget=0.064, max_steps=5000)
     from eval.runfiles import trial_name
