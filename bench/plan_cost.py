@@ -7,8 +7,8 @@ Two reference sweeps of Qwen3-235B-A22B on 4 nodes of 8 x 80 GB:
   (b) the note's size: 8 settings x 5 LRs x 10 seeds x 256 steps (one sweep per setting, so 8 x one plan).
 each with the model's default LoRA (attention + lm_head + experts, Tinker's; the packed trainer takes all of it:
 workers/train/packed.py, workers/train/packed_experts.py), with attention + lm_head (model.lora_experts=false), with
-attention +
-experts (no lm_head) and with attention-only LoRA (q, k, v, o).
+attention + experts (no lm_head) and with attention-only LoRA (q, k, v, o). Both on one step budget for every LR
+(sweep=toy's schedule), as the old planner priced them; a real model's default is now sweep=note (per-LR budgets).
 
 "before" is the planner with the issue's levers held where the old planner held them (sweep.pack=1,
 train.loss_chunk_tokens=4096, train.hpz_partition_size=1, sample.engine.dedicated_gpus=true); the old planner
@@ -28,7 +28,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "plan_cost.json"
-BASE = ["model=qwen3_235b_a22b", "cluster=slurm", "cluster.nodes=4"]
+BASE = ["model=qwen3_235b_a22b", "cluster=slurm", "cluster.nodes=4", "sweep=toy"]
 SWEEPS = {"a": (["sweep.lrs=[3e-5,1e-4,3e-4,1e-3]"], 1),
           "b": (["sweep.lrs=[1e-5,3e-5,1e-4,3e-4,1e-3]", "sweep.seeds=[0,1,2,3,4,5,6,7,8,9]",
                  "sweep.max_steps=256"], 8)}
