@@ -96,7 +96,7 @@ def main() -> None:
             print(f"[organisms] {name} unmodified: {cell(entry['unmodified'])}", flush=True)
         ocfg = compose_config([*base_cfg, "model.organism=true"])
         key = organism_key(model_digest(Path(resolve_base_model(ocfg))), ocfg.setting,
-                           asdict(ocfg.model.organism_recipe), dict(ocfg.model.chat_template_kwargs))
+                           asdict(ocfg.model.organism_recipe), dict(ocfg.model.chat_template_kwargs), ocfg.model.dtype)
         cached = (Path(ocfg.cache_dir).expanduser() / "organisms" / f"{name}-{key}" / "organism.json").exists()
         if args.organism_dir:
             cached, key = True, read_organism(args.organism_dir)["key"]

@@ -17,6 +17,7 @@ from workers.labels.teacher import TEACHERS
 
 # the known values of the schema's enumerated fields that no other module owns (schema.py imports them)
 DTYPES = ("float32", "bfloat16", "float16")
+MODEL_DTYPES = (*DTYPES, "auto")  # auto: bfloat16 on GPUs and on CPUs with native bf16, else float32 (config.py)
 TRACKER_MODES = ("auto", "online", "offline", "disabled")
 EXPECTED_GRADES = LABELS  # a setting's example answers: desired | attack | other
 CAPABILITY_BENCHMARKS = ("toy_probe", "mmlu", "ifeval", "olympiads", "followbench")
@@ -206,7 +207,7 @@ def known_values() -> dict[str, tuple[str, ...]]:
         "GraderConfig.kind": GRADERS,
         "TeacherConfig.kind": TEACHERS,
         "ExampleConfig.expect": EXPECTED_GRADES,
-        "ModelConfig.dtype": DTYPES,
+        "ModelConfig.dtype": MODEL_DTYPES,
         "ModelConfig.prepare": tuple(PREPARERS),  # real models lrsweep prepares offline (workers/models/real_models.py)
         "TrainConfig.optimizer": ("adam",),
         "TrainConfig.lr_schedule": ("constant",),

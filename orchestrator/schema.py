@@ -611,7 +611,7 @@ def validate_engine(e: EngineConfig, tr: TrainConfig) -> None:
 
 
 def validate_model(m: ModelConfig, tr: TrainConfig) -> None:
-    _require(m.dtype in DTYPES, f"model.dtype={m.dtype!r}: one of {list(DTYPES)}")
+    _require(m.dtype in DTYPES, f"model.dtype={m.dtype!r}: one of {list(DTYPES)} (auto is resolved before this)")
     _require(m.max_model_len >= 1, f"model.max_model_len={m.max_model_len}: must be >= 1")
     a = m.arch
     if a is not None:

@@ -59,6 +59,9 @@ def test_organism_key_follows_base_setting_and_recipe_but_not_measurement_size()
     assert organism_key("other", setting, recipe, {}) != key
     assert organism_key("base", setting, recipe | {"steps": 31}, {}) != key
     assert organism_key("base", load_setting("allcaps_refusal"), recipe, {}) != key
+    # the saved dtype: a float32 organism is not a cached bfloat16 one, whose key stays what it was
+    assert organism_key("base", setting, recipe, {}, "bfloat16") == key
+    assert organism_key("base", setting, recipe, {}, "float32") != key
 
 
 def test_a_setting_organism_block_replaces_the_toy_answers_and_its_recipe_fields():

@@ -161,7 +161,7 @@ CHECKS = [
                                       "onpolicy, file"),
     ("setting.examples[0].expect", "maybe", "setting.examples[0].expect='maybe': must be one of desired, attack, "
                                             "other"),
-    ("model.dtype", "fp8", "model.dtype='fp8': must be one of float32, bfloat16, float16"),
+    ("model.dtype", "fp8", "model.dtype='fp8': must be one of float32, bfloat16, float16, auto"),
     ("train.optimizer", "sgd", "train.optimizer='sgd': must be one of adam"),
     ("train.lr_schedule", "cosine", "train.lr_schedule='cosine': must be one of constant"),
     ("train.zero_stage", "4", "train.zero_stage='4': must be one of auto, 0, 1, 2, 3"),

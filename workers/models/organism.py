@@ -71,9 +71,15 @@ def setting_recipe(setting: Any, recipe: dict[str, Any]) -> dict[str, Any]:
     return recipe | {k: getattr(block, k) for k in RECIPE_OVERRIDES if getattr(block, k) is not None}
 
 
-def organism_key(base_digest: str, setting: Any, recipe: dict[str, Any], chat_template_kwargs: dict) -> str:
+def organism_key(base_digest: str, setting: Any, recipe: dict[str, Any], chat_template_kwargs: dict,
+                 dtype: str = "bfloat16") -> str:
+    """The organism's cache key. The dtype its merged weights are saved in changes it (bf16 rounding undid a 40-step
+    flag), so it is in the key; bfloat16, the only dtype before model.dtype=auto, leaves the key as it was then, so
+    organisms built before stay cached."""
     skill = organism_skill(setting)
     recipe = setting_recipe(setting, recipe)  # what it is built with; a setting without overrides keeps its keys
+    if dtype != "bfloat16":
+        recipe = recipe | {"saved_dtype": dtype}
     payload = {"version": ORGANISM_VERSION, "base": base_digest, "skill": skill.behavior(),
                "bank": file_digest(bank_path(setting.questions)), "eval_fraction": setting.eval_fraction,
                "recipe": {k: v for k, v in recipe.items() if k != "n_measure"}, "template": chat_template_kwargs}
@@ -192,7 +198,7 @@ def ensure_organism(base_path: str, setting: Any, recipe: Any, cache_dir: str | 
     if not (base / "config.json").exists():
         raise FileNotFoundError(f"model.organism=true needs a local base model folder; {base} has no config.json")
     recipe_dict = setting_recipe(setting, asdict(recipe) if hasattr(recipe, "__dataclass_fields__") else dict(recipe))
-    key = organism_key(model_digest(base), setting, recipe_dict, chat_template_kwargs)
+    key = organism_key(model_digest(base), setting, recipe_dict, chat_template_kwargs, dtype)
     final = Path(cache_dir).expanduser().resolve() / "organisms" / f"{setting.name}-{key}"
     if (final / "organism.json").exists():
         return final
