@@ -24,6 +24,7 @@ def test_a_refused_adapter_fails_its_trial_once_with_the_reason_in_its_files(tmp
         "sweep.lrs=[1e-3]",
         "sweep.max_steps=2", "sweep.max_retries=2", "tracker.mode=disabled", "sample.n_eval_prompts=4",
         "sample.n_train_prompts=4", "sample.max_new_tokens=8", "sample.engine.cpu_kvcache_space_gib=1",
+        "setting.teacher.allow_scripted=true",  # a random tiny MoE: the setting's template labels
         f"cache_dir={tmp_path / 'cache'}"])
     real_spec = sweep.sampler_spec
     monkeypatch.setattr(sys, "stdout", sys.__stdout__)  # Ray pickles objects that reach pytest's capture files
