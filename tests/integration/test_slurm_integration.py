@@ -118,9 +118,10 @@ def test_submit_runs_a_toy_sweep_on_slurm(slurm, cache_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"job {job_id} COMPLETED" in proc.stdout and "2 trials: 2 done" in proc.stdout
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.startswith("lr")}
+    assert "steps-to-transfer" in proc.stdout  # the last column (issue 27)
     for row in summary:
-        final = row["eval_curve"][-1][1]
-        assert rows[row["trial"]][1:3] == ["done", "2/2"] and rows[row["trial"]][-2:] == [f"{final:.2f}", "@2"]
+        final, cols = row["eval_curve"][-1][1], rows[row["trial"]]
+        assert cols[1:3] == ["done", "2/2"] and cols[cols.index("@2") - 1] == f"{final:.2f}"
 
 
 def test_a_requeued_job_resumes_its_sweep(slurm, cache_dir, tmp_path):
