@@ -19,6 +19,7 @@ from slurm_cluster import SlurmCluster, free_port, missing_binaries
 
 from eval.runfiles import read_jsonl
 from orchestrator.commands.status import sweep_status
+from orchestrator.plan.keep_adapters import adapters_to_keep
 from workers.train.state import read_resume_point
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +110,11 @@ def test_submit_runs_a_toy_sweep_on_slurm(slurm, cache_dir, tmp_path):
             assert (trial / name).exists(), name
         for step in (0, 1, 2):
             assert (trial / "samples" / f"step_{step:05d}.jsonl").exists()
-            assert (trial / "adapters" / f"step_{step:05d}" / "adapter_model.safetensors").exists()
+        # sweep.keep_adapters=auto is around_transfer on Slurm (issue 27): the transfer's two and the latest stay
+        kept = sorted(p.name for p in (trial / "adapters").glob("step_*"))
+        curve = [(int(step), float(rate)) for step, rate in row["eval_curve"]]
+        assert kept == [f"step_{s:05d}" for s in sorted(adapters_to_keep("around_transfer", curve, 0.5))], kept
+        assert (trial / "adapters" / "step_00002" / "adapter_model.safetensors").exists()
         assert list(trial.glob("wandb/offline-run-*"))  # W&B offline on the compute node
     for name in ("config.yaml", "slurm/sweep.sbatch", f"slurm/slurm-{job_id}.out"):
         assert FAKE_SECRET not in (sweep_dir / name).read_text(), f"secret leaked into {name}"
