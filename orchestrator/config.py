@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
+from functools import cache
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -33,18 +35,20 @@ def to_typed(cfg: DictConfig) -> Config:
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that compute in bf16 natively
 
 
-def cpu_flags() -> set[str]:
+@cache  # read once per process: to_typed runs for every composed config
+def cpu_flags() -> frozenset[str]:
     """This machine's CPU flags (Linux); empty where /proc/cpuinfo is not there."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+        return frozenset()
+    return frozenset(flag for line in text.splitlines() if line.startswith("flags")
+                     for flag in line.split(":", 1)[1].split())
 
 
-def auto_dtype(gpus_per_node: int, flags: set[str] | None = None) -> str:
+def auto_dtype(gpus_per_node: int, flags: Set[str] | None = None) -> str:
     """model.dtype=auto: bfloat16 on GPUs and on CPUs with native bf16; float32 on other CPUs, where torch emulates
-    bf16 matmuls (measured on an AVX2 AMD EPYC: 70x slower than float32, docs/real_model.md). The sweep folder's
+    bf16 matmuls (measured on an AVX2 AMD EPYC: 69x slower than float32, docs/real_model.md). The sweep folder's
     config.yaml records the dtype this gave, so a resume elsewhere trains as the sweep began."""
     if gpus_per_node > 0:
         return "bfloat16"

@@ -32,8 +32,7 @@ def plan_placement(cfg: Config, trainer: dict[str, Any], sampler: dict[str, Any]
     k = trainer["pack"]
     jobs = len(pack_budgets(sw, k))  # a pack holds trials of one step budget (orchestrator/run/pack.py)
     if k > 1:
-        plan.put(sec, "packs", jobs, f"ceil({n_trials} trials / K {k})" if jobs == math.ceil(n_trials / k) else
-                 f"{n_trials} trials in packs of at most K {k}, one step budget each")
+        plan.put(sec, "packs", jobs, f"{n_trials} trials in packs of at most K {k}, one step budget a pack")
     at_once = plan.put(sec, "concurrent_trials", min(fit, jobs, sw.max_concurrent_trials),
                        f"min(fit {fit}, {'packs' if k > 1 else 'trials'} {jobs}, sweep.max_concurrent_trials "
                        f"{sw.max_concurrent_trials})" + (" packs" if k > 1 else ""))
