@@ -71,6 +71,15 @@ class StopOnSignal:
         for s, handler in self._before.items():
             signal.signal(s, handler)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its stopper into the experiment state: only the signal goes, not the handlers found before
+        (whatever was installed, a bound method holding a lock, say) nor the log function."""
+        return {"signum": self.signum}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+        self.signum = state["signum"]
+
 
 def tune_stopper(stop: StopOnSignal) -> Any:
     """A Ray Tune Stopper that ends the whole experiment once a signal came (Tune checks it every loop). Tune's own

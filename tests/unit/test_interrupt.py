@@ -7,6 +7,7 @@ tests/integration/test_interrupt_sweep.py.
 import json
 import os
 import signal
+import threading
 
 import pytest
 
@@ -18,6 +19,7 @@ from orchestrator.console.interrupt import (
     mark_interrupted,
     resume_line,
     run_stoppable,
+    tune_stopper,
 )
 
 
@@ -30,6 +32,30 @@ def test_first_signal_asks_to_stop_the_second_stops_at_once():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before  # the handlers before it are back
+
+
+class _HandlerWithLock:
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def handle(self, signum, frame):
+        pass
+
+
+def test_the_tune_stopper_pickles_whatever_handler_was_there_before():
+    """CI defect: Tune pickles its stopper into the experiment state; the stopper's StopOnSignal held the handlers
+    it found, and one installed earlier in the process (a bound method of an object holding a lock) made
+    `tune.Tuner(...)` raise "cannot pickle '_thread.lock' object" before any trial ran."""
+    from ray import cloudpickle
+
+    before = signal.signal(signal.SIGTERM, _HandlerWithLock().handle)
+    try:
+        with StopOnSignal(lambda _: None) as stop:
+            stop.signum = signal.SIGTERM
+            copy = cloudpickle.loads(cloudpickle.dumps(tune_stopper(stop)))
+        assert copy.stop_all()  # the signal travels; the handlers and the log function do not
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
