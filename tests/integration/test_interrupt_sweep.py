@@ -22,32 +22,50 @@ def _train_and_eval_rows(trial_dir):
     return train, sorted(r["step"] for r in rows if r["kind"] == "eval")
 
 
-def test_sigint_to_the_driver_pauses_the_sweep_and_resume_finishes_it(cache_dir, tmp_path):
-    args = ["sweep.lrs=[3e-3]", "sweep.max_steps=16", *FAST]
+def test_sigint_to_the_driver_pauses_the_sweep_and_resume_finishes_only_what_is_missing(cache_dir, tmp_path):
+    """Two trials one after the other; SIGINT while the second trains. The first is finished and stays as it was
+    (not re-run); the second is incomplete, and `sweep resume=` ends it with the rows of an undisturbed run.
+    (This also carries what test_faults' killed-driver-then-resume test checked: a separate sweep cost CI ~115 s.)"""
     from eval.runfiles import trial_name
 
-    out, trial = tmp_path / "run", trial_name(3e-3, 0)
+    args = ["sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=16", "sweep.max_concurrent_trials=1", *FAST]
+    out, names = tmp_path / "run", [trial_name(1e-3, 0), trial_name(3e-3, 0)]
+
+    def second_trial_trained_2_steps():
+        done = [n for n in names if (out / "trials" / n / "result.json").exists()]
+        rest = [n for n in names if n not in done]
+        return len(done) == 1 and state_step(out / "trials" / rest[0] / "state" / "resume.json") >= 2
+
     with open(tmp_path / "log.txt", "w") as log:
         proc = start([*args, f"hydra.run.dir={out}"], cache_dir, log)
-        wait_for(lambda: state_step(out / "trials" / trial / "state" / "resume.json") >= 2, proc, timeout=900)
+        wait_for(second_trial_trained_2_steps, proc, timeout=900)
         os.kill(proc.pid, signal.SIGINT)  # the driver only, as `kill -INT` would
         rc = proc.wait(timeout=600)
+    finished = next(out.glob("trials/*/result.json")).parent
+    trial = next(n for n in names if n != finished.name)
+    before = (finished / "metrics.jsonl").read_text()
     text = (tmp_path / "log.txt").read_text()
     assert rc == 130, text[-3000:]
     assert text.strip().splitlines()[-1] == f"interrupted: resume with `python -m orchestrator sweep resume={out}`"
     assert "Tuner.restore" not in text and f"incomplete: {trial} (step" in text, text[-3000:]
+    assert "1 of 2 trials finished" in text, text[-3000:]
     assert not list(out.glob("trials/*/error.json")) and not (out / "trials" / trial / "result.json").exists()
     assert not (out / "summary.json").exists()  # no summary of a sweep that did not finish
     status = subprocess.run([sys.executable, "-m", "orchestrator", "status", str(out)], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert "interrupted (SIGINT)" in status.stdout, status.stdout + status.stderr
 
-    resume(out, cache_dir)
+    resumed = resume(out, cache_dir)
+    assert "1 trials finished, 1 to run" in resumed.stdout
+    assert (finished / "metrics.jsonl").read_text() == before  # not re-run
+    assert len((finished / "attempts.jsonl").read_text().splitlines()) == 1
     assert not (out / INTERRUPTED_FILE).exists()
-    assert json.loads((out / "summary.json").read_text())[0]["complete"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary) == 2 and all(row["complete"] for row in summary)
     reference = tmp_path / "undisturbed"
     done = subprocess.run([sys.executable, "-m", "orchestrator", "sweep", *args, f"hydra.run.dir={reference}"],
                           cwd=ROOT, env=os.environ | {"LRSWEEP_CACHE": str(cache_dir)}, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert _train_and_eval_rows(out / "trials" / trial) == _train_and_eval_rows(reference / "trials" / trial)
+    for name in names:
+        assert _train_and_eval_rows(out / "trials" / name) == _train_and_eval_rows(reference / "trials" / name)

