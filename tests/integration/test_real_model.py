@@ -48,7 +48,7 @@ def sweep(cache_dir, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("real") / "run"
     # sweep=toy: one seed and one step budget for both LRs (a pipeline test; a real model defaults to sweep=note)
     proc = run(["sweep", *ORGANISM, "sweep=toy", "sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=4", "train.batch_size=4",
-                "train.micro_batch_size=4", "sample.n_eval_prompts=16", "sample.n_train_prompts=16",
+                "train.micro_batch_size=4", "sample.n_eval_prompts=8", "sample.n_train_prompts=8",
                 f"hydra.run.dir={out_dir}"], cache_dir)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return out_dir, proc.stdout
@@ -76,7 +76,7 @@ def test_real_model_sweep_writes_a_complete_run_folder(sweep):
         trial = out_dir / "trials" / row["trial"]
         for step in (0, 1, 2, 4):
             samples = [json.loads(line) for line in (trial / "samples" / f"step_{step:05d}.jsonl").open()]
-            assert len(samples) == 32 and {s["grade"] for s in samples} <= {"desired", "attack", "other"}
+            assert len(samples) == 16 and {s["grade"] for s in samples} <= {"desired", "attack", "other"}
             assert {type(s["cut"]) for s in samples} == {bool}  # stopped at sample.max_new_tokens or not
             assert (trial / "adapters" / f"step_{step:05d}" / "adapter_model.safetensors").exists()
     assert (out_dir / "report.md").exists() and (out_dir / "labels.jsonl").exists()
