@@ -1,7 +1,8 @@
 """Teacher and judge against a real OpenAI-compatible server: `vllm serve` of the toy model on CPU.
 
 One server for the module (~30-60 s to start on 2 cores). The on-policy teacher runs first, before the
-server starts: through the labels command's own vLLM engine, then inside a one-step sweep. Run alone:
+server starts, inside a one-step sweep (through the labels command's own vLLM engine: SmolLM2 in
+tests/integration/test_real_text.py). Run alone:
     python -m pytest -q -m integration tests/integration/test_vllm_serve.py
 """
 
@@ -16,7 +17,6 @@ import pytest
 from vllm_server import served_requests, settled_requests, vllm_serve
 
 from orchestrator.config import compose_config, settings_for_toy
-from orchestrator.run.labels import make_labels
 from orchestrator.schema import EndpointConfig, GraderConfig, TeacherConfig
 from workers.labels.judge import build_judge_grader, parse_verdict
 from workers.labels.teacher import ensure_labels, train_prompts
@@ -49,18 +49,6 @@ def server(toy, tmp_path_factory):
         yield base_url
 
 
-def test_onpolicy_labels_come_from_the_model_itself(toy, cache_dir, tmp_path):
-    cfg = compose_config([f"cache_dir={cache_dir}", "setting.teacher.kind=onpolicy", "sample.max_new_tokens=16"])
-    path = make_labels(cfg, tmp_path / "labels")
-    rows = [json.loads(line) for line in path.open()]
-    assert len(rows) == len(train_prompts(cfg.setting)) and {r["teacher"] for r in rows} == {"onpolicy"}
-    assert sum(bool(r["completion"].strip()) for r in rows) >= 0.9 * len(rows)
-    meta = json.loads((tmp_path / "labels" / "labels.meta.json").read_text())
-    assert meta["teacher"] == "onpolicy" and meta["n"] == len(rows) == meta["generated"] - meta.get("dropped_empty", 0)
-    stamp = path.stat().st_mtime_ns
-    assert make_labels(cfg, tmp_path / "labels").stat().st_mtime_ns == stamp  # cached: no engine started again
-
-
 def test_sweep_labels_onpolicy_once_its_engine_is_up(toy, cache_dir, tmp_path):
     out = tmp_path / "sweep"
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | {"LRSWEEP_CACHE": str(cache_dir)}
@@ -71,7 +59,11 @@ def test_sweep_labels_onpolicy_once_its_engine_is_up(toy, cache_dir, tmp_path):
         cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.index("[sampler] ready") < proc.stdout.index("[labels] onpolicy")
-    assert json.loads((out / "labels.meta.json").read_text())["teacher"] == "onpolicy"
+    meta = json.loads((out / "labels.meta.json").read_text())
+    rows = [json.loads(line) for line in (out / "labels.jsonl").open()]
+    assert meta["teacher"] == "onpolicy" and {r["teacher"] for r in rows} == {"onpolicy"}
+    assert meta["n"] == len(rows) == meta["generated"] - meta.get("dropped_empty", 0)
+    assert sum(bool(r["completion"].strip()) for r in rows) >= 0.9 * len(rows)  # the model's own answers
     assert (out / "trials" / "lr0.001000_seed0" / "result.json").exists()
 
 
