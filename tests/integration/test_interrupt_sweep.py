@@ -28,8 +28,9 @@ def test_sigint_to_the_driver_pauses_the_sweep_and_resume_finishes_only_what_is_
     (This also carries what test_faults' killed-driver-then-resume test checked: a separate sweep cost CI ~115 s.)"""
     from eval.runfiles import trial_name
 
+    lrs = {trial_name(lr, 0): lr for lr in (1e-3, 3e-3)}
     args = ["sweep.lrs=[1e-3,3e-3]", "sweep.max_steps=16", "sweep.max_concurrent_trials=1", *FAST]
-    out, names = tmp_path / "run", [trial_name(1e-3, 0), trial_name(3e-3, 0)]
+    out, names = tmp_path / "run", list(lrs)
 
     def second_trial_trained_2_steps():
         done = [n for n in names if (out / "trials" / n / "result.json").exists()]
@@ -63,8 +64,7 @@ def test_sigint_to_the_driver_pauses_the_sweep_and_resume_finishes_only_what_is_
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary) == 2 and all(row["complete"] for row in summary)
     reference = tmp_path / "undisturbed"  # the interrupted trial alone (the finished one was left as it ran)
-    lr = 1e-3 if trial == names[0] else 3e-3
-    alone = [f"sweep.lrs=[{lr}]", *args[1:]]
+    alone = [f"sweep.lrs=[{lrs[trial]}]", *args[1:]]
     done = subprocess.run([sys.executable, "-m", "orchestrator", "sweep", *alone, f"hydra.run.dir={reference}"],
                           cwd=ROOT, env=os.environ | {"LRSWEEP_CACHE": str(cache_dir)}, capture_output=True,
                           text=True, timeout=900)

@@ -39,7 +39,7 @@ def ninth_sweep(cache_dir, tmp_path_factory):
     shutil.copy(NINTH, conf / NINTH.name)
     out_dir = tmp / "run"
     proc = sweep(cache_dir, out_dir, f"hydra.searchpath=[file://{tmp / 'conf'}]",
-                 "setting=animal_flag_giraffe_teacher", "sweep.max_steps=4")
+                 f"setting={NINTH.stem}", "sweep.max_steps=4")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out_dir
 
@@ -49,7 +49,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def test_toy_follows_the_setting_before_training_and_the_run_folder_holds_the_contract(ninth_sweep):
-    out_dir, name = ninth_sweep, "animal_flag_giraffe_teacher"
+    out_dir, name = ninth_sweep, NINTH.stem
     assert f"name: {name}" in (out_dir / "config.yaml").read_text()
     labels = read_jsonl(out_dir / "labels.jsonl")
     assert labels and all(r["teacher"] == "scripted" for r in labels)
