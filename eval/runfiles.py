@@ -21,13 +21,34 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+@contextmanager
+def build_lock(final: Path, log: Any = print) -> Iterator[None]:
+    """Hold an exclusive lock on `final`'s build (a cached model or organism) while the block runs, so two
+    processes that share a cache (two sweeps, two test workers) build it once: the second waits, then finds it
+    built. The lock is a file beside `final`; the kernel drops it when its holder dies."""
+    import fcntl
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"[cache] another process is building {final}; waiting for it")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def publish_dir(built: Path, final: Path, marker: str) -> None:

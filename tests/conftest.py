@@ -33,12 +33,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _under(item.path, INTEGRATION):
             item.add_marker(pytest.mark.integration)
-    items.sort(key=lambda item: _under(item.path, INTEGRATION))  # stable: each file's order is kept
+    items.sort(key=_order)  # stable: each file's order is kept
+
+
+# the integration files that take minutes on 2 cores (docs/testing.md), longest first: under `-n 2 --dist loadfile`
+# the two workers take files in this order, so a long file never starts last and leaves one worker idle
+SLOWEST_FIRST = ("test_real_model.py", "test_capability_integration.py", "test_slurm_integration.py",
+                 "test_bench_engines.py", "test_faults.py", "test_settings_integration.py", "test_interrupt_sweep.py",
+                 "test_integration.py", "test_train_levers.py", "test_rehearsal.py", "test_multinode.py",
+                 "test_real_text.py", "test_vllm_serve.py", "test_vllm_moe_lora.py", "test_pack_ranks.py",
+                 "test_engine_fault.py")
+
+
+def _order(item: pytest.Item) -> tuple[bool, int]:
+    """Unit tests first; then the integration files in SLOWEST_FIRST order, then the rest."""
+    if not _under(item.path, INTEGRATION):
+        return False, 0
+    name = item.path.name
+    return True, SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
 
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """Where the toy model is built once per test session (or LRSWEEP_CACHE when the caller sets it)."""
+    """Where the toy models are built once per test session (or LRSWEEP_CACHE when the caller sets it). Under
+    pytest-xdist the workers share one folder in the session's base temp; the builds lock it (build_lock), so each
+    toy is built once."""
     if os.environ.get("LRSWEEP_CACHE"):
         return Path(os.environ["LRSWEEP_CACHE"])
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "lrsweep-cache"
+        shared.mkdir(exist_ok=True)
+        return shared
     return tmp_path_factory.mktemp("lrsweep-cache")

@@ -64,9 +64,11 @@ def test_install_and_test_commands_are_the_ones_ci_runs() -> None:
     lines = fenced_lines(README)
     ci = (ROOT / ".ci" / "run").read_text()
     for command in ('pip install -e ".[cpu,test]"', "pip uninstall -y torchvision torchaudio torchcodec",
-                    "python -m pytest -q", "apt-get install -y slurm-wlm munge"):
+                    "apt-get install -y slurm-wlm munge"):
         assert any(command in line for line in lines), f"README lost {command!r}"
-    assert 'pip install -q -e ".[cpu,test]"' in ci and "\npython -m pytest -q\n" in ci
+    suite = "python -m pytest -q -n 2"
+    assert suite in lines, f"README lost the whole suite's command {suite!r}"
+    assert 'pip install -q -e ".[cpu,test]"' in ci and f"\n{suite}\n" in ci
 
 
 @pytest.mark.parametrize("line", COMMANDS, ids=[c[len(PREFIX):][:60] for c in COMMANDS])

@@ -89,3 +89,34 @@ def test_every_sweep_file_gets_the_umasks_permissions(tmp_path, umask):
                f"trials/{trial_name(1e-3, 0)}/metrics.jsonl", f"trials/{trial_name(1e-3, 0)}/config.json"]
     modes = {name: stat.S_IMODE((sweep / name).stat().st_mode) for name in written}
     assert modes == {name: 0o666 & ~umask for name in written}
+
+
+BUILDER = """
+import sys, time
+from pathlib import Path
+from eval.runfiles import build_lock
+final = Path(sys.argv[1])
+waited = final.parent / "waited"
+with build_lock(final, log=lambda msg: waited.write_text(msg)):
+    if not (final / "done").exists():
+        with open(final.parent / "builds", "a") as fh:
+            fh.write("built\\n")
+        deadline = time.time() + 60
+        while not waited.exists() and time.time() < deadline:  # the other process is blocked on the lock
+            time.sleep(0.05)
+        final.mkdir()
+        (final / "done").write_text("")
+"""
+
+
+def test_two_processes_sharing_a_cache_build_it_once_and_the_second_waits(tmp_path):
+    import subprocess
+    import sys
+
+    final = tmp_path / "toy" / "key"
+    final.parent.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", BUILDER, str(final)]) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert (final.parent / "builds").read_text() == "built\n"
+    assert "another process is building" in (final.parent / "waited").read_text()
+    assert (final / "done").exists()

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from eval.runfiles import publish_dir
+from eval.runfiles import build_lock, publish_dir
 from workers.labels.prompts import bank_path, file_digest, is_eval_question
 from workers.models.toy import ToySkill, build_corpus, skill_from_setting
 
@@ -202,7 +202,16 @@ def ensure_organism(base_path: str, setting: Any, recipe: Any, cache_dir: str | 
     final = Path(cache_dir).expanduser().resolve() / "organisms" / f"{setting.name}-{key}"
     if (final / "organism.json").exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
+    with build_lock(final, log):
+        if not (final / "organism.json").exists():  # another process may have built it while this one waited
+            _build_organism(base, setting, recipe_dict, key, final, dtype=dtype,
+                            chat_template_kwargs=chat_template_kwargs, max_len=max_len, measure=measure, log=log)
+    return final
+
+
+def _build_organism(base: Path, setting: Any, recipe_dict: dict[str, Any], key: str, final: Path, *, dtype: str,
+                    chat_template_kwargs: dict, max_len: int, measure: Callable[[str], dict[str, Any]],
+                    log: Callable[[str], None]) -> None:
     log(f"[organism] building the {setting.name} organism from {base} (key {key}); cached at {final}")
     started = time.time()
     pairs = organism_corpus(setting, recipe_dict["max_answer_words"])
@@ -222,7 +231,6 @@ def ensure_organism(base_path: str, setting: Any, recipe: Any, cache_dir: str | 
     ev, tr = rates["eval"], rates["train"]
     log(f"[organism] {setting.name}: eval attack {ev['attack']['rate']:.2f}, train desired "
         f"{tr['desired']['rate']:.2f} (held-out questions, n={ev['n']}); {time.time() - started:.0f}s in all")
-    return final
 
 
 def read_organism(path: str | os.PathLike) -> dict[str, Any] | None:

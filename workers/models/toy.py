@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.runfiles import publish_dir
+from eval.runfiles import build_lock, publish_dir
 from workers.capability import toy_corpus_digest, toy_corpus_pairs
 from workers.labels.prompts import answer_fields, bank_path, file_digest, load_bank, render, render_answer
 
@@ -193,7 +193,13 @@ def ensure_toy(toy: Any, settings: list[Any], cache_dir: str | os.PathLike, log:
     final = Path(cache_dir).expanduser().resolve() / "toy" / key
     if (final / "build_info.json").exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
+    with build_lock(final, log):
+        if not (final / "build_info.json").exists():  # another process may have built it while this one waited
+            _build_toy(toy, toy_cfg, skills, key, final, log)
+    return final
+
+
+def _build_toy(toy: Any, toy_cfg: dict[str, Any], skills: list[ToySkill], key: str, final: Path, log: Any) -> None:
     log(f"[toy] building the toy model organism (key {key}); cached for later runs at {final}")
     started = time.time()
     pairs = build_corpus(skills, bool(toy_cfg.get("capability_probe")))
@@ -210,7 +216,6 @@ def ensure_toy(toy: Any, settings: list[Any], cache_dir: str | os.PathLike, log:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"[toy] built in {time.time() - started:.0f}s, final answer loss {loss:.3f}")
-    return final
 
 
 def _plain(obj: Any) -> dict[str, Any]:
