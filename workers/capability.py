@@ -17,9 +17,11 @@ from typing import Any
 from eval.capability.data import find_dataset, load_items, split_items
 from eval.capability.scoring import Item, Scored, relative_degradation, score
 from eval.runfiles import write_json, write_jsonl
+from workers.sample.sampler import request_seed
 
 MAX_NEW_TOKENS = {"toy_probe": 8, "mmlu": 16, "ifeval": 512, "olympiads": 1024, "followbench": 512}
-Generate = Callable[[str | None, list[str], int, float, float], list[str]]  # (adapter, texts, max_new, temp, top_p)
+# (adapter, texts, max_new_tokens, temperature, top_p, seed)
+Generate = Callable[[str | None, list[str], int, float, float, int], list[str]]
 
 
 def toy_corpus_pairs() -> list[tuple[str, str]]:
@@ -77,13 +79,23 @@ def score_responses(cap: Any, bench: str, items: list[Item], responses: list[str
     return score(bench, items, responses, build_judge(cap, judge_cache) if bench == "followbench" else None)
 
 
+def capability_seed(cap: Any, trial_seed: int = 0, step: int = 0) -> int:
+    """The sampling seed of one model's capability requests (item i samples from seed + i): fixed by
+    capability.seed, the trial's seed and the step, so a score sampled at temperature > 0 does not depend on which
+    other requests shared the engine's batch, and a rerun samples the same answers. Greedy decoding ignores it."""
+    return request_seed(cap.seed, trial_seed, step)
+
+
 def measure(cap: Any, generate: Generate, adapter: str | None, judge_cache: Path,
-            items: dict[str, list[Item]] | None = None) -> dict[str, tuple[Scored, list[str]]]:
-    """Score one model (adapter None = the base model) on every configured benchmark, synchronously."""
+            items: dict[str, list[Item]] | None = None, seed: int | None = None) -> dict[str, tuple[Scored, list[str]]]:
+    """Score one model (adapter None = the base model) on every configured benchmark, synchronously; sampled with
+    `seed` (default: capability_seed of the base model)."""
+    seed = capability_seed(cap) if seed is None else seed
     out = {}
     for bench in cap.benchmarks:
         its = items[bench] if items else eval_items(cap, bench)[0]
-        responses = generate(adapter, [it.prompt for it in its], max_new_tokens(cap, bench), cap.temperature, 1.0)
+        responses = generate(adapter, [it.prompt for it in its], max_new_tokens(cap, bench), cap.temperature, 1.0,
+                             seed)
         out[bench] = (score_responses(cap, bench, its, responses, judge_cache), responses)
     return out
 

@@ -135,7 +135,7 @@ def rejection_sample(cap: Any, r: Any, pool: list[Any], generate: Any,
                      judge_cache: Path) -> tuple[list[dict], int, int]:
     """Up to r.n_labels correct teacher answers, one per pool item, in rounds over the pool; (labels, answers
     sampled, answers correct): correct / sampled is the teacher's acceptance rate."""
-    from workers.capability import max_new_tokens, score_responses
+    from workers.capability import capability_seed, max_new_tokens, score_responses
 
     bench = cap.benchmarks[0]
     order = list(pool)
@@ -143,11 +143,13 @@ def rejection_sample(cap: Any, r: Any, pool: list[Any], generate: Any,
     labels: list[dict[str, str]] = []
     used: set[str] = set()
     sampled = correct = 0
-    for _ in range(r.max_rounds):
+    for round_ in range(r.max_rounds):
         todo = [it for it in order if it.item_id not in used]
         if not todo or len(labels) >= r.n_labels:
             break
-        responses = generate(None, [it.prompt for it in todo], max_new_tokens(cap, bench), r.temperature, 1.0)
+        # each round its own seed: a new round draws new answers for the items still without a correct one
+        responses = generate(None, [it.prompt for it in todo], max_new_tokens(cap, bench), r.temperature, 1.0,
+                             capability_seed(cap, 0, round_ + 1))
         sampled += len(todo)
         verdicts = score_responses(cap, bench, todo, responses, judge_cache).correct
         correct += sum(bool(v) for v in verdicts)
@@ -163,17 +165,21 @@ def measure_checkpoint(cfg: Config, cap: Any, generate: Any, adapter: str, items
     """The benchmark score and the attack/desired rates on eval and train prompts of one adapter."""
     from eval.graders import build_grader
     from orchestrator.run.trial import eval_prompts, grade_checkpoint
-    from workers.capability import max_new_tokens, score_responses, write_samples
+    from workers.capability import capability_seed, max_new_tokens, score_responses, write_samples
+    from workers.sample.sampler import request_seed
 
     bench = cap.benchmarks[0]
-    responses = generate(adapter, [it.prompt for it in items], max_new_tokens(cap, bench), cap.temperature, 1.0)
+    # before and after sample with the same seeds, so their difference is not sampling noise of two streams
+    responses = generate(adapter, [it.prompt for it in items], max_new_tokens(cap, bench), cap.temperature, 1.0,
+                         capability_seed(cap))
     s = score_responses(cap, bench, items, responses, out_dir / "judge_cache")
     write_samples(out_dir / "samples" / f"{tag}_{bench}.jsonl", items, responses, s)
     evals, trains = eval_prompts(cfg.setting, cfg.sample)
     prompts = evals + trains
     sa = cfg.sample
     samples, rates = grade_checkpoint(prompts, generate(adapter, [p.text for p in prompts], sa.max_new_tokens,
-                                                        sa.temperature, sa.top_p), build_grader(cfg.setting.grader))
+                                                        sa.temperature, sa.top_p, request_seed(sa.seed, 0, 0)),
+                                      build_grader(cfg.setting.grader))
     write_jsonl(out_dir / "samples" / f"{tag}_prompts.jsonl", samples)
     return {"score": s.score, "n": s.n, "rel_degradation": relative_degradation(baseline, s.score)} | rates
 

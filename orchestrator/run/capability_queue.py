@@ -12,15 +12,23 @@ import ray
 
 from eval.rows import capability_rows, eval_rows
 from eval.runfiles import TrialDir, append_jsonl, step_name
-from workers.capability import capability_row, eval_items, max_new_tokens, score_responses, selected, write_samples
+from workers.capability import (
+    capability_row,
+    capability_seed,
+    eval_items,
+    max_new_tokens,
+    score_responses,
+    selected,
+    write_samples,
+)
 
 
 class TrialCapability:
     """A trial's capability evaluations: sent after a checkpoint's eval row, scored and written as they finish."""
 
     def __init__(self, cap: Any, baseline: dict[str, dict[str, Any]], sampler: Any, trial_dir: Path, logger: Any,
-                 max_steps: int, threshold: float) -> None:
-        self.cap, self.baseline, self.sampler, self.trial_dir = cap, baseline, sampler, trial_dir
+                 max_steps: int, threshold: float, seed: int) -> None:
+        self.cap, self.baseline, self.sampler, self.trial_dir, self.seed = cap, baseline, sampler, trial_dir, seed
         self.logger, self.max_steps, self.threshold = logger, max_steps, threshold
         self.items = {b: eval_items(cap, b)[0] for b in cap.benchmarks}
         self.pending: deque[tuple[int, str, Any]] = deque()
@@ -32,7 +40,7 @@ class TrialCapability:
         adapter = str(TrialDir(self.trial_dir).adapter(step))
         for bench, its in self.items.items():
             ref = self.sampler.generate.remote(adapter, [it.prompt for it in its], max_new_tokens(self.cap, bench),
-                                               self.cap.temperature, 1.0)
+                                               self.cap.temperature, 1.0, capability_seed(self.cap, self.seed, step))
             self.pending.append((step, bench, ref))
         self.drain(block=False)
 

@@ -208,7 +208,7 @@ class Trial:
             from orchestrator.run.capability_queue import TrialCapability
 
             self.capability = TrialCapability(ctx.capability, ctx.capability_baseline or {}, self.sampler, self.dir,
-                                              self.logger, self.spec.max_steps, ctx.threshold)
+                                              self.logger, self.spec.max_steps, ctx.threshold, self.seed)
             self.capability.resume(self.files.rows())
         es = ctx.early_stop if ctx.early_stop is not None and ctx.early_stop.enabled else None
         self.stop = StopState(ctx.threshold, es.k, es.max_rel_degradation, es.wait_below) if es else None

@@ -80,8 +80,11 @@ def test_rejection_sampling_keeps_only_correct_answers_one_per_item(cap, tmp_pat
     pool = load_items("toy_probe", None)[:30]
     calls = []
 
-    def teacher(adapter, texts, max_new, temperature, top_p):  # round 1: every other item right; round 2: all
+    seeds = []
+
+    def teacher(adapter, texts, max_new, temperature, top_p, seed):  # round 1: every other item right; round 2: all
         calls.append(len(texts))
+        seeds.append(seed)
         answers = {it.prompt: it.answer for it in pool}
         return [answers[t] if len(calls) > 1 or i % 2 == 0 else "wrong" for i, t in enumerate(texts)]
 
@@ -91,6 +94,7 @@ def test_rejection_sampling_keeps_only_correct_answers_one_per_item(cap, tmp_pat
     assert len(labels) == 20 and all(answers[lab["prompt"]] == lab["completion"] for lab in labels)
     assert len({lab["item_id"] for lab in labels}) == 20 and calls == [30, 15] and sampled == 45
     assert correct == 30  # 15 of round 1, all 15 of round 2: the acceptance rate is 30 / 45
+    assert len(set(seeds)) == 2 and None not in seeds  # each round draws new answers, from a seed of its own
     labels, _, _ = rejection_sample(cap, replace(r, n_labels=100, max_rounds=1), pool, teacher, tmp_path)
     assert len(labels) == 30  # the pool runs out: fewer labels, never a wrong one
 
@@ -153,3 +157,44 @@ def test_followbench_is_scored_by_a_judge_over_http_and_cached(cap, tmp_path):
         assert len(sent) == 3 and all(any(it.prompt in p for p in sent) for it in items)
         again = score_responses(fb, "followbench", items, responses, tmp_path / "judge")
         assert again.correct == s.correct and len(server.completions()) == 3  # verdicts from the cache
+
+
+class _Recorder:
+    """Records the arguments of generate calls, as a function or as a Ray actor method (`.remote`)."""
+
+    def __init__(self):
+        self.calls = []
+        self.remote = self
+
+    def __call__(self, *args):
+        self.calls.append(args)
+        return ["river"] * len(args[1])
+
+
+def test_capability_requests_are_seeded_by_trial_and_step_and_the_baseline_by_capability_seed(cap, tmp_path):
+    """At temperature > 0 an unseeded request samples from the engine's stream, so a score would depend on which
+    other requests shared its batch: every capability request carries a seed (item i samples from seed + i)."""
+    from types import SimpleNamespace
+
+    from orchestrator.run.capability_queue import TrialCapability
+    from workers.capability import capability_seed, measure
+
+    cap = replace(cap, temperature=1.0, checkpoints="all")
+    gen = _Recorder()
+    measure(cap, gen, None, tmp_path)
+    assert [c[5] for c in gen.calls] == [capability_seed(cap)] * len(cap.benchmarks)
+    assert capability_seed(cap) != capability_seed(replace(cap, seed=cap.seed + 1))
+
+    seeds = {}
+    for trial_seed in (0, 1):
+        sampler = SimpleNamespace(generate=_Recorder())
+        queue = TrialCapability(cap, {}, sampler, tmp_path, None, 8, 0.5, trial_seed)
+        queue.drain = lambda block: None  # scoring is not under test here; nothing was sent to Ray
+        for step in (0, 4):
+            queue.after_eval(step, {"eval_attack_rate": 1.0})
+        seeds[trial_seed] = [c[5] for c in sampler.generate.calls]
+    per_step = len(cap.benchmarks)
+    assert all(isinstance(x, int) for x in seeds[0] + seeds[1])
+    assert seeds[0][:per_step] == [capability_seed(cap, 0, 0)] * per_step
+    assert seeds[0][per_step:] == [capability_seed(cap, 0, 4)] * per_step
+    assert set(seeds[0]).isdisjoint(seeds[1])  # another trial samples other answers

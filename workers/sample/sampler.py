@@ -271,14 +271,14 @@ class Sampler:
 
     def generate(
         self, adapter_dir: str | None, user_texts: list[str], max_new_tokens: int, temperature: float,
-        top_p: float,
+        top_p: float, seed: int | None = None,
     ) -> list[str]:
         """One completion per user text, through the chat template, with the given adapter (or base).
 
         Batched with whatever other requests are waiting for the engine. Without a seed the engine's seed fixes
         the stream (which then depends on the batch); with one, see Request.seed.
         """
-        return self.complete(adapter_dir, user_texts, max_new_tokens, temperature, top_p).texts
+        return self.complete(adapter_dir, user_texts, max_new_tokens, temperature, top_p, seed).texts
 
     def complete(
         self, adapter_dir: str | None, user_texts: list[str], max_new_tokens: int, temperature: float,
