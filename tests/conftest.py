@@ -3,6 +3,7 @@
 tier), tests/support/ the helpers both import by module name (`from fresh_process import ...`), tests/data/ data."""
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -53,15 +54,31 @@ def _order(item: pytest.Item) -> tuple[bool, int]:
     return True, SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
 
 
+# The toys the integration tests sweep, built by the product (`python -m orchestrator toy ...`) and kept here so a
+# test session does not spend ~7 min of CPU rebuilding them: the default (wronglang_spanish), animal_flag's, and the
+# capability probe's. tests/unit/test_seeded_toys.py fails, naming the command, when the code would build another.
+SEEDED_TOYS = TESTS / "data" / "toys"
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """Where the toy models are built once per test session (or LRSWEEP_CACHE when the caller sets it). Under
-    pytest-xdist the workers share one folder in the session's base temp; the builds lock it (build_lock), so each
-    toy is built once."""
+    """Where the toy models are cached for a test session (or LRSWEEP_CACHE when the caller sets it), seeded with
+    the toys in tests/data/toys; any other toy is built on first use. Under pytest-xdist the workers share one folder
+    in the session's base temp; the builds lock it (build_lock), so each is built once."""
     if os.environ.get("LRSWEEP_CACHE"):
         return Path(os.environ["LRSWEEP_CACHE"])
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = tmp_path_factory.getbasetemp().parent / "lrsweep-cache"
-        shared.mkdir(exist_ok=True)
-        return shared
-    return tmp_path_factory.mktemp("lrsweep-cache")
+        cache = tmp_path_factory.getbasetemp().parent / "lrsweep-cache"
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("lrsweep-cache")
+    for toy in SEEDED_TOYS.iterdir():
+        final = cache / "toy" / toy.name
+        if not final.exists():  # copied whole, then renamed into place: another worker never sees half a toy
+            from eval.runfiles import publish_dir
+
+            tmp = cache / "toy" / f".seed-{toy.name}-{os.getpid()}"
+            shutil.copytree(toy, tmp)
+            publish_dir(tmp, final, "build_info.json")
+            shutil.rmtree(tmp, ignore_errors=True)
+    return cache
