@@ -51,7 +51,7 @@ def work_s(packed_steps: int, trial_checkpoints: int, k: int, prompts: int, max_
 def calibration() -> float:
     """Measured over modelled seconds of the recorded run's trial phase (> 1: the model is optimistic)."""
     modelled = work_s(sum(TIMING["packed_steps_done"].values()), TIMING["trial_checkpoints_sampled"],
-                      TIMING["pack_size"], 16, 48)
+                      TIMING["pack_size"], TIMING["prompts"], TIMING["max_new_tokens"])
     return TIMING["trial_phase_s"] / modelled
 
 
@@ -122,8 +122,9 @@ def estimate_s(args: argparse.Namespace) -> dict:
     steps = steps_by_lr(sw)
     ckpts = sum(len(checkpoint_steps(n, args.per_octave)) for n in steps.values()) * k
     modelled = work_s(sum(steps.values()), ckpts, k, args.prompts, args.max_new_tokens)
-    return {"checkpoints": ckpts, "modelled_s": modelled, "calibration": calibration(),
-            "per_setting_s": STARTUP_S + modelled * calibration()}
+    scale = calibration()
+    return {"checkpoints": ckpts, "modelled_s": modelled, "calibration": scale,
+            "per_setting_s": STARTUP_S + modelled * scale}
 
 
 def print_plan(args: argparse.Namespace, settings: list[str]) -> None:

@@ -21,7 +21,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,16 @@ def build_lock(final: Path, log: Any = print) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_built(final: Path, marker: str, build: Callable[[], None], log: Any = print) -> Path:
+    """`final`, running `build()` first unless `final/marker` exists; under build_lock, so processes sharing a
+    cache build it once (the check is repeated once the lock is held: another process may have built it)."""
+    if not (final / marker).exists():
+        with build_lock(final, log):
+            if not (final / marker).exists():
+                build()
+    return final
 
 
 def publish_dir(built: Path, final: Path, marker: str) -> None:

@@ -87,10 +87,10 @@ def capability_seed(cap: Any, trial_seed: int = 0, step: int = 0) -> int:
 
 
 def measure(cap: Any, generate: Generate, adapter: str | None, judge_cache: Path,
-            items: dict[str, list[Item]] | None = None, seed: int | None = None) -> dict[str, tuple[Scored, list[str]]]:
-    """Score one model (adapter None = the base model) on every configured benchmark, synchronously; sampled with
-    `seed` (default: capability_seed of the base model)."""
-    seed = capability_seed(cap) if seed is None else seed
+            items: dict[str, list[Item]] | None = None) -> dict[str, tuple[Scored, list[str]]]:
+    """Score one model (adapter None = the base model) on every configured benchmark, synchronously, sampled with
+    capability_seed(cap)."""
+    seed = capability_seed(cap)
     out = {}
     for bench in cap.benchmarks:
         its = items[bench] if items else eval_items(cap, bench)[0]

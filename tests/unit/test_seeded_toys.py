@@ -25,6 +25,7 @@ def test_each_seeded_toy_is_the_one_the_code_builds_now(overrides):
         f"tests/data/toys holds no toy with key {key} for {overrides or 'the default config'}: build it with "
         f"`{command}`, copy /tmp/toys/toy/{key} into tests/data/toys/ and delete the toy it replaces")
     info = json.loads((folder / "build_info.json").read_text())
+
     def knobs(config):  # the key leaves out the settings' names (a ninth setting on animal_flag's toy built it)
         return {k: v for k, v in config.items() if k != "settings"}
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from eval.runfiles import build_lock, publish_dir
+from eval.runfiles import ensure_built, publish_dir
 from workers.labels.prompts import bank_path, file_digest, is_eval_question
 from workers.models.toy import ToySkill, build_corpus, skill_from_setting
 
@@ -200,13 +200,9 @@ def ensure_organism(base_path: str, setting: Any, recipe: Any, cache_dir: str | 
     recipe_dict = setting_recipe(setting, asdict(recipe) if hasattr(recipe, "__dataclass_fields__") else dict(recipe))
     key = organism_key(model_digest(base), setting, recipe_dict, chat_template_kwargs, dtype)
     final = Path(cache_dir).expanduser().resolve() / "organisms" / f"{setting.name}-{key}"
-    if (final / "organism.json").exists():
-        return final
-    with build_lock(final, log):
-        if not (final / "organism.json").exists():  # another process may have built it while this one waited
-            _build_organism(base, setting, recipe_dict, key, final, dtype=dtype,
-                            chat_template_kwargs=chat_template_kwargs, max_len=max_len, measure=measure, log=log)
-    return final
+    return ensure_built(final, "organism.json", lambda: _build_organism(
+        base, setting, recipe_dict, key, final, dtype=dtype, chat_template_kwargs=chat_template_kwargs,
+        max_len=max_len, measure=measure, log=log), log)
 
 
 def _build_organism(base: Path, setting: Any, recipe_dict: dict[str, Any], key: str, final: Path, *, dtype: str,

