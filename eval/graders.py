@@ -168,7 +168,7 @@ def _plugin_grader(cfg: Any) -> Grader:
 
 
 def build_grader(cfg: Any) -> Grader:
-    """The batch grader of a setting's `grader:` block (orchestrator.schema.GraderConfig)."""
+    """The batch grader of a setting's `grader:` block (workers.labels.setting.GraderConfig)."""
     kind = cfg.kind
     if kind == "language":
         desired, attack = cfg.desired, cfg.attack

@@ -13,9 +13,27 @@ Off by default (full curves); the `fast` sweep preset turns it on.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from eval.knobs import AT_LEAST_1, POSITIVE, PROBABILITY, knob
 from eval.rows import capability_rows, eval_rows
+
+
+@dataclass
+class EarlyStopConfig:
+    """Stop a trial once its answer is known (eval/stopping.py); off by default so curves run to max_steps."""
+
+    enabled: bool = False
+    # transfer: attack rate <= threshold at k checkpoints in a row; null turns this rule off
+    k: int | None = knob(2, within=AT_LEAST_1)
+    # capability: stop past this relative drop; null turns it off
+    max_rel_degradation: float | None = knob(None, within=POSITIVE)
+    # k=1: once the latest eval attack rate is at or under this (the curve has started to fall), the trainer waits
+    # for each checkpoint's evaluation before training on, so it stops at the transfer checkpoint instead of
+    # running past it while that checkpoint is sampled; null: never wait
+    wait_below: float | None = knob(1.0, within=PROBABILITY)
+
 
 TRANSFER = "transfer"
 CAPABILITY = "capability"

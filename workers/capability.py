@@ -10,18 +10,81 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from eval.capability.data import find_dataset, load_items, split_items
 from eval.capability.scoring import Item, Scored, relative_degradation, score
+from eval.knobs import AT_LEAST_1, FRACTION_UP_TO_1, NON_NEGATIVE, POSITIVE, knob
 from eval.runfiles import write_json, write_jsonl
+from workers.errors import require, require_knobs
+from workers.labels.endpoint import EndpointConfig
 from workers.sample.sampler import request_seed
+
+CAPABILITY_BENCHMARKS = ("toy_probe", "mmlu", "ifeval", "olympiads", "followbench")
+CAPABILITY_CHECKPOINTS = ("transferred", "last", "all", "steps")
+RECOVER_CHECKPOINTS = ("last", "first")  # recover's default checkpoint: the trial's last or first transferred one
+
+
+@dataclass
+class RecoverConfig:
+    """`python -m orchestrator recover`: retrain a checkpoint on rejection-sampled benchmark labels."""
+
+    benchmark: str | None = knob(None, one_of=CAPABILITY_BENCHMARKS)  # null: the guardrail benchmark
+    # labels kept (correct ones only) from the recovery pool, disjoint from the evaluated items
+    n_labels: int = knob(40, within=AT_LEAST_1)
+    steps: int = knob(10, within=AT_LEAST_1)
+    batch_size: int = knob(4, within=AT_LEAST_1)  # samples per step
+    lr: float | None = knob(None, within=POSITIVE)  # null: the checkpoint's own trial LR
+    lrs: list[float] = knob(factory=list, within=POSITIVE)  # an LR sweep: one recovery per LR (each its own folder)
+    # without --step: the last transferred checkpoint of the trial (the note recovers the last one), or the first
+    checkpoint: str = knob("last", one_of=RECOVER_CHECKPOINTS)
+    teacher_model: str | None = None  # null: the model before training; else a trusted model's path or hub id
+    temperature: float = knob(1.0, within=NON_NEGATIVE)  # sampling temperature of the label teacher
+    max_rounds: int = knob(8, within=AT_LEAST_1)  # passes over the recovery pool before giving up on n_labels
+
+
+@dataclass
+class CapabilityConfig:
+    """Capability evaluations of checkpoints (the note's guardrail) and their baseline, the model before training."""
+
+    # toy_probe | mmlu | ifeval | olympiads | followbench
+    benchmarks: list[str] = knob(factory=list, one_of=CAPABILITY_BENCHMARKS)
+    checkpoints: str = knob("transferred", one_of=CAPABILITY_CHECKPOINTS)  # transferred | last | all | steps
+    steps: list[int] = knob(factory=list, within=NON_NEGATIVE)  # checkpoints=steps: these steps
+    n_items: int = knob(200, within=AT_LEAST_1)  # fixed subset per benchmark
+    seed: int = knob(0, within=NON_NEGATIVE)  # picks the subset
+    # relative degradation limit (T rule of the analysis, early stop)
+    max_degradation: float = knob(0.1, within=FRACTION_UP_TO_1)  # 1: "the score fell to 0"
+    guardrail: str | None = None  # the benchmark the limit applies to; null: the first of `benchmarks`
+    data_dir: str | None = None  # local benchmark files (<data_dir>/<benchmark>/); null: <cache_dir>/capability
+    temperature: float = knob(0.0, within=NON_NEGATIVE)
+    max_new_tokens: int = knob(0, within=NON_NEGATIVE)  # 0: each benchmark's default
+    judge: EndpointConfig = field(default_factory=EndpointConfig)  # FollowBench's LLM judge
+    recover: RecoverConfig = field(default_factory=RecoverConfig)
+
 
 MAX_NEW_TOKENS = {"toy_probe": 8, "mmlu": 16, "ifeval": 512, "olympiads": 1024, "followbench": 512}
 # (adapter, texts, max_new_tokens, temperature, top_p, seed)
 Generate = Callable[[str | None, list[str], int, float, float, int], list[str]]
+
+
+def validate_capability(c: CapabilityConfig, toy: Any) -> None:
+    """A capability block's own checks, and its benchmarks against the model (`toy`: model.toy, or None)."""
+    require_knobs(c, "capability")  # recover checks its own narrowed block here
+    b = list(c.benchmarks)
+    require(len(set(b)) == len(b), f"capability.benchmarks={b}: each at most once")
+    require(c.checkpoints != "steps" or len(c.steps) > 0, "capability.checkpoints=steps needs capability.steps=[...]")
+    require(c.guardrail is None or c.guardrail in b, f"capability.guardrail={c.guardrail!r} is not in {b}")
+    require("toy_probe" not in b or toy is not None,
+            "capability.benchmarks has toy_probe, which only model=toy learned: drop it for a real model")
+    require("toy_probe" not in b or toy is None or toy.capability_probe,
+            "capability.benchmarks has toy_probe but the toy is built without it: set model.toy.capability_probe=true "
+            "(capability=toy does)")
+    require("followbench" not in b or (c.judge.base_url is not None and c.judge.model is not None),
+            "capability.benchmarks has followbench, which needs an LLM judge: set capability.judge.base_url and "
+            "capability.judge.model (and capability.judge.api_key_env if it needs a key)")
 
 
 def toy_corpus_pairs() -> list[tuple[str, str]]:

@@ -10,10 +10,23 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval.knobs import knob
 from eval.runfiles import append_jsonl
+
+TRACKER_MODES = ("auto", "online", "offline", "disabled")
+
+
+@dataclass
+class TrackerConfig:
+    backend: str = knob("wandb", one_of=("wandb", "none"))
+    mode: str = knob("auto", one_of=TRACKER_MODES)
+    project: str = "lrsweep"
+    entity: str | None = None
+
 
 # W&B hands its service process to child processes through WANDB_SERVICE. A Ray worker or a Slurm job that
 # inherits it logs into another process's service: one on another host, or one that outlives a killed trial

@@ -86,7 +86,7 @@ def load_sweep_config(sweep_dir: Path) -> Config:
 
 def recovery_settings(cfg: Config, args: argparse.Namespace) -> tuple[Any, Any]:
     """(capability config narrowed to the recovery benchmark, recover config) with the CLI's overrides."""
-    from workers.capability import guardrail, resolve
+    from workers.capability import guardrail, resolve, validate_capability
 
     cap = cfg.capability
     r = cap.recover
@@ -97,10 +97,7 @@ def recovery_settings(cfg: Config, args: argparse.Namespace) -> tuple[Any, Any]:
     if bench is None:
         raise ConfigError("no benchmark to recover: pass --benchmark (the sweep ran no capability evaluation)")
     cap = replace(cap, benchmarks=[bench], guardrail=bench, data_dir=args.data_dir or cap.data_dir)
-    cfg_check = replace(cfg, capability=replace(cap, recover=r))
-    from orchestrator.schema import validate_capability
-
-    validate_capability(cfg_check)
+    validate_capability(replace(cap, recover=r), cfg.model.toy)
     return resolve(cap, cfg.cache_dir), r
 
 

@@ -38,7 +38,8 @@ from orchestrator.plan.model import (
     trials_that_fit,
     zero_buffers,
 )
-from orchestrator.schema import ArchConfig, Config, is_auto
+from orchestrator.schema import Config, is_auto
+from workers.models.config import ArchConfig
 from workers.train.pack_rules import pack_refusals
 
 PLANNED_LOSS_CHUNKS = (4096, 2048, 1024, 512, 256)  # train.loss_chunk_tokens=auto: the largest that fits

@@ -8,7 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.schema import ArchConfig, Config, ConfigError
+from orchestrator.schema import Config, ConfigError
+from workers.models.config import ArchConfig
 
 GIB = 1024**3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}

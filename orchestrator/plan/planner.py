@@ -31,7 +31,9 @@ from orchestrator.plan.model import (
 )
 from orchestrator.plan.sampler import awake_bytes, plan_sampler
 from orchestrator.plan.timing import plan_placement, plan_time
-from orchestrator.schema import VLLM_LORA_RANKS, ArchConfig, Config, ConfigError, is_auto
+from orchestrator.schema import Config, ConfigError, is_auto
+from workers.models.config import ArchConfig
+from workers.sample.config import VLLM_LORA_RANKS
 
 __all__ = ["GIB", "PlanError", "Plan", "VLLM_LORA_RANKS", "make_plan", "trainer_shape", "resolve_zero_stage",
            "train_memory", "lora_params", "param_counts"]

@@ -14,7 +14,9 @@ import math
 from typing import Any
 
 from orchestrator.plan.model import DTYPE_BYTES, GIB, Plan, PlanError, gib, linear_shape, lora_params
-from orchestrator.schema import VLLM_LORA_RANKS, ArchConfig, Config, ConfigError, is_auto
+from orchestrator.schema import Config, ConfigError, is_auto
+from workers.models.config import ArchConfig
+from workers.sample.config import VLLM_LORA_RANKS
 
 
 def slot_bytes_per_gpu(cfg: Config, a: ArchConfig, rank: int, tp: int, fully_sharded: bool) -> dict[str, float]:

@@ -8,7 +8,8 @@ from typing import Any
 from orchestrator.budget import makespan, pack_budgets, trial_fields
 from orchestrator.plan.fit import Shape, step_seconds
 from orchestrator.plan.model import DTYPE_BYTES, Plan, PlanError, trials_that_fit
-from orchestrator.schema import ArchConfig, Config, is_auto
+from orchestrator.schema import Config, is_auto
+from workers.models.config import ArchConfig
 
 
 def plan_placement(cfg: Config, trainer: dict[str, Any], sampler: dict[str, Any], plan: Plan) -> int:

@@ -18,11 +18,10 @@ from vllm_server import served_requests, settled_requests, vllm_serve
 from eval.graders import LABELS
 from orchestrator.config import compose_config
 from orchestrator.run.labels import make_labels
-from orchestrator.schema import EndpointConfig, TeacherConfig
-from workers.labels.endpoint import ChatClient
+from workers.labels.endpoint import ChatClient, EndpointConfig
 from workers.labels.judge import build_judge_grader, parse_verdict
 from workers.labels.prompts import DataError, load_bank
-from workers.labels.teacher import ensure_labels, teacher_messages, train_prompts
+from workers.labels.teacher import TeacherConfig, ensure_labels, teacher_messages, train_prompts
 
 SERVED_NAME = "smollm2"
 SHORT = "Answer in one or two short sentences."

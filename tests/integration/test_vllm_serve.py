@@ -17,9 +17,10 @@ import pytest
 from vllm_server import served_requests, settled_requests, vllm_serve
 
 from orchestrator.config import compose_config, settings_for_toy
-from orchestrator.schema import EndpointConfig, GraderConfig, TeacherConfig
+from workers.labels.endpoint import EndpointConfig
 from workers.labels.judge import build_judge_grader, parse_verdict
-from workers.labels.teacher import ensure_labels, train_prompts
+from workers.labels.setting import GraderConfig
+from workers.labels.teacher import TeacherConfig, ensure_labels, train_prompts
 
 SERVED_NAME = "toy-organism"
 N_QUESTIONS = 6  # a handful of the generic bank's questions: the toy was pretrained on them

@@ -38,7 +38,7 @@ CASES = [
     ("model path that does not exist", ["model.path=/nonexistent/model"], "not a model folder"),
     ("question bank that does not exist", ["setting.questions=/nonexistent/bank.jsonl"], "does not exist"),
     ("tracker mode unknown", ["tracker.mode=sometimes"], "tracker.mode"),
-    # every numeric and enumerated field has a range (tests/unit/test_ranges.py lists them all); a few end to end
+    # every numeric and enumerated field carries its rule (tests/unit/test_ranges.py lists them all); a few end to end
     ("LoRA dropout out of range", ["train.lora_dropout=1.5"], "train.lora_dropout=1.5: must be in [0, 1)"),
     ("top_p out of range", ["sample.top_p=0"], "sample.top_p=0.0: must be in (0, 1]"),
     ("unknown dtype", ["model.dtype=fp8"], "model.dtype='fp8': must be one of float32, bfloat16, float16"),

@@ -7,8 +7,14 @@ import time
 import pytest
 from chat_server import ChatServer
 
-from orchestrator.schema import EndpointConfig
-from workers.labels.endpoint import ChatClient, EndpointError, backoff_delay, cache_key, parse_retry_after
+from workers.labels.endpoint import (
+    ChatClient,
+    EndpointConfig,
+    EndpointError,
+    backoff_delay,
+    cache_key,
+    parse_retry_after,
+)
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
 

@@ -16,8 +16,10 @@ import pytest
 from eval.code_grading import extract_code
 from eval.graders import LABELS, build_grader, case_style, grade_case, grade_keywords, grade_language, keyword_pattern
 from orchestrator.config import compose_config
-from orchestrator.schema import ConfigError, EndpointConfig, GraderConfig, validate_grader
+from orchestrator.schema import ConfigError
+from workers.labels.endpoint import EndpointConfig
 from workers.labels.prompts import Prompt, load_bank
+from workers.labels.setting import GraderConfig, validate_grader
 
 GRADED = Path(__file__).resolve().parents[1] / "data" / "graded"
 # The configs of the settings the files were labelled for: labels are the setting's roles.
@@ -164,7 +166,7 @@ def test_judge_kind_without_its_module_gives_a_clear_error(monkeypatch):
 
 
 @pytest.mark.parametrize("cfg, message", [
-    (GraderConfig(kind="regex"), "known graders"),
+    (GraderConfig(kind="regex"), "must be one of language, keyword"),
     (GraderConfig(kind="language", desired="spanish", attack="en"), "two-letter ISO 639-1"),
     (GraderConfig(kind="language", desired="es", attack="es"), "must differ"),
     (GraderConfig(kind="keyword", attack_keywords=["cat"]), "desired_keywords"),

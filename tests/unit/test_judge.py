@@ -6,7 +6,7 @@ import pytest
 from chat_server import ChatServer
 
 from orchestrator.config import load_setting
-from orchestrator.schema import EndpointConfig, GraderConfig
+from workers.labels.endpoint import EndpointConfig
 from workers.labels.judge import (
     DEFAULT_JUDGE_PROMPT,
     JUDGE_SYSTEM,
@@ -15,6 +15,7 @@ from workers.labels.judge import (
     render_judge_prompt,
 )
 from workers.labels.prompts import Prompt
+from workers.labels.setting import GraderConfig
 
 
 @pytest.mark.parametrize("text, verdict", [

@@ -1,6 +1,7 @@
-"""Every numeric and enumerated field of the schema has a range check in `validate` (orchestrator/ranges.py), and
-this file lists each one with a bad value and the message the user gets. A numeric field added to the schema
-without a range, or a string field not classified as enum or free text, fails test_every_field_is_classified."""
+"""Every numeric and enumerated field of the schema carries its rule on its own field (`knob(..., within=...)` or
+`one_of=...`, eval/knobs.py), `validate` checks them all, and this file lists each one with a bad value and the
+message the user gets. A numeric field added to the schema without a range, or a string field not classified as
+enum or free text, fails test_every_field_is_classified."""
 
 import copy
 import dataclasses
@@ -10,10 +11,11 @@ import typing
 
 import pytest
 
+from eval.knobs import AT_LEAST_1, AUTO, ONE_OF, WITHIN, Interval, knob, knob_errors
 from orchestrator import schema
 from orchestrator.config import compose_config
-from orchestrator.ranges import RANGES, known_values
-from orchestrator.schema import ArchConfig, ConfigError, validate
+from orchestrator.schema import ConfigError, validate
+from workers.models.config import ArchConfig
 
 # (field as the command line spells it, bad value, message the user sees)
 CHECKS = [
@@ -77,6 +79,7 @@ CHECKS = [
     ("train.lora_rank", 0, "train.lora_rank=0: must be >= 1"),
     ("train.lora_alpha", 0, "train.lora_alpha=0: must be > 0"),
     ("train.lora_dropout", 1.5, "train.lora_dropout=1.5: must be in [0, 1)"),
+    ("train.collective_timeout_s", 0.0, "train.collective_timeout_s=0.0: must be auto (the plan's) or > 0"),
     ("train.betas", [0.9, 1.0], "train.betas[1]=1.0: must be in [0, 1)"),
     ("train.weight_decay", float("inf"), "train.weight_decay=inf: must be >= 0"),
     ("train.torch_threads", 0, "train.torch_threads=0: must be >= 1"),
@@ -216,13 +219,48 @@ def schema_fields(cls=schema.Config, path=""):
 
 
 def test_every_field_is_classified():
-    """Numbers need a range here (and a row in CHECKS); strings are either enumerated or free text."""
+    """Numbers need a range on their field (and a row in CHECKS); strings are either enumerated or free text."""
+    rules = {key: f.metadata for key, f in schema_field_objects()}
     numeric = {key for key, _, t in schema_fields() if t in (int, float)}
     strings = {key for key, _, t in schema_fields() if t is str}
-    assert numeric - set(RANGES) == set(), "numeric fields without a range in orchestrator/ranges.py RANGES"
-    assert strings - set(known_values()) - FREE_TEXT == set(), "classify these string fields: enum or FREE_TEXT"
+    ranged = {key for key, meta in rules.items() if WITHIN in meta}
+    enumerated = {key for key, meta in rules.items() if ONE_OF in meta}
+    assert numeric - ranged == set(), "numeric fields without a range: give them knob(default, within=...)"
+    assert strings - enumerated - FREE_TEXT == set(), "classify these string fields: knob(one_of=...) or FREE_TEXT"
     checked = {key for key, path, _ in schema_fields() if path in {p for p, _, _ in CHECKS}}
-    assert set(RANGES) | set(known_values()) <= checked, "every ranged or enumerated field needs a row in CHECKS"
+    assert ranged | enumerated <= checked, "every ranged or enumerated field needs a row in CHECKS"
+
+
+def schema_field_objects(cls=schema.Config):
+    """("<dataclass>.<field>", dataclasses.Field) of every field reachable from Config."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        yield f"{cls.__name__}.{f.name}", f
+        inner = [a for a in typing.get_args(hints[f.name]) if dataclasses.is_dataclass(a)] or [hints[f.name]]
+        if dataclasses.is_dataclass(inner[0]):
+            yield from schema_field_objects(inner[0])
+
+
+@dataclasses.dataclass
+class ThrowawayConfig:
+    """A block a new engineer might add: one numeric knob, its range on its field and nowhere else."""
+
+    warmup_steps: int = knob(0, within=Interval(0, note="steps of linear warmup; 0: none"))
+    chunks: typing.Any = knob(AUTO, within=AT_LEAST_1, kind=int)
+
+
+@dataclasses.dataclass
+class RootWithThrowaway:
+    train: ThrowawayConfig = dataclasses.field(default_factory=ThrowawayConfig)
+
+
+def test_a_new_knob_is_range_checked_from_its_field_alone():
+    assert knob_errors(RootWithThrowaway()) == []
+    assert knob_errors(RootWithThrowaway(ThrowawayConfig(warmup_steps=-3))) == [
+        "train.warmup_steps=-3: must be >= 0 (steps of linear warmup; 0: none)"]
+    assert knob_errors(RootWithThrowaway(ThrowawayConfig(chunks=2.5))) == [
+        "train.chunks=2.5: must be auto (the plan's) or an integer >= 1"]
+    assert knob_errors(RootWithThrowaway(ThrowawayConfig(chunks=4))) == []
 
 
 def set_path(obj, path, value):
@@ -277,6 +315,20 @@ def test_planner_owned_fields_may_say_auto_but_no_other_word(good):
         set_path(cfg, path, "auto")
     validate(cfg)  # resolve() fills them in from the plan
     set_path(cfg, "sample.engine.max_loras", "many")
-    message = "sample.engine.max_loras='many': must be auto (the plan's) or >= 1"
+    message = "sample.engine.max_loras='many': must be auto (the plan's) or an integer >= 1"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("path, bad, message", [
+    ("sweep.pack", 1.5, "sweep.pack=1.5: must be auto (the plan's) or an integer >= 1"),
+    ("train.num_workers", True, "train.num_workers=True: must be auto (the plan's) or an integer >= 1"),
+    ("sample.engine.sleep", "yes", "sample.engine.sleep='yes': must be auto (the plan's) or true or false"),
+    ("train.zero_stage", "3", "train.zero_stage='3': must be auto (the plan's) or an integer"),
+    ("train.collective_timeout_s", -1.0, "train.collective_timeout_s=-1.0: must be auto (the plan's) or > 0"),
+])
+def test_planner_owned_fields_hold_their_kind(good, path, bad, message):
+    cfg = copy.deepcopy(good)
+    set_path(cfg, path, bad)
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate(cfg)

@@ -169,7 +169,7 @@ def test_explicit_values_that_fit_win():
     assert cfg.sample.engine.max_cpu_loras == 4  # 2 x max_loras
     with pytest.raises(ConfigError, match="max_cpu_loras"):
         compose_config([*H100, "sample.engine.max_loras=4", "sample.engine.max_cpu_loras=2"])
-    with pytest.raises(ConfigError, match=r"train.num_workers='two': must be auto \(the plan's\) or >= 1"):
+    with pytest.raises(ConfigError, match=r"train.num_workers='two': must be auto \(the plan's\) or an integer >= 1"):
         compose_config(["train.num_workers=two"])
 
 

@@ -11,7 +11,7 @@ import pytest
 from eval.code_grading import grade_code_answer
 from eval.graders import build_grader
 from eval.sandbox import Limits, network_isolation, run_python
-from orchestrator.schema import GraderConfig
+from workers.labels.setting import GraderConfig
 
 METHODS = [None, False]  # the machine's best method, and the audit-hook-only fallback
 

@@ -15,9 +15,10 @@ from chat_server import ChatServer
 
 from orchestrator.config import compose_config, load_setting
 from orchestrator.run.labels import make_labels
-from orchestrator.schema import ConfigError, EndpointConfig, TeacherConfig, validate
+from orchestrator.schema import ConfigError, validate
+from workers.labels.endpoint import EndpointConfig
 from workers.labels.prompts import DataError
-from workers.labels.teacher import ensure_labels, labels_key, read_label_file, train_prompts
+from workers.labels.teacher import TeacherConfig, ensure_labels, labels_key, read_label_file, train_prompts
 
 ROOT = Path(__file__).resolve().parents[2]
 

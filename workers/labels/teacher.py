@@ -26,8 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.knobs import AT_LEAST_1, knob
 from eval.runfiles import read_jsonl, write_json, write_jsonl, write_text_atomic
-from workers.labels.endpoint import EndpointConfig, cache_root
+from workers.errors import require
+from workers.labels.endpoint import EndpointConfig, cache_root, validate_endpoint
 from workers.labels.prompts import DataError, Prompt, bank_path, build_prompts, file_digest, load_bank, split_bank
 
 TEACHERS = ("scripted", "openai_compatible", "onpolicy", "file")
@@ -37,17 +39,28 @@ TEACHERS = ("scripted", "openai_compatible", "onpolicy", "file")
 class TeacherConfig:
     """Who writes the SFT labels for the train prompts."""
 
-    kind: str = "scripted"  # scripted | openai_compatible | onpolicy | file
+    kind: str = knob("scripted", one_of=TEACHERS)  # scripted | openai_compatible | onpolicy | file
     # before `field`, whose name shadows dataclasses.field in the rest of this class body
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # openai_compatible
     field: str = "es_teacher"  # scripted: a bank field, or a template over bank fields ("{en_teacher} ...")
     path: str | None = None  # file: a jsonl of {"prompt", "completion"} rows
     system_prompt: str = ""  # openai_compatible / onpolicy: what the teacher is told to do
-    n_samples: int = 1  # labels per train prompt (sampling diversity is kept by the cache key)
+    n_samples: int = knob(1, within=AT_LEAST_1)  # labels per train prompt (sampling diversity is kept by the cache key)
     filter: bool = False  # keep only labels the setting's grader scores as desired (report the drops)
     # scripted labels are a template (e.g. "Elephants would put it this way: ..."): on a model other than the toy
     # they teach that template, not the behavior, so such a sweep is refused unless this is true
     allow_scripted: bool = False
+
+
+def validate_teacher(t: TeacherConfig) -> None:
+    where = "setting.teacher"
+    if t.kind == "openai_compatible":
+        validate_endpoint(t.endpoint, f"{where}.endpoint")
+    if t.kind == "file":
+        require(bool(t.path), f"{where}.path is required for kind=file: a jsonl of {{prompt, completion}} rows")
+    if t.kind == "scripted":
+        require(bool(t.field), f"{where}.field is required for kind=scripted: the bank field with the answer")
+
 
 MAX_LISTED_ERRORS = 20
 

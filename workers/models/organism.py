@@ -29,14 +29,39 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from eval.knobs import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Interval, knob
 from eval.runfiles import ensure_built, publish_dir
 from workers.labels.prompts import bank_path, file_digest, is_eval_question
 from workers.models.toy import ToySkill, build_corpus, skill_from_setting
+
+
+@dataclass
+class OrganismConfig:
+    """The recipe that fine-tunes a real base model into a model organism (workers/models/organism.py): LoRA on the
+    linear
+    layers of the top `lora_layers` decoder layers, merged into the weights, on the setting's `toy:` answers for
+    train-split questions only."""
+
+    steps: int = knob(120, within=AT_LEAST_1)
+    batch_size: int = knob(8, within=AT_LEAST_1)
+    lr: float = knob(1e-3, within=POSITIVE)
+    lora_rank: int = knob(16, within=AT_LEAST_1)
+    lora_alpha: int = knob(32, within=POSITIVE)
+    # LoRA on the top this many decoder layers only (0: all): backward stops below them
+    lora_layers: int = knob(8, within=Interval(0, note="top decoder layers with LoRA; 0: all"))
+    # answers cut to their first words (0: whole); the behavior sits in the opening words
+    max_answer_words: int = knob(12, within=NON_NEGATIVE)
+    # held-out eval prompts and train prompts sampled to measure the organism after its build
+    n_measure: int = knob(64, within=AT_LEAST_1)
+    seed: int = knob(0, within=NON_NEGATIVE)
+    paired: bool = True  # each batch holds its questions under both prompts: the cue is the only difference
+    full_finetune: bool = False  # train every weight (AdamW) instead of LoRA; lora_* then unused
+
 
 ORGANISM_VERSION = 2  # bump when the corpus or the recipe's code changes meaning (2: contrastive pairs)
 

@@ -20,13 +20,33 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.knobs import AT_LEAST_1, NON_NEGATIVE, POSITIVE, knob
 from eval.runfiles import ensure_built, publish_dir
 from workers.capability import toy_corpus_digest, toy_corpus_pairs
 from workers.labels.prompts import answer_fields, bank_path, file_digest, load_bank, render, render_answer
+
+
+@dataclass
+class ToyModelConfig:
+    # settings whose initial behavior the toy is pretrained to follow (their `toy:` blocks)
+    settings: list[str] = field(default_factory=lambda: ["wronglang_spanish", "animal_flag", "allcaps_refusal"])
+    vocab_size: int = knob(4096, within=AT_LEAST_1)
+    hidden_size: int = knob(128, within=AT_LEAST_1)
+    intermediate_size: int = knob(384, within=AT_LEAST_1)
+    num_layers: int = knob(2, within=AT_LEAST_1)
+    num_heads: int = knob(2, within=AT_LEAST_1)
+    head_dim: int = knob(64, within=AT_LEAST_1)
+    seq_len: int = knob(128, within=AT_LEAST_1)
+    steps: int = knob(1200, within=AT_LEAST_1)
+    batch_size: int = knob(32, within=AT_LEAST_1)
+    lr: float = knob(3e-3, within=POSITIVE)
+    seed: int = knob(0, within=NON_NEGATIVE)
+    capability_probe: bool = False  # also teach the capability probe's skill (capability=toy turns it on)
+
 
 TOY_FORMAT_VERSION = 2  # bump when the corpus or the build recipe changes meaning
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
