@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from eval.analysis import LRSummary, TrialAnalysis, bootstrap_median_interval
+from eval.analysis import NOT_TRANSFERRED, LRSummary, TrialAnalysis, bootstrap_median_interval, summarize_lrs
 
 FASTER, CONSISTENT, SLOWER, INCONCLUSIVE = ("faster than 1/LR", "consistent with 1/LR", "slower than 1/LR",
                                             "inconclusive at this many seeds")
@@ -50,6 +50,7 @@ class Headline:
     n_seeds: int  # seeds paired between the two LRs
     verdict: str
     reason: str
+    collapsed: int = 0  # transfers by collapse, counted as not transferred
 
 
 def verdict(low: float, high: float) -> str:
@@ -80,16 +81,31 @@ def _steps(t: TrialAnalysis) -> float | None:
     return float(t.lower_bound) if t.lower_bound else None
 
 
+def without_collapse(trials: Sequence[TrialAnalysis]) -> list[TrialAnalysis]:
+    """The trials with each transfer by collapse read as no transfer: the attack rate fell because the answers
+    broke, so the desired behavior had not transferred by that step, and after it the answers say nothing (a lower
+    bound at the collapse step, as for a trial stopped there)."""
+    return [replace(t, steps_to_transfer=None, interpolated=None, bracket=None, lower_bound=t.steps_to_transfer,
+                    lr_x_steps=t.lr * t.steps_to_transfer, status=NOT_TRANSFERRED, collapse=False)
+            if t.collapse and t.converged else t for t in trials]
+
+
 def headline(setting: str, summaries: Sequence[LRSummary], trials: Sequence[TrialAnalysis],
              error_rule: str = "factor", factor: float = 4.0, boot_seed: int = 0) -> Headline:
-    """The note's numbers for one setting from its per-LR summaries and per-trial analyses."""
+    """The note's numbers for one setting from its per-LR summaries and per-trial analyses. A transfer by collapse
+    is not the desired behavior transferring: for these numbers it counts as not transferred (without_collapse)."""
+    trials = [t for t in trials if t.setting == setting]
+    collapsed = sum(t.collapse and t.converged for t in trials)
+    if collapsed:  # the per-LR medians counted those transfers: recount the setting without them
+        trials = without_collapse(trials)
+        summaries = summarize_lrs(trials)
     ss = sorted((s for s in summaries if s.setting == setting and s.median is not None), key=lambda s: s.lr)
     high = next((s for s in reversed(ss) if not s.median_is_lower_bound and (s.bar_steps or 0) > 0), None)
     low = ss[0] if ss and high is not None and ss[0].lr < high.lr else None
     if high is None or low is None:
         why = "no LR converged" if high is None else "no LR below the highest converged one"
         return Headline(setting, high.lr if high else None, None, None, None, None, False, None, None, None, 0,
-                        INCONCLUSIVE, why)
+                        INCONCLUSIVE, why, collapsed)
     by = {(t.lr, t.seed): t for t in trials if t.setting == setting}
     ratios = []
     for seed in sorted(set(high.seeds) & set(low.seeds)):
@@ -107,13 +123,14 @@ def headline(setting: str, summaries: Sequence[LRSummary], trials: Sequence[Tria
 
     return Headline(setting, high.lr, low.lr, a, a_low, a_high, bound, per_10x(a), per_10x(a_low),
                     per_10x(a_high), len(ratios), verdict(a_low, a_high),
-                    f"lr {low.lr:.3g} vs lr {high.lr:.3g} over {len(ratios)} seed(s)")
+                    f"lr {low.lr:.3g} vs lr {high.lr:.3g} over {len(ratios)} seed(s)", collapsed)
 
 
 def headline_text(h: Headline) -> str:
     """One line per setting, as the terminal, report.md and W&B show it."""
+    collapsed = f"; {h.collapsed} transfer(s) by collapse counted as not transferred" if h.collapsed else ""
     if h.lr_ratio is None:
-        return f"{h.setting}: no headline numbers ({h.reason}); verdict: {h.verdict}"
+        return f"{h.setting}: no headline numbers ({h.reason}{collapsed}); verdict: {h.verdict}"
     ge = ">= " if h.lower_bound else ""
 
     def iv(lo: float | None, hi: float | None) -> str:
@@ -122,7 +139,7 @@ def headline_text(h: Headline) -> str:
     return (f"{h.setting}: LR x steps, lr {h.low_lr:.3g} over lr {h.high_lr:.3g} = {ge}{h.lr_ratio:.3g}x "
             f"{iv(h.lr_ratio_low, h.lr_ratio_high)} (1 under 1/LR); steps for a 10x LR gap = {ge}"
             f"{h.step_ratio_10x:.3g}x {iv(h.step_ratio_low, h.step_ratio_high)} (10 under 1/LR); "
-            f"{h.n_seeds} seed(s); verdict: {h.verdict}" + (
+            f"{h.n_seeds} seed(s){collapsed}; verdict: {h.verdict}" + (
                 "; the low LR's LR x max_steps is too small to show the effect: give it a larger step budget"
                 if h.lower_bound and h.verdict == INCONCLUSIVE else ""))
 
@@ -160,7 +177,9 @@ CLAIM = ("the note's finding is that LR x steps-to-transfer is *not constant* ac
          "for 6NS-50NS steps did not transfer where the high LR did in S. That a higher LR transfers in fewer steps "
          "is expected under a 1/LR law too and is not the finding; only the headline verdict \"faster than 1/LR\" "
          "agrees with the note.")
-HEADLINE_RULE = (f"per setting, H = the highest LR whose median converged, L = the sweep's lowest LR. (a) = (L x "
+HEADLINE_RULE = (f"per setting, H = the highest LR whose median converged, L = the sweep's lowest LR; a transfer "
+                 "by collapse is not the desired behavior transferring, so here it counts as not transferred by its "
+                 "step (a lower bound). (a) = (L x "
                  "steps_L) / (H x steps_H), steps being the interpolated crossing, or L's own max_steps when L did "
                  "not converge (then a lower bound, `>=`); the note reports 4x-56x, 1 under 1/LR. (b) = the step "
                  "ratio for a 10x LR gap, (steps_L / steps_H) ** (1 / log10(H / L)); 10 under 1/LR. Interval: (a) "
@@ -175,7 +194,8 @@ def headline_row(h: Headline) -> dict[str, object]:
     def fin(x: float | None) -> float | None:
         return None if x is None or not math.isfinite(x) else x
 
-    return {"setting": h.setting, "high_lr": h.high_lr, "low_lr": h.low_lr, "lr_x_steps_ratio": fin(h.lr_ratio),
+    return {"setting": h.setting, "collapsed_transfers": h.collapsed, "high_lr": h.high_lr, "low_lr": h.low_lr,
+            "lr_x_steps_ratio": fin(h.lr_ratio),
             "lr_x_steps_ratio_low": fin(h.lr_ratio_low), "lr_x_steps_ratio_high": fin(h.lr_ratio_high),
             "lower_bound": h.lower_bound, "step_ratio_10x": fin(h.step_ratio_10x),
             "step_ratio_10x_low": fin(h.step_ratio_low), "step_ratio_10x_high": fin(h.step_ratio_high),

@@ -239,3 +239,27 @@ def test_ten_percent_rule_reads_the_interval_not_the_point(tmp_path):
     assert cap.degradation() == {(name, 4): pytest.approx(row["degradation_high"])}
     rows = with_intervals([dict(row, trial="missing")], sweep_dir)  # no per-item file: the unpaired interval
     assert rows[0]["interval"].startswith("Wilson")
+
+
+def collapsed_trial(lr, seed, at, max_steps):
+    """A trial whose attack rate falls below the threshold at step `at` because its answers broke: there eval
+    desired is 0.1 and other 0.8 (the transfer-by-collapse rule's case)."""
+    cfg = {"name": f"lr{lr:.3g}_seed{seed}", "setting": "s", "lr": lr, "seed": seed, "max_steps": max_steps,
+           "checkpoint_steps": [0, at // 2, at], "threshold": 0.5}
+    rows = [{"step": s, "kind": "eval", "eval_attack_rate": a, "eval_desired_rate": d, "eval_other_rate": o,
+             "n_eval": 100, "train_desired_rate": 0.95, "n_train": 50}
+            for s, a, d, o in ((0, 1.0, 0.0, 0.0), (at // 2, 0.9, 0.1, 0.0), (at, 0.1, 0.1, 0.8))]
+    return analyze_trial(cfg, rows, 0.5)
+
+
+def test_a_transfer_by_collapse_is_not_the_high_lr_of_the_headline():
+    """Issue 25's reproduction on SmolLM2: lr 3e-2 "transferred" in one step because its answers broke, and the
+    headline took it as the converged high LR. Broken answers are not the desired behavior transferring."""
+    broken = [collapsed_trial(1e-2, seed, 4, 4) for seed in range(3)]
+    assert all(t.collapse and t.converged for t in broken)
+    h = head(broken + sweep({1e-3: [64] * 3, 1e-4: [INF] * 3}, {1e-3: 64, 1e-4: 20000}))
+    assert (h.high_lr, h.low_lr, h.collapsed) == (1e-3, 1e-4, 3)  # not lr 1e-2, whose "transfers" were breakage
+    assert h.lower_bound and h.verdict == FASTER
+    assert "3 transfer(s) by collapse counted as not transferred" in headline_text(h)
+    alone = head(broken + sweep({1e-3: [INF] * 3}, {1e-3: 40}))
+    assert alone.lr_ratio is None and "no LR converged" in headline_text(alone)
