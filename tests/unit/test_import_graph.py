@@ -7,7 +7,7 @@ EVAL_PLUGIN_POINTS would list any import that had to stay. No cycles among the p
 
 Inside orchestrator/ the rooms go one way down: __main__ -> commands/ (argv and exit codes; no command imports
 another) -> run/ (a sweep running) -> plan/ (before any compute) and console/ (the terminal: log, progress, Ctrl-C)
--> the config modules at orchestrator/'s top (schema, ranges, config, budget, placement).
+-> the config modules at orchestrator/'s top (schema, config, config_keys, budget, placement).
 
     python tests/unit/test_import_graph.py  # prints the graph's summary: layer violations, cycles, in-function imports
 """
