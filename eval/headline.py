@@ -43,7 +43,8 @@ class Headline:
     lr_ratio: float | None  # (a): LR x steps of the low LR over that of the high LR
     lr_ratio_low: float | None
     lr_ratio_high: float | None  # +inf when lr_ratio is a lower bound
-    lower_bound: bool  # the low LR did not converge: the true ratios lie above
+    lower_bound: bool  # the low LR did not converge, or the high LR transferred by its first checkpoint: the true
+    # ratios lie above
     step_ratio_10x: float | None  # (b)
     step_ratio_low: float | None
     step_ratio_high: float | None
@@ -51,6 +52,8 @@ class Headline:
     verdict: str
     reason: str
     collapsed: int = 0  # transfers by collapse, counted as not transferred
+    upper_bound: bool = False  # the low LR transferred by its first checkpoint: the true ratios lie below
+    caveat: str = ""  # why the numbers are bounds, said with them
 
 
 def verdict(low: float, high: float) -> str:
@@ -75,10 +78,20 @@ def ratio_interval(ratios: Sequence[float], error_rule: str, factor: float, lowe
 
 
 def _steps(t: TrialAnalysis) -> float | None:
-    """A seed's steps for the headline: its interpolated crossing, or its lower bound when it did not converge."""
+    """A seed's steps for the headline: its interpolated crossing, or its lower bound when it did not converge, or
+    its first checkpoint when it transferred by then (an upper bound: see at_first_checkpoint)."""
+    if at_first_checkpoint(t):
+        return float(t.steps_to_transfer)
     if t.converged:
         return t.interpolated if t.interpolated else float(t.steps_to_transfer or 0) or None
     return float(t.lower_bound) if t.lower_bound else None
+
+
+def at_first_checkpoint(t: TrialAnalysis) -> bool:
+    """Transferred by its first checkpoint after step 0. How many steps it needed is then below what the schedule
+    resolves (there is no fraction of a step, and no checkpoint before the first), so that checkpoint's step is an
+    upper bound, not a measurement: interpolating toward step 0 would invent one."""
+    return t.converged and (t.bracket is None or not t.bracket[0])
 
 
 def without_collapse(trials: Sequence[TrialAnalysis]) -> list[TrialAnalysis]:
@@ -107,23 +120,36 @@ def headline(setting: str, summaries: Sequence[LRSummary], trials: Sequence[Tria
         return Headline(setting, high.lr if high else None, None, None, None, None, False, None, None, None, 0,
                         INCONCLUSIVE, why, collapsed)
     by = {(t.lr, t.seed): t for t in trials if t.setting == setting}
+    paired = sorted(set(high.seeds) & set(low.seeds))
     ratios = []
-    for seed in sorted(set(high.seeds) & set(low.seeds)):
+    for seed in paired:
         s_h, s_l = _steps(by[(high.lr, seed)]), _steps(by[(low.lr, seed)])
         if s_h and s_l:
             ratios.append(low.lr * s_l / (high.lr * s_h))
     if not ratios:  # no seed ran at both LRs: the ratio of the bars
         ratios = [low.lr * low.bar_steps / (high.lr * high.bar_steps)]
-    bound = low.median_is_lower_bound
+    high_first = any(at_first_checkpoint(by[(high.lr, s)]) for s in paired)  # (a) then lies above
+    low_first = any(at_first_checkpoint(by[(low.lr, s)]) for s in paired)  # (a) then lies below
+    bound = low.median_is_lower_bound or high_first
+    if bound and low_first:
+        return Headline(setting, high.lr, low.lr, None, None, None, False, None, None, None, len(paired),
+                        INCONCLUSIVE, f"lr {low.lr:.3g} and lr {high.lr:.3g} both transferred by their first "
+                        "checkpoint: fewer steps than the schedule resolves; add lower LRs", collapsed)
     a, a_low, a_high = ratio_interval(ratios, error_rule, factor, bound, boot_seed)
+    a_low = 0.0 if low_first else a_low
     decades = math.log10(high.lr / low.lr)
 
     def per_10x(x: float) -> float:
         return 10 * x ** (1 / decades)
 
+    caveats = [f"lr {lr:.3g} transferred by its first checkpoint, so its steps are an upper bound"
+               for lr, first in ((high.lr, high_first), (low.lr, low_first)) if first]
+    if low.median_is_lower_bound:
+        caveats.append("the low LR's LR x max_steps is too small to show the effect: give it a larger step budget")
     return Headline(setting, high.lr, low.lr, a, a_low, a_high, bound, per_10x(a), per_10x(a_low),
                     per_10x(a_high), len(ratios), verdict(a_low, a_high),
-                    f"lr {low.lr:.3g} vs lr {high.lr:.3g} over {len(ratios)} seed(s)", collapsed)
+                    f"lr {low.lr:.3g} vs lr {high.lr:.3g} over {len(ratios)} seed(s)", collapsed, low_first,
+                    "; ".join(caveats))
 
 
 def headline_text(h: Headline) -> str:
@@ -131,7 +157,7 @@ def headline_text(h: Headline) -> str:
     collapsed = f"; {h.collapsed} transfer(s) by collapse counted as not transferred" if h.collapsed else ""
     if h.lr_ratio is None:
         return f"{h.setting}: no headline numbers ({h.reason}{collapsed}); verdict: {h.verdict}"
-    ge = ">= " if h.lower_bound else ""
+    ge = ">= " if h.lower_bound else "<= " if h.upper_bound else ""
 
     def iv(lo: float | None, hi: float | None) -> str:
         return f"[{lo:.3g}, {'inf' if hi is None or math.isinf(hi) else format(hi, '.3g')}]"
@@ -139,9 +165,8 @@ def headline_text(h: Headline) -> str:
     return (f"{h.setting}: LR x steps, lr {h.low_lr:.3g} over lr {h.high_lr:.3g} = {ge}{h.lr_ratio:.3g}x "
             f"{iv(h.lr_ratio_low, h.lr_ratio_high)} (1 under 1/LR); steps for a 10x LR gap = {ge}"
             f"{h.step_ratio_10x:.3g}x {iv(h.step_ratio_low, h.step_ratio_high)} (10 under 1/LR); "
-            f"{h.n_seeds} seed(s){collapsed}; verdict: {h.verdict}" + (
-                "; the low LR's LR x max_steps is too small to show the effect: give it a larger step budget"
-                if h.lower_bound and h.verdict == INCONCLUSIVE else ""))
+            f"{h.n_seeds} seed(s){collapsed}; verdict: {h.verdict}"
+            + (f"; {h.caveat}" if h.caveat and h.verdict == INCONCLUSIVE else ""))
 
 
 def spread_factor(values: Sequence[float]) -> float:
@@ -179,7 +204,9 @@ CLAIM = ("the note's finding is that LR x steps-to-transfer is *not constant* ac
          "agrees with the note.")
 HEADLINE_RULE = (f"per setting, H = the highest LR whose median converged, L = the sweep's lowest LR; a transfer "
                  "by collapse is not the desired behavior transferring, so here it counts as not transferred by its "
-                 "step (a lower bound). (a) = (L x "
+                 "step (a lower bound); a seed that transferred by its first checkpoint has steps at most that "
+                 "checkpoint's (no fraction of a step is measured), so H there makes (a) a lower bound, L there an "
+                 "upper bound, and both leave no numbers. (a) = (L x "
                  "steps_L) / (H x steps_H), steps being the interpolated crossing, or L's own max_steps when L did "
                  "not converge (then a lower bound, `>=`); the note reports 4x-56x, 1 under 1/LR. (b) = the step "
                  "ratio for a 10x LR gap, (steps_L / steps_H) ** (1 / log10(H / L)); 10 under 1/LR. Interval: (a) "
@@ -199,7 +226,8 @@ def headline_row(h: Headline) -> dict[str, object]:
             "lr_x_steps_ratio_low": fin(h.lr_ratio_low), "lr_x_steps_ratio_high": fin(h.lr_ratio_high),
             "lower_bound": h.lower_bound, "step_ratio_10x": fin(h.step_ratio_10x),
             "step_ratio_10x_low": fin(h.step_ratio_low), "step_ratio_10x_high": fin(h.step_ratio_high),
-            "n_seeds": h.n_seeds, "verdict": h.verdict, "reason": h.reason, "text": headline_text(h)}
+            "upper_bound": h.upper_bound, "n_seeds": h.n_seeds, "verdict": h.verdict, "reason": h.reason,
+            "caveat": h.caveat, "text": headline_text(h)}
 
 
 def headline_lines(headlines: Sequence[Headline]) -> list[str]:

@@ -263,3 +263,24 @@ def test_a_transfer_by_collapse_is_not_the_high_lr_of_the_headline():
     assert "3 transfer(s) by collapse counted as not transferred" in headline_text(h)
     alone = head(broken + sweep({1e-3: [INF] * 3}, {1e-3: 40}))
     assert alone.lr_ratio is None and "no LR converged" in headline_text(alone)
+
+
+def test_transfers_by_the_first_checkpoint_are_bounds_not_fractions_of_a_step():
+    """Issue 25's reproduction on SmolLM2: on animal_flag one step transferred at every LR. Interpolating toward step
+    0 gave fractions of a step (0.5 at one LR, 0.8 at another), and the headline read a 30x lower LR needing 1/30
+    the LR x steps as "slower than 1/LR". One step is the least a trial can take: those steps are upper bounds."""
+    first = [trial([(0, 1.0), (1, t)], lr=lr, seed=s, max_steps=1, steps=[0, 1])
+             for lr, t in ((3e-2, 0.0), (1e-3, 0.375)) for s in range(3)]
+    h = head(first)
+    assert (h.high_lr, h.low_lr, h.lr_ratio, h.verdict) == (3e-2, 1e-3, None, INCONCLUSIVE)
+    assert "both transferred by their first checkpoint" in headline_text(h)
+    # the high LR by its first checkpoint, the low LR later: (a) is only a lower bound
+    mixed = head([trial([(0, 1.0), (1, 0.1)], lr=1e-2, seed=s, max_steps=1, steps=[0, 1]) for s in range(3)]
+                 + sweep({1e-4: [64] * 3}, {1e-4: 64}))
+    assert mixed.lower_bound and math.isinf(mixed.lr_ratio_high) and mixed.verdict == INCONCLUSIVE
+    assert mixed.lr_ratio == pytest.approx(1e-4 * 64 / (1e-2 * 1), rel=0.5)  # the low LR's crossing over 1 step
+    assert "lr 0.01 transferred by its first checkpoint" in headline_text(mixed)
+    # the low LR by its first checkpoint, the high LR later (a case of "slower"): (a) is only an upper bound
+    slow = head(sweep({1e-2: [4096] * 3}) + [trial([(0, 1.0), (4, 0.1)], lr=1e-3, seed=s, max_steps=4, steps=[0, 4])
+                                              for s in range(3)])
+    assert slow.upper_bound and slow.lr_ratio_low == 0 and slow.verdict == SLOWER
