@@ -106,6 +106,14 @@ def load_sweeps(sweep_dirs: Sequence[Path], threshold: float | None = None, z: f
     return sweeps
 
 
+def bars_title(h: Headline) -> str:
+    """The LR x steps chart's line under each setting's name: the headline's (a) and its verdict."""
+    if h.lr_ratio is None:
+        return f"(a) not measured, verdict: {h.verdict}"
+    bound = ">= " if h.lower_bound else "<= " if h.upper_bound else ""
+    return f"(a) {bound}{h.lr_ratio:.3g}x, verdict: {h.verdict}"
+
+
 def _f(x: float | None, spec: str = ".2f") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
@@ -405,9 +413,7 @@ def write_report(sweep_dirs: list[Path], out_dir: Path, threshold: float | None 
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = {k: name for k, (name, _) in FIGURES.items()}
     plot_attack_panels(trials, {s.setting: s.threshold for s in sweeps}, out_dir / figures["attack"])
-    plot_lr_x_steps(summaries, out_dir / figures["bars"], error_rule,
-                    {h.setting: f"(a) {'>= ' * h.lower_bound}{_f(h.lr_ratio, '.3g')}x, verdict: {h.verdict}"
-                     for h in headlines})
+    plot_lr_x_steps(summaries, out_dir / figures["bars"], error_rule, {h.setting: bars_title(h) for h in headlines})
     plot_paired(paired, out_dir / figures["paired"])
     plot_seed_variance(trials, summaries, out_dir / figures["seeds"])
     table = [r | {"sweep": s.setting} for s, c in zip(sweeps, caps, strict=True) for r in c.table]

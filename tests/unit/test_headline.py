@@ -284,3 +284,13 @@ def test_transfers_by_the_first_checkpoint_are_bounds_not_fractions_of_a_step():
     slow = head(sweep({1e-2: [4096] * 3}) + [trial([(0, 1.0), (4, 0.1)], lr=1e-3, seed=s, max_steps=4, steps=[0, 4])
                                               for s in range(3)])
     assert slow.upper_bound and slow.lr_ratio_low == 0 and slow.verdict == SLOWER
+
+
+def test_the_bar_chart_title_never_prints_a_missing_ratio():
+    from eval.report import bars_title
+
+    first = [trial([(0, 1.0), (1, 0.2)], lr=lr, seed=s, max_steps=1, steps=[0, 1]) for lr in (1e-2, 1e-3)
+             for s in range(3)]
+    assert bars_title(head(first)) == "(a) not measured, verdict: inconclusive at this many seeds"  # was "(a) -x"
+    low = head(sweep({1e-3: [64, 64, 64], 1e-4: [INF, INF, INF]}, {1e-4: 20000}))
+    assert bars_title(low).startswith("(a) >= ") and bars_title(low).endswith("verdict: faster than 1/LR")
