@@ -81,13 +81,21 @@ def test_vllm_serve_as_the_teacher(server, small_bank, cache_dir, tmp_path):
     out = ensure_labels(st, tmp_path / "a", log=lines.append, cache_dir=chat_cache)
     rows = [json.loads(line) for line in out.open()]
     n = 2 * len(train_prompts(st))
-    assert len(rows) == n and all(r["completion"].strip() for r in rows)
+    # sampled at temperature 1, the toy may run an answer to max_tokens: the teacher drops it and says so
+    meta = json.loads((tmp_path / "a" / "labels.meta.json").read_text())
+    dropped = meta.get("dropped_truncated", 0) + meta.get("dropped_empty", 0)
+    assert dropped <= 2 and len(rows) == n - dropped and all(r["completion"].strip() for r in rows)
+    assert (dropped == 0) == (not any("[labels] dropped" in line for line in lines))
     assert settled_requests(server, before + n) - before == n
-    assert any(a["completion"] != b["completion"] for a, b in zip(rows[::2], rows[1::2], strict=True))  # samples differ
+    by_prompt: dict[str, set[str]] = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt"], set()).add(r["completion"])
+    assert any(len(answers) == 2 for answers in by_prompt.values())  # a prompt's two samples differ
+    first_run = len(lines)
     again = ensure_labels(st, tmp_path / "b", log=lines.append, cache_dir=chat_cache)
     assert again.read_text() == out.read_text()
     assert settled_requests(server, before + n) - before == n  # the second run sent no request
-    assert f"0 requests sent, {n} from the cache" in lines[-2]
+    assert any(f"0 requests sent, {n} from the cache" in line for line in lines[first_run:])
 
 
 def test_vllm_serve_as_the_judge(server, cache_dir, tmp_path):
