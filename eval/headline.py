@@ -119,7 +119,7 @@ def headline(setting: str, summaries: Sequence[LRSummary], trials: Sequence[Tria
         why = "no LR converged" if high is None else "no LR below the highest converged one"
         return Headline(setting, high.lr if high else None, None, None, None, None, False, None, None, None, 0,
                         INCONCLUSIVE, why, collapsed)
-    by = {(t.lr, t.seed): t for t in trials if t.setting == setting}
+    by = {(t.lr, t.seed): t for t in trials}  # this setting's, filtered above
     paired = sorted(set(high.seeds) & set(low.seeds))
     ratios = []
     for seed in paired:
