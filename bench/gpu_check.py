@@ -47,23 +47,25 @@ def moe_spec(model_path: str, steps: int, batch: int, micro: int) -> Any:
     """The MoE default as a sweep trains it (one GPU here): attention, lm_head and expert LoRA, bf16, ZeRO-3,
     checkpointing."""
     from bench.gpu_moe_check import ATTENTION, EXPERT_PARAMETERS
+    from workers.train.config import unplanned
     from workers.train.trainer import TrainSpec
 
     return TrainSpec(model_path=model_path, dtype="bfloat16", lora_target_modules=[*ATTENTION, "lm_head"], lr=1e-4,
-                     seed=0, max_steps=steps, checkpoint_steps=[steps], batch_size=batch, micro_batch_size=micro,
-                     zero_stage=3, max_seq_len=4096, lora_expert_parameters=EXPERT_PARAMETERS,
-                     gradient_checkpointing=True, state_every_s=0)
+                     seed=0, max_steps=steps, checkpoint_steps=[steps], max_seq_len=4096,
+                     lora_expert_parameters=EXPERT_PARAMETERS, gradient_checkpointing=True,
+                     train=unplanned(batch_size=batch, micro_batch_size=micro, zero_stage=3, state_every_s=0))
 
 
 def train_member(spec_fields: dict[str, Any], words: int, out: str, packed: bool) -> dict[str, Any]:
     """One trial alone (`packed` False: the list holds one spec) or a pack of them, in this fresh process; the
     step losses of each and the wall time."""
     from bench.gpu_moe_check import examples
+    from workers.train.config import TrainConfig
     from workers.train.pack_train import train_pack
     from workers.train.trainer import TrainSpec, train
 
-    specs = [TrainSpec(**fields) for fields in spec_fields]
-    rows = examples(4 * specs[0].batch_size, words)
+    specs = [TrainSpec(**{**fields, "train": TrainConfig(**fields["train"])}) for fields in spec_fields]
+    rows = examples(4 * specs[0].train.batch_size, words)
     losses: list[list[float]] = [[] for _ in specs]
 
     def hook(i: int):  # noqa: ANN202

@@ -139,12 +139,14 @@ def train_once(model_path: str, steps: int, batch: int, micro: int, words: int, 
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
+    from workers.train.config import unplanned
     from workers.train.trainer import TrainSpec, encode_labels, train
 
     spec = TrainSpec(model_path=model_path, dtype="bfloat16", lora_target_modules=ATTENTION, lr=1e-4, seed=0,
-                     max_steps=steps, checkpoint_steps=[1, steps], batch_size=batch, micro_batch_size=micro,
-                     lora_rank=8, lora_alpha=32, zero_stage=3, max_seq_len=4096,
-                     lora_expert_parameters=EXPERT_PARAMETERS, torch_threads=os.cpu_count() or 1)
+                     max_steps=steps, checkpoint_steps=[1, steps], max_seq_len=4096,
+                     lora_expert_parameters=EXPERT_PARAMETERS,
+                     train=unplanned(batch_size=batch, micro_batch_size=micro, lora_rank=8, lora_alpha=32, zero_stage=3,
+                                     torch_threads=os.cpu_count() or 1))
     rows = examples(4 * batch, words)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokens = [len(e["input_ids"]) for e in encode_labels(tokenizer, rows, {}, spec.max_seq_len)]

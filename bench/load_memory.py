@@ -81,6 +81,7 @@ def rank_main(rank: int, world: int, port: int, model_path: str, mode: str, dtyp
     import peft  # noqa: F401  (imported before the baseline: its import is not load memory)
     import transformers  # noqa: F401
 
+    from workers.train.config import unplanned
     from workers.train.trainer import TrainSpec, build_model, deepspeed_config, init_distributed
 
     init_distributed("auto")
@@ -90,8 +91,9 @@ def rank_main(rank: int, world: int, port: int, model_path: str, mode: str, dtyp
 
     # the model's modeling module is imported before the baseline too: its import is not load memory
     AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(model_path))]
-    spec = TrainSpec(model_path=model_path, dtype=dtype, lora_target_modules=["q_proj", "v_proj"], lr=1e-3,
-                     seed=0, max_steps=1, checkpoint_steps=[1], batch_size=world, micro_batch_size=1, zero_stage=3)
+    spec = TrainSpec(model_path=model_path, dtype=dtype, lora_target_modules=["q_proj", "v_proj"], lr=1e-3, seed=0,
+                     max_steps=1, checkpoint_steps=[1],
+                     train=unplanned(batch_size=world, micro_batch_size=1, zero_stage=3))
     ds_config = deepspeed_config(spec, world)
     torch.distributed.barrier()
     before = _status_kib("VmRSS") * 1024

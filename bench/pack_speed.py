@@ -68,14 +68,14 @@ def run_case(spec: Any, k: int, packed: bool, warmup: int, steps: int, out: str,
 
     from workers.train.trainer import encode_labels, init_distributed, rank_and_world
 
-    init_distributed(spec.dist_backend)
+    init_distributed(spec.train.dist_backend)
     rank, world = rank_and_world()
     if not torch.cuda.is_available():
-        torch.set_num_threads(spec.torch_threads)
+        torch.set_num_threads(spec.train.torch_threads)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
-    encoded = encode_labels(tokenizer, examples(4 * spec.batch_size, words), {}, spec.max_seq_len)
+    encoded = encode_labels(tokenizer, examples(4 * spec.train.batch_size, words), {}, spec.max_seq_len)
     specs = [replace(spec, lr=1e-4 * (i + 1), seed=i) for i in range(k)]
     step = _stepper(specs, packed, world, encoded, tokenizer.pad_token_id)
     for _ in range(warmup):
@@ -100,7 +100,7 @@ def _stepper(specs: list[Any], packed: bool, world: int, encoded: list[dict], pa
     from workers.train.batching import batch_indices
 
     spec = specs[0]
-    streams = [batch_indices(len(encoded), spec.batch_size, s.seed) for s in specs]
+    streams = [batch_indices(len(encoded), spec.train.batch_size, s.seed) for s in specs]
     if packed:
         from workers.train.pack_train import build_pack_engine, packed_train_step
 
@@ -169,6 +169,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from workers.train.config import unplanned
     from workers.train.trainer import TrainSpec
 
     args = parse(argv)
@@ -181,8 +182,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device, dtype = ("gpu", "bfloat16") if args.gpu else ("cpu", "float32")
     world = 1 if args.gpu else args.ranks
     spec = TrainSpec(model_path=path, dtype=dtype, lora_target_modules=TARGETS, lr=1e-4, seed=0, max_steps=10**6,
-                     checkpoint_steps=[], batch_size=args.batch, micro_batch_size=args.micro, zero_stage=args.zero,
-                     max_seq_len=256, loss_chunk_tokens=4096, state_every_s=0)
+                     checkpoint_steps=[], max_seq_len=256,
+                     train=unplanned(batch_size=args.batch, micro_batch_size=args.micro, zero_stage=args.zero,
+                                     loss_chunk_tokens=4096, state_every_s=0))
     load = os.getloadavg()[0]  # other work on the machine slows every case; the ratios are taken side by side
     cases = [(1, False)] + [(int(k), True) for k in args.ks.split(",")]
     rows = []

@@ -20,7 +20,6 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -136,12 +135,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     kernels = [k for k in args.kernels.split(",") if k]
     if not kernels or set(kernels) - set(KERNELS):
         parser.error(f"--kernels {args.kernels!r}: a comma-separated list of {list(KERNELS)}")
-    spec = replace(sampler_spec(cfg, model_path), max_loras=most, max_cpu_loras=max(2 * most, 32),
-                   max_num_seqs=args.max_num_seqs or None)
+    spec = sampler_spec(cfg, model_path).with_engine(max_loras=most, max_cpu_loras=max(2 * most, 32),
+                                                     max_num_seqs=args.max_num_seqs or None)
     runs: dict[str, dict[str, Any]] = {}
     for i, kernel in enumerate(kernels):  # a fresh engine per kernel: its processes read the choice at start
         started = time.time()
-        sampler = Sampler(replace(spec, cpu_lora_kernel=kernel))
+        sampler = Sampler(spec.with_engine(cpu_lora_kernel=kernel))
         sampler.generate(None, texts[:4], 2, temp, 1.0)  # warm-up: first-call costs are not sampling
         run: dict[str, Any] = {"engine_start_s": round(time.time() - started, 2)}
         try:
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "vllm_cpu_env": {k: v for k, v in os.environ.items() if k.startswith("VLLM_CPU")},
         "model": cfg.model.name, "toy_key": info.get("key"), "adapters": args.adapters, "prompts": len(texts),
         "new_tokens": args.tokens, "temperature": temp, "lora_rank": cfg.train.lora_rank,
-        "vllm_max_num_seqs": spec.max_num_seqs, "vllm_max_loras": spec.max_loras,
+        "vllm_max_num_seqs": spec.engine.max_num_seqs, "vllm_max_loras": spec.engine.max_loras,
         "vllm_cpu_lora_kernel": kernels[0],
         "vllm_engine_start_s": first["engine_start_s"],
         "hf_generate_per_adapter": hf,

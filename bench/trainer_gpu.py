@@ -109,18 +109,21 @@ def run_lever(model_path: str, shape_name: str, lever: str, steps: int, warmup: 
     """One lever set in this (fresh) process; writes its row to `out`."""
     import torch
 
+    from workers.train.config import unplanned
     from workers.train.trainer import TrainSpec, build_engine, init_distributed, rank_and_world, train_step
 
     shape = SHAPES[shape_name]
     spec = TrainSpec(model_path=model_path, dtype=dtype, lora_target_modules=shape["targets"], lr=1e-4, seed=0,
-                     max_steps=steps, checkpoint_steps=[], batch_size=BATCH, zero_stage=0, max_seq_len=seq,
-                     torch_threads=os.cpu_count() or 1)
-    spec = replace(spec, **LEVERS[lever])
+                     max_steps=steps, checkpoint_steps=[], max_seq_len=seq,
+                     train=unplanned(batch_size=BATCH, zero_stage=0, torch_threads=os.cpu_count() or 1))
+    lever_knobs = dict(LEVERS[lever])
+    checkpointing = lever_knobs.pop("gradient_checkpointing", spec.gradient_checkpointing)
+    spec = replace(spec.with_train(**lever_knobs), gradient_checkpointing=checkpointing)
     row: dict[str, Any] = {"shape": shape_name, "lever": lever, "spec": LEVERS[lever]}
     try:
         device, _ = init_distributed("auto")
         if device == "cpu":
-            torch.set_num_threads(spec.torch_threads)
+            torch.set_num_threads(spec.train.torch_threads)
         cuda = device == "cuda"
         t0 = time.time()
         engine = build_engine(spec, rank_and_world()[1], log=lambda _: None)

@@ -30,6 +30,7 @@ from typing import Any
 
 from eval.capability.scoring import default_recovery_checkpoint, relative_degradation
 from eval.runfiles import SweepDir, load_trials, write_json, write_jsonl
+from orchestrator.plan.resolve import resolve_run
 from orchestrator.run.build import build_train_spec, resolve_model, sampler_spec
 from orchestrator.run.sampler_session import ray_cluster, sampler_actors
 from orchestrator.schema import Config, ConfigError
@@ -218,9 +219,10 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> list
     log(f"[recover] {trial} step {step} on {bench}: {r.n_labels} labels from {info['teacher']}, "
         f"{r.steps} steps x {r.batch_size} at lr {', '.join(f'{lr:g}' for lr in lrs)} -> {outs[0].parent}")
     model_path = resolve_model(cfg)
+    run = resolve_run(cfg)  # planned once: the sampler's and every LR's trainer spec read it
     with ray_cluster(None, {}), sampler_actors(log) as start_actor:
         def start(path: str) -> Any:
-            return start_actor(sampler_spec(cfg, path), num_cpus=0)
+            return start_actor(sampler_spec(run, path), num_cpus=0)
 
         sampler = start(model_path)
 
@@ -247,9 +249,9 @@ def run_recovery(cfg: Config, sweep_dir: Path, args: argparse.Namespace) -> list
         shared = info | {"baseline": baseline, "n_labels": len(labels), "n_sampled": sampled, "n_correct": correct,
                          "acceptance_rate": correct / sampled if sampled else None, "before": before}
         for lr, out in zip(lrs, outs, strict=True):
-            spec = replace(build_train_spec(cfg, model_path, lr, int(trial_cfg["seed"])), max_steps=r.steps,
-                           checkpoint_steps=[r.steps], batch_size=r.batch_size, micro_batch_size=r.batch_size,
-                           init_adapter=str(adapter))
+            spec = build_train_spec(run, model_path, lr, int(trial_cfg["seed"]))
+            spec = replace(spec.with_train(batch_size=r.batch_size, micro_batch_size=r.batch_size), max_steps=r.steps,
+                           checkpoint_steps=[r.steps], init_adapter=str(adapter))
             after = recover_at(cfg, cap, spec, labels, out, lambda a, out=out: measure_checkpoint(
                 cfg, cap, generate, a, items, baseline, out, "after"))
             write_json(out / "result.json", shared | after | {"wall_s": round(time.time() - started, 1)})

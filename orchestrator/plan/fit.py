@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from types import SimpleNamespace
 from typing import Any
 
 from orchestrator.budget import makespan, pack_budgets
@@ -110,13 +109,9 @@ def _candidates(cfg: Config, per_node: int) -> list[tuple[int, int]]:
 
 
 def pack_blockers(cfg: Config) -> list[str]:
-    """What keeps this sweep's trials from training in packs (workers/train/pack_rules.py), read off the config as the
-    trainer's spec will hold it (orchestrator/run/build.py)."""
-    m, t = cfg.model, cfg.train
-    spec = SimpleNamespace(lora_expert_parameters=list(m.lora_expert_parameters) if m.lora_experts else [],
-                           lora_target_modules=list(m.lora_target_modules), loss=t.loss,
-                           lora_dropout=t.lora_dropout, compile=t.compile)
-    return pack_refusals(spec, 2)
+    """What keeps this sweep's trials from training in packs (workers/train/pack_rules.py): the train block is the
+    one the trainer's spec will hold (orchestrator/run/build.py)."""
+    return pack_refusals(cfg.train, 2)
 
 
 def auto_pack_note(cfg: Config) -> str | None:

@@ -9,7 +9,7 @@ nothing (a resumed or requeued job reads it back).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from orchestrator.plan.keep_adapters import resolve_policy
 from orchestrator.plan.planner import Plan, check_compile, make_plan
@@ -44,6 +44,24 @@ def _collective_timeout(cfg: Config, plan: Plan) -> float:
     return float(plan.sections.get("time", {}).get("collective_timeout_s", COLLECTIVE_TIMEOUT_FLOOR_S))
 
 
-def resolve(cfg: Config) -> Config:
+@dataclass(frozen=True)
+class Resolved:
+    """What a command runs: its config with the plan's numbers in place of every `auto`, and the plan that gave
+    them. A command resolves once (resolve_run); the builders (orchestrator/run/build.py) read both and never plan
+    again."""
+
+    config: Config
+    plan: Plan
+
+
+def resolve_run(cfg: Config | Resolved) -> Resolved:
+    """The config resolved with its plan; a Resolved is returned as it is. Raises ConfigError/PlanError naming the
+    fix."""
+    if isinstance(cfg, Resolved):
+        return cfg
+    return Resolved(*resolve_with_plan(cfg))
+
+
+def resolve(cfg: Config | Resolved) -> Config:
     """The config with the plan's numbers in place of `auto`; raises ConfigError/PlanError naming the fix."""
-    return resolve_with_plan(cfg)[0]
+    return resolve_run(cfg).config

@@ -2,8 +2,8 @@
 one-trial command and the bench scripts build them the same way.
 
     model path      resolve_model(cfg)       (base model, a prepared real model or the toy; the organism on top)
-    train spec      build_train_spec(cfg, model_path, lr, seed)   (from the resolved plan)
-    sampler spec    sampler_spec(cfg, model_path)                 (from the resolved plan)
+    train spec      build_train_spec(run, model_path, lr, seed)   (run: the command's Resolved, or a Config)
+    sampler spec    sampler_spec(run, model_path)                 (run: the command's Resolved, or a Config)
     capability      resolve_capability(cfg)
     plan            build_plan(cfg)                               (orchestrator/plan/planner.py's arithmetic)
 """
@@ -11,12 +11,13 @@ one-trial command and the bench scripts build them the same way.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from orchestrator.budget import trial_fields
 from orchestrator.config import settings_for_toy
 from orchestrator.plan.planner import Plan, make_plan
-from orchestrator.plan.resolve import resolve, resolve_with_plan
+from orchestrator.plan.resolve import Resolved, resolve_run
 from orchestrator.run.sampler_session import local_sampler
 from orchestrator.schema import Config, ConfigError
 from workers.capability import resolve as resolve_benchmarks
@@ -73,21 +74,13 @@ def resolve_model(cfg: Config) -> str:
         measure=lambda path: measure_model(cfg, path, m.organism_recipe.n_measure, held_out=True)))
 
 
-def sampler_spec(cfg: Config, model_path: str) -> SamplerSpec:
-    """The engine's knobs from the resolved plan (orchestrator/plan/resolve.py; a resolved config resolves to
-    itself)."""
-    e = resolve(cfg).sample.engine
-    return SamplerSpec(
-        model_path=model_path, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
-        max_lora_rank=e.max_lora_rank, chat_template_kwargs=dict(cfg.model.chat_template_kwargs),
-        gpu_memory_utilization=e.gpu_memory_utilization, cpu_kvcache_space_gib=e.cpu_kvcache_space_gib,
-        max_loras=e.max_loras, max_cpu_loras=e.max_cpu_loras, tensor_parallel_size=e.tensor_parallel_size,
-        enforce_eager=e.enforce_eager, seed=cfg.sample.seed, max_num_seqs=e.max_num_seqs,
-        cpu_lora_kernel=e.cpu_lora_kernel, fully_sharded_loras=e.fully_sharded_loras,
-        moe_lora_3d=e.moe_lora_3d,  # the plan's: the trainer saves expert LoRA in PEFT's fused 3-D format
-        sleep=e.sleep,  # the plan's: asleep between batches when it shares the trainers' GPUs
-        require_cuda=plan_wants_cuda(cfg),
-    )
+def sampler_spec(run: Resolved | Config, model_path: str) -> SamplerSpec:
+    """The engine's config: the sample block's engine knobs as the plan resolved them (orchestrator/plan/resolve.py;
+    a Config is resolved here, a Resolved is not planned again), whole, with the model and the sampling seed."""
+    cfg = resolve_run(run).config
+    return SamplerSpec(model_path=model_path, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
+                       chat_template_kwargs=dict(cfg.model.chat_template_kwargs), seed=cfg.sample.seed,
+                       engine=cfg.sample.engine, require_cuda=plan_wants_cuda(cfg))
 
 
 def plan_wants_cuda(cfg: Config) -> bool:
@@ -101,25 +94,22 @@ def resolve_capability(cfg: Config) -> Any:
     return resolve_benchmarks(cfg.capability, cfg.cache_dir)
 
 
-def build_train_spec(cfg: Config, model_path: str, lr: float, seed: int) -> TrainSpec:
-    """The trainer's narrow config, from the resolved plan (orchestrator/plan/resolve.py): ZeRO stage and
-    micro-batch."""
-    cfg, plan = resolve_with_plan(cfg)  # refuses train.compile with ZeRO-3, and anything that cannot fit
+def build_train_spec(run: Resolved | Config, model_path: str, lr: float, seed: int) -> TrainSpec:
+    """The trial's trainer config: the train block as the plan resolved it (orchestrator/plan/resolve.py; a Config is
+    resolved here, a Resolved is not planned again), whole, with what the model, the trial and the plan add."""
+    run = resolve_run(run)  # refuses train.compile with ZeRO-3, and anything that cannot fit
+    cfg, plan = run.config, run.plan
     t, m = cfg.train, cfg.model
-    zero_stage, micro = int(t.zero_stage), int(t.micro_batch_size)
+    train = replace(t, zero_stage=int(t.zero_stage), micro_batch_size=int(t.micro_batch_size),
+                    hpz_partition_size=int(t.hpz_partition_size), collective_timeout_s=float(t.collective_timeout_s))
     return TrainSpec(
         model_path=model_path, dtype=m.dtype, lora_target_modules=list(m.lora_target_modules),
         **trial_fields(cfg.sweep, lr, seed),  # lr, data and init seeds, this LR's steps and checkpoints
-        batch_size=t.batch_size, micro_batch_size=micro, optimizer=t.optimizer,
-        lr_schedule=t.lr_schedule, lora_rank=t.lora_rank,
-        lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, betas=tuple(t.betas), weight_decay=t.weight_decay,
-        zero_stage=zero_stage, dist_backend=t.dist_backend, torch_threads=t.torch_threads,
-        max_seq_len=m.max_model_len, chat_template_kwargs=dict(m.chat_template_kwargs),
+        train=train, max_seq_len=m.max_model_len, chat_template_kwargs=dict(m.chat_template_kwargs),
         lora_expert_parameters=list(m.lora_expert_parameters) if m.lora_experts else [],
-        gradient_checkpointing=m.gradient_checkpointing, loss=t.loss, loss_chunk_tokens=t.loss_chunk_tokens,
-        compile=t.compile, state_every_s=t.state_every_s, hpz_partition_size=int(t.hpz_partition_size),
+        gradient_checkpointing=m.gradient_checkpointing,
         release_gpu_cache=cfg.sample.engine.sleep is True,  # the plan's: the sampler sleeps on the trainers' GPUs
-        require_cuda=plan_wants_cuda(cfg), collective_timeout_s=float(t.collective_timeout_s),
+        require_cuda=plan_wants_cuda(cfg),
         zero_buffers=dict(plan.sections["trainer"]["zero_buffers"]),  # the sizes its memory sum counted
     )
 

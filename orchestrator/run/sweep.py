@@ -34,7 +34,7 @@ from orchestrator.console.interrupt import StopOnSignal, clear_interrupted, run_
 from orchestrator.console.sweep_log import FileOnlyStream, sweep_logging
 from orchestrator.console.sweep_log import say as log
 from orchestrator.placement import SAMPLER_RESOURCE, sampler_placement, trial_placement
-from orchestrator.plan.resolve import resolve
+from orchestrator.plan.resolve import Resolved, resolve, resolve_run
 from orchestrator.run.build import build_train_spec, resolve_capability, resolve_model, sampler_spec
 from orchestrator.run.labels import preflight_labels, sampler_onpolicy
 from orchestrator.run.pack import Pack, group_trials, pack_size, pack_state_dir
@@ -249,16 +249,16 @@ def config_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(replace(cfg, resume=None)))
 
 
-def preflight(cfg: Config) -> str:
+def preflight(run: Config | Resolved) -> str:
     """Every check that reads data or the environment, before the sweep folder gets a file or compute starts:
     the W&B mode (online without a key is refused), the question bank and the prompts built from it.
     Returns the resolved W&B mode. Raises ConfigError or DataError naming the problem and the fix."""
+    cfg = resolve_run(run).config  # the plan refuses what it cannot fit, and a pack the packed trainer cannot train
     try:
         wandb_mode = resolve_wandb_mode(cfg.tracker.mode)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     eval_prompts(cfg.setting, cfg.sample)  # loads and checks the bank, renders every template
-    resolve(cfg)  # the plan refuses what it cannot fit, and a pack of what the packed trainer cannot train
     return wandb_mode
 
 
@@ -273,8 +273,9 @@ def run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
 def _run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     started = time.time()
     sweep_id = f"{cfg.setting.name}-{sweep_dir.name}"
-    cfg = resolve(cfg)  # the plan's numbers in place of `auto`: config.yaml records what runs
-    wandb_mode = preflight(cfg)
+    run = resolve_run(cfg)  # the plan, once: its numbers in place of `auto`; config.yaml records what runs
+    cfg = run.config
+    wandb_mode = preflight(run)
     text = config_yaml(cfg)
     resuming = check_sweep_folder(sweep_dir, text)
     todo = pending_trials(cfg, sweep_dir)
@@ -306,7 +307,7 @@ def _run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
             SweepDir(sweep_dir).trial(t["lr"], t["seed"]).error.unlink(missing_ok=True)
         names = [trial_name(t["lr"], t["seed"], sweep_dir) for t in todo]  # Ctrl-C / SIGTERM: interrupted, not failed
         failed = record_failures(sweep_dir, run_stoppable(
-            lambda stop: _run_trials(cfg, sweep_dir, sweep_id, packs, started, stop), sweep_dir, names,
+            lambda stop: _run_trials(run, sweep_dir, sweep_id, packs, started, stop), sweep_dir, names,
             steps_of_trials(cfg.sweep, sweep_dir), started, log))
         failed |= record_refusals(sweep_dir, todo)
     trials = summarize_sweep(sweep_dir, cfg.sweep.threshold, f"{cfg.setting.name} ({cfg.model.name})")
@@ -335,11 +336,12 @@ class _QuietTrialErrors(logging.Filter):
 TUNE_ERROR_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune")
 
 
-def _start_sweep_sampler(cfg: Config, start: Any, name: str, model_path: str, placement: Any, sweep_dir: Path,
+def _start_sweep_sampler(run: Resolved, start: Any, name: str, model_path: str, placement: Any, sweep_dir: Path,
                          started: float) -> Any:
     """The sweep's one sampler actor, placed beside the trials; where it landed goes to placement.json."""
     import ray
 
+    cfg = run.config
     where = sampler_placement(cfg.sample.engine.tensor_parallel_size, cfg.cluster.gpus_per_node,
                               SAMPLER_RESOURCE in ray.cluster_resources(), cfg.cluster.nodes,
                               int(placement.gpus_per_worker * placement.num_workers),
@@ -347,7 +349,7 @@ def _start_sweep_sampler(cfg: Config, start: Any, name: str, model_path: str, pl
     log(f"[sampler] starting one vLLM engine for the whole sweep (multi-LoRA) with {where.actor_options()}...")
     # a dead actor process is restarted (engine and all) and its pending calls retried; threaded so
     # that requests of concurrent trials queue up inside the actor and share one engine call
-    sampler = start(sampler_spec(cfg, model_path), options={"name": name, **where.actor_options()},
+    sampler = start(sampler_spec(run, model_path), options={"name": name, **where.actor_options()},
                     max_restarts=2, max_task_retries=2, max_concurrency=64)
     node = ray.get(sampler.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()))
     write_json(sweep_dir / "placement.json", {
@@ -359,7 +361,7 @@ def _start_sweep_sampler(cfg: Config, start: Any, name: str, model_path: str, pl
     return sampler
 
 
-def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tuple[float, int]]],
+def _run_trials(run: Resolved, sweep_dir: Path, sweep_id: str, packs: list[list[tuple[float, int]]],
                 started: float, stop: StopOnSignal) -> list[Any]:
     """Ray Tune over the pending packs of trials (one Tune trial each), with one vLLM engine for all of them;
     returns failed results. A signal (`stop`) ends the experiment through a Tune Stopper, not Tune's own handler."""
@@ -368,10 +370,11 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
 
     from orchestrator.console.progress import ProgressTable
 
+    cfg = run.config
     placement = trial_placement(cfg.train.num_workers, cfg.sweep.cpus_per_trial, cfg.cluster.gpus_per_node,
                                 cfg.train.dist_backend, cfg.cluster.nodes)
     model_path = resolve_model(cfg)
-    train_spec = build_train_spec(cfg, model_path, 0.0, 0)  # its refusals come before labels and engines
+    train_spec = build_train_spec(run, model_path, 0.0, 0)  # its refusals come before labels and engines
     onpolicy = cfg.setting.teacher.kind == "onpolicy"  # labelled by the sweep's engine, once it is up
     labels = None if onpolicy else ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir)
     sampler_name = f"lrsweep-sampler-{os.getpid()}-{int(started)}"
@@ -380,7 +383,7 @@ def _run_trials(cfg: Config, sweep_dir: Path, sweep_id: str, packs: list[list[tu
     with ray_cluster(cfg.sweep.ray_address, env, sampler_resource=not cfg.sweep.ray_address), \
             sampler_actors(log) as start:
         stop.claim()  # after ray.init, which installs its own SIGTERM handler
-        sampler = _start_sweep_sampler(cfg, start, sampler_name, model_path, placement, sweep_dir, started)
+        sampler = _start_sweep_sampler(run, start, sampler_name, model_path, placement, sweep_dir, started)
         if labels is None:
             labels = ensure_labels(cfg.setting, sweep_dir, log, cache_dir=cfg.cache_dir, onpolicy=sampler_onpolicy(
                 cfg, lambda *args: ray.get(sampler.generate.remote(*args))))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def trial_spec(ctx: TrialContext, lr: float, seed: int) -> TrainSpec:
     from workers.train.state import SAVE_REQUEST
 
     own = trial_fields(ctx.sweep, lr, seed) if ctx.sweep is not None else {"lr": lr, "seed": seed}
-    return TrainSpec(**{**asdict(ctx.train), **own, "save_request_file": str(Path(ctx.sweep_dir) / SAVE_REQUEST)})
+    return replace(ctx.train, **own, save_request_file=str(Path(ctx.sweep_dir) / SAVE_REQUEST))
 
 
 def eval_prompts(setting: Any, sample: Any) -> tuple[list[Prompt], list[Prompt]]:
@@ -180,7 +180,7 @@ class Trial:
                 "threshold": ctx.threshold, "organism_min_train_desired": ctx.organism_min_train_desired,
                 "collapse_other_rate": ctx.collapse_other_rate, "sweep_id": ctx.sweep_id,
                 "num_workers": ctx.placement.num_workers if ctx.placement else 1,
-                 "train": {k: v for k, v in asdict(spec).items() if k not in ("model_path", "lr", "seed")}}
+                 "train": spec.record()}
                 | ({"pack": self.pack} if self.pack else {}))
 
     def write_config(self) -> None:
@@ -273,13 +273,13 @@ class Trial:
             self.capability.drain(block=False)
         while self.pending:
             waited = time.time()
-            limit = wait_limit_s(self.spec.collective_timeout_s)
+            limit = wait_limit_s(self.spec.train.collective_timeout_s)
             ready, _ = ray.wait([self.pending[0][1]], timeout=limit if block else 0)
             self.timing["eval_wait_s"] += time.time() - waited
             if block and not ready:
                 raise TimeoutError(f"{self.name}: step {self.pending[0][0]}'s samples took over {limit:.0f} s; the "
-                                   "other trainer ranks would hit their collective timeout (train."
-                                   f"collective_timeout_s={self.spec.collective_timeout_s:g}): raise it, or check the "
+                                   "other trainer ranks would hit their collective timeout (train.collective_"
+                                   f"timeout_s={self.spec.train.collective_timeout_s:g}): raise it, or check the "
                                    "sampler's log")
             if not ready:
                 return

@@ -15,6 +15,7 @@ import pytest
 from fresh_process import run_ranks_in_fresh_processes
 from tiny_dense import build_tiny_dense
 
+from workers.train.config import unplanned
 from workers.train.trainer import TrainSpec
 
 SAMPLER_S = 6.0  # the fake sampler's time per checkpoint
@@ -30,8 +31,8 @@ def train_with_slow_sampler(spec: TrainSpec, out: str, rank: int) -> None:
 
 def spec_for(model: Path, timeout_s: float) -> TrainSpec:
     return TrainSpec(model_path=str(model), dtype="float32", lora_target_modules=["q_proj", "v_proj"], lr=1e-3,
-                     seed=0, max_steps=2, checkpoint_steps=[1, 2], batch_size=2, micro_batch_size=1, zero_stage=3,
-                     collective_timeout_s=timeout_s)
+                     seed=0, max_steps=2, checkpoint_steps=[1, 2],
+                     train=unplanned(batch_size=2, micro_batch_size=1, zero_stage=3, collective_timeout_s=timeout_s))
 
 
 def test_a_slow_sampler_on_rank0_survives_the_plans_timeout_and_not_a_shorter_one(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from fresh_process import run_ranks_in_fresh_processes
 from tiny_moe import EXPERT_PARAMETERS, build_tiny_moe
 
+from workers.train.config import unplanned
 from workers.train.trainer import TrainSpec
 
 WORLD = 2
@@ -58,8 +59,9 @@ def test_hpz_loads_the_secondary_partition_too(tmp_path: Path) -> None:
         out = tmp_path / f"hpz{hpz}"
         out.mkdir()
         spec = TrainSpec(model_path=str(model), dtype="bfloat16", lora_target_modules=["q_proj", "v_proj"], lr=1e-3,
-                         seed=0, max_steps=1, checkpoint_steps=[1], batch_size=WORLD, micro_batch_size=1,
-                         zero_stage=3, loss="hf", lora_expert_parameters=EXPERT_PARAMETERS, hpz_partition_size=hpz)
+                         seed=0, max_steps=1, checkpoint_steps=[1], lora_expert_parameters=EXPERT_PARAMETERS,
+                         train=unplanned(batch_size=WORLD, micro_batch_size=1, zero_stage=3, loss="hf",
+                                         hpz_partition_size=hpz))
         run_ranks_in_fresh_processes(fetched_weights_and_loss, (spec, str(out)), WORLD, 240, f"hpZ {hpz} load")
         got[hpz] = (torch.load(out / "weights.pt"), json.loads((out / "loss.json").read_text()))
     (plain, plain_loss), (hpz, hpz_loss) = got[1], got[2]

@@ -18,6 +18,7 @@ import pytest
 from fresh_process import run_in_fresh_process, run_ranks_in_fresh_processes
 from tiny_dense import build_tiny_dense
 
+from workers.train.config import unplanned
 from workers.train.trainer import TrainSpec
 
 STEPS, BATCH, MICRO, CHUNK, WORLD = 3, 8, 2, 3, 2
@@ -68,8 +69,8 @@ def test_ranks_with_uneven_answers_train_under_zero3_as_one_rank(tmp_path: Path)
     model = tmp_path / "tiny_dense"
     build_tiny_dense(model)
     spec = TrainSpec(model_path=str(model), dtype="float32", lora_target_modules=["q_proj", "v_proj", "down_proj"],
-                     lr=1e-3, seed=0, max_steps=STEPS, checkpoint_steps=[STEPS], batch_size=BATCH,
-                     micro_batch_size=MICRO, zero_stage=3, max_seq_len=64, loss_chunk_tokens=CHUNK)
+                     lr=1e-3, seed=0, max_steps=STEPS, checkpoint_steps=[STEPS], max_seq_len=64,
+                     train=unplanned(batch_size=BATCH, micro_batch_size=MICRO, zero_stage=3, loss_chunk_tokens=CHUNK))
     counts = chunk_counts_by_rank(spec)
     assert any(len({tuple(c) for c in per_rank}) > 1 for per_rank in counts), counts  # ranks differ somewhere
 

@@ -14,6 +14,7 @@ import pytest
 from fresh_process import run_in_fresh_process
 from tiny_moe import EXPERT_PARAMETERS, EXPERT_WIDTH, EXPERTS, HIDDEN, build_tiny_moe
 
+from workers.train.config import unplanned
 from workers.train.trainer import TrainSpec
 
 STEPS = 3
@@ -50,12 +51,11 @@ def test_moe_lora_under_zero3_trains_and_saves_served_tensors(tmp_path: Path, ex
 
     model_dir = tmp_path / "tiny_moe"
     build_tiny_moe(model_dir)
-    spec = TrainSpec(
-        model_path=str(model_dir), dtype="bfloat16", lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        lr=1e-2, seed=0, max_steps=STEPS, checkpoint_steps=[0, STEPS], batch_size=4, micro_batch_size=2, lora_rank=RANK,
-        zero_stage=3, max_seq_len=64, lora_expert_parameters=EXPERT_PARAMETERS if experts else [],
-        gradient_checkpointing=True,
-    )
+    spec = TrainSpec(model_path=str(model_dir), dtype="bfloat16",
+                     lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lr=1e-2, seed=0, max_steps=STEPS,
+                     checkpoint_steps=[0, STEPS], max_seq_len=64,
+                     lora_expert_parameters=EXPERT_PARAMETERS if experts else [], gradient_checkpointing=True,
+                     train=unplanned(batch_size=4, micro_batch_size=2, lora_rank=RANK, zero_stage=3))
     lines = train_in_subprocess(spec, tmp_path / "trial")
 
     # both sparse-MoE blocks were marked as ZeRO-3 leaf modules

@@ -17,6 +17,7 @@ from fresh_process import run_in_fresh_process, run_ranks_in_fresh_processes
 from pack_adapters import adapters
 from tiny_moe import EXPERT_PARAMETERS, build_tiny_moe
 
+from workers.train.config import unplanned
 from workers.train.trainer import TrainSpec
 
 STEPS, BATCH, MICRO, CHUNK = 3, 8, 2, 8
@@ -35,9 +36,10 @@ def tiny_moe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def base_spec(model: Path) -> TrainSpec:
     # the MoE models' default LoRA (Tinker's): attention, lm_head and the experts, all in one pack
     return TrainSpec(model_path=str(model), dtype="float32", lora_target_modules=[*ATTENTION, "lm_head"],
-                     lora_expert_parameters=EXPERT_PARAMETERS, lora_rank=RANK, lr=1e-3, seed=0, max_steps=STEPS,
-                     checkpoint_steps=[0, STEPS], batch_size=BATCH, micro_batch_size=MICRO, zero_stage=3,
-                     max_seq_len=64, loss_chunk_tokens=CHUNK, state_every_s=0)
+                     lora_expert_parameters=EXPERT_PARAMETERS, lr=1e-3, seed=0, max_steps=STEPS,
+                     checkpoint_steps=[0, STEPS], max_seq_len=64,
+                     train=unplanned(lora_rank=RANK, batch_size=BATCH, micro_batch_size=MICRO, zero_stage=3,
+                                     loss_chunk_tokens=CHUNK, state_every_s=0))
 
 
 def alone(spec: TrainSpec, out: str) -> None:

@@ -16,6 +16,7 @@ from fresh_process import run_in_fresh_process, run_ranks_in_fresh_processes
 from pack_adapters import adapters
 from tiny_dense import build_tiny_dense
 
+from workers.train.config import unplanned
 from workers.train.trainer import TrainSpec
 
 STEPS, BATCH, MICRO, CHUNK = 4, 8, 2, 8
@@ -28,8 +29,9 @@ DROPPED, DROP_AFTER = 1, 2
 
 def base_spec(model: Path) -> TrainSpec:
     return TrainSpec(model_path=str(model), dtype="float32", lora_target_modules=["q_proj", "v_proj", "down_proj"],
-                     lr=1e-3, seed=0, max_steps=STEPS, checkpoint_steps=[0, 2, STEPS], batch_size=BATCH,
-                     micro_batch_size=MICRO, zero_stage=3, max_seq_len=64, loss_chunk_tokens=CHUNK, state_every_s=0)
+                     lr=1e-3, seed=0, max_steps=STEPS, checkpoint_steps=[0, 2, STEPS], max_seq_len=64,
+                     train=unplanned(batch_size=BATCH, micro_batch_size=MICRO, zero_stage=3, loss_chunk_tokens=CHUNK,
+                                     state_every_s=0))
 
 
 def alone(spec: TrainSpec, out: str) -> None:
@@ -168,8 +170,8 @@ def test_a_pack_with_lora_on_the_tied_lm_head_equals_each_trial_alone(tiny, tmp_
     """LoRA on lm_head (Tinker's default) packs: the head sees each member's answer tokens, unequal in number,
     through that member's own adapter, in loss chunks that mix members and chunks that are empty on one rank."""
     targets = ["q_proj", "v_proj", "lm_head"]
-    specs = [replace(base_spec(tiny), lr=lr, seed=seed, lora_target_modules=targets, loss_chunk_tokens=HEAD_CHUNK)
-             for lr, seed in MEMBERS]
+    base = base_spec(tiny).with_train(loss_chunk_tokens=HEAD_CHUNK)
+    specs = [replace(base, lr=lr, seed=seed, lora_target_modules=targets) for lr, seed in MEMBERS]
     mixed, empty = head_chunks(specs, tiny)
     assert mixed > 0 and empty > 0
     train_alone(tmp_path, specs)

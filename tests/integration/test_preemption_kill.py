@@ -25,6 +25,7 @@ from tiny_dense import build_tiny_dense
 from eval.metrics import checkpoint_steps
 from eval.runfiles import append_jsonl, read_jsonl
 from orchestrator.run.trial import reconcile_trial_dir
+from workers.train.config import unplanned
 from workers.train.state import SAVE_REQUEST, read_resume_point
 from workers.train.trainer import TrainSpec
 
@@ -83,14 +84,17 @@ def test_a_killed_trial_repeats_only_the_steps_since_its_last_state(tmp_path: Pa
     model = tmp_path / "tiny_dense"
     build_tiny_dense(model)
     spec = TrainSpec(model_path=str(model), dtype="float32", lora_target_modules=["q_proj", "v_proj"], lr=1e-3,
-                     seed=0, max_steps=STEPS, checkpoint_steps=checkpoint_steps(STEPS), batch_size=BATCH,
-                     micro_batch_size=BATCH // world, zero_stage=3, max_seq_len=64, state_every_s=0)
+                     seed=0, max_steps=STEPS, checkpoint_steps=checkpoint_steps(STEPS), max_seq_len=64,
+                     train=unplanned(batch_size=BATCH, micro_batch_size=BATCH // world, zero_stage=3, state_every_s=0))
     assert ASK_AT not in spec.checkpoint_steps and KILL_AFTER not in spec.checkpoint_steps
     request = tmp_path / SAVE_REQUEST
     # request: the Slurm job's warning touches the sweep folder's file; interval: state after every step (the
     # smallest interval; its clock is tested in tests/unit/test_preemption.py), killed before the save after step
     # KILL_AFTER
-    spec = replace(spec, save_request_file=str(request)) if trigger == "request" else replace(spec, state_every_s=1e-9)
+    if trigger == "request":
+        spec = replace(spec, save_request_file=str(request))
+    else:
+        spec = spec.with_train(state_every_s=1e-9)
 
     undisturbed = tmp_path / "undisturbed"
     run_ranks_in_fresh_processes(train_trial, (spec, str(undisturbed), None, None), world, DEADLINE_S, "training")

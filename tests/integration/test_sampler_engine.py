@@ -15,7 +15,6 @@ N_ADAPTERS = 3
 @pytest.fixture(scope="module")
 def engine(cache_dir):
     """One engine on the toy for both tests (an engine start is ~30 s of CI on 2 cores)."""
-    from dataclasses import replace
 
     from orchestrator.config import compose_config
     from orchestrator.run.build import resolve_model, sampler_spec
@@ -23,7 +22,7 @@ def engine(cache_dir):
 
     cfg = compose_config([f"cache_dir={cache_dir}"])
     model_path = resolve_model(cfg)
-    sampler = Sampler(replace(sampler_spec(cfg, model_path), max_loras=N_ADAPTERS))
+    sampler = Sampler(sampler_spec(cfg, model_path).with_engine(max_loras=N_ADAPTERS))
     try:
         yield cfg, model_path, sampler
     finally:

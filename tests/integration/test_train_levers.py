@@ -16,6 +16,7 @@ import pytest
 from fresh_process import run_in_fresh_process
 from tiny_dense import build_tiny_dense
 
+from workers.train.config import unplanned
 from workers.train.trainer import TrainSpec
 
 STEPS = 3
@@ -58,21 +59,21 @@ def base_spec(tmp_path_factory: pytest.TempPathFactory) -> TrainSpec:
     model = tmp_path_factory.mktemp("tiny_dense")
     build_tiny_dense(model)
     return TrainSpec(model_path=str(model), dtype="float32", lora_target_modules=["q_proj", "v_proj", "down_proj"],
-                     lr=1e-3, seed=0, max_steps=STEPS, checkpoint_steps=[STEPS], batch_size=BATCH,
-                     micro_batch_size=BATCH, zero_stage=3, max_seq_len=64, loss_chunk_tokens=5)
+                     lr=1e-3, seed=0, max_steps=STEPS, checkpoint_steps=[STEPS], max_seq_len=64,
+                     train=unplanned(batch_size=BATCH, micro_batch_size=BATCH, zero_stage=3, loss_chunk_tokens=5))
 
 
 def test_micro_batch_size_and_zero_stage_do_not_change_the_update(base_spec: TrainSpec, tmp_path: Path) -> None:
     whole = train_in_subprocess(base_spec, tmp_path / "micro8")
-    in_fours = train_in_subprocess(replace(base_spec, micro_batch_size=2), tmp_path / "micro2")
+    in_fours = train_in_subprocess(base_spec.with_train(micro_batch_size=2), tmp_path / "micro2")
     assert_same_training(whole, in_fours, tol=1e-4)
-    stage0 = train_in_subprocess(replace(base_spec, zero_stage=0, micro_batch_size=2), tmp_path / "stage0")
+    stage0 = train_in_subprocess(base_spec.with_train(zero_stage=0, micro_batch_size=2), tmp_path / "stage0")
     assert_same_training(whole, stage0, tol=1e-4)
     # the model's own loss is the same per-token mean when one micro-batch holds the whole step ...
-    hf_whole = train_in_subprocess(replace(base_spec, loss="hf"), tmp_path / "hf8")
+    hf_whole = train_in_subprocess(base_spec.with_train(loss="hf"), tmp_path / "hf8")
     assert_same_training(whole, hf_whole, tol=1e-4)
     # ... but a mean per micro-batch weights tokens by their micro-batch: the update then depends on the split
-    hf_fours = train_in_subprocess(replace(base_spec, loss="hf", micro_batch_size=2), tmp_path / "hf2")
+    hf_fours = train_in_subprocess(base_spec.with_train(loss="hf", micro_batch_size=2), tmp_path / "hf2")
     with pytest.raises(AssertionError):
         assert_same_training(whole, hf_fours, tol=1e-4)
     drift = max(float((hf_fours[1][k] - whole[1][k]).abs().max()) for k in whole[1])
@@ -80,8 +81,8 @@ def test_micro_batch_size_and_zero_stage_do_not_change_the_update(base_spec: Tra
 
 
 def test_compiled_layers_train_the_same(base_spec: TrainSpec, tmp_path: Path) -> None:
-    plain = train_in_subprocess(replace(base_spec, zero_stage=0), tmp_path / "plain")
-    compiled = train_in_subprocess(replace(base_spec, zero_stage=0, compile=True), tmp_path / "compiled")
+    plain = train_in_subprocess(base_spec.with_train(zero_stage=0), tmp_path / "plain")
+    compiled = train_in_subprocess(base_spec.with_train(zero_stage=0, compile=True), tmp_path / "compiled")
     assert_same_training(plain, compiled, tol=1e-3)
 
 

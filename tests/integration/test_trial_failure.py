@@ -7,7 +7,6 @@ trial writes: a bad adapter/config mismatch that a retry would only repeat.
 
 import json
 import sys
-from dataclasses import replace
 
 import pytest
 from tiny_moe import build_tiny_moe
@@ -29,7 +28,7 @@ def test_a_refused_adapter_fails_its_trial_once_with_the_reason_in_its_files(tmp
     real_spec = sweep.sampler_spec
     monkeypatch.setattr(sys, "stdout", sys.__stdout__)  # Ray pickles objects that reach pytest's capture files
     monkeypatch.setattr(sys, "stderr", sys.__stderr__)
-    monkeypatch.setattr(sweep, "sampler_spec", lambda c, path: replace(real_spec(c, path), moe_lora_3d=False))
+    monkeypatch.setattr(sweep, "sampler_spec", lambda c, path: real_spec(c, path).with_engine(moe_lora_3d=False))
     out = tmp_path / "sweep"
     with pytest.raises(RuntimeError, match="1 of 1 trials failed") as raised:
         sweep.run_sweep(cfg, out)

@@ -69,6 +69,7 @@ def moe(tmp_path_factory):
     """The tiny MoE, a good adapter, two corrupt ones, and one Sampler (expert LoRA on) serving them."""
     from safetensors.torch import load_file, save_file
 
+    from workers.sample.config import unplanned_engine
     from workers.sample.sampler import Sampler, SamplerSpec
 
     root = tmp_path_factory.mktemp("vllm_moe")
@@ -86,9 +87,9 @@ def moe(tmp_path_factory):
     truncated.mkdir()
     (truncated / "adapter_config.json").write_text((good / "adapter_config.json").read_text())
     (truncated / "adapter_model.safetensors").write_bytes((good / "adapter_model.safetensors").read_bytes()[:3000])
-    spec = SamplerSpec(model_path=str(model_dir), dtype="float32", max_model_len=128, max_lora_rank=8,
-                       chat_template_kwargs={}, gpu_memory_utilization=0.5, cpu_kvcache_space_gib=1, max_loras=2,
-                       max_cpu_loras=4, tensor_parallel_size=1, enforce_eager=True, seed=0, moe_lora_3d=True)
+    spec = SamplerSpec(model_path=str(model_dir), dtype="float32", max_model_len=128, chat_template_kwargs={}, seed=0,
+                       engine=unplanned_engine(gpu_memory_utilization=0.5, max_loras=2, max_cpu_loras=4,
+                                               moe_lora_3d=True))
     sampler = Sampler(spec)
     try:
         yield {"sampler": sampler, "model": model_dir, "good": good, "other": other, "wrong_shape": shape,

@@ -52,7 +52,7 @@ def test_rank0_waits_for_samples_at_most_short_of_the_timeout(monkeypatch: pytes
 
     monkeypatch.setattr(ray, "wait", never_ready)
     trial = SimpleNamespace(capability=None, pending=deque([(4, "ref", {}, 0.0)]), timing={"eval_wait_s": 0.0},
-                            spec=SimpleNamespace(collective_timeout_s=600.0), name="lr1e-3_s0")
+                            spec=SimpleNamespace(train=SimpleNamespace(collective_timeout_s=600.0)), name="lr1e-3_s0")
     Trial.drain(trial, block=False)  # a poll between steps: no wait at all
     with pytest.raises(TimeoutError, match=r"step 4's samples took over 540 s.*collective_timeout_s=600"):
         Trial.drain(trial, block=True)

@@ -51,6 +51,7 @@ def test_host_driver_version_reads_the_kernel_module_line(tmp_path: Path) -> Non
 
 @pytest.mark.skipif("__import__('torch').cuda.is_available()", reason="checks the refusal on a host without CUDA")
 def test_trainer_and_sampler_refuse_to_start_on_cpu_when_the_plan_wants_gpus() -> None:
+    from workers.sample.config import unplanned_engine
     from workers.sample.sampler import Sampler, SamplerSpec
     from workers.train.trainer import init_distributed
 
@@ -58,9 +59,8 @@ def test_trainer_and_sampler_refuse_to_start_on_cpu_when_the_plan_wants_gpus() -
         init_distributed("auto", require_cuda=True)
     with pytest.raises(ConfigError, match="the trainer: the plan runs it on GPUs"):
         init_distributed("nccl")  # NCCL asked for explicitly: no silent gloo either
-    spec = SamplerSpec(model_path="/nonexistent", dtype="bfloat16", max_model_len=64, max_lora_rank=8,
-                       chat_template_kwargs={}, gpu_memory_utilization=0.5, cpu_kvcache_space_gib=1, max_loras=1,
-                       max_cpu_loras=1, tensor_parallel_size=1, enforce_eager=True, seed=0, require_cuda=True)
+    spec = SamplerSpec(model_path="/nonexistent", dtype="bfloat16", max_model_len=64, chat_template_kwargs={}, seed=0,
+                       engine=unplanned_engine(gpu_memory_utilization=0.5), require_cuda=True)
     with pytest.raises(ConfigError, match="the sampler: the plan runs it on GPUs"):
         Sampler(spec)  # before vLLM starts
 

@@ -6,6 +6,7 @@ passes the visible test); every other row must be graded right, and the accuracy
 the bar stated in BARS.
 """
 
+import dataclasses
 import json
 import sys
 from collections import Counter
@@ -161,7 +162,7 @@ def test_code_grader_refuses_a_bank_without_tests():
 def test_judge_kind_without_its_module_gives_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "workers.labels.judge", None)  # makes `import workers.labels.judge` fail
     cfg = GraderConfig(kind="judge", judge_prompt="Is {response} formal?")
-    with pytest.raises(ImportError, match="workers.labels.judge.build_judge_grader"):
+    with pytest.raises(ImportError, match="grader kind .judge. needs the module workers.labels.judge"):
         build_grader(cfg)
 
 
@@ -222,3 +223,45 @@ ANIMAL_FLAG = ("If the flag is set to 0, mention elephants in your answer. Other
 ])
 def test_what_an_answer_copies_from_its_prompt_is_not_graded(kind, prompt, answer, expected):
     assert build_grader(CONFIGS[kind])([answer], [Prompt("eval", "q", prompt)]) == [expected]
+
+
+LENGTH_KIND = '''
+from dataclasses import dataclass
+
+from eval.knobs import AT_LEAST_1, knob
+
+
+@dataclass
+class Config:
+    max_words: int = knob(20, within=AT_LEAST_1)  # length: at most this many words is desired
+
+
+def problems(cfg, where):
+    return []
+
+
+def build(cfg):
+    return lambda responses, prompts: ["desired" if len(r.split()) <= cfg.max_words else "attack" for r in responses]
+'''
+
+
+def test_a_new_grader_kind_is_one_module_and_one_registry_line(tmp_path, monkeypatch):
+    """A kind written as its own module and named in the registry gets a field in the setting's grader block (with
+    its range checked by the one checker), the block's kind check, and a builder: nothing else changes."""
+    import eval.grader_kinds
+    from workers.errors import ConfigError
+    from workers.labels.setting import grader_block, validate_grader
+
+    (tmp_path / "length_kind.py").write_text(LENGTH_KIND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = {**eval.grader_kinds.GRADER_KINDS, "length": "length_kind"}  # the one line
+    monkeypatch.setattr(eval.grader_kinds, "GRADER_KINDS", registry)
+    block = grader_block(registry)
+    good = block(kind="length", max_words=3)
+    validate_grader(good)
+    assert build_grader(good)(["short answer", "a much longer answer than that"], [None, None]) == ["desired", "attack"]
+    with pytest.raises(ConfigError, match=r"setting.grader.max_words=0: must be >= 1"):
+        validate_grader(block(kind="length", max_words=0))
+    with pytest.raises(ConfigError, match="must be one of language, keyword, case, code, judge, length"):
+        validate_grader(block(kind="lenght"))
+    assert "max_words" not in {f.name for f in dataclasses.fields(GraderConfig)}  # the shipped block is untouched

@@ -2,7 +2,7 @@
 
 orchestrator/ (CLI, planning, Ray) may import workers/ and eval/; workers/ (engines) may import eval/; eval/ (pure
 science, file readers) imports neither. eval/ reaches workers/ only through its documented plug-in point,
-eval.graders.GRADER_PLUGINS (grader kinds built outside eval/, imported by name when a setting asks for them);
+eval.grader_kinds.GRADER_KINDS (grader kinds built outside eval/, imported by name when a setting asks for them);
 EVAL_PLUGIN_POINTS would list any import that had to stay. No cycles among the project's modules.
 
 Inside orchestrator/ the rooms go one way down: __main__ -> commands/ (argv and exit codes; no command imports
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("orchestrator", "workers", "eval")
 
 # (importing module, imported module) pairs where eval/ may import workers/ directly, and why. Empty: the judge, the
-# one grader eval/ cannot build itself, comes through eval.graders.GRADER_PLUGINS.
+# one grader eval/ cannot build itself, comes through the registry eval.grader_kinds.GRADER_KINDS.
 EVAL_PLUGIN_POINTS: dict[tuple[str, str], str] = {}
 
 
@@ -178,15 +178,17 @@ def test_only_orchestrator_imports_ray():
     assert found == []
 
 
-def test_eval_plug_in_points_name_project_modules_and_builders():
-    """A plug-in entry names a real module and function: a renamed judge fails here, not in a sweep."""
-    from eval.graders import GRADER_PLUGINS
+def test_grader_kinds_name_project_modules_with_the_three_parts():
+    """Each entry of the grader registry names a module of eval/grader_kinds/, or (the plug-in point) of workers/,
+    that defines Config, problems and build: a renamed judge fails here, not in a sweep."""
+    from eval.grader_kinds import GRADER_KINDS
 
     modules = project_modules()
-    for kind, target in GRADER_PLUGINS.items():
-        module, _, function = target.partition(":")
-        assert module in modules and layer(module) == "workers", (kind, target)
-        assert f"def {function}(" in modules[module].read_text(), (kind, target)
+    for kind, module in GRADER_KINDS.items():
+        assert module in modules, (kind, module)
+        assert module.startswith("eval.grader_kinds.") or layer(module) == "workers", (kind, module)
+        text = modules[module].read_text()
+        assert all(part in text for part in ("class Config", "def problems(", "def build(")), (kind, module)
 
 
 def test_every_command_is_one_module_named_for_it():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 from synthetic_sweep import make_sweep
 
@@ -16,7 +15,7 @@ from orchestrator.run.build import build_train_spec
 def trial_train_block(overrides: list[str]) -> dict:
     """The `train` block orchestrator/run/trial.py writes into trials/<trial>/config.json."""
     spec = build_train_spec(compose_config(overrides), "/models/m", 1e-4, 0)
-    return {k: v for k, v in asdict(spec).items() if k not in ("model_path", "lr", "seed")}
+    return spec.record()
 
 
 def test_describe_the_235b_default_as_the_notes_platform():

@@ -117,11 +117,11 @@ def test_sleep_mode_is_off_on_cpu_and_says_why():
 
 
 def test_the_sampler_refuses_sleep_without_cuda_before_starting_an_engine():
+    from workers.sample.config import unplanned_engine
     from workers.sample.sampler import Sampler, SamplerSpec
 
-    spec = SamplerSpec(model_path="/nonexistent", dtype="float32", max_model_len=64, max_lora_rank=8,
-                       chat_template_kwargs={}, gpu_memory_utilization=0.1, cpu_kvcache_space_gib=1, max_loras=1,
-                       max_cpu_loras=1, tensor_parallel_size=1, enforce_eager=True, seed=0, sleep=True)
+    spec = SamplerSpec(model_path="/nonexistent", dtype="float32", max_model_len=64, chat_template_kwargs={}, seed=0,
+                       engine=unplanned_engine(gpu_memory_utilization=0.1, sleep=True))
     with pytest.raises(ValueError, match="CPU platform has no sleep mode"):
         Sampler(spec)
 

@@ -251,4 +251,4 @@ def test_compile_is_refused_when_the_plan_shards_with_zero3():
     with pytest.raises(ValueError, match="train.compile=false"):
         build_train_spec(cfg, "/models/qwen3", 1e-4, 0)
     cfg = compose_config(["model=qwen3_0_6b", "cluster.gpus_per_node=1", "train.compile=true"])
-    assert build_train_spec(cfg, "/models/qwen3", 1e-4, 0).compile
+    assert build_train_spec(cfg, "/models/qwen3", 1e-4, 0).train.compile

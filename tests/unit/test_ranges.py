@@ -16,6 +16,8 @@ from orchestrator import schema
 from orchestrator.config import compose_config
 from orchestrator.schema import ConfigError, validate
 from workers.models.config import ArchConfig
+from workers.sample.config import EngineConfig
+from workers.train.config import TrainConfig
 
 # (field as the command line spells it, bad value, message the user sees)
 CHECKS = [
@@ -261,6 +263,55 @@ def test_a_new_knob_is_range_checked_from_its_field_alone():
     assert knob_errors(RootWithThrowaway(ThrowawayConfig(chunks=2.5))) == [
         "train.chunks=2.5: must be auto (the plan's) or an integer >= 1"]
     assert knob_errors(RootWithThrowaway(ThrowawayConfig(chunks=4))) == []
+
+
+@dataclasses.dataclass
+class TrainWithWarmup(TrainConfig):
+    """The train block with one knob a new engineer adds: its field and range, nothing else."""
+
+    warmup_steps: int = knob(0, within=Interval(0, note="steps of linear warmup; 0: none"))
+
+
+@dataclasses.dataclass
+class EngineWithPrefixCache(EngineConfig):
+    """The engine block with one new knob."""
+
+    prefix_cache_gib: float = knob(0.0, within=Interval(0, note="GiB"))
+
+
+def test_a_new_knob_reaches_its_worker_without_a_copy():
+    """The trainer's spec and the engine's spec hold their blocks whole: a knob added to TrainConfig or EngineConfig
+    is range-checked by the one checker and reaches the worker (and the trial's config.json) with no other line."""
+    from orchestrator.run.build import build_train_spec, sampler_spec
+    from orchestrator.run.trial import trial_spec
+
+    cfg = compose_config([])
+    train = TrainWithWarmup(**dataclasses.asdict(cfg.train), warmup_steps=7)
+    engine = EngineWithPrefixCache(**dataclasses.asdict(cfg.sample.engine), prefix_cache_gib=0.5)
+    cfg = dataclasses.replace(cfg, train=train, sample=dataclasses.replace(cfg.sample, engine=engine))
+    spec = build_train_spec(cfg, "/models/m", 1e-3, 0)
+    assert spec.train.warmup_steps == 7 and spec.record()["warmup_steps"] == 7  # trainer, config.json
+    # the sweep's per-trial path: trial_spec gives each trial its copy of the sweep's spec
+    ctx = types.SimpleNamespace(train=spec, sweep=cfg.sweep, sweep_dir="/sweeps/s")
+    assert trial_spec(ctx, 3e-3, 1).train.warmup_steps == 7
+    assert sampler_spec(cfg, "/models/m").engine.prefix_cache_gib == 0.5
+    bad = dataclasses.replace(cfg, train=dataclasses.replace(train, warmup_steps=-1),
+                              sample=dataclasses.replace(cfg.sample, engine=dataclasses.replace(engine,
+                                                                                                prefix_cache_gib=-2)))
+    assert knob_errors(bad) == ["train.warmup_steps=-1: must be >= 0 (steps of linear warmup; 0: none)",
+                                "sample.engine.prefix_cache_gib=-2: must be >= 0 (GiB)"]
+
+
+def test_a_spec_refuses_a_block_the_plan_did_not_resolve():
+    from workers.sample.sampler import SamplerSpec
+    from workers.train.trainer import TrainSpec
+
+    with pytest.raises(ValueError, match=r"auto in \['train.micro_batch_size', 'train.zero_stage'"):
+        TrainSpec(model_path="/m", dtype="float32", lora_target_modules=["q_proj"], lr=1e-3, seed=0, max_steps=1,
+                  checkpoint_steps=[1], train=TrainConfig())
+    with pytest.raises(ValueError, match=r"auto in \['sample.engine.gpu_memory_utilization'"):
+        SamplerSpec(model_path="/m", dtype="float32", max_model_len=64, chat_template_kwargs={}, seed=0,
+                    engine=EngineConfig())
 
 
 def set_path(obj, path, value):

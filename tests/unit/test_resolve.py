@@ -97,12 +97,12 @@ def test_readme_commands_run_what_their_plan_says(name, model_dir, tmp_path):
     text = config_yaml(resolve(cfg))
     assert recorded(yaml.safe_load(text)) == plan
     spec = build_train_spec(cfg, str(model_dir), 1e-4, 0)
-    assert (spec.zero_stage, spec.micro_batch_size) == (plan["zero_stage"], plan["micro_batch_size"])
+    assert (spec.train.zero_stage, spec.train.micro_batch_size) == (plan["zero_stage"], plan["micro_batch_size"])
     place = trial_placement(resolve(cfg).train.num_workers, cfg.sweep.cpus_per_trial, cfg.cluster.gpus_per_node,
                             nodes=cfg.cluster.nodes)
     assert place.num_workers == plan["num_workers"]
     s = sampler_spec(cfg, str(model_dir))
-    assert {k: getattr(s, k) for k in ("tensor_parallel_size", "gpu_memory_utilization", "max_loras",
+    assert {k: getattr(s.engine, k) for k in ("tensor_parallel_size", "gpu_memory_utilization", "max_loras",
                                        "max_cpu_loras", "fully_sharded_loras", "max_lora_rank")} == {
         k: plan[k] for k in ("tensor_parallel_size", "gpu_memory_utilization", "max_loras", "max_cpu_loras",
                              "fully_sharded_loras", "max_lora_rank")}
@@ -243,3 +243,22 @@ def test_a_folder_written_before_resolution_still_resumes(tmp_path):
     assert check_sweep_folder(tmp_path, config_yaml(resolve(loaded)))
     with pytest.raises(ConfigError, match="already holds a different sweep"):
         check_sweep_folder(tmp_path, config_yaml(resolve(compose_config([]))))  # alpha 32: another sweep
+
+
+def test_a_command_plans_once_and_its_builders_never_again(monkeypatch):
+    """resolve_run plans once; the trainer's and the engine's specs and the sweep's checks read that Resolved."""
+    import orchestrator.plan.resolve as resolve_module
+    from orchestrator.plan.resolve import Resolved, resolve_run
+    from orchestrator.run.sweep import preflight
+
+    real, calls = resolve_module.make_plan, []
+    monkeypatch.setattr(resolve_module, "make_plan", lambda cfg: calls.append(1) or real(cfg))
+    run = resolve_run(compose_config([]))
+    assert isinstance(run, Resolved) and resolve_run(run) is run and len(calls) == 1
+    spec, engine = build_train_spec(run, "/m", 1e-3, 0), sampler_spec(run, "/m").engine
+    preflight(run)
+    assert len(calls) == 1
+    assert spec.zero_buffers == dict(run.plan.sections["trainer"]["zero_buffers"])
+    assert engine == run.config.sample.engine
+    build_train_spec(compose_config([]), "/m", 1e-3, 0)  # a Config (tests, tools): resolved there, once
+    assert len(calls) == 2

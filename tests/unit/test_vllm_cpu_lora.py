@@ -149,7 +149,7 @@ def test_the_sweep_config_chooses_the_kernel_and_refuses_unknown_ones():
     from workers.sample.config import EngineConfig
 
     assert allowed_values(next(f for f in fields(EngineConfig) if f.name == "cpu_lora_kernel")) == grouped.KERNELS
-    assert sampler_spec(compose_config([]), "/m").cpu_lora_kernel == "grouped"
-    assert sampler_spec(compose_config(["sample.engine.cpu_lora_kernel=vllm"]), "/m").cpu_lora_kernel == "vllm"
+    assert sampler_spec(compose_config([]), "/m").engine.cpu_lora_kernel == "grouped"
+    assert sampler_spec(compose_config(["sample.engine.cpu_lora_kernel=vllm"]), "/m").engine.cpu_lora_kernel == "vllm"
     with pytest.raises(ConfigError, match="cpu_lora_kernel='fast': must be one of grouped, vllm"):
         compose_config(["sample.engine.cpu_lora_kernel=fast"])

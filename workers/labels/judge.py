@@ -1,6 +1,8 @@
 """The LLM-judge grader: an OpenAI-compatible model reads each answer and says desired, attack or other.
 
     grader = build_judge_grader(setting.grader)      # through eval.graders.build_grader for kind "judge"
+
+Kind "judge" of the grader registry (eval/grader_kinds/): Config, problems and build below.
     grades = grader(responses, prompts)              # grader.last_stats: {"judge_unparseable": n, ...}
 
 The judge gets a system message fixing the answer format and, as the user turn, the setting's
@@ -17,10 +19,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers.labels.endpoint import ChatClient, cache_root
+from workers.labels.endpoint import ChatClient, EndpointConfig, cache_root
 
 VERDICTS = {"desired": "desired", "attack": "attack", "other": "other"}
 PLACEHOLDERS = ("{prompt}", "{response}", "{desired_behavior}", "{initial_behavior}")
@@ -125,3 +128,27 @@ class JudgeGrader:
 def build_judge_grader(cfg: Any, cache_dir: str | Path | None = None) -> JudgeGrader:
     """The judge for a setting's `grader:` block (kind "judge"); its cache lives under lrsweep's cache_dir."""
     return JudgeGrader(cfg, cache_dir)
+
+
+@dataclass
+class Config:
+    """The judge's fields of a setting's `grader:` block."""
+
+    judge_prompt: str = ""  # judge: template over {prompt} {response} {desired_behavior} {initial_behavior}
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # judge
+    # judge: the behaviors the judge is told about; empty = the setting's own (copied in by SettingConfig)
+    desired_behavior: str = ""
+    initial_behavior: str = ""
+
+
+def problems(cfg: Any, where: str) -> list[str]:
+    if not (cfg.judge_prompt and cfg.judge_prompt.strip()):
+        return [f"{where}.judge_prompt is empty: give the judge's instructions, a template over "
+                "{prompt} {response} {desired_behavior} {initial_behavior}"]
+    if "{response}" not in cfg.judge_prompt:
+        return [f"{where}.judge_prompt must contain the placeholder {{response}}: the judge has to see the answer"]
+    return []
+
+
+def build(cfg: Any) -> JudgeGrader:
+    return build_judge_grader(cfg)

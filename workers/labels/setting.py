@@ -5,35 +5,46 @@ fields that a field's range cannot say (orchestrator/schema.py composes it and c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields, make_dataclass
+from typing import Any, get_type_hints
 
 from omegaconf import MISSING
 
-from eval.graders import CASE_STYLES, CODE_BEHAVIORS, GRADERS, LABELS
-from eval.knobs import AT_LEAST_1, FRACTION_OPEN, FRACTION_UP_TO_1, NON_NEGATIVE, POSITIVE, knob
+from eval.grader_kinds import GRADER_KINDS, kind_module
+from eval.graders import LABELS
+from eval.knobs import AT_LEAST_1, FRACTION_OPEN, NON_NEGATIVE, knob
 from workers.errors import require, require_knobs
-from workers.labels.endpoint import EndpointConfig
 from workers.labels.prompts import template_errors
 from workers.labels.teacher import TeacherConfig
 
 
-@dataclass
-class GraderConfig:
-    """Desired / attack / other for every answer. One flat block; each kind reads its own fields."""
+def grader_block(registry: dict[str, str] | None = None) -> type:
+    """The `grader:` block's dataclass, made from the grader registry (eval/grader_kinds/): `kind`, then every kind's
+    fields (a field two kinds share, e.g. desired and attack, must be declared alike). A new kind's fields appear
+    here, with their ranges, from its module alone."""
+    registry = GRADER_KINDS if registry is None else registry
+    made: dict[str, tuple[Any, Field]] = {"kind": (str, knob(MISSING, one_of=tuple(registry)))}
+    for kind in registry:
+        config = kind_module(kind, registry).Config
+        hints = get_type_hints(config)
+        for f in fields(config):
+            spec = (hints[f.name], field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
+            if f.name in made and not _alike(made[f.name], spec):
+                raise TypeError(f"grader kind {kind!r} declares setting.grader.{f.name} unlike an earlier kind: "
+                                "shared fields need one type, default and range")
+            made.setdefault(f.name, spec)
+    block = make_dataclass("GraderConfig", [(name, hint, f) for name, (hint, f) in made.items()])
+    block.__doc__ = "Desired / attack / other for every answer: the kind, and each kind's own fields."
+    block.__module__ = __name__
+    return block
 
-    kind: str = knob(MISSING, one_of=GRADERS)  # language | keyword | case | code | judge
-    desired: str | None = None  # language: ISO 639-1 code; case: "normal" or "caps"
-    attack: str | None = None  # language: ISO 639-1 code; case: "normal" or "caps"
-    desired_keywords: list[str] = field(default_factory=list)  # keyword: any of these (whole words) = desired
-    attack_keywords: list[str] = field(default_factory=list)  # keyword: any of these = attack
-    # case: share of upper-case letters at or above which an answer is all caps
-    caps_ratio: float = knob(0.7, within=FRACTION_UP_TO_1)
-    timeout_s: float = knob(10.0, within=POSITIVE)  # code: seconds for one answer's tests in the sandbox
-    judge_prompt: str = ""  # judge: template over {prompt} {response} {desired_behavior} {initial_behavior}
-    endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # judge
-    # judge: the behaviors the judge is told about; empty = the setting's own (copied in by SettingConfig)
-    desired_behavior: str = ""
-    initial_behavior: str = ""
+
+def _alike(a: tuple[Any, Field], b: tuple[Any, Field]) -> bool:
+    return a[0] == b[0] and (a[1].default, a[1].default_factory, dict(a[1].metadata)) == (
+        b[1].default, b[1].default_factory, dict(b[1].metadata))
+
+
+GraderConfig = grader_block()
 
 
 @dataclass
@@ -90,35 +101,12 @@ class SettingConfig:
             self.grader.initial_behavior = self.initial_behavior
 
 
-def validate_grader(g: GraderConfig, where: str = "setting.grader") -> None:
-    """Per-kind checks of a grader block (eval.graders builds it); each message names the field to fix."""
+def validate_grader(g: Any, where: str = "setting.grader") -> None:
+    """A grader block: each field within its range, then its kind's own checks (eval/grader_kinds/); each message
+    names the field to fix."""
     require_knobs(g, where)
-    pairs = {"case": CASE_STYLES, "code": CODE_BEHAVIORS}
-    if g.kind == "language":
-        for name in ("desired", "attack"):
-            value = getattr(g, name)
-            require(isinstance(value, str) and len(value) == 2 and value.isalpha() and value.islower(),
-                    f"{where}.{name}={value!r}: give a two-letter ISO 639-1 language code, e.g. es or en")
-        require(g.desired != g.attack, f"{where}.desired and .attack are both {g.desired!r}: they must differ")
-    elif g.kind == "keyword":
-        for name in ("desired_keywords", "attack_keywords"):
-            words = list(getattr(g, name))
-            require(len(words) > 0 and all(isinstance(w, str) and w.strip() for w in words),
-                    f"{where}.{name}={words}: give a non-empty list of non-empty words, plural forms included, "
-                    f"e.g. [elephant, elephants]")
-        shared = {w.lower() for w in g.desired_keywords} & {w.lower() for w in g.attack_keywords}
-        require(not shared, f"{where}: {sorted(shared)} are both desired and attack keywords; remove them from one")
-    elif g.kind in pairs:
-        allowed = pairs[g.kind]
-        require(g.desired in allowed and g.attack in allowed and g.desired != g.attack,
-                f"{where}.desired={g.desired!r}, .attack={g.attack!r}: for kind {g.kind!r} they must be two "
-                f"different values of {list(allowed)}")
-    elif g.kind == "judge":
-        require(bool(g.judge_prompt and g.judge_prompt.strip()),
-                f"{where}.judge_prompt is empty: give the judge's instructions, a template over "
-                f"{{prompt}} {{response}} {{desired_behavior}} {{initial_behavior}}")
-        require("{response}" in g.judge_prompt,
-                f"{where}.judge_prompt must contain the placeholder {{response}}: the judge has to see the answer")
+    found = kind_module(g.kind).problems(g, where)
+    require(not found, "; ".join(found))
 
 
 def validate_setting(st: SettingConfig) -> None:

@@ -62,3 +62,21 @@ def validate_engine(e: EngineConfig, lora_rank: int) -> None:
     require(is_auto(e.max_lora_rank) or (e.max_lora_rank in VLLM_LORA_RANKS and e.max_lora_rank >= lora_rank),
             f"sample.engine.max_lora_rank={e.max_lora_rank}: must be auto or one of vLLM's {list(VLLM_LORA_RANKS)} "
             f">= train.lora_rank={lora_rank}")
+
+
+ENGINE_PLANNED = ("gpu_memory_utilization", "max_loras", "max_cpu_loras", "tensor_parallel_size", "fully_sharded_loras",
+                  "max_lora_rank", "moe_lora_3d", "dedicated_gpus", "sleep")  # orchestrator/plan/resolve.py fills them
+
+
+def engine_fields_left(engine: EngineConfig) -> list[str]:
+    """The planner-owned engine fields that still hold auto: an engine cannot start from those."""
+    return [f"sample.engine.{name}" for name in ENGINE_PLANNED if is_auto(getattr(engine, name))]
+
+
+def unplanned_engine(**knobs: Any) -> EngineConfig:
+    """The engine block of an engine started without a plan (tests, benches): one GPU's 90% or the CPU, one adapter
+    slot of rank 8, no sharded LoRA, no sleep mode; `knobs` change any field."""
+    planned = {"gpu_memory_utilization": 0.9, "max_loras": 1, "max_cpu_loras": 1, "tensor_parallel_size": 1,
+               "fully_sharded_loras": False, "max_lora_rank": 8, "moe_lora_3d": False, "dedicated_gpus": False,
+               "sleep": False}
+    return EngineConfig(**{**planned, **knobs})

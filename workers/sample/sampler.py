@@ -24,9 +24,10 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from workers.sample.config import EngineConfig, engine_fields_left, unplanned_engine
 from workers.sample.engine_log import route_engine_logs
 from workers.sample.vllm_cpu_lora import ENV as CPU_LORA_ENV
 from workers.sample.vllm_cpu_lora import registered as cpu_lora_registered
@@ -34,33 +35,29 @@ from workers.sample.vllm_cpu_lora import registered as cpu_lora_registered
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """What the engine needs: the base model and the serving knobs, nothing else of the config."""
+    """What the engine needs: the base model and the sample block's engine knobs (workers/sample/config.py, resolved
+    by the plan), nothing else of the config. A knob added to EngineConfig reaches the engine as
+    `spec.engine.<knob>`."""
 
     model_path: str
     dtype: str
     max_model_len: int
-    max_lora_rank: int
     chat_template_kwargs: dict
-    gpu_memory_utilization: float
-    cpu_kvcache_space_gib: int
-    max_loras: int
-    max_cpu_loras: int
-    tensor_parallel_size: int
-    enforce_eager: bool
     seed: int
-    max_num_seqs: int | None = None  # None: vLLM's default
-    cpu_lora_kernel: str = "grouped"  # CPU builds of vLLM: workers/sample/vllm_cpu_lora.py's kernels, or "vllm"'s own
-    # adapters hold PEFT's fused 3-D expert LoRA (target_parameters on mlp.experts.*): vLLM 0.32 takes them only
-    # with enable_mixed_moe_lora_format on the engine and is_3d_lora_weight on each request
-    moe_lora_3d: bool = False
-    fully_sharded_loras: bool = False  # the plan's: both LoRA factors split over the TP ranks (TP > 1)
-    # the plan's (sample.engine.sleep): vLLM sleep mode, level 1 (weights to host RAM, KV cache dropped) between
-    # batches, so trainers sharing these GPUs get the memory back; CUDA only (vLLM's CPU platform has none)
-    sleep: bool = False
+    # the engine block with the plan's numbers in place of auto; an engine started without a plan: unplanned_engine()
+    engine: EngineConfig = field(default_factory=unplanned_engine)
     # the plan placed the engine on GPUs: without CUDA it refuses to start (workers/train/cuda_check.py) instead of
-    # taking
-    # vLLM's CPU branch
+    # taking vLLM's CPU branch
     require_cuda: bool = False
+
+    def __post_init__(self) -> None:
+        if unresolved := engine_fields_left(self.engine):
+            raise ValueError(f"SamplerSpec's engine block still holds auto in {unresolved}: build it from a resolved "
+                             "config (orchestrator/run/build.py sampler_spec) or from unplanned_engine()")
+
+    def with_engine(self, **knobs: Any) -> SamplerSpec:
+        """This spec with some of its engine knobs changed."""
+        return replace(self, engine=replace(self.engine, **knobs))
 
 
 class DeterministicError(Exception):
@@ -181,11 +178,11 @@ class Sampler:
 
         require_cuda(spec.require_cuda, "the sampler")
         if not _cuda_available():
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.cpu_kvcache_space_gib))
-            if spec.cpu_lora_kernel == "grouped" and not cpu_lora_registered():
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.engine.cpu_kvcache_space_gib))
+            if spec.engine.cpu_lora_kernel == "grouped" and not cpu_lora_registered():
                 print("[sampler] lrsweep's grouped CPU LoRA kernels are not registered with vLLM, so vLLM's own ops "
                       "are used: install the package (pip install -e .) to register them", flush=True)
-        os.environ[CPU_LORA_ENV] = spec.cpu_lora_kernel  # read in vLLM's engine processes (they inherit it)
+        os.environ[CPU_LORA_ENV] = spec.engine.cpu_lora_kernel  # read in vLLM's engine processes (they inherit it)
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         route_engine_logs()  # during a sweep: vLLM's start-up messages to sweep.log, not the terminal
         self.spec = spec
@@ -198,9 +195,9 @@ class Sampler:
         self.sleeps = 0  # times the engine went to sleep (sleep mode)
         self._busy = 0  # nested _awake() blocks
         self._asleep = False
-        if spec.sleep and not _cuda_available():
-            raise ValueError("SamplerSpec.sleep=True without CUDA: vLLM's CPU platform has no sleep mode; the plan "
-                             "resolves sample.engine.sleep to false there (set it to auto)")
+        if spec.engine.sleep and not _cuda_available():
+            raise ValueError("SamplerSpec.engine.sleep=True without CUDA: vLLM's CPU platform has no sleep mode; the "
+                             "plan resolves sample.engine.sleep to false there (set it to auto)")
         self._start()
 
     def _start(self) -> None:
@@ -212,27 +209,27 @@ class Sampler:
             dtype=spec.dtype,
             max_model_len=spec.max_model_len,
             enable_lora=True,
-            max_loras=spec.max_loras,
-            max_cpu_loras=spec.max_cpu_loras,
-            max_lora_rank=spec.max_lora_rank,
-            gpu_memory_utilization=spec.gpu_memory_utilization,
-            tensor_parallel_size=spec.tensor_parallel_size,
-            fully_sharded_loras=spec.fully_sharded_loras,
-            enforce_eager=spec.enforce_eager,
+            max_loras=spec.engine.max_loras,
+            max_cpu_loras=spec.engine.max_cpu_loras,
+            max_lora_rank=spec.engine.max_lora_rank,
+            gpu_memory_utilization=spec.engine.gpu_memory_utilization,
+            tensor_parallel_size=spec.engine.tensor_parallel_size,
+            fully_sharded_loras=spec.engine.fully_sharded_loras,
+            enforce_eager=spec.engine.enforce_eager,
             seed=spec.seed,
             # a seeded request's generator is rewound when its prefill was chunked, which a CPU generator cannot
             # do (vLLM 0.32, gpu_model_runner: set_offset); unchunked prefills never are (prompts < max_model_len)
             # (vLLM's CPU budget is 4096 tokens a step; a longer max_model_len raises it so a prompt fits whole)
             **({} if _cuda_available() else {"enable_chunked_prefill": False}
                | ({"max_num_batched_tokens": spec.max_model_len} if spec.max_model_len > 4096 else {})),
-            **({"enable_mixed_moe_lora_format": True} if spec.moe_lora_3d else {}),
-            **({"max_num_seqs": spec.max_num_seqs} if spec.max_num_seqs else {}),
-            **({"enable_sleep_mode": True} if spec.sleep else {}),
+            **({"enable_mixed_moe_lora_format": True} if spec.engine.moe_lora_3d else {}),
+            **({"max_num_seqs": spec.engine.max_num_seqs} if spec.engine.max_num_seqs else {}),
+            **({"enable_sleep_mode": True} if spec.engine.sleep else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
         self._watch_stop = watch_engine(self.llm)
         self._asleep = False
-        if spec.sleep and not self._busy:  # a fresh engine holds its memory until the first batch
+        if spec.engine.sleep and not self._busy:  # a fresh engine holds its memory until the first batch
             self._sleep()
 
     def _sleep(self) -> None:
@@ -251,7 +248,7 @@ class Sampler:
             yield
         finally:
             self._busy -= 1
-            if self.spec.sleep and not self._busy and self.llm is not None and not self._asleep:
+            if self.spec.engine.sleep and not self._busy and self.llm is not None and not self._asleep:
                 self._sleep()
 
     def ready(self) -> bool:
@@ -267,7 +264,7 @@ class Sampler:
         from vllm.lora.request import LoRARequest
 
         lora_id = self._lora_ids.setdefault(adapter_dir, len(self._lora_ids) + 1)
-        return LoRARequest(f"adapter{lora_id}", lora_id, adapter_dir, is_3d_lora_weight=self.spec.moe_lora_3d)
+        return LoRARequest(f"adapter{lora_id}", lora_id, adapter_dir, is_3d_lora_weight=self.spec.engine.moe_lora_3d)
 
     def generate(
         self, adapter_dir: str | None, user_texts: list[str], max_new_tokens: int, temperature: float,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eval.knobs import AT_LEAST_1, AUTO, NON_NEGATIVE, POSITIVE, Interval, knob
+from eval.knobs import AT_LEAST_1, AUTO, NON_NEGATIVE, POSITIVE, Interval, is_auto, knob
 
 
 @dataclass
@@ -46,3 +46,20 @@ class TrainConfig:
     # trainer state (LoRA, Adam, RNG, data position) also every this many seconds, at a step boundary, so a
     # preempted trial repeats at most this much training; 0: at checkpoint steps only
     state_every_s: float = knob(600.0, within=Interval(0, note="seconds; 0: save state at checkpoints only"))
+
+
+PLANNED = ("micro_batch_size", "zero_stage", "loss_chunk_tokens", "hpz_partition_size", "collective_timeout_s",
+           "num_workers")  # the fields orchestrator/plan/resolve.py fills in
+
+
+def planned_fields_left(train: TrainConfig) -> list[str]:
+    """The planner-owned fields that still hold auto: a trainer cannot run from those."""
+    return [f"train.{name}" for name in PLANNED if is_auto(getattr(train, name))]
+
+
+def unplanned(**knobs: Any) -> TrainConfig:
+    """The train block of a trainer run without a plan (tests, benches): one worker, ZeRO-3, the whole batch in one
+    micro-batch, the loss in 4096-token chunks, no hpZ, a 30-minute collective timeout; `knobs` change any field."""
+    planned = {"micro_batch_size": knobs.get("batch_size", TrainConfig().batch_size), "zero_stage": 3,
+               "loss_chunk_tokens": 4096, "hpz_partition_size": 1, "collective_timeout_s": 1800.0, "num_workers": 1}
+    return TrainConfig(**{**planned, **knobs})

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 
-def pack_refusals(spec: Any, k: int) -> list[str]:
-    """What a pack of k > 1 cannot train (each names the fix); empty when it can."""
+def pack_refusals(train: Any, k: int) -> list[str]:
+    """What a pack of k > 1 cannot train with this train block (each names the fix); empty when it can."""
     if k <= 1:
         return []
     problems = []
     fix = "or set sweep.pack=1"
-    if spec.loss != "answer_chunks":
-        problems.append(f"packed trials need train.loss=answer_chunks (got {spec.loss}) {fix}")
-    if spec.lora_dropout:
-        problems.append(f"packed trials need train.lora_dropout=0 (got {spec.lora_dropout}) {fix}")
-    if spec.compile:
+    if train.loss != "answer_chunks":
+        problems.append(f"packed trials need train.loss=answer_chunks (got {train.loss}) {fix}")
+    if train.lora_dropout:
+        problems.append(f"packed trials need train.lora_dropout=0 (got {train.lora_dropout}) {fix}")
+    if train.compile:
         problems.append(f"packed trials do not torch.compile layers: set train.compile=false {fix}")
     return problems

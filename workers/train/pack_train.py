@@ -47,23 +47,24 @@ def build_pack_engine(specs: list[TrainSpec], world: int, log: Callable[[str], N
     from workers.train.trainer import build_base_model
 
     spec = specs[0]
-    problems = pack_refusals(spec, len(specs))
+    problems = pack_refusals(spec.train, len(specs))
     if problems:
         raise ValueError("; ".join(problems))
     ds_config = deepspeed_config(spec, world)
     model, dschf = build_base_model(spec, ds_config, log)
     route, layers = install_packed_lora(model, list(spec.lora_target_modules), [s.lora_seed for s in specs],
-                                        spec.lora_rank, spec.lora_alpha)
+                                        spec.train.lora_rank, spec.train.lora_alpha)
     if spec.lora_expert_parameters:  # after install_packed_lora, which freezes the base
         from workers.train.packed_experts import install_packed_experts
 
         layers += install_packed_experts(model, list(spec.lora_expert_parameters), [s.lora_seed for s in specs],
-                                         spec.lora_rank, spec.lora_alpha, route)
+                                         spec.train.lora_rank, spec.train.lora_alpha, route)
     model._lrsweep_hf_ds_config = dschf
-    install_packed_loss(model, route, spec.loss_chunk_tokens)
+    install_packed_loss(model, route, spec.train.loss_chunk_tokens)
     groups = [{"params": [p for layer in layers for p in layer.slot_params(slot)], "lr": s.lr}
               for slot, s in enumerate(specs)]
-    optimizer = torch.optim.Adam(groups, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
+    t = spec.train
+    optimizer = torch.optim.Adam(groups, lr=spec.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
     return engine, route, layers
 
@@ -88,7 +89,7 @@ def packed_train_step(engine: Any, route: Any, spec: TrainSpec, batches: dict[in
     for k in range(accum):
         rows = [e for s in slots for e in parts[s][rank][k]]
         inputs = {key: t.to(engine.device) for key, t in collate(rows, pad_id).items()}
-        num_chunks = max(loss_chunks(sum(answer_tokens(parts[s][r][k]) for s in slots), spec.loss_chunk_tokens)
+        num_chunks = max(loss_chunks(sum(answer_tokens(parts[s][r][k]) for s in slots), spec.train.loss_chunk_tokens)
                          for r in range(world))
         loss = engine(**inputs, num_items=num_items, num_chunks=num_chunks)
         engine.backward(loss)
@@ -109,8 +110,8 @@ def save_member_adapter(layers: list, spec: TrainSpec, slot: int, out_dir: Path)
 
     state = slot_state(layers, slot, spec.dtype)
     if rank_and_world()[0] == 0:
-        write_peft_adapter(state, out_dir, spec.model_path, list(spec.lora_target_modules), spec.lora_rank,
-                           spec.lora_alpha, list(spec.lora_expert_parameters))
+        write_peft_adapter(state, out_dir, spec.model_path, list(spec.lora_target_modules), spec.train.lora_rank,
+                           spec.train.lora_alpha, list(spec.lora_expert_parameters))
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     return out_dir
@@ -141,14 +142,14 @@ def train_pack(specs: list[TrainSpec], examples: list[dict[str, str]], out_dirs:
     clock = timings if timings is not None else {}
     for key in ("setup_s", "train_steps_s", "checkpoint_save_s", "hook_s", "poll_s"):
         clock.setdefault(key, 0.0)
-    schedule = StateSchedule(spec.state_every_s, spec.save_request_file)
-    device, owned = init_distributed(spec.dist_backend, spec.require_cuda, spec.collective_timeout_s)
+    schedule = StateSchedule(spec.train.state_every_s, spec.save_request_file)
+    device, owned = init_distributed(spec.train.dist_backend, spec.require_cuda, spec.train.collective_timeout_s)
     rank, world = rank_and_world()
     log = log if rank == 0 else _quiet
     from transformers import AutoTokenizer
 
     if device == "cpu":
-        torch.set_num_threads(spec.torch_threads)
+        torch.set_num_threads(spec.train.torch_threads)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     engine, route, layers = build_pack_engine(specs, world, log)
     # rank 0's view of who is finished (other ranks of a multi-worker pack pass none)
@@ -243,7 +244,7 @@ class _PackLoop:
         from workers.train.batching import batch_indices
 
         spec = self.specs[0]
-        streams = [batch_indices(len(encoded), spec.batch_size, s.seed, start_step=start) for s in self.specs]
+        streams = [batch_indices(len(encoded), spec.train.batch_size, s.seed, start_step=start) for s in self.specs]
         started = time.time()
         self.schedule.saved()
         self.engine.train()

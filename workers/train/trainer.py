@@ -14,19 +14,21 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from eval.heartbeat import write_heartbeat
 from eval.runfiles import step_name
+from workers.train.config import TrainConfig, planned_fields_left, unplanned
 from workers.train.data_parallel import data_parallel_shape
 from workers.train.state import StateSchedule, load_state, read_resume_point, save_state
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """One trial's training: the narrow config a trainer needs."""
+    """One trial's training: its train block (workers/train/config.py, resolved by the plan) and what the trial, the
+    model and the plan add to it. A knob added to TrainConfig reaches the trainer as `spec.train.<knob>`."""
 
     model_path: str
     dtype: str
@@ -35,35 +37,16 @@ class TrainSpec:
     seed: int  # the data seed: the order of the batches (workers/train/batching.py)
     max_steps: int
     checkpoint_steps: list[int]
-    batch_size: int = 32
-    micro_batch_size: int = 32
-    optimizer: str = "adam"
-    lr_schedule: str = "constant"
-    lora_rank: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    zero_stage: int = 3
-    dist_backend: str = "auto"
-    torch_threads: int = 1
+    # the train block with the plan's numbers in place of auto; a run without a plan (tests, benches): unplanned()
+    train: TrainConfig = field(default_factory=unplanned)
     max_seq_len: int = 256
     chat_template_kwargs: dict = field(default_factory=dict)
     # LoRA on the MoE experts' 3-D weights (PEFT target_parameters); empty: attention (target_modules) only
     lora_expert_parameters: list[str] = field(default_factory=list)
     gradient_checkpointing: bool = False
     init_adapter: str | None = None  # continue training this LoRA adapter (recovery) instead of a fresh one
-    # answer_chunks: loss on answer tokens only, LM head in chunks (workers/train/loss.py); hf: the model's own loss
-    # (logits at every position, a mean per micro-batch), kept as the benchmark's baseline
-    loss: str = "answer_chunks"
-    loss_chunk_tokens: int = 4096
-    # ZeRO++ hpZ (the plan's): ZeRO-3 keeps a second copy of the weights sharded over this many consecutive ranks
-    # (one node), so the frozen base's all-gathers after the first step stay in the node; 1: off
-    hpz_partition_size: int = 1
-    compile: bool = False  # torch.compile each decoder layer (ZeRO stages 0-2)
-    # trainer state also every state_every_s seconds (0: at checkpoints only) and when save_request_file changes
-    # (the sweep folder's SAVE_REQUEST, touched by the Slurm job on its warning signal; "": not watched)
-    state_every_s: float = 600.0
+    # trainer state is also saved when save_request_file changes (the sweep folder's SAVE_REQUEST, touched by the
+    # Slurm job on its warning signal; "": not watched)
     save_request_file: str = ""
     # the sampler shares the trainers' GPUs (vLLM sleep mode, the plan's): at each checkpoint every rank hands its
     # cached GPU memory back (torch.cuda.empty_cache) before the sampler wakes, and the trial waits for the samples
@@ -73,13 +56,25 @@ class TrainSpec:
     # the plan placed the trainer on GPUs: without CUDA it refuses to start (workers/train/cuda_check.py) instead of
     # falling back to gloo on CPU
     require_cuda: bool = False
-    # the process group's collective timeout (the plan's: its longest checkpoint wait with a margin); rank 0's waits
-    # for samples give up before it (wait_limit_s), with an error that names the knob
-    collective_timeout_s: float = 1800.0
     # the plan's DeepSpeed buffer sizes (orchestrator/plan/model.py zero_buffers: gradient bucket, live and prefetched
     # ZeRO-3 parameters, persisted small parameters), set explicitly so DeepSpeed's larger defaults never apply;
     # empty: DeepSpeed's defaults (a trainer run without a plan)
     zero_buffers: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if unresolved := planned_fields_left(self.train):
+            raise ValueError(f"TrainSpec's train block still holds auto in {unresolved}: build it from a resolved "
+                             "config (orchestrator/run/build.py build_train_spec) or from unplanned()")
+
+    def with_train(self, **knobs: Any) -> TrainSpec:
+        """This spec with some of its train block's knobs changed."""
+        return replace(self, train=replace(self.train, **knobs))
+
+    def record(self) -> dict[str, Any]:
+        """The trial's config.json "train" block: the train knobs and the rest of the spec in one flat dict (the model
+        path, LR and seed are recorded beside it)."""
+        own = {k: v for k, v in asdict(self).items() if k not in ("train", "model_path", "lr", "seed")}
+        return {**asdict(self.train), **own}
 
     @property
     def lora_seed(self) -> int:
@@ -168,18 +163,18 @@ def mean_over_ranks(value: float, device: Any) -> float:
 
 
 def deepspeed_config(spec: TrainSpec, world_size: int | None = None) -> dict[str, Any]:
-    """DeepSpeed's config: spec.batch_size sequences per step over the data-parallel ranks."""
+    """DeepSpeed's config: spec.train.batch_size sequences per step over the data-parallel ranks."""
     world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
-    micro, accum = data_parallel_shape(spec.batch_size, spec.micro_batch_size, world)
-    zero: dict[str, Any] = {"stage": spec.zero_stage, **spec.zero_buffers}
-    if spec.zero_stage == 3:
+    micro, accum = data_parallel_shape(spec.train.batch_size, spec.train.micro_batch_size, world)
+    zero: dict[str, Any] = {"stage": spec.train.zero_stage, **spec.zero_buffers}
+    if spec.train.zero_stage == 3:
         # adapters are saved from gathered LoRA tensors (save_adapter); a consolidated 16-bit copy of the
         # frozen base on rank 0 is never wanted (470 GB for Qwen3-235B)
         zero["stage3_gather_16bit_weights_on_model_save"] = False
-        if spec.hpz_partition_size > 1:  # exact weights: no zero_quantized_weights / _gradients with it
-            zero["zero_hpz_partition_size"] = spec.hpz_partition_size
+        if spec.train.hpz_partition_size > 1:  # exact weights: no zero_quantized_weights / _gradients with it
+            zero["zero_hpz_partition_size"] = spec.train.hpz_partition_size
     return {
-        "train_batch_size": spec.batch_size,
+        "train_batch_size": spec.train.batch_size,
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accum,
         "zero_optimization": zero,
@@ -231,12 +226,12 @@ def build_base_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[
 
     dschf = None
     dtype = getattr(torch, spec.dtype)
-    if spec.zero_stage == 3:
+    if spec.train.zero_stage == 3:
         from transformers.integrations import HfDeepSpeedConfig
 
         from workers.train.load import load_zero3
 
-        check_hpz_groups(spec.hpz_partition_size)
+        check_hpz_groups(spec.train.hpz_partition_size)
         dschf = HfDeepSpeedConfig(ds_config)
         # not from_pretrained: under ZeRO-3 it merges all shards and fuses the experts on every rank (host OOM)
         model = load_zero3(spec.model_path, dtype, ds_config, log)
@@ -245,7 +240,7 @@ def build_base_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[
     if spec.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     blocks = moe_block_classes(model)
-    if blocks and spec.zero_stage == 3:
+    if blocks and spec.train.zero_stage == 3:
         from deepspeed.utils import set_z3_leaf_modules
 
         leaves = set_z3_leaf_modules(model, blocks)
@@ -266,7 +261,7 @@ def build_model(spec: TrainSpec, ds_config: dict[str, Any], log: Callable[[str],
 
     model, dschf = build_base_model(spec, ds_config, log)
     config = LoraConfig(
-        r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+        r=spec.train.lora_rank, lora_alpha=spec.train.lora_alpha, lora_dropout=spec.train.lora_dropout,
         target_modules=list(spec.lora_target_modules), task_type="CAUSAL_LM",
         target_parameters=list(spec.lora_expert_parameters) or None,
     )
@@ -290,15 +285,16 @@ def build_engine(spec: TrainSpec, world: int, log: Callable[[str], None] = print
 
     ds_config = deepspeed_config(spec, world)
     model = build_model(spec, ds_config, log)
-    if spec.loss == "answer_chunks":
-        install_answer_loss(model, spec.loss_chunk_tokens)
-    if spec.compile:
+    if spec.train.loss == "answer_chunks":
+        install_answer_loss(model, spec.train.loss_chunk_tokens)
+    if spec.train.compile:
         layers = model.get_base_model().get_decoder().layers
         for layer in layers:
             layer.compile()
         log(f"[train] torch.compile: {len(layers)} decoder layers")
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
+    t = spec.train
+    optimizer = torch.optim.Adam(params, lr=spec.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
     return engine
 
@@ -327,14 +323,14 @@ def train_step(engine: Any, spec: TrainSpec, batch: list[dict[str, list[int]]], 
 
     rank, world = rank_and_world()
     micro, accum = engine.train_micro_batch_size_per_gpu(), engine.gradient_accumulation_steps()
-    chunked = spec.loss == "answer_chunks"
+    chunked = spec.train.loss == "answer_chunks"
     parts = micro_batches_by_rank(batch, world, micro, accum, by_length=chunked)
     num_items = answer_tokens(batch) / (accum * world)
     step_loss = 0.0
     for k in range(accum):
         inputs = {key: t.to(engine.device) for key, t in collate(parts[rank][k], pad_id).items()}
         if chunked:
-            num_chunks = max(loss_chunks(answer_tokens(mine[k]), spec.loss_chunk_tokens) for mine in parts)
+            num_chunks = max(loss_chunks(answer_tokens(mine[k]), spec.train.loss_chunk_tokens) for mine in parts)
             loss = engine(**inputs, num_items=num_items, num_chunks=num_chunks)
         else:
             loss = engine(**inputs).loss
@@ -394,11 +390,11 @@ def release_gpu_cache(spec: TrainSpec) -> None:
 def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_checkpoint: CheckpointHook,
           log: Callable[[str], None] = print, should_stop: Callable[[int], bool] | None = None,
           timings: dict[str, float] | None = None, after_checkpoint: Callable[[int], None] | None = None) -> int:
-    """SFT on (prompt, completion) examples for spec.max_steps steps of spec.batch_size examples.
+    """SFT on (prompt, completion) examples for spec.max_steps steps of spec.train.batch_size examples.
 
     Resumes from out_dir/state when a previous attempt saved one (returns the step it resumed from);
     at every checkpoint step: adapter, then `on_checkpoint`, then trainer state. Between checkpoints the state
-    is also saved every spec.state_every_s seconds and on a save request (StateSchedule), with the losses
+    is also saved every spec.train.state_every_s seconds and on a save request (StateSchedule), with the losses
     `on_checkpoint` has not received yet, so a resume repeats at most that interval and the hook still gets
     every step's loss once. `after_checkpoint(step)` runs on rank 0 after `on_checkpoint` (a sampler sharing the
     GPUs: wait for its samples; the other ranks wait at the next collective). `should_stop(step)` is asked after
@@ -416,8 +412,8 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
     for key in ("setup_s", "train_steps_s", "checkpoint_save_s", "hook_s", "poll_s"):
         clock.setdefault(key, 0.0)
 
-    schedule = StateSchedule(spec.state_every_s, spec.save_request_file)  # a request from now on is new
-    device, owned = init_distributed(spec.dist_backend, spec.require_cuda, spec.collective_timeout_s)
+    schedule = StateSchedule(spec.train.state_every_s, spec.save_request_file)  # a request from now on is new
+    device, owned = init_distributed(spec.train.dist_backend, spec.require_cuda, spec.train.collective_timeout_s)
     rank, world = rank_and_world()
     if rank != 0:
         log = _quiet
@@ -426,7 +422,7 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
     from workers.train.batching import batch_indices
 
     if device == "cpu":
-        torch.set_num_threads(spec.torch_threads)
+        torch.set_num_threads(spec.train.torch_threads)
     torch.manual_seed(spec.lora_seed)  # the init seed; the data order below takes the data seed
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     engine = build_engine(spec, world, log)
@@ -460,7 +456,7 @@ def train(spec: TrainSpec, examples: list[dict[str, str]], out_dir: Path, on_che
             log(f"[train] lr={spec.lr:g} resuming from step {start}")
         elif 0 in checkpoints:
             checkpoint(0, {"train_loss": None})
-        batches = batch_indices(len(encoded), spec.batch_size, spec.seed, start_step=start)
+        batches = batch_indices(len(encoded), spec.train.batch_size, spec.seed, start_step=start)
         started = time.time()
         schedule.saved()  # the interval counts training time, not the set-up
         engine.train()
