@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.run.labels import log, make_labels
+from orchestrator.console.sweep_log import say as log
+from orchestrator.run.labels import make_labels
 
 
 def split_args(argv: list[str]) -> tuple[list[str], Path | None]:

@@ -30,14 +30,11 @@ from typing import Any
 
 from eval.capability.scoring import default_recovery_checkpoint, relative_degradation
 from eval.runfiles import SweepDir, load_trials, write_json, write_jsonl
+from orchestrator.console.sweep_log import say as log  # the terminal, and during a sweep sweep.log
 from orchestrator.plan.resolve import resolve_run
 from orchestrator.run.build import build_train_spec, resolve_model, sampler_spec
 from orchestrator.run.sampler_session import ray_cluster, sampler_actors
 from orchestrator.schema import Config, ConfigError
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator.budget import trial_fields
 from orchestrator.config import settings_for_toy
+from orchestrator.console.sweep_log import say as log  # the terminal, and during a sweep sweep.log
 from orchestrator.plan.planner import Plan, make_plan
 from orchestrator.plan.resolve import Resolved, resolve_run
 from orchestrator.run.sampler_session import local_sampler
@@ -24,12 +25,6 @@ from workers.capability import resolve as resolve_benchmarks
 from workers.models.probe import measure
 from workers.sample.sampler import SamplerSpec
 from workers.train.trainer import TrainSpec
-
-
-def log(msg: str) -> None:
-    from orchestrator.console.sweep_log import say
-
-    say(msg)  # the terminal, and during a sweep its sweep.log
 
 
 def resolve_base_model(cfg: Config) -> str:

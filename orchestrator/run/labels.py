@@ -8,16 +8,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from orchestrator.console.sweep_log import say as log  # the terminal, and during a sweep sweep.log
 from orchestrator.run.build import resolve_model, sampler_spec
 from orchestrator.run.sampler_session import local_sampler
 from orchestrator.schema import Config, ConfigError
 from workers.labels.endpoint import ChatClient, EndpointError, cache_root
 from workers.labels.prompts import DataError
 from workers.labels.teacher import OnPolicy, ensure_labels, label_store, labels_key, labels_ready, read_label_file
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def onpolicy_identity(cfg: Config) -> dict[str, Any]:

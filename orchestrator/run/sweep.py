@@ -363,13 +363,12 @@ def _start_sweep_sampler(run: Resolved, start: Any, name: str, model_path: str, 
 
 def _run_trials(run: Resolved, sweep_dir: Path, sweep_id: str, packs: list[list[tuple[float, int]]],
                 started: float, stop: StopOnSignal) -> list[Any]:
-    """Ray Tune over the pending packs of trials (one Tune trial each), with one vLLM engine for all of them;
-    returns failed results. A signal (`stop`) ends the experiment through a Tune Stopper, not Tune's own handler."""
+    """Ray Tune over the pending packs (a Tune trial each), one vLLM engine for all; returns failed results. A
+    signal (`stop`) ends it through a Tune Stopper, not Tune's own handler."""
     import ray
     from ray import tune
 
     from orchestrator.console.progress import ProgressTable
-
     cfg = run.config
     placement = trial_placement(cfg.train.num_workers, cfg.sweep.cpus_per_trial, cfg.cluster.gpus_per_node,
                                 cfg.train.dist_backend, cfg.cluster.nodes)
