@@ -249,7 +249,7 @@ def config_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(replace(cfg, resume=None)))
 
 
-def preflight(run: Config | Resolved) -> str:
+def check_before_compute(run: Config | Resolved) -> str:
     """Every check that reads data or the environment, before the sweep folder gets a file or compute starts:
     the W&B mode (online without a key is refused), the question bank and the prompts built from it.
     Returns the resolved W&B mode. Raises ConfigError or DataError naming the problem and the fix."""
@@ -275,7 +275,7 @@ def _run_sweep(cfg: Config, sweep_dir: Path) -> list[dict[str, Any]]:
     sweep_id = f"{cfg.setting.name}-{sweep_dir.name}"
     run = resolve_run(cfg)  # the plan, once: its numbers in place of `auto`; config.yaml records what runs
     cfg = run.config
-    wandb_mode = preflight(run)
+    wandb_mode = check_before_compute(run)
     text = config_yaml(cfg)
     resuming = check_sweep_folder(sweep_dir, text)
     todo = pending_trials(cfg, sweep_dir)

@@ -39,16 +39,17 @@ def test_a_routed_head_gives_each_row_its_own_slots_update_and_every_slot_a_grad
 ])
 def test_a_pack_refuses_what_it_cannot_train_before_compute(override, message):
     from orchestrator.config import compose_config
-    from orchestrator.run.sweep import preflight
+    from orchestrator.run.sweep import check_before_compute
     from orchestrator.schema import ConfigError
 
     with pytest.raises(ConfigError, match=f"sweep.pack=2: .*{message}.*or set sweep.pack=1"):
-        preflight(compose_config(["sweep.lrs=[1e-3,3e-3]", "sweep.pack=2", override]))
-    preflight(compose_config(["sweep.lrs=[1e-3,3e-3]", "sweep.pack=1", override]))  # alone: fine
+        check_before_compute(compose_config(["sweep.lrs=[1e-3,3e-3]", "sweep.pack=2", override]))
+    check_before_compute(compose_config(["sweep.lrs=[1e-3,3e-3]", "sweep.pack=1", override]))  # alone: fine
 
 
 def test_a_pack_takes_lora_on_lm_head():
     from orchestrator.config import compose_config
-    from orchestrator.run.sweep import preflight
+    from orchestrator.run.sweep import check_before_compute
 
-    preflight(compose_config(["sweep.lrs=[1e-3,3e-3]", "sweep.pack=2", "model.lora_target_modules=[q_proj,lm_head]"]))
+    check_before_compute(compose_config(["sweep.lrs=[1e-3,3e-3]", "sweep.pack=2",
+                                         "model.lora_target_modules=[q_proj,lm_head]"]))

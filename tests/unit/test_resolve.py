@@ -249,14 +249,14 @@ def test_a_command_plans_once_and_its_builders_never_again(monkeypatch):
     """resolve_run plans once; the trainer's and the engine's specs and the sweep's checks read that Resolved."""
     import orchestrator.plan.resolve as resolve_module
     from orchestrator.plan.resolve import Resolved, resolve_run
-    from orchestrator.run.sweep import preflight
+    from orchestrator.run.sweep import check_before_compute
 
     real, calls = resolve_module.make_plan, []
     monkeypatch.setattr(resolve_module, "make_plan", lambda cfg: calls.append(1) or real(cfg))
     run = resolve_run(compose_config([]))
     assert isinstance(run, Resolved) and resolve_run(run) is run and len(calls) == 1
     spec, engine = build_train_spec(run, "/m", 1e-3, 0), sampler_spec(run, "/m").engine
-    preflight(run)
+    check_before_compute(run)
     assert len(calls) == 1
     assert spec.zero_buffers == dict(run.plan.sections["trainer"]["zero_buffers"])
     assert engine == run.config.sample.engine
