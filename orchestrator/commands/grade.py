@@ -5,7 +5,7 @@
 Each input row needs `split` (eval or train), `prompt` and `response` (a sweep's samples/step_*.jsonl is such a
 file); `question_id` lets graders that read the question's bank row (the code grader) find it. Each row is written
 back with its `grade` (a grade it had already is kept as `grade_before`), and the rates per split are printed.
-Grader overrides work as in a sweep, e.g. setting.grader.min_share=0.8.
+Grader overrides work as in a sweep, e.g. setting.grader.caps_ratio=0.8.
 """
 
 from __future__ import annotations

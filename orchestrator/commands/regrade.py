@@ -1,6 +1,6 @@
 """Regrade a finished sweep with its setting's current grader: no sampling, no GPU.
 
-    python -m orchestrator regrade SWEEP_DIR [overrides, e.g. setting.grader.min_share=0.8 or setting=other]
+    python -m orchestrator regrade SWEEP_DIR [overrides, e.g. setting.grader.caps_ratio=0.8 or setting=other]
 
 Every trials/*/samples/step_*.jsonl is graded again (the sweep's grade kept as `grade_before`), the eval rows of
 metrics.jsonl get the new rates (the old ones kept as `<field>_before`), then summary.json, curves.csv, the plot

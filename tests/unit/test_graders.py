@@ -8,6 +8,7 @@ the bar stated in BARS.
 
 import dataclasses
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -265,3 +266,13 @@ def test_a_new_grader_kind_is_one_module_and_one_registry_line(tmp_path, monkeyp
     with pytest.raises(ConfigError, match="must be one of language, keyword, case, code, judge, length"):
         validate_grader(block(kind="lenght"))
     assert "max_words" not in {f.name for f in dataclasses.fields(GraderConfig)}  # the shipped block is untouched
+
+
+def test_every_grader_override_the_docs_show_is_a_field():
+    """The grade and regrade commands' help and docs showed `setting.grader.min_share=0.8`, a field that does not
+    exist (Hydra refuses it): each `setting.grader.<field>=` they show must be a field of the grader block."""
+    root = Path(__file__).resolve().parents[2]
+    texts = [root / "orchestrator" / "commands" / "grade.py", root / "orchestrator" / "commands" / "regrade.py",
+             root / "docs" / "grading_commands.md", root / "README.md"]
+    shown = {m for path in texts for m in re.findall(r"setting\.grader\.(\w+)=", path.read_text())}
+    assert shown and shown <= {f.name for f in dataclasses.fields(GraderConfig)}, shown
