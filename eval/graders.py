@@ -19,6 +19,7 @@ named in the registry there. The kinds:
 - judge: an LLM judge over HTTP, workers/labels/judge.py (imported by name only when asked for, so eval/ stays
   pure).
 """
+
 from __future__ import annotations
 
 import re

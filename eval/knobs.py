@@ -33,6 +33,15 @@ def is_auto(value: Any) -> bool:
     return isinstance(value, str) and value == AUTO
 
 
+def require_planned(block: Any, where: str, fix: str) -> None:
+    """Refuse a config block whose planner-owned fields (typed Any because they may hold AUTO; a string field such
+    as train.dist_backend=auto is a value of its own) still hold AUTO: a worker cannot run from those. Names them as
+    the command line spells them (`where` is the block's prefix), and the fix."""
+    left = [f"{where}.{f.name}" for f in fields(block) if f.type in ("Any", Any) and is_auto(getattr(block, f.name))]
+    if left:
+        raise ValueError(f"{where} still holds auto in {left}: {fix}")
+
+
 @dataclass(frozen=True)
 class Interval:
     """lo <= x <= hi, with either end open or absent (None)."""

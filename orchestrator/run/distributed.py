@@ -37,7 +37,7 @@ def run_distributed_pack(ctx: TrialContext, members: list[tuple[float, int]], re
         scaling_config=ray.train.ScalingConfig(
             num_workers=p.num_workers, use_gpu=p.gpus_per_worker > 0, resources_per_worker=dict(p.worker_resources),
             placement_strategy=p.strategy),
-        torch_config=TorchConfig(backend=p.backend, timeout_s=int(ctx.train.train.collective_timeout_s)),
+        torch_config=TorchConfig(backend=p.backend, timeout_s=int(ctx.train_spec.train.collective_timeout_s)),
         run_config=ray.train.RunConfig(
             name=f"{run_name}_{time.strftime('%Y%m%d_%H%M%S')}",
             storage_path=str(Path(ctx.sweep_dir) / "tune" / "train"),  # the sweep's (shared) storage

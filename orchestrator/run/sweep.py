@@ -363,12 +363,12 @@ def _start_sweep_sampler(run: Resolved, start: Any, name: str, model_path: str, 
 
 def _run_trials(run: Resolved, sweep_dir: Path, sweep_id: str, packs: list[list[tuple[float, int]]],
                 started: float, stop: StopOnSignal) -> list[Any]:
-    """Ray Tune over the pending packs (a Tune trial each), one vLLM engine for all; returns failed results. A
-    signal (`stop`) ends it through a Tune Stopper, not Tune's own handler."""
+    """Ray Tune over the pending packs with one vLLM engine; the failed results. A signal stops it by a Tune Stopper."""
     import ray
     from ray import tune
 
     from orchestrator.console.progress import ProgressTable
+
     cfg = run.config
     placement = trial_placement(cfg.train.num_workers, cfg.sweep.cpus_per_trial, cfg.cluster.gpus_per_node,
                                 cfg.train.dist_backend, cfg.cluster.nodes)
@@ -388,7 +388,7 @@ def _run_trials(run: Resolved, sweep_dir: Path, sweep_id: str, packs: list[list[
                 cfg, lambda *args: ray.get(sampler.generate.remote(*args))))
         ctx = TrialContext(
             sweep_dir=str(sweep_dir), sweep_id=sweep_id, sampler_name=sampler_name, setting=cfg.setting,
-            model_name=cfg.model.name, train=train_spec, labels_path=str(labels),
+            model_name=cfg.model.name, train_spec=train_spec, labels_path=str(labels),
             sample=cfg.sample, tracker=cfg.tracker, threshold=cfg.sweep.threshold, early_stop=cfg.sweep.early_stop,
             placement=placement, organism_min_train_desired=cfg.sweep.organism_min_train_desired,
             collapse_other_rate=cfg.sweep.collapse_other_rate, keep_adapters=cfg.sweep.keep_adapters, sweep=cfg.sweep,

@@ -35,7 +35,7 @@ class TrialContext:
     sampler_name: str
     setting: Any  # SettingConfig
     model_name: str
-    train: TrainSpec  # lr and seed are filled per trial
+    train_spec: TrainSpec  # lr and seed are filled per trial
     labels_path: str
     sample: Any  # SampleConfig
     tracker: Any  # TrackerConfig
@@ -56,7 +56,7 @@ def trial_spec(ctx: TrialContext, lr: float, seed: int) -> TrainSpec:
     from workers.train.state import SAVE_REQUEST
 
     own = trial_fields(ctx.sweep, lr, seed) if ctx.sweep is not None else {"lr": lr, "seed": seed}
-    return replace(ctx.train, **own, save_request_file=str(Path(ctx.sweep_dir) / SAVE_REQUEST))
+    return replace(ctx.train_spec, **own, save_request_file=str(Path(ctx.sweep_dir) / SAVE_REQUEST))
 
 
 def eval_prompts(setting: Any, sample: Any) -> tuple[list[Prompt], list[Prompt]]:

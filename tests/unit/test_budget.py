@@ -246,7 +246,7 @@ def test_a_trials_config_json_records_its_own_budget_and_which_seed_varied(tmp_p
     cfg = compose_config(["sweep.lr_steps_budget=0.032", "sweep.max_steps=256", "sweep.checkpoints_per_octave=2",
                           "sweep.seeds=[0,1]"])
     ctx = TrialContext(sweep_dir=str(tmp_path), sweep_id="s", sampler_name="x", setting=cfg.setting, model_name="toy",
-                       train=build_train_spec(cfg, "/m", 0.0, 0), labels_path="", sample=cfg.sample,
+                       train_spec=build_train_spec(cfg, "/m", 0.0, 0), labels_path="", sample=cfg.sample,
                        tracker=cfg.tracker, threshold=0.5, sweep=cfg.sweep)
     info = Trial(ctx, 1e-3, 1, report=None).info()
     assert (info["max_steps"], info["checkpoint_steps"]) == (32, checkpoint_steps(32, 2))

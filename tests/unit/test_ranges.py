@@ -292,7 +292,7 @@ def test_a_new_knob_reaches_its_worker_without_a_copy():
     spec = build_train_spec(cfg, "/models/m", 1e-3, 0)
     assert spec.train.warmup_steps == 7 and spec.record()["warmup_steps"] == 7  # trainer, config.json
     # the sweep's per-trial path: trial_spec gives each trial its copy of the sweep's spec
-    ctx = types.SimpleNamespace(train=spec, sweep=cfg.sweep, sweep_dir="/sweeps/s")
+    ctx = types.SimpleNamespace(train_spec=spec, sweep=cfg.sweep, sweep_dir="/sweeps/s")
     assert trial_spec(ctx, 3e-3, 1).train.warmup_steps == 7
     assert sampler_spec(cfg, "/models/m").engine.prefix_cache_gib == 0.5
     bad = dataclasses.replace(cfg, train=dataclasses.replace(train, warmup_steps=-1),

@@ -1,9 +1,9 @@
 """The LLM-judge grader: an OpenAI-compatible model reads each answer and says desired, attack or other.
 
     grader = build_judge_grader(setting.grader)      # through eval.graders.build_grader for kind "judge"
-
-Kind "judge" of the grader registry (eval/grader_kinds/): Config, problems and build below.
     grades = grader(responses, prompts)              # grader.last_stats: {"judge_unparseable": n, ...}
+
+Kind "judge" of the grader registry (eval/grader_kinds/): Config, problems and build at the end of this module.
 
 The judge gets a system message fixing the answer format and, as the user turn, the setting's
 `judge_prompt` (or DEFAULT_JUDGE_PROMPT) with {prompt} {response} {desired_behavior} {initial_behavior}

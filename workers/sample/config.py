@@ -64,15 +64,6 @@ def validate_engine(e: EngineConfig, lora_rank: int) -> None:
             f">= train.lora_rank={lora_rank}")
 
 
-ENGINE_PLANNED = ("gpu_memory_utilization", "max_loras", "max_cpu_loras", "tensor_parallel_size", "fully_sharded_loras",
-                  "max_lora_rank", "moe_lora_3d", "dedicated_gpus", "sleep")  # orchestrator/plan/resolve.py fills them
-
-
-def engine_fields_left(engine: EngineConfig) -> list[str]:
-    """The planner-owned engine fields that still hold auto: an engine cannot start from those."""
-    return [f"sample.engine.{name}" for name in ENGINE_PLANNED if is_auto(getattr(engine, name))]
-
-
 def unplanned_engine(**knobs: Any) -> EngineConfig:
     """The engine block of an engine started without a plan (tests, benches): one GPU's 90% or the CPU, one adapter
     slot of rank 8, no sharded LoRA, no sleep mode; `knobs` change any field."""

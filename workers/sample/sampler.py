@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from workers.sample.config import EngineConfig, engine_fields_left, unplanned_engine
+from eval.knobs import require_planned
+from workers.sample.config import EngineConfig, unplanned_engine
 from workers.sample.engine_log import route_engine_logs
 from workers.sample.vllm_cpu_lora import ENV as CPU_LORA_ENV
 from workers.sample.vllm_cpu_lora import registered as cpu_lora_registered
@@ -51,9 +52,8 @@ class SamplerSpec:
     require_cuda: bool = False
 
     def __post_init__(self) -> None:
-        if unresolved := engine_fields_left(self.engine):
-            raise ValueError(f"SamplerSpec's engine block still holds auto in {unresolved}: build it from a resolved "
-                             "config (orchestrator/run/build.py sampler_spec) or from unplanned_engine()")
+        require_planned(self.engine, "sample.engine", "build the spec from a resolved config "
+                        "(orchestrator/run/build.py sampler_spec) or from unplanned_engine()")
 
     def with_engine(self, **knobs: Any) -> SamplerSpec:
         """This spec with some of its engine knobs changed."""

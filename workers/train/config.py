@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eval.knobs import AT_LEAST_1, AUTO, NON_NEGATIVE, POSITIVE, Interval, is_auto, knob
+from eval.knobs import AT_LEAST_1, AUTO, NON_NEGATIVE, POSITIVE, Interval, knob
 
 
 @dataclass
@@ -46,15 +46,6 @@ class TrainConfig:
     # trainer state (LoRA, Adam, RNG, data position) also every this many seconds, at a step boundary, so a
     # preempted trial repeats at most this much training; 0: at checkpoint steps only
     state_every_s: float = knob(600.0, within=Interval(0, note="seconds; 0: save state at checkpoints only"))
-
-
-PLANNED = ("micro_batch_size", "zero_stage", "loss_chunk_tokens", "hpz_partition_size", "collective_timeout_s",
-           "num_workers")  # the fields orchestrator/plan/resolve.py fills in
-
-
-def planned_fields_left(train: TrainConfig) -> list[str]:
-    """The planner-owned fields that still hold auto: a trainer cannot run from those."""
-    return [f"train.{name}" for name in PLANNED if is_auto(getattr(train, name))]
 
 
 def unplanned(**knobs: Any) -> TrainConfig:

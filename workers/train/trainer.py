@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from eval.heartbeat import write_heartbeat
+from eval.knobs import require_planned
 from eval.runfiles import step_name
-from workers.train.config import TrainConfig, planned_fields_left, unplanned
+from workers.train.config import TrainConfig, unplanned
 from workers.train.data_parallel import data_parallel_shape
 from workers.train.state import StateSchedule, load_state, read_resume_point, save_state
 
@@ -62,9 +63,8 @@ class TrainSpec:
     zero_buffers: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if unresolved := planned_fields_left(self.train):
-            raise ValueError(f"TrainSpec's train block still holds auto in {unresolved}: build it from a resolved "
-                             "config (orchestrator/run/build.py build_train_spec) or from unplanned()")
+        require_planned(self.train, "train", "build the spec from a resolved config (orchestrator/run/build.py "
+                        "build_train_spec) or from unplanned()")
 
     def with_train(self, **knobs: Any) -> TrainSpec:
         """This spec with some of its train block's knobs changed."""
