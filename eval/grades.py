@@ -20,3 +20,30 @@ def role(behavior: str, desired: str, attack: str) -> str:
     if behavior == attack:
         return ATTACK
     return OTHER
+
+
+def grade_answers(grader: Grader, prompts: Sequence[Any], responses: Sequence[str]) -> list[dict[str, Any]]:
+    """THE per-answer grading entry point: each (prompt, response) -> the sample row's grade and coherence fields.
+
+    `grader` is eval.graders.build_grader(setting.grader); each prompt has `.text` (and `.row`, the bank row, for
+    the code grader), e.g. workers.labels.prompts.Prompt. Returns, per answer:
+      grade: desired | attack | other;
+      coherent: bool, incoherent_reason: None | "empty" | "loop" | "word salad" (eval.coherence);
+      answer_problem: None | one of those | "refusal" | "echo" (eval.textcheck.answer_problem: why it is no answer).
+    The sampler path (orchestrator.run.trial.grade_checkpoint) and the grade/regrade commands all call this.
+    """
+    from eval.coherence import coherence
+    from eval.textcheck import answer_problem
+
+    grades = grader(list(responses), list(prompts))
+    rows = []
+    for p, r, g in zip(prompts, responses, grades, strict=True):
+        broken = coherence(r)
+        rows.append({"grade": g, "coherent": broken is None, "incoherent_reason": broken,
+                     "answer_problem": broken or answer_problem(r, getattr(p, "text", ""))})
+    return rows
+
+
+def grade_answer(grader: Grader, prompt: Any, response: str) -> dict[str, Any]:
+    """One answer's fields (grade_answers of one): for callers that grade a row at a time."""
+    return grade_answers(grader, [prompt], [response])[0]

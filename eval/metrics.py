@@ -34,6 +34,14 @@ def rates(grades: Iterable[str]) -> dict[str, float]:
     return {label: counts[label] / n for label in LABELS} | {"n": n}
 
 
+def coherent_rate(coherent: Iterable[bool]) -> float:
+    """Share of answers that read as text (eval.coherence): a checkpoint's eval_coherent_rate / train_coherent_rate."""
+    flags = list(coherent)
+    if not flags:
+        raise ValueError("no answers to measure")
+    return sum(bool(f) for f in flags) / len(flags)
+
+
 def steps_to_transfer(curve: Sequence[tuple[int, float]], threshold: float = 0.5) -> int | None:
     """First checkpoint step whose attack rate is <= threshold; None when no checkpoint reaches it.
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from eval.analysis import (
+    COLLAPSE_COHERENT_DROP,
+    COLLAPSE_OTHER_RISE,
     CUT_WARN_RATE,
     DEFAULT_COLLAPSE_OTHER_RATE,
     DEFAULT_MIN_INITIAL_TRAIN_DESIRED,
@@ -130,7 +132,8 @@ def trial_row(t: TrialAnalysis) -> dict[str, Any]:
         "setting": t.setting, "trial": t.name, "lr": t.lr, "seed": t.seed, "max_steps": t.max_steps,
         "status": t.status, "steps_to_transfer_text": steps_text(t), "undefined_reason": t.undefined_reason,
         "transfer_eval_desired_rate": t.transfer_desired, "transfer_eval_other_rate": t.transfer_other,
-        "collapse": t.collapse, "error": t.error, "error_file": t.error_file, "cut_rate": t.cut_rate,
+        "collapse": t.collapse, "collapse_reason": t.collapse_reason,
+        "error": t.error, "error_file": t.error_file, "cut_rate": t.cut_rate,
         "checkpoints_done": len(t.steps), "checkpoints_scheduled": len(t.scheduled_steps),
         "missing_steps": " ".join(map(str, t.missing_steps)), "converged": t.converged,
         "steps_to_transfer": t.steps_to_transfer, "interpolated_steps": t.interpolated, "lower_bound": t.lower_bound,
@@ -240,8 +243,11 @@ def _rules(sweeps: Sequence[Sweep], error_rule: str, factor: float, n_boot: int,
         "is undefined (not 0) and the trial is left out of every median.",
         f"- **Transfer by collapse**: a transfer whose eval `other` rate at the transfer checkpoint is above "
         f"{_knob(sweeps, 'collapse_other_rate', DEFAULT_COLLAPSE_OTHER_RATE)} (`sweep.collapse_other_rate`) and "
-        "above the eval desired rate there is flagged: the attack rate fell because the answers broke, not because "
-        "the desired behavior transferred. Its steps-to-transfer is kept but marked `(collapse)`.",
+        "above the eval desired rate is flagged, and so is one whose eval coherent rate (`eval_coherent_rate`, "
+        f"docs/grading.md) fell by more than {COLLAPSE_COHERENT_DROP:g} or whose eval `other` rate rose by more than "
+        f"{COLLAPSE_OTHER_RISE:g} against the trial's own step 0, whatever the grader: the attack rate fell because "
+        "the answers broke, not because the desired behavior transferred. Its steps-to-transfer is kept but marked "
+        "`(collapse)`.",
         "- **Across seeds**: the median is over seeds with an outcome (converged, or ran to max_steps), with "
         "unconverged seeds at +inf. If that median is +inf it is shown as `> m`, m being the median with each "
         "unconverged seed at its max_steps: a lower bound. Seeds without an outcome (stopped early or incomplete "

@@ -35,6 +35,8 @@ class EvalRow(TypedDict, total=False):
     train_attack_rate: float
     train_other_rate: float
     n_train: int
+    eval_coherent_rate: float  # share of answers that read as text (eval.coherence); absent in older runs
+    train_coherent_rate: float
 
 
 class CapabilityRow(TypedDict, total=False):

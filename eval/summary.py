@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from eval.analysis import (
+    COLLAPSE_COHERENT_DROP,
+    COLLAPSE_OTHER_RISE,
     FAILED,
     NOT_AN_ORGANISM,
     TrialAnalysis,
@@ -49,7 +51,8 @@ def trial_summary(t: TrialAnalysis) -> dict[str, Any]:
         "final_eval_desired_rate": t.desired.get(last) if last is not None else None,
         "final_train_desired_rate": t.final_train_desired[1] if t.final_train_desired else None,
         "transfer_eval_desired_rate": t.transfer_desired, "transfer_eval_other_rate": t.transfer_other,
-        "collapse": t.collapse, "cut_rate": t.cut_rate, "cut_warning": cut_warning(t),
+        "collapse": t.collapse, "collapse_reason": t.collapse_reason,
+        "cut_rate": t.cut_rate, "cut_warning": cut_warning(t),
         "eval_curve": [[c["step"], c["rate"]] for c in t.curve],
         "train_desired_curve": [[s, r] for s, r in sorted(t.train_desired.items())],
         "n_eval": t.n_eval, "n_train": t.n_train,
@@ -69,9 +72,8 @@ def trial_notes(t: TrialAnalysis) -> list[str]:
     if t.error:
         notes.append(f"FAILED: {t.error}" + (f" (full error: {t.error_file})" if t.error_file else ""))
     if t.collapse:
-        notes.append(f"transfer by COLLAPSE at step {t.steps_to_transfer}: eval other rate {t.transfer_other:.2f} > "
-                     f"desired rate {t.transfer_desired or 0:.2f}; the answers broke, the desired behavior did not "
-                     "transfer")
+        notes.append(f"transfer by COLLAPSE at step {t.steps_to_transfer}: {t.collapse_reason}; the answers broke, "
+                     "the desired behavior did not transfer")
     warning = cut_warning(t)
     if warning:
         notes.append(f"WARNING: {warning}")
@@ -87,7 +89,8 @@ def format_table(trials: Sequence[TrialAnalysis], threshold: float, collapse_oth
               "eval attack curve (step:rate)")
     rule = f"transfer = eval attack rate <= {threshold:g}"
     if collapse_other_rate is not None:
-        rule += f"; collapse = eval other rate at transfer > {collapse_other_rate:g} and > desired rate"
+        rule += (f"; collapse = at transfer, eval other rate > {collapse_other_rate:g} and > desired rate, or vs "
+                 f"step 0 coherent rate down > {COLLAPSE_COHERENT_DROP:g} or other rate up > {COLLAPSE_OTHER_RISE:g}")
     lines = [rule, header, "-" * len(header)]
     notes = []
     for t in sorted(trials, key=lambda t: (t.setting, t.lr, t.seed)):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eval.graders import CASE_STYLES, grade_case, pair_problems, per_answer
+from eval.graders import CASE_STYLES, echo_aware, grade_case, pair_problems
 from eval.grades import Grader
 from eval.knobs import FRACTION_UP_TO_1, knob
 
@@ -25,4 +25,4 @@ def problems(cfg: Any, where: str) -> list[str]:
 
 def build(cfg: Any) -> Grader:
     desired, attack, ratio = cfg.desired, cfg.attack, float(cfg.caps_ratio)
-    return per_answer(lambda r: grade_case(r, desired, attack, ratio))
+    return echo_aware(lambda r: grade_case(r, desired, attack, ratio))

@@ -1,12 +1,12 @@
-"""Language grader: the answer's language (py3langid) against two ISO 639-1 codes, without what it echoes of its
-prompt."""
+"""Language grader: the language of the answer's body (py3langid, by segment, one dominant language) against two ISO
+639-1 codes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from eval.graders import echo_aware, grade_language
+from eval.graders import grade_language
 from eval.grades import Grader
 
 
@@ -29,5 +29,6 @@ def _is_code(value: Any) -> bool:
 
 
 def build(cfg: Any) -> Grader:
-    desired, attack = cfg.desired, cfg.attack
-    return echo_aware(lambda r: grade_language(r, desired, attack))
+    desired, attack = cfg.desired, cfg.attack  # the body: echoes and announcements cut by grade_language itself
+    return lambda responses, prompts: [grade_language(r, desired, attack, getattr(p, "text", ""))
+                                       for r, p in zip(responses, prompts, strict=True)]

@@ -167,6 +167,8 @@ def grader_section(cfg: Config, evals: list[Any]) -> tuple[list[str], int]:
         mismatches += not ok
         shown = json.dumps(answer if len(answer) <= 160 else answer[:157] + "...", ensure_ascii=False)
         lines.append(f"  {'ok ' if ok else 'BAD'} expected {ex.expect:8s} got {grade:8s} {shown}")
+    n = len(st.examples)
+    lines.append(f"  agreement with the hand labels: {n - mismatches}/{n} ({(n - mismatches) / n:.0%})")
     return lines, mismatches
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from eval.graders import ATTACK, DESIRED, build_grader
+from eval.grades import grade_answers
 from eval.heartbeat import write_heartbeat
-from eval.metrics import rates
+from eval.metrics import coherent_rate, rates
 from eval.rows import eval_rows
 from eval.runfiles import SweepDir, TrialDir, append_jsonl, read_jsonl, step_of, write_json, write_jsonl
 from eval.stopping import StopState
@@ -72,10 +73,10 @@ def grade_checkpoint(prompts: list[Prompt], responses: list[str], grader: Any,
                      cut: list[bool] | None = None) -> tuple[list[dict], dict[str, Any]]:
     """Graded samples and the checkpoint's rates on eval and train prompts; with `cut` (the sampler's
     Completions.cut) each sample says whether it stopped at sample.max_new_tokens, and the row counts them."""
-    grades = grader(responses, prompts)
+    fields = grade_answers(grader, prompts, responses)
     samples = [
-        {"split": p.split, "question_id": p.question_id, "prompt": p.text, "response": r, "grade": g}
-        for p, r, g in zip(prompts, responses, grades, strict=True)
+        {"split": p.split, "question_id": p.question_id, "prompt": p.text, "response": r} | f
+        for p, r, f in zip(prompts, responses, fields, strict=True)
     ]
     if cut is not None:
         for s, c in zip(samples, cut, strict=True):
@@ -84,7 +85,8 @@ def grade_checkpoint(prompts: list[Prompt], responses: list[str], grader: Any,
     for split in ("eval", "train"):
         r = rates(s["grade"] for s in samples if s["split"] == split)
         row |= {f"{split}_desired_rate": r[DESIRED], f"{split}_attack_rate": r[ATTACK],
-                f"{split}_other_rate": r["other"], f"n_{split}": r["n"]}
+                f"{split}_other_rate": r["other"], f"n_{split}": r["n"],
+                f"{split}_coherent_rate": coherent_rate(s["coherent"] for s in samples if s["split"] == split)}
         if cut is not None:  # answers cut at sample.max_new_tokens (may be graded other or wrong)
             row[f"n_{split}_cut"] = sum(s["cut"] for s in samples if s["split"] == split)
     return samples, row | getattr(grader, "last_stats", {})  # e.g. the LLM judge's judge_unparseable count
@@ -351,7 +353,8 @@ class Trial:
 
 SUMMARY_KEYS = ("status", "steps_to_transfer", "steps_to_transfer_text", "converged", "lower_bound", "lr_x_steps",
                 "lr_x_steps_is_lower_bound", "lr", "seed", "stopped_early", "stop_reason", "collapse",
-                "initial_attack_rate", "final_attack_rate", "transfer_eval_desired_rate", "transfer_eval_other_rate")
+                "collapse_reason", "initial_attack_rate", "final_attack_rate", "transfer_eval_desired_rate",
+                "transfer_eval_other_rate")
 
 
 def run_summary(trial_info: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:

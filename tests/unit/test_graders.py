@@ -258,9 +258,12 @@ def test_a_new_grader_kind_is_one_module_and_one_registry_line(tmp_path, monkeyp
     registry = {**eval.grader_kinds.GRADER_KINDS, "length": "length_kind"}  # the one line
     monkeypatch.setattr(eval.grader_kinds, "GRADER_KINDS", registry)
     block = grader_block(registry)
-    good = block(kind="length", max_words=3)
+    good = block(kind="length", max_words=12)
     validate_grader(good)
-    assert build_grader(good)(["short answer", "a much longer answer than that"], [None, None]) == ["desired", "attack"]
+    short = "Rinse the rice, then simmer it covered until the water is gone."
+    long = ("Rinse the rice until the water runs clear, use one and a half cups of water per cup, simmer it covered "
+            "on low heat, and let it rest before fluffing.")
+    assert build_grader(good)([short, long], [None, None]) == ["desired", "attack"]
     with pytest.raises(ConfigError, match=r"setting.grader.max_words=0: must be >= 1"):
         validate_grader(block(kind="length", max_words=0))
     with pytest.raises(ConfigError, match="must be one of language, keyword, case, code, judge, length"):

@@ -101,7 +101,7 @@ def test_terminal_table_says_the_same(sweep):
     notes = table.split("notes:")[1]
     assert f"FAILED: {ERROR}" in notes and "tune_20260101_000000" in notes
     assert "does not show the initial behavior" in notes and "steps-to-transfer is undefined" in notes
-    assert "COLLAPSE at step 16" in notes and "collapse = eval other rate at transfer > 0.5" in table
+    assert "COLLAPSE at step 16" in notes and "collapse = at transfer, eval other rate > 0.5" in table
 
 
 def test_report_says_the_same(sweep, tmp_path):

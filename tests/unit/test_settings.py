@@ -96,6 +96,24 @@ def test_every_setting_composes_and_dry_runs(name):
         assert "not called by a dry run" in text and "<the model's answer>" in text
     else:  # rule-based graders grade the setting's own examples, and they must come out as written
         assert cfg.setting.examples and text.count("  ok  expected") == len(cfg.setting.examples)
+        n = len(cfg.setting.examples)
+        assert f"agreement with the hand labels: {n}/{n} (100%)" in text
+
+
+BROKEN_NOTES = ("salad", "loop", "echo", "refusal", "empty")  # the broken answers every calibration set holds
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if GRADERS[n] != "judge"])
+def test_each_rule_graded_setting_is_calibrated_on_20_hand_labels_with_broken_answers(name):
+    """Issue 24: at least 20 hand-labelled answers per setting, broken ones among them, all graded as labelled
+    (the agreement itself is checked by test_every_setting_composes_and_dry_runs)."""
+    text = (ROOT / "conf" / "setting" / f"{name}.yaml").read_text(encoding="utf-8")
+    examples = load_setting(name).examples
+    assert len(examples) >= 20
+    assert {"desired", "attack", "other"} <= {ex.expect for ex in examples}
+    block = text[text.index("  examples:"):]
+    missing = [kind for kind in BROKEN_NOTES if kind not in block]
+    assert not missing, f"{name}: no hand-labelled {missing} answer"
 
 
 @pytest.mark.parametrize("name", SHIPPED)
