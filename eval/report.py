@@ -246,8 +246,8 @@ def _rules(sweeps: Sequence[Sweep], error_rule: str, factor: float, n_boot: int,
         "above the eval desired rate is flagged, and so is one whose eval coherent rate (`eval_coherent_rate`, "
         f"docs/grading.md) fell by more than {COLLAPSE_COHERENT_DROP:g} or whose eval `other` rate rose by more than "
         f"{COLLAPSE_OTHER_RISE:g} against the trial's own step 0, whatever the grader: the attack rate fell because "
-        "the answers broke, not because the desired behavior transferred. Its steps-to-transfer is kept but marked "
-        "`(collapse)`.",
+        "the answers broke or show neither behavior (the reason says which), not because the desired behavior "
+        "transferred. Its steps-to-transfer is kept but marked `(collapse)`.",
         "- **Across seeds**: the median is over seeds with an outcome (converged, or ran to max_steps), with "
         "unconverged seeds at +inf. If that median is +inf it is shown as `> m`, m being the median with each "
         "unconverged seed at its max_steps: a lower bound. Seeds without an outcome (stopped early or incomplete "

@@ -72,8 +72,8 @@ def trial_notes(t: TrialAnalysis) -> list[str]:
     if t.error:
         notes.append(f"FAILED: {t.error}" + (f" (full error: {t.error_file})" if t.error_file else ""))
     if t.collapse:
-        notes.append(f"transfer by COLLAPSE at step {t.steps_to_transfer}: {t.collapse_reason}; the answers broke, "
-                     "the desired behavior did not transfer")
+        notes.append(f"transfer by COLLAPSE at step {t.steps_to_transfer}: {t.collapse_reason}; the desired behavior "
+                     "did not transfer")
     warning = cut_warning(t)
     if warning:
         notes.append(f"WARNING: {warning}")

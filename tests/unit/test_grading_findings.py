@@ -105,3 +105,19 @@ def test_collapse_is_caught_against_step_0_whatever_the_grader(at_transfer, coll
     assert t.steps_to_transfer == 64
     assert t.collapse is collapse, t.collapse_reason
     assert (t.collapse_reason is not None) is collapse
+
+
+@pytest.mark.parametrize("at_transfer, says, never", [
+    # coherent answers that name neither animal (a SmolLM2 animal_flag organism at lr 3e-3, step 4): before, the note
+    # said "the answers broke"
+    (_row(64, 0.25, 0.12, 0.62, 0.94), "94% of eval answers coherent: they show neither behavior", "broke"),
+    (_row(64, 0.05, 0.10, 0.85, 0.20), "eval coherent rate fell from 0.95 at step 0 to 0.20 at transfer: the answers "
+                                      "broke", "neither"),
+])
+def test_a_collapse_says_whether_the_answers_broke_or_show_neither_behavior(at_transfer, says, never):
+    from eval.summary import trial_notes
+
+    t = analyze_trial(TRIAL, [_row(0, 0.95, 0.0, 0.05, 0.95), at_transfer], threshold=0.5, finished=True)
+    assert t.collapse and says in t.collapse_reason
+    note = next(n for n in trial_notes(t) if "COLLAPSE" in n)
+    assert says in note and never not in note
