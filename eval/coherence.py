@@ -139,6 +139,9 @@ def is_salad(tokens: list[str], checked: list[str]) -> bool:
     return unknown / len(checked) >= SALAD_UNKNOWN
 
 
+INCOHERENT = ("empty", "loop", "word salad")  # coherence's reasons
+
+
 def coherence(answer: str) -> str | None:
     """Why the answer is not text ("empty", "loop", "word salad"), or None when it reads as text."""
     body = prose(answer)

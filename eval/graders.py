@@ -193,6 +193,8 @@ class Gated:
     salad, refusal, echo) and sends only the rest to the grader of the setting's kind (the judge included, which
     is then not asked about broken answers)."""
 
+    takes_problems = True  # eval.grades.grade_answers passes the answer_problem it has computed
+
     def __init__(self, inner: Grader) -> None:
         self.inner = inner
 
@@ -200,11 +202,14 @@ class Gated:
     def last_stats(self) -> dict[str, Any]:  # e.g. the LLM judge's counts, read by orchestrator.run.trial
         return getattr(self.inner, "last_stats", {})
 
-    def __call__(self, responses: Sequence[str], prompts: Sequence[Any]) -> list[str]:
+    def __call__(self, responses: Sequence[str], prompts: Sequence[Any],
+                 problems: Sequence[str | None] | None = None) -> list[str]:
+        """`problems`: each answer's answer_problem when the caller has them already (eval.grades.grade_answers)."""
         if len(responses) != len(prompts):
             raise ValueError(f"{len(responses)} responses for {len(prompts)} prompts")
-        keep = [i for i, (r, p) in enumerate(zip(responses, prompts, strict=True))
-                if answer_problem(r, getattr(p, "text", "")) is None]
+        if problems is None:
+            problems = [answer_problem(r, getattr(p, "text", "")) for r, p in zip(responses, prompts, strict=True)]
+        keep = [i for i, problem in enumerate(problems) if problem is None]
         grades = [OTHER] * len(responses)
         if keep:
             inner = self.inner([responses[i] for i in keep], [prompts[i] for i in keep])

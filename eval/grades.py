@@ -32,16 +32,18 @@ def grade_answers(grader: Grader, prompts: Sequence[Any], responses: Sequence[st
       answer_problem: None | one of those | "refusal" | "echo" (eval.textcheck.answer_problem: why it is no answer).
     The sampler path (orchestrator.run.trial.grade_checkpoint) and the grade/regrade commands all call this.
     """
-    from eval.coherence import coherence
+    from eval.coherence import INCOHERENT
     from eval.textcheck import answer_problem
 
-    grades = grader(list(responses), list(prompts))
-    rows = []
-    for p, r, g in zip(prompts, responses, grades, strict=True):
-        broken = coherence(r)
-        rows.append({"grade": g, "coherent": broken is None, "incoherent_reason": broken,
-                     "answer_problem": broken or answer_problem(r, getattr(p, "text", ""))})
-    return rows
+    # each answer's text checks run once: answer_problem reports coherence's reason first, and a grader that gates
+    # on them (eval.graders.Gated, every build_grader's) takes them instead of running them again
+    problems = [answer_problem(r, getattr(p, "text", "")) for p, r in zip(prompts, responses, strict=True)]
+    if getattr(grader, "takes_problems", False):
+        grades = grader(list(responses), list(prompts), problems=problems)
+    else:
+        grades = grader(list(responses), list(prompts))
+    return [{"grade": g, "coherent": q not in INCOHERENT, "incoherent_reason": q if q in INCOHERENT else None,
+             "answer_problem": q} for g, q in zip(grades, problems, strict=True)]
 
 
 def grade_answer(grader: Grader, prompt: Any, response: str) -> dict[str, Any]:
