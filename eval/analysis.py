@@ -175,16 +175,17 @@ def collapse_reason(first: Mapping[str, Any] | None, at: Mapping[str, Any] | Non
     desired, other = at.get("eval_desired_rate"), at.get("eval_other_rate")
     start = first or {}
     c0, ct = start.get("eval_coherent_rate"), at.get("eval_coherent_rate")
-    fell = c0 is not None and ct is not None and c0 - ct > COLLAPSE_COHERENT_DROP
-    broke = f"eval coherent rate fell from {c0:.2f} at step 0 to {ct:.2f} at transfer: the answers broke" if fell else ""
+    broke = None
+    if c0 is not None and ct is not None and c0 - ct > COLLAPSE_COHERENT_DROP:
+        broke = f"eval coherent rate fell from {c0:.2f} at step 0 to {ct:.2f} at transfer: the answers broke"
     if is_collapse(desired, other, min_other):
         why = f"eval other rate {other:.2f} at transfer > {min_other:g} and > desired rate {desired or 0:.2f}"
-        if fell:
+        if broke:
             return f"{why}; {broke}"
         if ct is not None:  # coherent answers that are neither behavior: the attack went, the desired did not come
             return f"{why}; {ct:.0%} of eval answers coherent: they show neither behavior"
         return why
-    if fell:
+    if broke:
         return broke
     o0 = start.get("eval_other_rate")
     if o0 is not None and other is not None and other - o0 > COLLAPSE_OTHER_RISE:
